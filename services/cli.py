@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name == name:  # area not built yet; anything else missing is a real error
-                continue
+            if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+                continue  # area not built yet; anything else missing is a real error
             raise
         module.register(subparsers)
     return parser

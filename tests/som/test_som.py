@@ -5,13 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from smf.common.errors import InvalidArgument
 from smf.grid.grid import grid_latents
-from smf.som.som import SomConfig, evenness, neighbour_distances, relax, som_step, mesh_2d, mesh_spacing
+from smf.som.som import SomConfig, evenness, mesh_2d, mesh_spacing, neighbour_distances, relax, som_step
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from kmap_reference import KMap  # noqa: E402
+from kmap_reference import KMap
 
 
 def cube_field(latents: torch.Tensor) -> torch.Tensor:
@@ -73,7 +72,7 @@ def test_dim0_axis_moves_only_along_rows():
 
 def test_deterministic():
     mesh = square_mesh(dim=8)
-    f = lambda z: torch.tanh(z * 3)  # noqa: E731
+    f = lambda z: torch.tanh(z * 3)
     a = relax(f, mesh, SomConfig(iterations=20))
     b = relax(f, mesh, SomConfig(iterations=20))
     assert torch.equal(a.latents, b.latents)
