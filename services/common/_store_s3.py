@@ -1,0 +1,313 @@
+"""The `s3://bucket/prefix` backend of the store (minio SDK; works with SeaweedFS, MinIO, AWS S3).
+
+Connection settings come from the environment so that a URI alone names a store in every process (CLI, services,
+training Jobs): SMF_S3_ENDPOINT (host:port or http(s)://host:port), SMF_S3_ACCESS_KEY, SMF_S3_SECRET_KEY,
+optional SMF_S3_REGION, and SMF_S3_RETRY_S (how long transient failures are retried, default 20 s).
+
+- Atomic writes come from S3 itself: a PUT, and a multipart upload's completion, publish the whole object at once.
+- The sha256 is computed before the upload and sent as user metadata (x-amz-meta-sha256); reads recompute it.
+- Transient failures (connection refused/reset, timeouts, 5xx, SlowDown) are retried with exponential backoff
+  until SMF_S3_RETRY_S has passed, then raise Unavailable. Streaming reads resume at the byte they reached.
+- Credentials the server rejects raise PermissionDenied naming the endpoint and access key id, never the secret.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import TypeVar
+
+import urllib3
+from minio import Minio
+from minio.deleteobjects import DeleteObject
+from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+from smf.common.errors import (
+    DataCorruption,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    SmfError,
+    Unavailable,
+)
+from smf.common.store import (
+    CHUNK,
+    ObjectInfo,
+    Store,
+    content_type_for,
+    corruption,
+    file_sha256,
+    validate_key,
+    validate_prefix,
+)
+
+T = TypeVar("T")
+
+PART_SIZE = 16 << 20  # multipart above this; 16 MiB parts keep a 100 MB upload to 7 requests
+SHA_META = "x-amz-meta-sha256"
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_PERMISSION = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
+               "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed"}
+_TRANSIENT = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "OperationAborted",
+              "ServerBusy", "RequestTimeTooSkewed"}
+
+
+class _Transient(Exception):
+    """Internal: a failure worth retrying; carries a short reason for the final Unavailable."""
+
+
+class S3Store(Store):
+    """Store backend over `s3://bucket/prefix`. Use `open_store(uri)` or `S3Store.from_uri(uri)`."""
+
+    def __init__(self, bucket: str, prefix: str = "", *, endpoint: str, access_key: str | None,
+                 secret_key: str | None, region: str | None = None, retry_s: float = 20.0):
+        if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+            raise InvalidArgument("uri", f"{bucket!r} is not a valid S3 bucket name (3-63 of [a-z0-9.-])")
+        self.bucket = bucket
+        self.prefix = validate_prefix(prefix)
+        self.uri = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
+        self.endpoint, secure = _parse_endpoint(endpoint)
+        self.access_key = access_key or ""
+        self.retry_s = retry_s
+        # Retries are ours (bounded, uniform across calls, resumable reads), so urllib3's own are off.
+        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=10, read=120), maxsize=10, retries=False)
+        self.client = Minio(self.endpoint, access_key=access_key or None, secret_key=secret_key or None,
+                            secure=secure, region=region or None, http_client=http)
+        self._bucket_ready = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_uri(cls, uri: str) -> S3Store:
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        endpoint = os.environ.get("SMF_S3_ENDPOINT")
+        if not endpoint:
+            raise InvalidArgument("SMF_S3_ENDPOINT", f"not set; it is needed to open {uri} (host:port or "
+                                                     "http(s)://host:port)")
+        try:
+            retry_s = float(os.environ.get("SMF_S3_RETRY_S", "20"))
+        except ValueError:
+            raise InvalidArgument("SMF_S3_RETRY_S", "must be a number of seconds") from None
+        return cls(bucket, prefix, endpoint=endpoint, access_key=os.environ.get("SMF_S3_ACCESS_KEY"),
+                   secret_key=os.environ.get("SMF_S3_SECRET_KEY"), region=os.environ.get("SMF_S3_REGION"),
+                   retry_s=retry_s)
+
+    # --- plumbing ---------------------------------------------------------------------------------------------
+    def _name(self, key: str) -> str:
+        key = validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _call(self, what: str, key: str | None, fn: Callable[[], T]) -> T:
+        """Run one S3 request with bounded exponential backoff on transient failures; translate the rest."""
+        self._ensure_bucket()
+        return self._retry(what, key, fn)
+
+    def _retry(self, what: str, key: str | None, fn: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.retry_s
+        delay, attempts = 0.1, 0
+        while True:
+            attempts += 1
+            try:
+                return fn()
+            except Exception as exc:
+                err = self._translate(exc, key)
+                if not isinstance(err, _Transient):
+                    raise err from exc
+                if time.monotonic() + delay > deadline:
+                    raise Unavailable(f"S3 endpoint {self.endpoint} unavailable while {what}"
+                                      f"{' ' + self._where(key) if key else ''}: {err} "
+                                      f"(gave up after {attempts} attempts in {self.retry_s:g} s)") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _where(self, key: str | None) -> str:
+        return self.key_uri(key) if key else self.uri
+
+    def _translate(self, exc: Exception, key: str | None) -> Exception:
+        """Map an exception from minio/urllib3 to an SmfError, or to _Transient if a retry may help."""
+        if isinstance(exc, SmfError):
+            return exc
+        if isinstance(exc, S3Error):
+            code = exc.code or ""
+            if code in ("NoSuchKey", "NoSuchObject"):
+                return NotFound(f"{self._where(key)}: no such object")
+            if code in _PERMISSION:
+                reason = {"InvalidAccessKeyId": "unknown access key id",
+                          "SignatureDoesNotMatch": "secret key does not match access key id"}.get(
+                    code, "access denied for access key id")
+                return PermissionDenied(f"S3 endpoint {self.endpoint} rejected the credentials for {self.uri}: "
+                                        f"{reason} {self.access_key!r} ({code}); check SMF_S3_ACCESS_KEY and "
+                                        "SMF_S3_SECRET_KEY")
+            status = getattr(exc.response, "status", 0) or 0
+            if code in _TRANSIENT or status >= 500:
+                return _Transient(f"{code or status}: {exc.message}")
+            return FailedPrecondition(f"S3 endpoint {self.endpoint} refused a request on {self._where(key)}: "
+                                      f"{code}: {exc.message}")
+        if isinstance(exc, ServerError):
+            return _Transient(f"HTTP {exc.status_code}") if exc.status_code >= 500 else FailedPrecondition(
+                f"S3 endpoint {self.endpoint}: {exc}")
+        if isinstance(exc, InvalidResponseError):
+            status = getattr(exc, "_code", 0) or 0
+            if status >= 500:
+                return _Transient(f"HTTP {status}")
+            return FailedPrecondition(f"S3 endpoint {self.endpoint} gave a non-S3 answer (HTTP {status}); is it "
+                                      "an S3 server?")
+        if isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)):
+            return _Transient(_short(exc))
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return _Transient(_short(exc))
+        if isinstance(exc, MinioException):
+            return FailedPrecondition(f"S3 endpoint {self.endpoint}: {exc}")
+        return exc
+
+    def _ensure_bucket(self) -> None:
+        """Create the bucket on first use, so a fresh S3 server works with no setup step."""
+        if self._bucket_ready:
+            return
+        with self._lock:
+            if self._bucket_ready:
+                return
+
+            def create() -> None:
+                if self.client.bucket_exists(self.bucket):
+                    return
+                try:
+                    self.client.make_bucket(self.bucket)
+                except S3Error as exc:
+                    if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+
+            self._retry("creating the bucket", None, create)
+            self._bucket_ready = True
+
+    # --- writes -----------------------------------------------------------------------------------------------
+    def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> str:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidArgument("data", f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+        name = self._name(key)
+        sha = hashlib.sha256(data).hexdigest()
+        self._call("writing", key, lambda: self.client.put_object(
+            self.bucket, name, io.BytesIO(data), len(data), content_type=content_type_for(key, content_type),
+            metadata={"sha256": sha}))
+        return sha
+
+    def put_file(self, key: str, path: str | os.PathLike, *, content_type: str | None = None) -> str:
+        name = self._name(key)
+        try:
+            # The sha256 travels in the request headers, so it must be known before the first byte is sent.
+            sha, _ = file_sha256(path)
+        except OSError as exc:
+            raise InvalidArgument(os.fspath(path), f"cannot read: {exc.strerror}") from None
+        self._call("writing", key, lambda: self.client.fput_object(
+            self.bucket, name, os.fspath(path), content_type=content_type_for(key, content_type),
+            metadata={"sha256": sha}, part_size=PART_SIZE))
+        return sha
+
+    # --- reads ------------------------------------------------------------------------------------------------
+    def iter_chunks(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        name = self._name(key)
+        return self._iter(key, name, chunk_size)
+
+    def _iter(self, key: str, name: str, chunk_size: int) -> Iterator[bytes]:
+        h = hashlib.sha256()
+        pos = 0
+        response = self._call("reading", key, lambda: self.client.get_object(self.bucket, name))
+        recorded = response.headers.get(SHA_META)
+        etag = response.headers.get("etag")
+        try:
+            if not recorded:
+                raise DataCorruption(f"{self.key_uri(key)}: no sha256 recorded (not written through the store)")
+            while True:
+                try:
+                    for chunk in response.stream(chunk_size):
+                        h.update(chunk)
+                        pos += len(chunk)
+                        yield chunk
+                    break
+                except (urllib3.exceptions.HTTPError, OSError) as exc:
+                    if not isinstance(self._translate(exc, key), _Transient):
+                        raise
+                    # The connection broke mid-object: resume at `pos`, pinned to the same object version.
+                    _close(response)
+                    response = self._call("resuming a read of", key, lambda at=pos: self.client.get_object(
+                        self.bucket, name, offset=at, request_headers={"If-Match": etag} if etag else None))
+        finally:
+            _close(response)
+        if h.hexdigest() != recorded:
+            raise corruption(self.key_uri(key), recorded, h.hexdigest())
+
+    def stat(self, key: str) -> ObjectInfo:
+        name = self._name(key)
+        st = self._call("reading metadata of", key, lambda: self.client.stat_object(self.bucket, name))
+        sha = (st.metadata or {}).get(SHA_META, "")
+        modified = st.last_modified.timestamp() if st.last_modified else 0.0
+        return ObjectInfo(key, int(st.size or 0), sha, modified)
+
+    def list(self, prefix: str = "") -> list[str]:
+        prefix = validate_prefix(prefix)
+        full = "/".join(p for p in (self.prefix, prefix) if p)
+        full = full + "/" if full else ""
+        names = self._call("listing", prefix or None, lambda: [
+            o.object_name for o in self.client.list_objects(self.bucket, prefix=full or None, recursive=True)
+            if not o.is_dir])
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(n[strip:] for n in names if n)
+
+    # --- deletes ----------------------------------------------------------------------------------------------
+    def delete(self, key: str) -> None:
+        self.stat(key)  # S3 deletes of missing objects succeed silently; the contract says NotFound
+        name = self._name(key)
+        self._call("deleting", key, lambda: self.client.remove_object(self.bucket, name))
+
+    def delete_prefix(self, prefix: str) -> None:
+        prefix = validate_prefix(prefix)
+        if not prefix:
+            raise InvalidArgument("prefix", "must not be empty (refusing to delete the whole store)")
+        names = [self._name(k) for k in self.list(prefix)]
+
+        def remove() -> None:
+            errors = list(self.client.remove_objects(self.bucket, (DeleteObject(n) for n in names)))
+            if errors:
+                raise FailedPrecondition(f"S3 endpoint {self.endpoint} could not delete {len(errors)} objects "
+                                         f"under {self.uri}/{prefix}: {errors[0].code} {errors[0].name}")
+
+        if names:
+            self._call("deleting", prefix, remove)
+
+    def presigned_url(self, key: str, expires_s: int = 3600) -> str:
+        if not 1 <= int(expires_s) <= 7 * 24 * 3600:
+            raise InvalidArgument("expires_s", f"must be 1 s .. 7 days (S3 limit), got {expires_s}")
+        self.stat(key)  # NotFound now rather than a dead link later
+        name = self._name(key)
+        return self._call("signing a URL for", key, lambda: self.client.presigned_get_object(
+            self.bucket, name, expires=timedelta(seconds=int(expires_s))))
+
+
+def _parse_endpoint(endpoint: str) -> tuple[str, bool]:
+    """'host:port' or 'http(s)://host:port' -> ('host:port', secure)."""
+    e = endpoint.strip().rstrip("/")
+    secure = e.startswith("https://")
+    for scheme in ("http://", "https://"):
+        e = e.removeprefix(scheme)
+    if not e or "/" in e:
+        raise InvalidArgument("SMF_S3_ENDPOINT", f"{endpoint!r}: expected host:port or http(s)://host:port")
+    return e, secure
+
+
+def _short(exc: BaseException) -> str:
+    """A one-line reason: urllib3 wraps the interesting error (e.g. connection refused) a few levels deep."""
+    inner = getattr(exc, "reason", None) or exc.__cause__ or exc.__context__
+    text = str(inner or exc) or type(exc).__name__
+    return text if len(text) < 200 else text[:200] + "…"
+
+
+def _close(response) -> None:
+    with contextlib.suppress(Exception):  # best effort on an already broken connection
+        response.close()
+        response.release_conn()

@@ -1,0 +1,423 @@
+"""The gRPC server base every smf service runs on: auth, health, reflection, metrics, error mapping, shutdown.
+
+A service's `server.py` is a thin servicer; this module owns the serving lifecycle (start -> SERVING -> SIGTERM ->
+NOT_SERVING -> grace -> exit):
+
+    from smf.common.server import run_server
+    run_server(name="gan", servicers=[(gan_pb2_grpc.add_GanServiceServicer_to_server, GanServicer(store))],
+               service_names=["smf.gan.v1.GanService"], port=50051, metrics_port=51051)
+
+    handle = await start_server(..., port=0, metrics_port=0, token="t")   # tests: handle.port, await handle.stop()
+
+Every handler (unary or streaming, async or plain `def`) gets the same treatment: raising an `SmfError` becomes its
+status code, anything else becomes INTERNAL with the traceback logged. Plain `def` handlers run in worker threads so
+CPU-heavy work (rendering audio) does not stall the event loop.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import hmac
+import inspect
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import grpc
+import prometheus_client
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from smf.common.errors import FailedPrecondition, SmfError
+
+log = logging.getLogger("smf.server")
+
+MAX_MESSAGE_BYTES = 8 << 20  # audio travels in chunks well below this; a bigger message is a client bug
+MAX_CONCURRENT_RPCS = 256  # beyond this grpc answers RESOURCE_EXHAUSTED instead of queueing without bound
+DEFAULT_GRACE_S = 10.0
+
+# Methods anyone may call: load balancers and grpcurl must work without the token.
+AUTH_EXEMPT_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
+                        "/grpc.reflection.v1.ServerReflection/")
+
+# Module-level metrics: prometheus_client's default registry allows each name once per process, and tests run
+# several servers in one process; the `server` label tells them apart.
+_LABELS = ("server", "grpc_service", "grpc_method", "grpc_type")
+REQUESTS = prometheus_client.Counter(
+    "smf_grpc_server_handled", "RPCs completed, by method and status code", _LABELS + ("grpc_code",))
+LATENCY = prometheus_client.Histogram(
+    "smf_grpc_server_handling_seconds", "RPC latency (whole stream for streaming RPCs)", _LABELS,
+    buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, float("inf")))
+IN_FLIGHT = prometheus_client.Gauge("smf_grpc_server_in_flight", "RPCs being handled now", _LABELS)
+
+Hook = Callable[[grpc.aio.ServicerContext], contextlib.AbstractAsyncContextManager]
+
+
+# ---- handler wrapping ---------------------------------------------------------------------------------------
+
+def _sync_iter(aiterator, loop: asyncio.AbstractEventLoop):
+    """A plain iterator over an async one, for `def` handlers of client-streaming RPCs running in a thread."""
+    while True:
+        try:
+            yield asyncio.run_coroutine_threadsafe(aiterator.__anext__(), loop).result()
+        except StopAsyncIteration:
+            return
+
+
+def _asyncify(behavior: Callable, request_streaming: bool, response_streaming: bool) -> Callable:
+    """The handler as a coroutine function (unary response) or async generator function (streamed response)."""
+    if inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior):
+        return behavior
+
+    def adapt(request, loop):
+        return _sync_iter(request, loop) if request_streaming else request
+
+    if not response_streaming:
+        async def unary(request, context):
+            return await asyncio.to_thread(behavior, adapt(request, asyncio.get_running_loop()), context)
+        return unary
+
+    async def stream(request, context):
+        loop, done = asyncio.get_running_loop(), object()
+        it = await asyncio.to_thread(lambda: iter(behavior(adapt(request, loop), context)))
+        while (item := await asyncio.to_thread(next, it, done)) is not done:
+            yield item
+    return stream
+
+
+def _wrap_handler(handler: grpc.RpcMethodHandler, hook: Hook) -> grpc.RpcMethodHandler:
+    """A copy of `handler` whose behaviour runs inside `hook(context)` (for streams: around the whole stream)."""
+    req_s, resp_s = handler.request_streaming, handler.response_streaming
+    kind = {(False, False): "unary_unary", (False, True): "unary_stream",
+            (True, False): "stream_unary", (True, True): "stream_stream"}[(req_s, resp_s)]
+    behavior = _asyncify(getattr(handler, kind), req_s, resp_s)
+
+    if inspect.isasyncgenfunction(behavior):
+        @functools.wraps(behavior)
+        async def wrapped(request, context):
+            async with hook(context):
+                async for item in behavior(request, context):
+                    yield item
+    else:  # coroutine: unary response, or a streaming handler that writes with context.write
+        @functools.wraps(behavior)
+        async def wrapped(request, context):
+            async with hook(context):
+                return await behavior(request, context)
+
+    factory = getattr(grpc, f"{kind}_rpc_method_handler")
+    return factory(wrapped, request_deserializer=handler.request_deserializer,
+                   response_serializer=handler.response_serializer)
+
+
+def _split_method(method: str) -> tuple[str, str]:
+    service, _, name = method.lstrip("/").rpartition("/")
+    return service, name
+
+
+# ---- interceptors -------------------------------------------------------------------------------------------
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts every RPC by method and final status code, times it, and tracks how many are in flight."""
+
+    def __init__(self, server_name: str):
+        self.server_name = server_name
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        service, method = _split_method(details.method)
+        rpc_type = ("client_stream" if handler.request_streaming else "unary") if not handler.response_streaming \
+            else ("bidi_stream" if handler.request_streaming else "server_stream")
+        labels = (self.server_name, service, method, rpc_type)
+
+        @contextlib.asynccontextmanager
+        async def observe(context):
+            IN_FLIGHT.labels(*labels).inc()
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                yield
+                code = context.code() or grpc.StatusCode.OK  # a handler may set_code() and return
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except (asyncio.CancelledError, GeneratorExit):  # the client went away or its deadline passed
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except BaseException:
+                code = grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                IN_FLIGHT.labels(*labels).dec()
+                LATENCY.labels(*labels).observe(time.perf_counter() - start)
+                REQUESTS.labels(*labels, _code_name(code)).inc()
+        return _wrap_handler(handler, observe)
+
+
+def _code_name(code: Any) -> str:
+    return code.name if isinstance(code, grpc.StatusCode) else str(code)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Requires `authorization: Bearer <token>` on every RPC except health and reflection."""
+
+    def __init__(self, token: str):
+        self._expected = f"Bearer {token}".encode()
+
+    def _authorized(self, metadata) -> bool:
+        presented = next((v for k, v in (metadata or ()) if k == "authorization"), None)
+        if presented is None:
+            return False
+        presented = presented.encode() if isinstance(presented, str) else presented
+        return hmac.compare_digest(presented, self._expected)  # constant time: no token guessing by timing
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(AUTH_EXEMPT_PREFIXES):
+            return handler
+        if self._authorized(details.invocation_metadata):
+            return handler
+        missing = not any(k == "authorization" for k, _ in (details.invocation_metadata or ()))
+
+        @contextlib.asynccontextmanager
+        async def deny(context):
+            reason = "missing 'authorization: Bearer <token>' metadata" if missing else "invalid bearer token"
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+            yield  # not reached: abort raises
+        return _wrap_handler(handler, deny)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Turns exceptions escaping a handler into status codes: SmfError -> its code, anything else -> INTERNAL."""
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method = details.method
+
+        @contextlib.asynccontextmanager
+        async def map_errors(context):
+            try:
+                yield
+            except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
+                raise
+            except SmfError as exc:
+                await context.abort(exc.code, exc.message)
+            except Exception:
+                log.exception("internal error in %s", method)
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method} (see server log)")
+        return _wrap_handler(handler, map_errors)
+
+
+# ---- lifecycle ----------------------------------------------------------------------------------------------
+
+@dataclass
+class ServerHandle:
+    """A started server. `await stop(grace)` flips health to NOT_SERVING, drains, and closes the metrics port."""
+
+    name: str
+    server: grpc.aio.Server
+    port: int
+    metrics_port: int | None
+    health: health.aio.HealthServicer
+    service_names: list[str]
+    _metrics_http: Any = None
+    _on_stop: list[Callable[[], Any]] = field(default_factory=list)
+    _stopped: bool = False
+
+    async def stop(self, grace: float | None = DEFAULT_GRACE_S) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.health.enter_graceful_shutdown()  # balancers stop routing here before we refuse calls
+        for fn in self._on_stop:
+            result = fn()
+            if inspect.isawaitable(result):
+                await result
+        await self.server.stop(grace)
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+        log.info("%s server stopped", self.name)
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+
+def resolve_token(token: str | None, allow_insecure: bool) -> str | None:
+    """The bearer token to require, or None when the operator explicitly allowed running without one."""
+    token = token or os.environ.get("SMF_TOKEN") or None
+    if token:
+        return token
+    if allow_insecure or os.environ.get("SMF_ALLOW_NO_AUTH") == "1":
+        log.warning("!!! AUTHENTICATION DISABLED: no SMF_TOKEN set and running with allow_insecure / "
+                    "SMF_ALLOW_NO_AUTH=1 — anyone who can reach this port can use the service !!!")
+        return None
+    raise FailedPrecondition("SMF_TOKEN is not set: give the server a bearer token (env SMF_TOKEN) or run it "
+                             "without auth explicitly with SMF_ALLOW_NO_AUTH=1 / --insecure")
+
+
+def _server_credentials() -> grpc.ServerCredentials | None:
+    """TLS from $SMF_TLS_CERT + $SMF_TLS_KEY; with $SMF_TLS_CLIENT_CA also require client certs (mTLS)."""
+    cert, key = os.environ.get("SMF_TLS_CERT"), os.environ.get("SMF_TLS_KEY")
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise FailedPrecondition("TLS needs both SMF_TLS_CERT and SMF_TLS_KEY")
+    ca = os.environ.get("SMF_TLS_CLIENT_CA")
+    from pathlib import Path
+    read = lambda p: Path(p).read_bytes()
+    return grpc.ssl_server_credentials([(read(key), read(cert))], root_certificates=read(ca) if ca else None,
+                                       require_client_auth=bool(ca))
+
+
+async def start_server(*, name: str, servicers: Sequence[tuple[Callable, Any]], service_names: Sequence[str],
+                       port: int, metrics_port: int | None, token: str | None = None, allow_insecure: bool = False,
+                       host: str = "0.0.0.0", max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS,
+                       max_message_bytes: int = MAX_MESSAGE_BYTES,
+                       on_stop: Sequence[Callable[[], Any]] = ()) -> ServerHandle:
+    """Start serving `servicers` (pairs of generated `add_XServicer_to_server` and an instance); port 0 = free port.
+
+    `token` defaults to $SMF_TOKEN; without one the server refuses to start unless `allow_insecure` (or
+    $SMF_ALLOW_NO_AUTH=1). `metrics_port` 0 picks a free port, None serves no metrics. `on_stop` callables run at
+    shutdown before the grace period (e.g. cancel running operations).
+    """
+    required = resolve_token(token, allow_insecure)
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(name)]
+    if required:
+        interceptors.append(AuthInterceptor(required))
+    interceptors.append(ErrorInterceptor())
+    server = grpc.aio.server(
+        interceptors=interceptors, maximum_concurrent_rpcs=max_concurrent_rpcs,
+        options=[("grpc.max_receive_message_length", max_message_bytes),
+                 ("grpc.max_send_message_length", max_message_bytes),
+                 ("grpc.so_reuseport", 0)])  # port 0 must really be free, not shared with a stale server
+    for add, servicer in servicers:
+        add(servicer, server)
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = list(service_names)
+    reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+
+    address = f"{host}:{port}"
+    creds = _server_credentials()
+    bound = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+    if bound == 0:
+        raise FailedPrecondition(f"{name}: cannot bind gRPC port {address}")
+
+    metrics_http = None
+    if metrics_port is not None:
+        metrics_http, _ = prometheus_client.start_http_server(metrics_port, addr=host)
+        metrics_port = metrics_http.server_port
+
+    await server.start()
+    for service in names + [""]:  # "" = the server as a whole
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    log.info("%s serving gRPC on %s:%d%s (auth %s, tls %s)", name, host, bound,
+             f", metrics on :{metrics_port}" if metrics_port else "", "on" if required else "OFF",
+             "on" if creds else "off")
+    return ServerHandle(name=name, server=server, port=bound, metrics_port=metrics_port, health=health_servicer,
+                        service_names=names, _metrics_http=metrics_http, _on_stop=list(on_stop))
+
+
+def run_server(*, grace: float = DEFAULT_GRACE_S, **kwargs) -> None:
+    """Serve until SIGTERM/SIGINT, then stop accepting, let running calls finish within `grace` seconds, exit.
+
+    Takes the same keyword arguments as `start_server`. Blocks; this is what `smf serve <svc>` runs.
+    """
+    async def serve() -> None:
+        handle = await start_server(**kwargs)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+        print(f"{handle.name}: serving on port {handle.port}"
+              + (f", metrics on port {handle.metrics_port}" if handle.metrics_port else ""), flush=True)
+        await stop.wait()
+        log.info("%s: signal received, draining for up to %.0fs", handle.name, grace)
+        await handle.stop(grace)
+        print(f"{handle.name}: stopped", flush=True)
+
+    asyncio.run(serve())
+
+
+class ServerThread:
+    """A server running on its own event loop in a background thread, for sync code and tests:
+
+        with ServerThread(name="gan", servicers=[...], service_names=[...], port=0, metrics_port=0,
+                          token="t", host="127.0.0.1") as srv:
+            channel = connect(f"127.0.0.1:{srv.port}", token="t")
+    """
+
+    def __init__(self, **start_kwargs):
+        self._kwargs = start_kwargs
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="smf-server-loop", daemon=True)
+        self.handle: ServerHandle | None = None
+
+    def start(self) -> Self:
+        self._thread.start()
+        try:
+            self.handle = asyncio.run_coroutine_threadsafe(start_server(**self._kwargs), self._loop).result(30)
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            raise
+        return self
+
+    @property
+    def port(self) -> int:
+        return self.handle.port
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.handle.metrics_port
+
+    def run(self, coro, timeout: float | None = 30):
+        """Run a coroutine on the server's loop (e.g. a health check) and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        if self.handle is not None:
+            self.run(self.handle.stop(grace), timeout=None if grace is None else grace + 30)
+            self.handle = None
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        if not self._loop.is_running():
+            self._loop.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# ---- command line helpers for each service's main(argv) ------------------------------------------------------
+
+def add_server_arguments(parser: argparse.ArgumentParser, *, default_port: int) -> None:
+    """The flags every `smf serve <svc>` accepts. The token itself only comes from $SMF_TOKEN (argv is public)."""
+    parser.add_argument("--port", type=int, default=default_port, help=f"gRPC port (default {default_port})")
+    parser.add_argument("--metrics-port", type=int, default=default_port + 1000,
+                        help="Prometheus port (default gRPC port + 1000; -1 = off)")
+    parser.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    parser.add_argument("--grace", type=float, default=DEFAULT_GRACE_S, help="seconds to drain on SIGTERM")
+    parser.add_argument("--insecure", action="store_true",
+                        help="serve without a bearer token (also SMF_ALLOW_NO_AUTH=1); never on a shared network")
+
+
+def server_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`run_server` keyword arguments from the flags of `add_server_arguments`."""
+    return {"port": args.port, "metrics_port": None if args.metrics_port < 0 else args.metrics_port,
+            "host": args.host, "grace": args.grace, "allow_insecure": args.insecure}
