@@ -1,0 +1,475 @@
+"""Train the progressive spectrogram GAN from an SMF config, writing everything to the artifact store.
+
+    python -m smf.gan.train --config services/gan/configs/tiny.json --out file:///home/me/.smf/store/gan/run1
+    python -m smf.gan.train --config cfg.json --store s3://smf/team --run run1
+
+Writes under `gan/<run>/`: `config.json`, `ckpt/step-<n>.pt` (one dict: model, optimizer, scale, alpha, step,
+config, args, classes, rng, metrics; the newest KEEP_CHECKPOINTS are kept), `progress.json` (state, scale, step,
+losses, samples/s, ETA), and per checkpoint `plots/loss-step-<n>.png` + `plots/preview-step-<n>.png` (spectrogram
+mosaic of EMA samples from fixed latents). A manifest is committed with every checkpoint, so a run can be sampled
+while it trains. Running the same command again resumes exactly from the newest checkpoint (same data order, same
+noise). SIGTERM (or Ctrl-C) saves a checkpoint and exits with status 143.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import random
+import re
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from smf.common.errors import InvalidArgument, SmfError
+from smf.common.lineage import commit_artifact
+from smf.common.store import Store, open_store, parse_uri
+from smf.gan.config import GanConfig, load_config, parse_config
+from smf.gan.model import (
+    GanArgs,
+    ProgressiveGAN,
+    alpha_at,
+    d_loss,
+    g_loss,
+    random_latents,
+    resize,
+    to_images,
+)
+
+KEEP_CHECKPOINTS = 3
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
+EXIT_STOPPED = 143  # 128 + SIGTERM: "not finished, resume me"
+
+
+@dataclass
+class TrainingData:
+    """Spectrograms of the training clips and, for a conditioned model, their class indices."""
+
+    specs: torch.Tensor                    # [M, F, N] normalised log-magnitude
+    labels: torch.Tensor | None = None     # [M, n_attrs] int64
+    classes: dict[str, list[float]] | None = None   # attribute -> class values, in index order
+    source: str = ""                       # artifact id (or folder) the data came from, for lineage
+
+
+# --- data ----------------------------------------------------------------------------------------------------------
+def load_training_data(cfg: GanConfig, store: Store) -> TrainingData:
+    """Read the clips named by loaderConfig.data_path, resample, cut/pad to n_frames*hop_size, transform."""
+    from smf.common.audio import SpectrogramTransform, load_audio
+
+    t = cfg.transform
+    clips = _list_clips(cfg, store)  # [(name, audio source, params source | None)]
+    if cfg.loader.shuffle:  # the original shuffles before taking `size` files
+        random.Random(cfg.train.seed).shuffle(clips)
+    if cfg.loader.size:
+        clips = clips[: cfg.loader.size]
+    audio = torch.zeros(len(clips), t.audio_length)
+    for i, (name, src, _) in enumerate(clips):
+        x, _ = load_audio(src, sample_rate=t.sample_rate)
+        n = min(len(x), t.audio_length)
+        audio[i, :n] = x[:n]
+    transform = SpectrogramTransform(t.stft_channels, t.hop_size, t.n_frames, t.sample_rate)
+    specs = torch.cat([transform.to_spectrogram(audio[i:i + 64]) for i in range(0, len(audio), 64)])
+    data = TrainingData(specs=specs.float(), source=_source_id(cfg))
+    attrs = cfg.model.attributes
+    if attrs:
+        data.labels, data.classes = _labels(clips, attrs)
+    return data
+
+
+def _source_id(cfg: GanConfig) -> str:
+    return cfg.loader.data_path
+
+
+def _list_clips(cfg: GanConfig, store: Store) -> list[tuple[str, object, object]]:
+    path = cfg.loader.data_path
+    field = "loaderConfig.data_path"
+    if "://" in path:  # a full store URI: the data may live in another store than the run
+        store_uri, prefix = parse_uri(path)
+        store = open_store(store_uri)
+    elif os.path.isabs(path) or path.startswith("."):  # a local folder of audio, as in the original configs
+        folder = Path(path)
+        if not folder.is_dir():
+            raise InvalidArgument(field, f"{path} is not a folder")
+        wavs = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+        if not wavs:
+            raise InvalidArgument(field, f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {path}")
+        return [(p.name, str(p), str(p.with_suffix(".params")) if p.with_suffix(".params").exists() else None)
+                for p in wavs]
+    else:
+        prefix = path.strip("/")
+    keys = store.list(prefix)
+    wavs = [k for k in keys if k.lower().endswith(AUDIO_EXTENSIONS)]
+    if not wavs:
+        raise InvalidArgument(field, f"no audio files under {prefix!r} in {store.uri}")
+    key_set = set(keys)
+
+    def params_of(k):
+        p = k.rsplit(".", 1)[0] + ".params"
+        return (lambda: store.get_bytes(p)) if p in key_set else None
+
+    return [(k, store.get_bytes(k), params_of(k)) for k in wavs]
+
+
+def _labels(clips, attrs: list[str]) -> tuple[torch.Tensor, dict[str, list[float]]]:
+    """Class index per clip and attribute: the attribute's mean value in the clip's .params, rounded, as a class."""
+    from smf.common.params import read_params
+
+    values = []
+    for name, _, params in clips:
+        if params is None:
+            raise InvalidArgument("modelConfig.attribKeysOrder", f"ac_gan needs a .params file next to {name}")
+        pf = read_params(params() if callable(params) else params)
+        row = []
+        for a in attrs:
+            if a not in pf.params:
+                raise InvalidArgument(f"modelConfig.attribKeysOrder.{a}", f"{name}.params has no parameter {a!r}")
+            v = pf.params[a].values
+            row.append(round(float(sum(v) / len(v)), 3))
+        values.append(row)
+    classes = {a: sorted({row[j] for row in values}) for j, a in enumerate(attrs)}
+    labels = torch.tensor([[classes[a].index(row[j]) for j, a in enumerate(attrs)] for row in values])
+    return labels, classes
+
+
+# --- metrics ------------------------------------------------------------------------------------------------------------
+def log_spectral_distance(generated: torch.Tensor, data: torch.Tensor) -> float:
+    """How far generated spectrograms are from the data: for each generated [F, N] spectrogram the RMS difference
+    (in normalised log-magnitude units) to its nearest data spectrogram, averaged. Lower is closer."""
+    g = generated.flatten(1).double()
+    d = data.flatten(1).double()
+    dist = torch.cdist(g, d) / math.sqrt(g.shape[1])
+    return float(dist.min(dim=1).values.mean())
+
+
+# --- checkpoints ----------------------------------------------------------------------------------------------------
+def checkpoint_keys(store: Store, run_id: str) -> list[str]:
+    """Checkpoint keys of a run, oldest first (by step number)."""
+    keys = [k for k in store.list(f"{run_id}/ckpt") if re.fullmatch(r".*/step-\d+\.pt", k)]
+    return sorted(keys, key=lambda k: int(k.rsplit("-", 1)[1][:-3]))
+
+
+def load_checkpoint(store: Store, key: str, map_location="cpu") -> dict:
+    data = store.get_bytes(key)
+    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+
+
+def _put_torch(store: Store, key: str, obj) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "obj.pt"
+        torch.save(obj, path)
+        store.put_file(key, path)  # atomic: readers see the old checkpoint or the whole new one
+
+
+# --- the loop ----------------------------------------------------------------------------------------------------------
+class Trainer:
+    """One training run: `Trainer(cfg, store, "gan/run1").run()`; resumes from the run's newest checkpoint."""
+
+    def __init__(self, cfg: GanConfig, store: Store, run_id: str, *, data: TrainingData | None = None,
+                 log=print):
+        self.cfg, self.store, self.run_id, self.log = cfg, store, run_id.strip("/"), log
+        self.stop_requested = threading.Event()
+        m = cfg.model
+        self.data = data if data is not None else load_training_data(cfg, store)
+        if self.data.specs.shape[1:] != (cfg.transform.n_bins, cfg.transform.n_frames):
+            raise InvalidArgument("transformConfig", f"data spectrograms are {tuple(self.data.specs.shape[1:])}, "
+                                                     f"config expects {(cfg.transform.n_bins, cfg.transform.n_frames)}")
+        n_classes = [len(v) for v in (self.data.classes or {}).values()]
+        self.args = GanArgs.from_config(cfg, n_classes)
+        want = cfg.train.device
+        self.device = torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available())
+                                   else "cpu")
+        torch.manual_seed(cfg.train.seed)  # weight init
+        self.gan = ProgressiveGAN(self.args).to(self.device)
+        betas = (0.0, 0.99)  # PGGAN's Adam settings
+        self.opt_g = torch.optim.Adam(self.gan.G.parameters(), lr=m.baseLearningRate, betas=betas, eps=1e-8)
+        self.opt_d = torch.optim.Adam(self.gan.D.parameters(), lr=m.baseLearningRate, betas=betas, eps=1e-8)
+        # All randomness of the loop (batches, noise, GP mixing) comes from this CPU generator, saved in checkpoints.
+        self.gen = torch.Generator().manual_seed(cfg.train.seed)
+        self.preview_z = random_latents(self.args, cfg.train.previewCount,
+                                        torch.Generator().manual_seed(cfg.train.seed + 1))
+        self.step = 0
+        self.metrics: dict[str, list[float]] = {"step": [], "loss_d": [], "loss_g": [], "wdist": [], "gp": [],
+                                                "lsd_step": [], "lsd": []}
+        self.total = cfg.total_steps
+        self._resume()
+
+    # schedule: global step -> (scale, iteration within the scale)
+    def scale_at(self, step: int) -> tuple[int, int]:
+        m = self.cfg.model
+        for s in range(m.startScale, m.n_scales):
+            if step < m.maxIterAtScale[s] or s == m.n_scales - 1:
+                return s, step
+            step -= m.maxIterAtScale[s]
+        raise AssertionError("unreachable")
+
+    def alpha_at(self, step: int) -> float:
+        s, k = self.scale_at(step)
+        return alpha_at(k, s, self.cfg.model.alphaNJumps[s], self.cfg.model.alphaSizeJumps[s])
+
+    def _resume(self) -> None:
+        keys = checkpoint_keys(self.store, self.run_id)
+        if not keys:
+            return
+        ck = load_checkpoint(self.store, keys[-1], map_location=self.device)
+        if ck["args"] != self.args.to_dict():
+            raise InvalidArgument("config", f"{keys[-1]} was trained with another network shape; "
+                                            f"use a new run name or the config stored in {self.run_id}/config.json")
+        self.gan.load_state_dict(ck["model"])
+        self.opt_g.load_state_dict(ck["optimizer"]["G"])
+        self.opt_d.load_state_dict(ck["optimizer"]["D"])
+        self.gen.set_state(ck["rng"])
+        self.step = int(ck["step"])
+        self.metrics = {k: list(v) for k, v in ck["metrics"].items()}
+        self.log(f"resumed {self.run_id} from {keys[-1]} (step {self.step}/{self.total})")
+
+    def train_step(self) -> dict[str, float]:
+        m, a, dev = self.cfg.model, self.args, self.device
+        scale, _ = self.scale_at(self.step)
+        alpha = self.alpha_at(self.step)
+        bs = m.miniBatchSize[scale]
+        idx = torch.randint(len(self.data.specs), (bs,), generator=self.gen)
+        real = to_images(self.data.specs[idx], a, scale).to(dev)
+        if alpha > 0:  # real images fade between scales too, so D compares like with like
+            real = alpha * resize(resize(real, a.scale_shapes[scale - 1]), a.scale_shapes[scale]) + (1 - alpha) * real
+        labels = self.data.labels[idx].to(dev) if self.data.labels is not None else None
+        lab_cpu = self.data.labels[idx] if labels is not None else None
+
+        z = random_latents(a, bs, self.gen, labels=lab_cpu).to(dev)
+        fake = self.gan.G(z, scale, alpha)
+        loss_d, logs = d_loss(self.gan, real, fake, scale, alpha, lambda_gp=m.lambdaGP, epsilon_d=m.epsilonD,
+                              labels=labels, weight_condition=m.weightConditionD, gen=self.gen)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+
+        z = random_latents(a, bs, self.gen, labels=lab_cpu).to(dev)
+        self.gan.D.requires_grad_(False)  # G's step must not accumulate grads in D
+        loss_g, logs_g = g_loss(self.gan, self.gan.G(z, scale, alpha), scale, alpha, labels=labels,
+                                weight_condition=m.weightConditionG)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self.gan.D.requires_grad_(True)
+
+        # EMA warm-up: a short run must not sample from (nearly) the initial weights
+        self.gan.update_ema(min(self.cfg.train.emaDecay, (1 + self.step) / (10 + self.step)))
+        self.step += 1
+        return {**logs, **logs_g, "scale": scale, "alpha": alpha, "batch": bs}
+
+    def lsd(self, n: int = 64) -> float:
+        """Log-spectral distance of n EMA samples (fixed latents) to the data; logged at each checkpoint."""
+        scale, _ = self.scale_at(max(self.step - 1, 0))
+        z = random_latents(self.args, n, torch.Generator().manual_seed(1234))
+        spec = self.gan.spectrogram(z.to(self.device), scale, self.alpha_at(max(self.step - 1, 0))).cpu()
+        return log_spectral_distance(spec, self.data.specs[:512])
+
+    def run(self, max_steps: int | None = None, progress=None) -> str:
+        """Train until the schedule ends (or `max_steps` more steps, or a stop request). Returns the final state:
+        "succeeded" or "stopped". `progress(step, total, logs)` is called after every step (CLI bar)."""
+        self._put_json("config.json", self.cfg.to_dict())
+        if not self.metrics["lsd"]:
+            self.metrics["lsd_step"].append(0)
+            self.metrics["lsd"].append(self.lsd())
+        end = self.total if max_steps is None else min(self.total, self.step + max_steps)
+        every, log_every = self.cfg.train.checkpointEvery, self.cfg.train.logEvery
+        t0, s0, samples = time.monotonic(), self.step, 0
+        logs: dict[str, float] = {}
+        self._progress("running", logs, 0.0, t0, s0)
+        while self.step < end and not self.stop_requested.is_set():
+            logs = self.train_step()
+            samples += logs["batch"]
+            if progress:
+                progress(self.step, self.total, logs)
+            if not all(math.isfinite(logs[k]) for k in ("loss_d", "loss_g")):
+                self._progress("failed", logs, 0.0, t0, s0, error=f"loss diverged at step {self.step}: {logs}")
+                raise SmfError(f"{self.run_id}: loss diverged at step {self.step} (loss_d={logs['loss_d']}); "
+                               "lower modelConfig.baseLearningRate")
+            if self.step % log_every == 0 or self.step == end:
+                for k in ("loss_d", "loss_g", "wdist", "gp"):
+                    self.metrics[k].append(logs[k])
+                self.metrics["step"].append(self.step)
+                sps = samples / max(time.monotonic() - t0, 1e-9)
+                self._progress("running", logs, sps, t0, s0)
+            if self.step % every == 0 and self.step < end:
+                self.save_checkpoint(logs)
+        stopped = self.step < self.total
+        self.save_checkpoint(logs)
+        sps = samples / max(time.monotonic() - t0, 1e-9)
+        state = "stopped" if stopped else "succeeded"
+        # "cancelled" = stopped early (SIGTERM, --max-steps): the run is resumable, nothing failed
+        self._progress("cancelled" if stopped else "succeeded", logs, sps, t0, s0,
+                       message=(f"stopped at step {self.step}; run again to resume" if stopped else None))
+        self._commit()
+        return state
+
+    def save_checkpoint(self, logs: dict | None = None) -> str:
+        self.metrics["lsd_step"].append(self.step)
+        self.metrics["lsd"].append(self.lsd())
+        scale, _ = self.scale_at(max(self.step - 1, 0))
+        ck = {
+            "model": self.gan.state_dict(),
+            "optimizer": {"G": self.opt_g.state_dict(), "D": self.opt_d.state_dict()},
+            "scale": scale,
+            "alpha": self.alpha_at(max(self.step - 1, 0)),
+            "step": self.step,
+            "config": self.cfg.to_dict(),
+            "args": self.args.to_dict(),
+            "classes": self.data.classes or {},
+            "rng": self.gen.get_state(),
+            "metrics": self.metrics,
+        }
+        key = f"{self.run_id}/ckpt/step-{self.step}.pt"
+        _put_torch(self.store, key, ck)
+        self._put_json("model.json", {"checkpoint": key, "step": self.step, "scale": ck["scale"], "alpha": ck["alpha"],
+                                      "args": ck["args"], "classes": ck["classes"]})
+        self._plots()
+        for old in checkpoint_keys(self.store, self.run_id)[:-KEEP_CHECKPOINTS]:
+            self.store.delete(old)
+        self._commit()
+        self.log(f"{self.run_id}: checkpoint {key} (lsd {self.metrics['lsd'][-1]:.4f})")
+        return key
+
+    # --- outputs ---
+    def _commit(self) -> None:
+        """(Re)write the run's manifest over everything under gan/<run>; progress.json changes afterwards while
+        training goes on, so the final commit comes after the final progress.json."""
+        commit_artifact(self.store, "gan", self.run_id, config=self.cfg.to_dict(),
+                        inputs=[self.data.source] if self.data.source and "://" not in self.data.source else [],
+                        service="gan")
+
+    def _put_json(self, name: str, obj) -> None:
+        self.store.put_bytes(f"{self.run_id}/{name}", (json.dumps(obj, indent=2) + "\n").encode(),
+                             content_type="application/json")
+
+    def _progress(self, state: str, logs: dict, sps: float, t0: float, s0: int, *, error: str | None = None,
+                  message: str | None = None) -> None:
+        done = self.step - s0
+        rate = done / max(time.monotonic() - t0, 1e-9)
+        eta = (self.total - self.step) / rate if rate > 0 else 0.0
+        scale, _ = self.scale_at(max(self.step - 1, 0))
+        metrics = {k: float(logs[k]) for k in ("loss_d", "loss_g", "wdist", "gp") if k in logs}
+        metrics.update(scale=float(scale), alpha=float(self.alpha_at(max(self.step - 1, 0))))
+        if self.metrics["lsd"]:
+            metrics["lsd"] = float(self.metrics["lsd"][-1])
+        progress = {
+            "state": state, "step": self.step, "total": self.total, "scale": scale,
+            "alpha": metrics["alpha"], "loss": metrics.get("loss_d", 0.0), "metrics": metrics,
+            "samples_per_second": sps, "eta_seconds": eta if state == "running" else 0.0,
+            "message": message or f"scale {scale}/{self.cfg.model.n_scales - 1}, step {self.step}/{self.total}",
+            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "result_uris": [self.store.key_uri(self.run_id)] if state == "succeeded" else [],
+        }
+        if error:
+            progress.update(error=error, error_code="INTERNAL")
+        self._put_json("progress.json", progress)
+
+    def _plots(self) -> None:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        m = self.metrics
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for k in ("loss_d", "loss_g", "wdist"):
+            ax.plot(m["step"], m[k], label=k, lw=1)
+        ax2 = ax.twinx()
+        ax2.plot(m["lsd_step"], m["lsd"], "k--o", ms=3, label="lsd (right)")
+        ax.set_xlabel("step")
+        ax.legend(loc="upper left", fontsize=7)
+        ax2.legend(loc="upper right", fontsize=7)
+        ax.set_title(f"{self.run_id} — step {self.step}")
+        self._put_png(fig, f"plots/loss-step-{self.step}.png")
+
+        scale, _ = self.scale_at(max(self.step - 1, 0))
+        spec = self.gan.spectrogram(self.preview_z.to(self.device), scale, self.alpha_at(max(self.step - 1, 0)))
+        spec = spec.cpu()
+        cols = min(4, len(spec))
+        rows = math.ceil(len(spec) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 1.6 * rows), squeeze=False)
+        for i, ax in enumerate(axes.flat):
+            ax.axis("off")
+            if i < len(spec):
+                ax.imshow(spec[i].numpy(), origin="lower", aspect="auto", vmin=-1, vmax=1, cmap="magma")
+        fig.suptitle(f"preview, step {self.step} (scale {scale})", fontsize=8)
+        self._put_png(fig, f"plots/preview-step-{self.step}.png")
+
+    def _put_png(self, fig, name: str) -> None:
+        import matplotlib.pyplot as plt
+
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=80)
+        plt.close(fig)
+        self.store.put_bytes(f"{self.run_id}/{name}", buf.getvalue(), content_type="image/png")
+
+
+# --- command line ----------------------------------------------------------------------------------------------------
+def _read_config(src: str, store: Store | None = None) -> GanConfig:
+    if "://" in src:  # a config stored in the store (what the server hands to a Job)
+        store_uri, key = parse_uri(src)
+        return parse_config(open_store(store_uri).get_bytes(key), source=src)
+    return load_config(src)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m smf.gan.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="SMF JSON config (path or store URI)")
+    p.add_argument("--out", help="artifact URI of the run, e.g. file:///data/store/gan/run1 or s3://b/p/gan/run1")
+    p.add_argument("--store", help="store URI (default $SMF_STORE); with --run instead of --out")
+    p.add_argument("--run", help="run name; the run is gan/<run> in the store")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (then resume later)")
+    args = p.parse_args(argv)
+    try:
+        cfg = _read_config(args.config)
+        if args.out:
+            store_uri, run_id = parse_uri(args.out)
+            store = open_store(store_uri)
+        elif args.run:
+            store, run_id = open_store(args.store), f"gan/{args.run}"
+        else:
+            raise InvalidArgument("--out", "give --out ARTIFACT_URI or --run NAME")
+        for key in cfg.ignored:
+            print(f"note: {key} is accepted for compatibility but not used by smf", file=sys.stderr)
+        trainer = Trainer(cfg, store, run_id)
+
+        def on_signal(signum, frame):  # finish the current step, save, exit
+            trainer.stop_requested.set()
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        print(f"training {run_id} in {store.uri} on {trainer.device}: {trainer.total} steps, "
+              f"{len(trainer.data.specs)} clips", flush=True)
+        state = trainer.run(args.max_steps)
+    except SmfError as exc:
+        print(f"smf.gan.train: error: {exc.message}", file=sys.stderr)
+        _try_fail(args, exc)
+        return 1
+    print(f"{state}: {store.key_uri(run_id)} (step {trainer.step}/{trainer.total})", flush=True)
+    return EXIT_STOPPED if trainer.stop_requested.is_set() else 0
+
+
+def _try_fail(args, exc: SmfError) -> None:
+    """Record a config/data error in progress.json so a service following the run can report it."""
+    try:
+        if args.out:
+            store_uri, run_id = parse_uri(args.out)
+            store = open_store(store_uri)
+        elif args.run:
+            store, run_id = open_store(args.store), f"gan/{args.run}"
+        else:
+            return
+        body = {"state": "failed", "error": exc.message, "error_code": exc.code.name, "step": 0, "total": 0}
+        store.put_bytes(f"{run_id}/progress.json", json.dumps(body).encode(), content_type="application/json")
+    except (SmfError, OSError):
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

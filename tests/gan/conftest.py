@@ -1,0 +1,56 @@
+"""Fixtures of the GAN tests: a tiny config, the `tones` dataset in a file store, a model trained once per session.
+
+Everything runs at tiny capacity on CPU with one torch thread (the dev box has 2 shared cores).
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+CONFIGS = Path(__file__).resolve().parents[2] / "services" / "gan" / "configs"
+
+
+def tiny_dict(steps=(6, 6, 6, 6), **train) -> dict:
+    """The shipped tiny config with a shorter schedule (and trainConfig overrides)."""
+    cfg = json.loads((CONFIGS / "tiny.json").read_text())
+    cfg = copy.deepcopy(cfg)
+    cfg["modelConfig"]["maxIterAtScale"] = list(steps)
+    cfg["modelConfig"]["alphaNJumps"] = [2] * 4
+    cfg["modelConfig"]["alphaSizeJumps"] = [1] * 4
+    cfg["modelConfig"]["miniBatchSize"] = [8] * 4
+    cfg["trainConfig"].update({"checkpointEvery": 12, "logEvery": 2, "previewCount": 4, **train})
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tones_store(tmp_path_factory):
+    """A file store holding datasets/tones (shared by the session: tests add their own runs under unique names)."""
+    from smf.common.store import open_store
+    from smf.datasets import make_dataset
+
+    store = open_store(f"file://{tmp_path_factory.mktemp('gan-store')}")
+    make_dataset("tones", store, n_files=12, duration=0.3)
+    return store
+
+
+@pytest.fixture(scope="session")
+def trained(tones_store):
+    """gan/trained: the tiny config's short schedule, trained to the end in-process."""
+    from smf.gan.config import parse_config
+    from smf.gan.train import Trainer
+
+    torch.set_num_threads(1)
+    Trainer(parse_config(tiny_dict()), tones_store, "gan/trained", log=lambda *_: None).run()
+    return tones_store, "gan/trained"
