@@ -12,7 +12,6 @@ origin) is offered as `interpolation="slerp"`; linear is the default because it 
 from __future__ import annotations
 
 import torch
-
 from smf.common.errors import InvalidArgument
 
 MAX_SIDE = 256  # a 256 x 256 grid is already 65k renders; beyond that is a typo, not a request

@@ -118,7 +118,7 @@ def test_each_service_has_deployment_and_service_with_grpc_probes(value_set):
         assert env["SMF_TOKEN"]["valueFrom"]["secretKeyRef"]
         assert env["SMF_STORE"]["value"].startswith("s3://")
         assert env["SMF_S3_SECRET_KEY"]["valueFrom"]["secretKeyRef"]
-        assert env["SMF_GAN_TARGET"]["value"] == f"{FULL}-gan:50051"
+        assert env["SMF_GAN_TARGETS"]["value"] == f"{FULL}-gan:50051"
     grid = deployments["grid"]["spec"]["template"]["spec"]["containers"][0]
     assert {p["name"]: p["containerPort"] for p in grid["ports"]}["http"] == 8080
 
@@ -336,7 +336,7 @@ def test_disabled_service_disappears_everywhere():
     (pod,) = by_kind(rendered, "Pod")
     assert not [a for a in pod["spec"]["containers"][0]["args"] if "-som:" in a]
     env = {e["name"] for e in by_kind(rendered, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert "SMF_SOM_TARGET" not in env
+    assert "SMF_SOM_TARGETS" not in env
 
 
 def test_notes_render():

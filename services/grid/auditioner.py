@@ -1,0 +1,231 @@
+"""The auditioner over HTTP: the static page in `web/` plus a read-only JSON/file API over the artifact store.
+
+    aud = Auditioner(store, token="secret", port=8080).start()     # a daemon thread; aud.url, aud.stop()
+    print(aud.page_url("grids/20261125-203000-ab12cd"))            # http://host:8080/grids/20261125-203000-ab12cd
+
+Routes (GET only):
+    /grids/<id>   /view?id=<artifact id>[&compare=<id>]   the page (web/index.html); `/` lists the grids
+    /static/<file>                                         web/app.js, web/style.css
+    /api/grids                                             [{id, model, d0, d1, ...}] newest first
+    /api/grid?id=<artifact id>                             grid.json (+ created_at, inputs)
+    /api/file?id=<artifact id>&name=<file>                 a file of that artifact (wav, .params, mosaic.png)
+    /healthz                                               "ok", no token
+Files are proxied from the store — only names listed in the artifact's manifest, sha256-verified on read — so the
+browser never sees store credentials or presigned URLs. With a token, a request must carry it as
+`Authorization: Bearer`, the `smf_token` cookie, or `?token=` (which also sets the cookie, so links keep working).
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import mimetypes
+import threading
+import urllib.parse
+from collections import OrderedDict
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from smf.common.errors import SmfError
+from smf.common.lineage import Manifest, list_artifacts, read_manifest
+from smf.common.store import Store, validate_prefix
+from smf.grid.render import read_grid
+
+log = logging.getLogger("smf.grid.http")
+
+WEB = Path(__file__).resolve().parent / "web"
+STATIC = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
+COOKIE = "smf_token"
+_HTTP_CODES = {"INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "PERMISSION_DENIED": 403, "UNAUTHENTICATED": 401,
+               "UNAVAILABLE": 503, "DATA_LOSS": 500}
+
+
+def grid_summary(manifest: Manifest) -> dict:
+    """What a grid listing shows, from the manifest alone (no grid.json read)."""
+    cfg = manifest.config if isinstance(manifest.config, dict) else {}
+    return {"id": manifest.id, "kind": manifest.kind, "created_at": manifest.created_at,
+            **{k: cfg.get(k) for k in ("model", "d0", "d1", "variations", "interpolation", "sample_rate",
+                                       "duration", "latent_dim", "corners")}}
+
+
+def list_grids(store: Store, manifest=None) -> list[dict]:
+    """Summaries of the grids under grids/, newest first (`manifest(aid)` may be a caching reader)."""
+    manifest = manifest or (lambda aid: read_manifest(store, aid))
+    out = []
+    for aid in reversed(list_artifacts(store, "grids")):  # ids sort by creation time
+        try:
+            out.append(grid_summary(manifest(aid)))
+        except SmfError as exc:  # one broken manifest must not hide the others
+            log.warning("skipping %s: %s", aid, exc.message)
+    return out
+
+
+def artifact_id(raw: str) -> str:
+    """A grid id from a URL: 'grids/x', or a bare 'x' meaning grids/x."""
+    raw = raw.strip("/")
+    return validate_prefix(raw if "/" in raw else f"grids/{raw}")
+
+
+class Auditioner:
+    """The HTTP side of the grid service (also run alone by `smf grid open`)."""
+
+    def __init__(self, store: Store, *, token: str | None = None, host: str = "0.0.0.0", port: int = 8080,
+                 public_host: str | None = None):
+        self.store, self.token = store, token or None
+        self._manifests: OrderedDict[str, Manifest] = OrderedDict()  # committed artifacts never change
+        self._lock = threading.Lock()
+        handler = type("Handler", (_Handler,), {"app": self})
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        self.host = public_host or ("127.0.0.1" if host in ("0.0.0.0", "") else host)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self.httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def page_url(self, grid_id: str, *, compare: str | None = None, with_token: bool = False) -> str:
+        gid = artifact_id(grid_id)
+        if gid.startswith("grids/") and gid.count("/") == 1:
+            url = f"{self.url}/{gid}"
+            query = {}
+        else:
+            url, query = f"{self.url}/view", {"id": gid}
+        if compare:
+            query["compare"] = compare
+        if with_token and self.token:
+            query["token"] = self.token
+        return url + ("?" + urllib.parse.urlencode(query) if query else "")
+
+    def start(self) -> Auditioner:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="grid-http", daemon=True)
+        self._thread.start()
+        log.info("auditioner on %s", self.url)
+        return self
+
+    def serve_forever(self) -> None:
+        self.httpd.serve_forever()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def manifest(self, aid: str) -> Manifest:
+        with self._lock:
+            if aid in self._manifests:
+                self._manifests.move_to_end(aid)
+                return self._manifests[aid]
+        m = read_manifest(self.store, aid)
+        with self._lock:
+            self._manifests[aid] = m
+            while len(self._manifests) > 256:
+                self._manifests.popitem(last=False)
+        return m
+
+    def list_grids(self) -> list[dict]:
+        return list_grids(self.store, self.manifest)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    app: Auditioner
+    server_version = "smf-grid"
+
+    def log_message(self, fmt, *args):  # route the access log through logging, not stderr
+        log.debug("%s " + fmt, self.address_string(), *args)
+
+    # --- auth ---
+    def _presented_token(self, query: dict) -> tuple[str | None, bool]:
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            return auth[7:], False
+        if "token" in query:
+            return query["token"], True
+        for part in self.headers.get("Cookie", "").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == COOKIE:
+                return urllib.parse.unquote(value), False
+        return None, False
+
+    def _authorized(self, query: dict) -> tuple[bool, bool]:
+        if not self.app.token:
+            return True, False
+        token, from_query = self._presented_token(query)
+        ok = token is not None and hmac.compare_digest(token.encode(), self.app.token.encode())
+        return ok, ok and from_query
+
+    # --- responses ---
+    def _send(self, status: int, body: bytes, content_type: str, *, cache: bool = False,
+              set_cookie: bool = False) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Content-Type-Options", "nosniff")
+        # artifact files never change once committed; pages and listings do
+        self.send_header("Cache-Control", "private, max-age=31536000, immutable" if cache else "no-store")
+        if set_cookie:
+            self.send_header("Set-Cookie", f"{COOKIE}={urllib.parse.quote(self.app.token)}; Path=/; HttpOnly; "
+                                           "SameSite=Strict")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, doc, **kw) -> None:
+        self._send(status, json.dumps(doc).encode(), "application/json", **kw)
+
+    def _error(self, status: int, message: str) -> None:
+        self._json(status, {"error": message})
+
+    def do_HEAD(self):
+        self.do_GET()
+
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+        path = url.path
+        if path == "/healthz":
+            return self._send(200, b"ok\n", "text/plain")
+        ok, set_cookie = self._authorized(query)
+        if not ok:
+            return self._error(401, "this page needs the service token: open it with ?token=<SMF_TOKEN>")
+        try:
+            self._route(path, query, set_cookie)
+        except SmfError as exc:
+            self._error(_HTTP_CODES.get(exc.code.name, 500), exc.message)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the browser went away (e.g. it stopped a playing clip)
+        except Exception:
+            log.exception("error serving %s", path)
+            self._error(500, "internal error (see server log)")
+
+    def _route(self, path: str, query: dict, set_cookie: bool) -> None:
+        if path == "/" or path == "/view" or path.startswith("/grids/"):
+            return self._send(200, (WEB / "index.html").read_bytes(), "text/html; charset=utf-8",
+                              set_cookie=set_cookie)
+        if path.startswith("/static/"):
+            name = path[len("/static/"):]
+            if name not in STATIC:
+                return self._error(404, f"no such file: {name}")
+            return self._send(200, (WEB / name).read_bytes(), STATIC[name] + "; charset=utf-8",
+                              set_cookie=set_cookie)
+        if path == "/api/grids":
+            return self._json(200, {"grids": self.app.list_grids()})
+        if path == "/api/grid":
+            aid = artifact_id(query.get("id", ""))
+            self.app.manifest(aid)  # NotFound before reading anything else
+            return self._json(200, read_grid(self.app.store, aid))
+        if path == "/api/file":
+            aid = artifact_id(query.get("id", ""))
+            name = query.get("name", "")
+            manifest = self.app.manifest(aid)
+            if name not in manifest.files:
+                return self._error(404, f"{aid} has no file {name!r}")
+            body = self.app.store.get_bytes(f"{manifest.id}/{name}")
+            ctype = ("application/json" if name.endswith((".params", ".json"))
+                     else mimetypes.guess_type(name)[0] or "application/octet-stream")
+            return self._send(200, body, ctype, cache=True)
+        self._error(HTTPStatus.NOT_FOUND, f"no such page: {path}")

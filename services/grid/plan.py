@@ -1,0 +1,179 @@
+"""A grid request checked and resolved: corner latents read, models compared, the latent grid built.
+
+Shared by the grid service (CreateGrid) and `smf grid 2d4pt` run locally; everything is validated before anything
+is rendered or written, and every error names the request field at fault:
+
+    plan = plan_grid(store, model="run1", corners=["samples/<id>/0", "samples/<id>/1", z2_tensor, "s3://…/3.pt"],
+                     d0=21, d1=21, latent_dim=lambda model: 16)
+    render_grid(store, plan.grid_id, plan.latents, render_fn, model=plan.model, inputs=plan.inputs,
+                config=plan.config, pm=plan.pm, sample_rate=16000)
+"""
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from smf.common.errors import InvalidArgument, NotFound
+from smf.common.lineage import new_id, read_manifest
+from smf.common.store import Store, open_store, parse_uri, validate_prefix
+from smf.grid.grid import INTERPOLATIONS, grid_latents, validate_corners, validate_shape, variations
+
+MAX_VARIATIONS = 16
+MAX_CELLS = 65536  # sounds per grid, variations included
+DEFAULT_SPREAD = 0.1
+
+
+@dataclass
+class Corner:
+    latent: torch.Tensor
+    source: str                      # what the user gave ("inline" for values)
+    artifact: str | None = None      # the samples/<id> artifact it came from, when there is one
+    model: str | None = None         # "gan/<name>" that made it, when its manifest says so
+
+
+@dataclass
+class GridPlan:
+    grid_id: str
+    model: str                       # "gan/<name>"
+    latents: torch.Tensor            # [d1, d0, K, dim]
+    pm: bool
+    inputs: list[str] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+
+
+def model_id(model: str) -> str:
+    """'run1', 'gan/run1' or an artifact URI -> 'gan/run1' (the form manifests use)."""
+    if "://" in model:
+        model = parse_uri(model)[1]
+    model = model.strip("/")
+    run = model if model.startswith("gan/") else f"gan/{model}"
+    if run.count("/") != 1 or run == "gan/":
+        raise InvalidArgument("model", f"{model!r} is not a model name (expected 'name' or 'gan/name')")
+    return run
+
+
+def split_uri(store: Store, uri: str) -> tuple[Store, str]:
+    """(store holding it, key) for a full URI; URIs inside `store` resolve to it (parse_uri alone cannot know
+    where an s3 store's prefix ends)."""
+    if uri.startswith(store.uri + "/"):
+        return store, uri[len(store.uri) + 1:]
+    store_uri, key = parse_uri(uri)
+    return (store if store_uri == store.uri else open_store(store_uri)), key
+
+
+def _load_pt(data: bytes, source: str, fld: str) -> torch.Tensor:
+    try:
+        t = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 — torch raises many types for a file that is not a tensor
+        raise InvalidArgument(fld, f"{source} is not a torch-saved latent: {exc}") from None
+    if not isinstance(t, torch.Tensor):
+        raise InvalidArgument(fld, f"{source} holds a {type(t).__name__}, expected a 1-D tensor")
+    return t.float().squeeze() if t.dim() > 1 else t.float()
+
+
+def _corner_model(store: Store, artifact: str) -> str | None:
+    """The model a samples/renders artifact was made with, from its manifest (None when it does not say)."""
+    try:
+        manifest = read_manifest(store, artifact)
+    except (NotFound, InvalidArgument):
+        return None
+    cfg = manifest.config if isinstance(manifest.config, dict) else {}
+    if isinstance(cfg.get("model"), str):
+        return model_id(cfg["model"])
+    gans = [i for i in manifest.inputs if i.startswith("gan/")]
+    return gans[0] if len(gans) == 1 else None
+
+
+def resolve_corner(store: Store, corner, *, fld: str, allow_local: bool = False) -> Corner:
+    """One corner from a tensor / list of floats, a store URI or key, a sample id ('samples/<id>/3'), or (CLI
+    only, `allow_local`) a local .pt file."""
+    if isinstance(corner, torch.Tensor) or (isinstance(corner, (list, tuple)) and corner):
+        return Corner(torch.as_tensor(corner, dtype=torch.float32).flatten(), "inline")
+    if not isinstance(corner, str) or not corner:
+        raise InvalidArgument(fld, "give a latent: a store URI, a sample id like samples/<id>/3, or values")
+    if allow_local and "://" not in corner and Path(corner).is_file():
+        path = os.path.abspath(corner)
+        return Corner(_load_pt(Path(path).read_bytes(), path, fld), path)
+    src_store, key = split_uri(store, corner) if "://" in corner else (store, corner)
+    key = key.strip("/")
+    if not key.endswith(".pt"):
+        key += ".pt"  # sample id samples/<id>/3 -> its latent samples/<id>/3.pt
+    try:
+        data = src_store.get_bytes(key)
+    except NotFound:
+        raise InvalidArgument(fld, f"{corner!r}: no latent at {src_store.key_uri(key)}") from None
+    except InvalidArgument as exc:
+        raise InvalidArgument(fld, f"{corner!r} is not a store URI, key or sample id ({exc.message})") from None
+    latent = _load_pt(data, corner, fld)
+    artifact = key.rsplit("/", 1)[0] if "/" in key else None
+    model = _corner_model(src_store, artifact) if artifact else None
+    return Corner(latent, corner, artifact if src_store is store else src_store.key_uri(artifact or ""), model)
+
+
+def plan_grid(store: Store, *, corners: Sequence, d0: int, d1: int, model: str = "", pm: bool = True,
+              n_variations: int = 1, spread: float = 0.0, seed: int = 0, interpolation: str = "linear",
+              grid_id: str = "", latent_dim: Callable[[str], int] | None = None,
+              allow_local: bool = False) -> GridPlan:
+    """Check a grid request and build its latents. `latent_dim(model)` gives the model's latent length (NotFound
+    for an unknown model); corners must match it."""
+    validate_shape(d0, d1)
+    interpolation = interpolation or "linear"
+    if interpolation not in INTERPOLATIONS:
+        raise InvalidArgument("interpolation", f"must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
+    n_variations = n_variations or 1
+    if not 1 <= n_variations <= MAX_VARIATIONS:
+        raise InvalidArgument("variations", f"must be in 1..{MAX_VARIATIONS}, got {n_variations}")
+    if d0 * d1 * n_variations > MAX_CELLS:
+        raise InvalidArgument("variations", f"{d0} x {d1} x {n_variations} = {d0 * d1 * n_variations} sounds; "
+                                            f"at most {MAX_CELLS} per grid")
+    spread = spread or DEFAULT_SPREAD
+    if not (spread > 0 and spread < 100):
+        raise InvalidArgument("variation_spread", f"must be a finite number > 0, got {spread}")
+    if grid_id:
+        try:
+            grid_id = validate_prefix(grid_id if grid_id.startswith("grids/") else f"grids/{grid_id}")
+        except InvalidArgument as exc:
+            raise InvalidArgument("grid_id", exc.message) from None
+        if grid_id.count("/") != 1:
+            raise InvalidArgument("grid_id", f"{grid_id!r}: expected grids/<name> with no further '/'")
+        if store.exists(f"{grid_id}/manifest.json"):
+            raise InvalidArgument("grid_id", f"{grid_id} already exists; choose another id")
+    else:
+        grid_id = new_id("grids/")
+
+    if len(corners) != 4:
+        raise InvalidArgument("corners", f"need exactly 4 corners (z0, z1, z2, z3), got {len(corners)}")
+    fields = tuple(f"corners[{n}]" for n in range(4))
+    resolved = [resolve_corner(store, c, fld=f, allow_local=allow_local) for c, f in zip(corners, fields)]
+    dim = validate_corners([c.latent for c in resolved], fields=fields)
+
+    known = [(f, c.model) for f, c in zip(fields, resolved) if c.model]
+    if model:
+        run = model_id(model)
+        for f, m in known:
+            if m != run:
+                raise InvalidArgument(f, f"was made with {m}, not with the grid's model {run}")
+    elif known:
+        run = known[0][1]
+        for f, m in known[1:]:
+            if m != run:
+                raise InvalidArgument(f, f"corners come from different models: {known[0][0]} from {run}, "
+                                         f"{f} from {m}")
+    else:
+        raise InvalidArgument("model", "give the model: the corners do not say which model made them")
+    if latent_dim is not None:
+        want = latent_dim(run)
+        if want and dim != want:
+            raise InvalidArgument(fields[0], f"latents have {dim} values, {run} takes {want}")
+
+    z = grid_latents(*[c.latent for c in resolved], d0=d0, d1=d1, interpolation=interpolation)
+    z = variations(z, n_variations, spread=spread, seed=seed)
+    inputs = [run] + sorted({c.artifact for c in resolved if c.artifact})
+    config = {"corners": [c.source for c in resolved], "corner_latents": [c.latent.tolist() for c in resolved],
+              "interpolation": interpolation, "variation_spread": spread if n_variations > 1 else 0.0,
+              "seed": seed}
+    return GridPlan(grid_id=grid_id, model=run, latents=z, pm=pm, inputs=inputs, config=config)
