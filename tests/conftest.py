@@ -80,3 +80,13 @@ def s3_store(s3_server, s3_env, request):
 @pytest.fixture(params=["file", "s3"])
 def store(request):
     return request.getfixturevalue(f"{request.param}_store")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` (longer variants: real training to convergence, 60 s load runs) run only with SMF_SLOW=1."""
+    if os.environ.get("SMF_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow variant: set SMF_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
