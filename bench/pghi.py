@@ -66,18 +66,23 @@ def _load_pghipy():
     return pghipy
 
 
-def _timed(fn, device, repeats):
-    fn()  # warm-up: caches, numba compilation, CUDA kernels
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
+def _timed_round_robin(methods, arg, device, repeats):
+    """Seconds per call for every method: `repeats` rounds, each calling every method once in turn, so that load from
+    other processes on a shared machine hits all methods alike. Returns {label: (output, sorted times)}."""
+    def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return out, best
+
+    outs = {label: fn(arg) for label, fn in methods.items()}  # warm-up: caches, numba compilation, CUDA kernels
+    sync()
+    times = {label: [] for label in methods}
+    for _ in range(repeats):
+        for label, fn in methods.items():
+            t0 = time.perf_counter()
+            fn(arg)
+            sync()
+            times[label].append(time.perf_counter() - t0)
+    return {label: (outs[label], sorted(ts)) for label, ts in times.items()}
 
 
 def main(argv=None):
@@ -85,7 +90,7 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=16, help="clips per call (the 7 test sounds, repeated)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (pghipy is single-threaded)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=9, help="timed rounds; the median is reported")
     ap.add_argument("--no-pghipy", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -99,6 +104,7 @@ def main(argv=None):
 
     methods = {
         "ours (PGHI + 2 FGLA)": lambda m: pghi.reconstruct(m, n_fft=N_FFT, hop=HOP),
+        "ours, PGHI + 1 FGLA": lambda m: pghi.reconstruct(m, n_fft=N_FFT, hop=HOP, refine_iters=1),
         "ours, plain PGHI": lambda m: pghi.reconstruct(m, n_fft=N_FFT, hop=HOP, refine_iters=0),
         "torchaudio Griffin-Lim-32": lambda m: griffin_lim_torchaudio(m, n_fft=N_FFT, hop=HOP, n_iter=32),
     }
@@ -109,33 +115,32 @@ def main(argv=None):
         def run_pghipy(m):
             mags = m.detach().cpu().double().numpy()
             phase = np.stack([pghipy.pghi(np.ascontiguousarray(s.T), N_FFT, HOP, gamma).T for s in mags])
-            spec = torch.polar(m.cpu().double(), torch.from_numpy(phase))
-            return pghi.istft(spec, n_fft=N_FFT, hop=HOP).float()
+            # phase in float64 (pghipy's own), then the same float32 iSTFT as ours
+            spec = torch.polar(m.cpu(), torch.from_numpy(phase).float())
+            return pghi.istft(spec, n_fft=N_FFT, hop=HOP)
 
         methods["pghipy (numba heap PGHI)"] = run_pghipy
 
     torch.manual_seed(0)
     results = {}
-    for label, fn in methods.items():
-        out, secs = _timed(lambda fn=fn: fn(mag), device, args.repeats)
+    for label, (out, times) in _timed_round_robin(methods, mag, device, args.repeats).items():
         sc = 20 * torch.log10(pghi.spectral_convergence(mag.cpu(), out.cpu(), n_fft=N_FFT, hop=HOP))
-        results[label] = (secs, sc[: len(names)])
+        results[label] = (times[len(times) // 2], times, sc[: len(names)])
 
     print(f"device={device} threads={args.threads} batch={args.batch} clips of {T / SR:.2f} s "
-          f"({audio_s:.1f} s of audio per call)")
-    print(f"{'method':28s} {'s/call':>8s} {'clips/s':>8s} {'x realtime':>10s}  SC dB mean  "
+          f"({audio_s:.1f} s of audio per call); time = median of {args.repeats} round-robin rounds [min-max]")
+    print(f"{'method':28s} {'s/call':>8s} {'[min - max]':>15s} {'x realtime':>10s}  SC dB mean  "
           + " ".join(f"{n[:11]:>11s}" for n in names))
-    for label, (secs, sc) in results.items():
-        print(f"{label:28s} {secs:8.3f} {args.batch / secs:8.1f} {audio_s / secs:10.1f}  {sc.mean():10.2f}  "
+    for label, (secs, times, sc) in results.items():
+        print(f"{label:28s} {secs:8.4f} [{times[0]:.4f}-{times[-1]:.4f}] {audio_s / secs:10.1f}  {sc.mean():10.2f}  "
               + " ".join(f"{v:11.2f}" for v in sc.tolist()))
-    ours_t, ours_sc = results["ours (PGHI + 2 FGLA)"]
-    plain_t, _ = results["ours, plain PGHI"]
-    for label, (secs, sc) in results.items():
+    ours = {label: (secs, sc) for label, (secs, _, sc) in results.items() if label.startswith("ours")}
+    for label, (secs, _, sc) in results.items():
         if label.startswith("ours"):
             continue
-        print(f"vs {label}: ours is {secs / ours_t:.1f}x faster (plain PGHI {secs / plain_t:.1f}x), "
-              f"SC {ours_sc.mean() - sc.mean():+.2f} dB (negative = ours better), "
-              f"better on {int((ours_sc < sc).sum())}/{len(names)} sounds")
+        for mine, (my_t, my_sc) in ours.items():
+            print(f"vs {label}: {mine} is {secs / my_t:.1f}x faster, SC {my_sc.mean() - sc.mean():+.2f} dB "
+                  f"(negative = ours better), better on {int((my_sc < sc).sum())}/{len(names)} sounds")
 
 
 if __name__ == "__main__":

@@ -121,3 +121,49 @@ def test_cuda_matches_cpu(batch):
     assert gpu.device.type == "cuda"
     sc_cpu, sc_gpu = _sc_db(mag, cpu), _sc_db(mag, gpu.cpu())
     assert torch.allclose(sc_cpu, sc_gpu, atol=0.5), (sc_cpu, sc_gpu)
+
+
+def test_block_integration_matches_frame_by_frame_recursion():
+    """_integrate's blocked scan equals phase_n[m] = phase_{n-1}[src_n[m]] + add_n[m] (src == F reads 0)."""
+    g = torch.Generator().manual_seed(3)
+    for n in (1, 2, 3, 7, 8, 9, 50, 128):
+        f = 5
+        add = torch.randn(2, n, f, generator=g, dtype=torch.float64)
+        src = torch.randint(0, f + 1, (2, n, f), generator=g)
+        want = torch.zeros(2, n, f, dtype=torch.float64)
+        want[:, 0] = add[:, 0]
+        for i in range(1, n):
+            prev = torch.cat([want[:, i - 1], torch.zeros(2, 1, dtype=torch.float64)], 1)
+            want[:, i] = prev.gather(1, src[:, i]) + add[:, i]
+        assert torch.allclose(pghi._integrate(add, src), want, atol=1e-9), n
+
+
+def test_anchors_are_the_peaks_reached_by_climbing():
+    """Each bin anchors to the peak of its region: climb right while rising, else left while not falling."""
+    g = torch.Generator().manual_seed(4)
+    s = torch.randint(0, 4, (3, 4, 11), generator=g).float()  # small integers: plenty of plateaus
+    got = pghi._anchors(s)
+    for idx in torch.cartesian_prod(*(torch.arange(d) for d in s.shape[:2])).tolist():
+        row = s[idx[0], idx[1]].tolist()
+        for m in range(len(row)):
+            a = m
+            if a + 1 < len(row) and row[a + 1] > row[a]:
+                while a + 1 < len(row) and row[a + 1] > row[a]:
+                    a += 1
+            else:
+                while a > 0 and not row[a] > row[a - 1] and not (a + 1 < len(row) and row[a + 1] > row[a]):
+                    a -= 1
+            assert got[idx[0], idx[1], m] == a, (row, m)
+
+
+@pytest.mark.parametrize("n_fft, hop, n_frames", [(64, 16, 8), (64, 24, 10), (64, 48, 6), (64, 32, 1), (512, 128, 4)])
+def test_stft_paths_match_the_circular_definition(n_fft, hop, n_frames):
+    """The sliced/unfolded STFT and the shifted-block overlap-add equal the plain circular definition (frame n is
+    samples n*hop - n_fft/2 ... wrapped around, times the Hann window), including windows longer than the clip."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, n_frames * hop, generator=g, dtype=torch.float64)
+    idx = (torch.arange(n_frames)[:, None] * hop - n_fft // 2 + torch.arange(n_fft)[None]) % x.shape[1]
+    want = torch.fft.rfft(x[:, idx] * torch.hann_window(n_fft, dtype=torch.float64), dim=-1).transpose(1, 2)
+    spec = pghi.stft(x, n_fft=n_fft, hop=hop)
+    assert torch.allclose(spec, want, atol=1e-9)
+    assert torch.allclose(pghi.istft(spec, n_fft=n_fft, hop=hop), x, atol=1e-9)
