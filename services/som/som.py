@@ -248,10 +248,10 @@ class SomResult:
     converged: bool = False
 
 
-def som_step(pos, mesh, dist, config: SomConfig, spacing: float):
+def som_step(pos, mesh, dist, config: SomConfig, spacing: float, step: float | None = None):
     """One relaxation step: returns (new_pos, new_mesh, move of the 2-D mesh, mean latent move in spacings)."""
     directions = config.direction_indices()
-    step = config.effective_step
+    step = config.effective_step if step is None else step
     dv = move_vectors(pos, dist, rule=config.rule, directions=directions)
     dv2 = move_vectors(mesh, dist, rule=config.rule, directions=directions)
     faithful = config.rule == "original"
@@ -320,13 +320,15 @@ def relax(
     dist = neighbour_distances(feats, faithful=config.faithful_features, norm=norm_kind)
     before = evenness(feats)
     dist_before = dist.clone()
-    history = [{"iteration": 0, **before, "move": 0.0}]
+    history = [{"iteration": 0, **before, "move": 0.0, "step": 0.0}]
     if on_iteration:
         on_iteration(0, history[-1])
     converged = False
     it = 0
+    step = config.effective_step
+    best = (before["cov"], pos.clone(), mesh.clone(), feats, dist)
     for it in range(1, config.iterations + 1):
-        pos, mesh, move2d, move = som_step(pos, mesh, dist, config, spacing)
+        pos, mesh, move2d, move = som_step(pos, mesh, dist, config, spacing, step)
         if not torch.isfinite(pos).all() or (pos - latents.to(dtype)).norm(dim=-1).max().item() > 10 * extent + 10:
             raise InvalidArgument(
                 "step",
@@ -335,7 +337,14 @@ def relax(
             )
         feats = measure(pos)
         dist = neighbour_distances(feats, faithful=config.faithful_features, norm=norm_kind)
-        metrics = {"iteration": it, **evenness(feats), "move": move, "move2d": move2d}
+        metrics = {"iteration": it, **evenness(feats), "move": move, "move2d": move2d, "step": step}
+        if config.rule == "even":
+            # A fixed step ends up hopping around the equilibrium (render noise, discrete mesh): damp it whenever
+            # evenness got worse, and keep the most even mesh seen.
+            if metrics["cov"] > history[-1]["cov"]:
+                step *= 0.7
+            if metrics["cov"] < best[0]:
+                best = (metrics["cov"], pos.clone(), mesh.clone(), feats, dist)
         history.append(metrics)
         if on_iteration:
             on_iteration(it, metrics)
@@ -344,6 +353,8 @@ def relax(
             break
         if should_stop and should_stop():
             break
+    if config.rule == "even":
+        _, pos, mesh, feats, dist = best
     return SomResult(
         latents=pos.to(latents.dtype), mesh2d=mesh, mesh2d_initial=mesh0, before=before, after=evenness(feats),
         history=history, distances_before=dist_before, distances_after=dist, iterations=it, converged=converged,
