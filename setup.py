@@ -5,5 +5,5 @@ from setuptools import find_packages, setup
 setup(
     package_dir={"smf": "services"},
     packages=["smf"] + ["smf." + p for p in find_packages("services")],
-    package_data={"smf": ["py.typed", "*/web/*", "*/web/**/*"]},
+    package_data={"smf": ["py.typed", "*/web/*", "*/configs/*.json", "rnn/fastgen/*.cpp"]},
 )

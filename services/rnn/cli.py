@@ -1,0 +1,393 @@
+"""`smf rnn …` and `smf conditioning …` — train, generate, play and export RNN models; make conditioning arrays.
+
+    smf rnn train --data datasets/tones --prop normPitch --name tones --steps 2000
+    smf rnn generate -m rnn/tones --cond glide.npy --duration 10 --voices 4 -o out/
+    smf rnn generate -m rnn/tones --const 0.2 --const 0.8 --duration 2          # two constant voices
+    smf rnn play -m rnn/tones --out live.wav                                    # type normPitch=0.7 [glide_ms]
+    smf rnn ls ; smf rnn export -m rnn/tones
+    smf conditioning make glide.npy --col glide:0.2,0.8,0.2 --col const:0.5
+    smf conditioning make grid.npy --grid 0,0.5,1 --grid 0,1                  # constant voices over a grid
+    smf conditioning make path.npy --path cells.json --duration 4 --d0 21 --d1 21
+
+Every command runs against the embedded store (--store, $SMF_STORE) or, with --remote HOST:PORT, against a
+running RnnService.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import sys
+import threading
+import time
+
+import numpy as np
+from smf.common.errors import InvalidArgument
+from smf.rnn import conditioning as cond
+
+
+def register(subparsers) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", metavar="URI", default=None, help="store URI; default $SMF_STORE or ~/.smf/store")
+    common.add_argument("--remote", metavar="HOST:PORT", default=None,
+                        help="use a running RnnService instead of this process (token from $SMF_TOKEN)")
+
+    p = subparsers.add_parser("rnn", help="train, generate from, play and export conditional RNN models")
+    sub = p.add_subparsers(dest="rnn_command", metavar="ACTION", required=True)
+
+    t = sub.add_parser("train", parents=[common], help="train an MTCRNN audio tier on wav + .params")
+    t.add_argument("--data", required=True, help="dataset or grid id (datasets/tones), store URI, or local folder")
+    t.add_argument("--prop", nargs="+", required=True, metavar="NAME", help="conditioning params, in column order")
+    t.add_argument("-n", "--name", default=None, help="run name (rnn/NAME); resumes if it exists; default new id")
+    t.add_argument("--config", default=None, help="JSON file of further TrainConfig fields")
+    for flag, typ in (("--hidden", int), ("--layers", int), ("--seq-len", int), ("--batch", int), ("--steps", int),
+                      ("--lr", float), ("--tfr", float), ("--tfr-end", float), ("--checkpoint-every", int),
+                      ("--seed", int), ("--sample-rate", int)):
+        t.add_argument(flag, type=typ, default=None)
+    t.add_argument("--device", default=None, help="auto (default), cpu, cuda")
+    t.set_defaults(func=cmd_train)
+
+    g = sub.add_parser("generate", parents=[common], help="render audio from a conditioning array")
+    g.add_argument("-m", "--model", required=True, help="run id (rnn/NAME) or artifact URI")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--cond", help=".npy [N, C] or [B, N, C], columns in the model's param order")
+    src.add_argument("--const", nargs="+", action="append", type=float, metavar="V",
+                     help="constant values, one per param; repeat for more voices")
+    src.add_argument("--params", help="a .params file: its model params are sampled at 1000 points/s")
+    g.add_argument("--duration", type=float, default=None, help="seconds (default: 1 s per 1000 points)")
+    g.add_argument("--voices", type=int, default=0, help="voices for an [N, C] array (default: its B)")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=None, help="same seed -> same audio")
+    g.add_argument("--step", type=int, default=0, help="checkpoint step (default newest)")
+    g.add_argument("-o", "--out", default="rnn-out", help="output folder for voice-<i>.wav (local mode)")
+    g.set_defaults(func=cmd_generate)
+
+    pl = sub.add_parser("play", parents=[common], help="live: type NAME=VALUE [GLIDE_MS] lines to move params")
+    pl.add_argument("-m", "--model", required=True)
+    pl.add_argument("--values", nargs="*", type=float, default=None, help="starting values (default 0.5 each)")
+    pl.add_argument("--out", default="live.wav", help="wav file the session is written to as it plays")
+    pl.add_argument("--seconds", type=float, default=0.0, help="stop after this long (default: until EOF)")
+    pl.add_argument("--chunk-ms", type=float, default=100.0)
+    pl.add_argument("--temperature", type=float, default=1.0)
+    pl.add_argument("--seed", type=int, default=None)
+    pl.add_argument("--step", type=int, default=0)
+    pl.set_defaults(func=cmd_play)
+
+    ls = sub.add_parser("ls", parents=[common], help="list trained models and their params")
+    ls.set_defaults(func=cmd_ls)
+
+    ex = sub.add_parser("export", parents=[common], help="TorchScript export (runs without smf)")
+    ex.add_argument("-m", "--model", required=True)
+    ex.add_argument("--step", type=int, default=0)
+    ex.set_defaults(func=cmd_export)
+
+    c = subparsers.add_parser("conditioning", help="make conditioning arrays (gestures) for `smf rnn generate`")
+    csub = c.add_subparsers(dest="conditioning_command", metavar="ACTION", required=True)
+    mk = csub.add_parser("make", help="write a conditioning .npy",
+                         description="Columns are given in the model's param order. Column specs: "
+                                     + cond._SPEC_HELP)
+    mk.add_argument("out", help="output .npy")
+    kind = mk.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--col", action="append", metavar="SPEC", help="one column (repeat per param)")
+    kind.add_argument("--grid", action="append", metavar="V1,V2,...",
+                      help="values of one param (repeat per param): one constant voice per combination")
+    kind.add_argument("--path", metavar="JSON", help="auditioner path export: cells [[dim0, dim1], ...]")
+    mk.add_argument("--points", type=int, default=cond.POINTS, help="points of a --col gesture (default 1000)")
+    mk.add_argument("--duration", type=float, default=None, help="--path: nominal seconds (1000 points/s)")
+    mk.add_argument("--d0", type=int, default=None, help="--path: grid width when cells are integer indices")
+    mk.add_argument("--d1", type=int, default=None, help="--path: grid height")
+    mk.add_argument("--glide", action="store_true", help="--path: glide between cells instead of holding each")
+    mk.add_argument("--params-names", nargs="+", default=None, metavar="NAME",
+                    help="check the columns against these param names")
+    mk.set_defaults(func=cmd_conditioning_make)
+
+
+# --- training -------------------------------------------------------------------------------------------------
+
+
+def _train_fields(args) -> dict:
+    fields = {}
+    if args.config:
+        with open(args.config) as f:
+            fields.update(json.load(f))
+    fields["data"] = args.data
+    fields["props"] = args.prop
+    for name in ("hidden", "layers", "seq_len", "batch", "steps", "lr", "tfr", "tfr_end", "checkpoint_every",
+                 "seed", "sample_rate", "device"):
+        v = getattr(args, name)
+        if v is not None:
+            fields[name] = v
+    return fields
+
+
+def cmd_train(args) -> int:
+    from smf.common.lineage import new_id
+    from smf.rnn.server import run_id_of
+
+    fields = _train_fields(args)
+    run_id = run_id_of(args.name) if args.name else new_id("rnn/")
+    if args.remote:
+        from smf.rnn.client import RnnClient
+
+        with RnnClient(args.remote) as rnn:
+            device = fields.pop("device", None)
+            if device:
+                fields["device"] = device
+            op = rnn.start_training(fields.pop("data"), fields.pop("props"), run_id=run_id, **fields)
+            print(f"operation {op.id}: training {run_id} on {args.remote}")
+            done = rnn.wait(op.id, on_progress=lambda o: print(f"\r{o.progress.message}", end="", flush=True))
+            print(f"\ndone: {', '.join(done.result_uris)}")
+        return 0
+
+    from smf.common.store import open_store
+    from smf.rnn.train import TrainConfig, train
+    from tqdm import tqdm
+
+    cfg = TrainConfig.from_dict(fields)
+    store = open_store(args.store)
+    bar = tqdm(total=cfg.steps, desc=run_id, unit="step")
+
+    def on_step(step: int, loss: float) -> None:
+        bar.n = step
+        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        bar.update(0)
+
+    progress = train(cfg, store, run_id, log=lambda m: tqdm.write(m) if m.startswith(("resumed", "stopped"))
+                     else None, on_step=on_step)
+    bar.close()
+    print(f"{progress['state']} at step {progress['step']}, loss {progress['loss']:.4f}: {store.key_uri(run_id)}")
+    return 0
+
+
+# --- generation -----------------------------------------------------------------------------------------------
+
+
+def _conditioning_from_args(args, names: list[str] | None) -> np.ndarray:
+    if args.cond:
+        return cond.load_array(args.cond, field="--cond")
+    if args.const:
+        return cond.constant_batch([[v] for v in args.const[0]]) if len(args.const) == 1 else \
+            np.stack([np.repeat(np.asarray(v, np.float32)[None], 2, axis=0) for v in args.const])
+    from smf.common.params import read_params, sample_param
+
+    pf = read_params(args.params)
+    if names is None:
+        raise InvalidArgument("--params", "needs the model's param names (local mode)")
+    missing = [n for n in names if n not in pf.params]
+    if missing:
+        raise InvalidArgument(args.params, f"is missing params {missing} the model needs ({names})")
+    end = max(pf.params[n].times[-1] for n in names)
+    times = np.linspace(0, end, max(2, round(end * cond.POINTS)))
+    args.duration = args.duration or float(end)
+    return cond.columns(*[sample_param(pf.params[n], times, clamp=True) for n in names])
+
+
+def cmd_generate(args) -> int:
+    if args.remote:
+        from smf.rnn.client import RnnClient
+
+        with RnnClient(args.remote) as rnn:
+            arr = _conditioning_from_args(args, None) if not args.params else None
+            if arr is None:
+                raise InvalidArgument("--params", "use --cond or --const with --remote")
+            duration = args.duration or arr.shape[-2] / cond.POINTS
+            result, _ = rnn.generate(args.model, arr, duration, step=args.step, temperature=args.temperature,
+                                     seed=args.seed, voices=args.voices)
+            print(f"{result.voices} voice(s), {result.samples} samples in {result.seconds_taken:.2f} s:")
+            for uri in result.wav_uris:
+                print(f"  {uri}")
+        return 0
+
+    import torch
+    from smf.common.audio import save_wav
+    from smf.common.store import open_store
+    from smf.rnn.generate import generate
+    from smf.rnn.server import run_id_of
+    from smf.rnn.train import load_run
+
+    store = open_store(args.store)
+    model, _ = load_run(store, run_id_of(args.model), args.step or None)
+    names = list(model.config.param_names)
+    arr = cond.check_array(_conditioning_from_args(args, names), names)
+    if arr.shape[0] == 1 and args.voices > 1:
+        arr = np.repeat(arr, args.voices, axis=0)
+    duration = args.duration or arr.shape[1] / cond.POINTS
+    t0 = time.monotonic()
+    audio = np.asarray(generate(model, arr, duration, temperature=args.temperature, seed=args.seed))
+    taken = time.monotonic() - t0
+    os.makedirs(args.out, exist_ok=True)
+    sr = model.config.sample_rate
+    for i, voice in enumerate(audio):
+        save_wav(os.path.join(args.out, f"voice-{i}.wav"), torch.from_numpy(np.ascontiguousarray(voice)), sr)
+    cond.save_array(os.path.join(args.out, "conditioning.npy"), arr)
+    print(f"{len(audio)} voice(s) x {duration:g} s in {taken:.2f} s "
+          f"({len(audio) * duration / taken:.2f}x real time): {os.path.abspath(args.out)}/voice-*.wav")
+    return 0
+
+
+# --- live -----------------------------------------------------------------------------------------------------
+
+
+def _read_updates(names: list[str] | None, q: queue.Queue, stop_on_eof: bool = True) -> None:
+    """stdin lines 'name=value [glide_ms]' (several name=value pairs allowed) -> update dicts on q.
+    'q' ends the session; so does end of input unless the session has its own length (--seconds)."""
+    for line in sys.stdin:
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] in ("q", "quit", "exit"):
+            q.put(None)
+            return
+        update = {}
+        for part in parts:
+            if "=" in part:
+                k, _, v = part.partition("=")
+                try:
+                    update[k] = float(v)
+                except ValueError:
+                    print(f"not a number: {part}", file=sys.stderr)
+            else:
+                try:
+                    update["_glide_ms"] = float(part)
+                except ValueError:
+                    print(f"ignored: {part} (expected NAME=VALUE [GLIDE_MS])", file=sys.stderr)
+        if names is not None and set(update) - set(names) - {"_glide_ms"}:
+            print(f"unknown params {sorted(set(update) - set(names) - {'_glide_ms'})}; params: {names}",
+                  file=sys.stderr)
+            continue
+        q.put(update)
+    if stop_on_eof:
+        q.put(None)
+
+
+def cmd_play(args) -> int:
+    import soundfile as sf
+
+    q: queue.Queue = queue.Queue()
+    if args.remote:
+        from smf.rnn.client import RnnClient
+
+        client = RnnClient(args.remote)
+        names, sr = None, 16000
+        for m in client.list_models():
+            if m.ref.id == args.model or m.ref.id == f"rnn/{args.model}":
+                names, sr = list(m.param_names), m.sample_rate or 16000
+        chunks = client.play(args.model, args.values, updates=q, step=args.step,
+                             chunk_samples=int(sr * args.chunk_ms / 1000), temperature=args.temperature,
+                             seed=args.seed, max_seconds=args.seconds)
+    else:
+        from smf.common.store import open_store
+        from smf.rnn.server import RnnServicer, run_id_of
+
+        loaded = RnnServicer(open_store(args.store)).load(run_id_of(args.model), args.step)
+        names, sr = list(loaded.config.param_names), loaded.config.sample_rate
+        chunks = _local_play(loaded, args, q, sr)
+    print(f"params {names}; type NAME=VALUE [GLIDE_MS] and Enter, 'q' to stop; writing {args.out}",
+          file=sys.stderr)
+    threading.Thread(target=_read_updates, args=(names, q, args.seconds <= 0), daemon=True).start()
+    with sf.SoundFile(args.out, "w", samplerate=sr, channels=1, subtype="PCM_16") as out:
+        for audio, values in chunks:
+            out.write(audio)
+            out.flush()
+            print("\r" + "  ".join(f"{n}={v:.3f}" for n, v in zip(names or [], values)), end="", file=sys.stderr)
+    print(file=sys.stderr)
+    return 0
+
+
+def _local_play(loaded, args, q: queue.Queue, sr: int):
+    from smf.rnn.server import LiveVoice
+
+    names = list(loaded.config.param_names)
+    values = args.values if args.values else [0.5] * len(names)
+    cond.check_array(np.asarray([values]), names, field="--values")
+    voice = LiveVoice(loaded.generator, values, temperature=args.temperature, seed=args.seed)
+    n = max(16, int(sr * args.chunk_ms / 1000))
+    t0, produced = time.monotonic(), 0
+
+    class _U:  # the shape of a ParameterUpdate, for LiveVoice.update
+        def __init__(self, d):
+            self.glide_ms = d.pop("_glide_ms", 0.0)
+            self.temperature = 0.0
+            self.values = d
+
+    while args.seconds <= 0 or produced < args.seconds * sr:
+        try:
+            while True:
+                u = q.get_nowait()
+                if u is None:
+                    return
+                voice.update(_U(u), names, sr)
+        except queue.Empty:
+            pass
+        yield voice.next_chunk(n, sr), voice.values.tolist()
+        produced += n
+        ahead = produced / sr - (time.monotonic() - t0)
+        if ahead > 0.3:
+            time.sleep(ahead - 0.3)
+
+
+# --- listing / export -----------------------------------------------------------------------------------------
+
+
+def cmd_ls(args) -> int:
+    if args.remote:
+        from smf.rnn.client import RnnClient
+
+        with RnnClient(args.remote) as rnn:
+            models = rnn.list_models()
+    else:
+        from smf.common.store import open_store
+        from smf.rnn.server import RnnServicer
+
+        models = RnnServicer(open_store(args.store)).ListModels(None, None).models
+    for m in models:
+        print(f"{m.ref.id}  params={list(m.param_names)}  H{m.hidden} L{m.layers}  steps={list(m.steps)[-3:]}"
+              f"  {m.state} loss={m.loss:.4f}")
+    if not models:
+        print("no RNN models")
+    return 0
+
+
+def cmd_export(args) -> int:
+    if args.remote:
+        from smf.rnn.client import RnnClient
+
+        with RnnClient(args.remote) as rnn:
+            print(rnn.export(args.model, args.step))
+        return 0
+    from smf.common.store import open_store
+    from smf.rnn.server import RnnServicer
+    from smf.rnn.v1 import rnn_pb2
+
+    resp = RnnServicer(open_store(args.store)).Export(rnn_pb2.ExportRequest(model=args.model, step=args.step), None)
+    print(resp.uri)
+    return 0
+
+
+# --- conditioning ---------------------------------------------------------------------------------------------
+
+
+def cmd_conditioning_make(args) -> int:
+    if args.col:
+        arr = cond.columns(*[cond.parse_column(s, args.points) for s in args.col])
+    elif args.grid:
+        try:
+            values = [[float(v) for v in g.split(",")] for g in args.grid]
+        except ValueError as exc:
+            raise InvalidArgument("--grid", f"expected comma-separated numbers: {exc}") from None
+        arr = cond.constant_batch(values)
+    else:
+        spec = cond.read_path(args.path)
+        duration = args.duration or spec.get("duration")
+        if not duration:
+            raise InvalidArgument("--duration", "needed for --path (or a 'duration' in the JSON)")
+        arr = cond.path_array(spec["cells"], float(duration), d0=args.d0 or spec.get("d0"),
+                              d1=args.d1 or spec.get("d1"), glide_cells=args.glide)
+    if args.params_names:
+        cond.check_array(arr, args.params_names)
+    else:
+        cond.check_array(arr, [f"col{i}" for i in range(arr.shape[-1])])
+    cond.save_array(args.out, arr)
+    print(f"wrote {args.out}: shape {list(arr.shape)}")
+    return 0

@@ -1,0 +1,146 @@
+"""Training data for an MTCRNN tier: wav + .params files, validated once, served as random windows.
+
+Every file is checked up front (every conditioning param present, values in [0, 1], mono, the model's sample rate,
+long enough for a window) and a problem raises InvalidArgument naming the file — the reference skipped missing
+params silently and re-parsed the JSON for every window. Here the params are parsed once and pre-sampled at every
+step time of the tier (every audio sample for the audio tier), so drawing a window is two tensor slices:
+
+    data = load_dataset("datasets/tones", config, store)            # or a local folder of wav + .params
+    x, target = data.sample(batch=32, seq_len=512, generator=g)      # x [B, T, 1+C], target [B, T] classes
+
+Windows never straddle files; files may have different lengths (a window start is uniform over all valid
+positions of the corpus). The conditioning at step t is the params' value at the time of input sample t.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from smf.common.errors import InvalidArgument
+from smf.rnn.model import RNNConfig, audio_input, mulaw_encode
+from torch import Tensor
+
+
+@dataclass
+class TrainFile:
+    """One file at the tier's rate: `series` [n] mu-law classes (audio tier) or [n, G] controls (param tier), and
+    `cond` [n, C] conditioning sampled at the same step times."""
+
+    name: str
+    series: Tensor
+    cond: Tensor
+
+    def __len__(self) -> int:
+        return len(self.cond)
+
+
+def prepare_file(name: str, audio: np.ndarray | Tensor, sample_rate: int, params, config: RNNConfig) -> TrainFile:
+    """Validate one (audio, ParamFile) pair against the config and pre-sample its params. Errors name `name`."""
+    from smf.common.params import sample_param, validate_params
+
+    audio = torch.as_tensor(audio, dtype=torch.float32)
+    if audio.ndim != 1:
+        raise InvalidArgument(name, f"audio must be mono, got shape {list(audio.shape)}")
+    if sample_rate != config.sample_rate:
+        raise InvalidArgument(name, f"sample rate is {sample_rate} Hz, the model needs {config.sample_rate} Hz")
+    if params is None:
+        raise InvalidArgument(name, f"has no .params file; needs params {config.param_names + config.generate}")
+    # names the file and the param at fault: missing, < 2 points, non-increasing times, values outside [0, 1]
+    validate_params(params, config.param_names + config.generate, source=name)
+    present = params.params
+
+    duration = len(audio) / sample_rate
+    n = len(audio) if config.is_audio else int(duration * config.step_rate)
+    times = np.arange(n, dtype=np.float64) / config.step_rate
+
+    def sampled(names: list[str]) -> Tensor:  # [n, len(names)], held (not extrapolated) past the last point
+        cols = [sample_param(present[p], times, clamp=True) for p in names]
+        return torch.as_tensor(np.stack(cols, axis=1) if cols else np.zeros((n, 0)), dtype=torch.float32)
+
+    # classes kept as int16 (half the memory of int64; widened per window)
+    series = mulaw_encode(audio, config.classes).to(torch.int16) if config.is_audio else sampled(config.generate)
+    cond = sampled(config.param_names)
+    return TrainFile(name, series, cond)
+
+
+class WindowDataset:
+    """Random training windows over a list of prepared files."""
+
+    def __init__(self, files: Sequence[TrainFile], config: RNNConfig, seq_len: int):
+        if not files:
+            raise InvalidArgument("data", "dataset has no files")
+        short = [f for f in files if len(f) < seq_len + 1]
+        if short:
+            f = short[0]
+            raise InvalidArgument(f.name, f"has {len(f)} steps, shorter than one training window (seq_len "
+                                          f"{seq_len} + 1); lower seq_len below {len(f)}")
+        self.files = list(files)
+        self.config = config
+        self.seq_len = seq_len
+        starts = torch.tensor([len(f) - seq_len for f in files], dtype=torch.float64)  # valid starts per file
+        self.weights = starts / starts.sum()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def sample(self, batch: int, seq_len: int | None = None, generator: torch.Generator | None = None
+               ) -> tuple[Tensor, Tensor]:
+        """A batch of random windows -> (x [B, T, G+C] float32, target): target [B, T] int64 classes (audio tier)
+        or [B, T, G] float32 (param tier). x row t = [series t, cond t]; target row t = series t+1."""
+        T = seq_len or self.seq_len
+        idx = torch.multinomial(self.weights, batch, replacement=True, generator=generator)
+        xs, ys = [], []
+        for i in idx.tolist():
+            f = self.files[i]
+            off = int(torch.randint(0, len(f) - T, (1,), generator=generator))
+            s = f.series[off:off + T + 1]
+            if self.config.is_audio:
+                s = s.long()
+                xs.append(torch.cat([audio_input(s[:-1], self.config.classes)[:, None], f.cond[off:off + T]], 1))
+            else:
+                xs.append(torch.cat([s[:-1], f.cond[off:off + T]], 1))
+            ys.append(s[1:])
+        return torch.stack(xs), torch.stack(ys)
+
+
+def load_dataset(data: str, config: RNNConfig, seq_len: int, store=None) -> WindowDataset:
+    """Load and validate every file of a dataset: a store artifact id ("datasets/tones"), a full artifact URI
+    ("file:///store/datasets/tones", "s3://bucket/prefix/datasets/x") or a local folder of wav + .params."""
+    from smf.common.audio import load_audio
+    from smf.common.params import read_params
+
+    files: list[TrainFile] = []
+    if os.path.isdir(data):
+        for root, _, names in sorted(os.walk(data)):
+            for n in sorted(names):
+                if os.path.splitext(n)[1].lower() != ".wav":  # exact extension (the reference took '.DS_Store')
+                    continue
+                path = os.path.join(root, n)
+                ppath = os.path.splitext(path)[0] + ".params"
+                audio, sr = load_audio(path, mono="error")
+                params = read_params(ppath) if os.path.exists(ppath) else None
+                files.append(prepare_file(path, audio, sr, params, config))
+        if not files:
+            raise InvalidArgument("data", f"no .wav files under {data}")
+        return WindowDataset(files, config, seq_len)
+
+    from smf.common.store import open_store, parse_uri
+    from smf.datasets import list_dataset_files
+
+    if "://" in data:
+        store_uri, dataset_id = parse_uri(data)
+        store = open_store(store_uri)
+    elif store is None:
+        store = open_store()
+    dataset_id = data if "://" not in data else dataset_id
+    pairs = list_dataset_files(store, dataset_id.rstrip("/"))
+    if not pairs:
+        raise InvalidArgument("data", f"dataset {dataset_id} in {store.uri} has no audio files")
+    for wav_key, params_key in pairs:
+        audio, sr = load_audio(store.get_bytes(wav_key), mono="error", name=wav_key)
+        params = read_params(store.get_bytes(params_key), name=params_key) if params_key else None
+        files.append(prepare_file(wav_key, audio, sr, params, config))
+    return WindowDataset(files, config, seq_len)

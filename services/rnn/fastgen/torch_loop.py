@@ -1,0 +1,80 @@
+"""The pure-torch generation loop: the always-available backend, the CUDA path, and the body of the export.
+
+`StepLoop` copies an AudioTier's weights into the shapes a per-step loop wants (transposed for `addmm`) and runs
+T steps for B voices with no host sync and no allocation that grows with T: the classes go into one preallocated
+[B, T] tensor. It is TorchScript-able, and the exported module runs this very code, which is why the export and
+`Generator(backend="torch")` give bit-identical samples for the same seed on the same device.
+
+Per step: x = relu(b + a*w_a + sum_c cond_c*w_c) (elementwise, so the result for a step does not depend on how the
+run is chunked), L GRU cells (nn.GRU's gate equations), logits = out(h), class = inverse-CDF of softmax(logits/temp)
+at a pre-drawn uniform (see rng.py); temperature <= 0 means argmax.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+@torch.jit.script
+def sample_classes(logits: Tensor, u: Tensor, temperature: float) -> Tensor:
+    """Inverse-CDF categorical sampling: logits [B, Q], u [B] in [0, 1) -> classes int64 [B]."""
+    if temperature <= 0.0:
+        return logits.argmax(1)
+    cdf = torch.softmax(logits / temperature, dim=1).cumsum(1)
+    target = (u * cdf[:, -1]).unsqueeze(1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=logits.shape[1] - 1)
+
+
+class StepLoop(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        cfg = model.config
+        self.hidden: int = cfg.hidden
+        self.layers: int = cfg.layers
+        self.classes: int = cfg.classes
+        self.cond_size: int = cfg.cond_size
+        gru = model.gru
+        with torch.no_grad():
+            w = model.inp.weight.detach().float()
+            self.register_buffer("w_a", w[:, 0].clone())
+            self.register_buffer("w_c", w[:, 1:].t().contiguous())  # [C, H]
+            self.register_buffer("b_inp", model.inp.bias.detach().float().clone())
+            self.register_buffer("w_ih", torch.stack([getattr(gru, f"weight_ih_l{i}").detach().t()
+                                                      for i in range(cfg.layers)]).float().contiguous())
+            self.register_buffer("w_hh", torch.stack([getattr(gru, f"weight_hh_l{i}").detach().t()
+                                                      for i in range(cfg.layers)]).float().contiguous())
+            self.register_buffer("b_ih", torch.stack([getattr(gru, f"bias_ih_l{i}").detach()
+                                                      for i in range(cfg.layers)]).float().contiguous())
+            self.register_buffer("b_hh", torch.stack([getattr(gru, f"bias_hh_l{i}").detach()
+                                                      for i in range(cfg.layers)]).float().contiguous())
+            self.register_buffer("w_out", model.out.weight.detach().t().float().contiguous())  # [H, Q]
+            self.register_buffer("b_out", model.out.bias.detach().float().clone())
+
+    def forward(self, cond: Tensor, h: Tensor, prev: Tensor, u: Tensor, temperature: float
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """cond [B, T, C] float32, h [L, B, H], prev [B] int64 (last class), u [B, T] uniforms
+        -> (classes [B, T] int64, h, prev)."""
+        B, T = cond.shape[0], cond.shape[1]
+        out = torch.empty(B, T, dtype=torch.int64, device=cond.device)
+        scale = 2.0 / (self.classes - 1)  # audio_input(c) = c * 2/(Q-1) - 1, as in smf.rnn.model
+        hs: list[Tensor] = [h[i] for i in range(self.layers)]
+        for t in range(T):
+            a = prev.to(torch.float32) * scale - 1.0
+            x = self.b_inp + a.unsqueeze(1) * self.w_a
+            for c in range(self.cond_size):
+                x = x + cond[:, t, c:c + 1] * self.w_c[c]
+            x = torch.relu(x)
+            for i in range(self.layers):
+                gi = torch.addmm(self.b_ih[i], x, self.w_ih[i])
+                gh = torch.addmm(self.b_hh[i], hs[i], self.w_hh[i])
+                i_r, i_z, i_n = gi.chunk(3, 1)
+                h_r, h_z, h_n = gh.chunk(3, 1)
+                r = torch.sigmoid(i_r + h_r)
+                z = torch.sigmoid(i_z + h_z)
+                n = torch.tanh(i_n + r * h_n)
+                x = n + z * (hs[i] - n)  # (1 - z) * n + z * h
+                hs[i] = x
+            logits = torch.addmm(self.b_out, x, self.w_out)
+            prev = sample_classes(logits, u[:, t], temperature)
+            out[:, t] = prev
+        return out, torch.stack(hs), prev

@@ -1,0 +1,222 @@
+"""Generate audio from a trained audio tier: conditioning arrays played over a duration, or live, B voices at once.
+
+    gen = Generator(model)                                   # backend "auto": compiled C++ loop, else pure torch
+    audio = gen.generate(arr, 10.0, seed=1)                  # arr [N, C] or [B, N, C] -> float32 [B, 160000]
+    live = gen.stream(voices=2, seed=1)
+    live.set_params([0.2, 0.9]); block = live.next_chunk()   # [2, 1024]; the GRU state carries across chunks
+
+How a sample is made (identical in every backend and in the TorchScript export, see smf.rnn.fastgen):
+- The N conditioning points are stretched over the duration by linear interpolation (`stretch`, float rate N/duration).
+- Generation starts from a zero hidden state and the mu-law class of silence as the first "previous sample". The
+  reference primed with one random vector (random audio *and* random conditioning for the first step, §3.2 of the
+  reference notes); a fixed start makes a seed fully determine the output and avoids a click of random conditioning.
+- Each step samples its class by inverse CDF of softmax(logits / temperature) at a uniform u(seed, voice, step) from
+  a counter-based hash (fastgen/rng.py), so chunked live generation draws what one-shot generation draws, and the
+  pure-torch loop and the export agree bit for bit. temperature <= 0 is argmax.
+- Backends: "torch" (any device; the reference semantics), "cpp" (compiled loop, CPU; `precision` "fp32", "bf16",
+  "int8"). The fp32 kernel computes the same maths in another summation order (|dlogit| ~1e-6), so its samples equal
+  the torch loop's until a uniform lands within that error of a CDF boundary (observed: once per ~10^3-10^4 steps on
+  small random models), after which the voice continues as an equally valid but different draw. Use
+  backend="torch" where sample-exact agreement with the export matters.
+- Output: one preallocated [B, T] class tensor per call; mu-law decoding once at the end; no per-step host sync on
+  CUDA (the torch loop keeps everything on the device).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+
+import numpy as np
+import torch
+from smf.common.errors import InvalidArgument
+from smf.rnn.conditioning import POINTS, check_array, stretch
+from smf.rnn.fastgen.rng import uniforms
+from smf.rnn.fastgen.torch_loop import StepLoop
+from smf.rnn.model import mulaw_decode, mulaw_encode
+from torch import Tensor, nn
+
+__all__ = ["BACKENDS", "Generator", "LiveSession", "generate", "silence_class", "stretch"]
+
+BACKENDS = ("auto", "torch", "cpp")
+MAX_SEED = 2**63 - 1
+
+
+def silence_class(classes: int) -> int:
+    """The mu-law class of 0.0: the first 'previous sample' of every voice."""
+    return int(mulaw_encode(torch.zeros(1), classes)[0])
+
+
+def _new_seed() -> int:
+    return int.from_bytes(os.urandom(8), "little") & MAX_SEED
+
+
+class Generator:
+    """A model ready to generate on one device. Reusable; one call (or one live session) at a time.
+
+    backend: "auto" (the compiled loop on CPU when it builds, else torch), "torch", or "cpp".
+    precision: weight format of the compiled loop ("fp32", "bf16", "int8"); ignored by the torch backend.
+    threads: CPU threads for the compiled loop (voices are split across them); default torch.get_num_threads().
+    split: with fewer voices than threads, let the threads share a voice (row split, a barrier per layer): faster
+        for one voice on idle cores, much slower on a loaded machine, hence off by default.
+    """
+
+    def __init__(self, model: nn.Module, *, device: str | torch.device | None = None, backend: str = "auto",
+                 precision: str = "fp32", threads: int | None = None, split: bool = False):
+        if backend not in BACKENDS:
+            raise InvalidArgument("backend", f"must be one of {list(BACKENDS)}, got {backend!r}")
+        cfg = model.config
+        if not cfg.is_audio:
+            raise InvalidArgument("model", "generation needs an audio tier (config.generate == [])")
+        self.config = cfg
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.lock = threading.Lock()
+        self.engine = None
+        if backend in ("auto", "cpp") and self.device.type == "cpu":
+            from smf.rnn.fastgen.cpp import CppEngine, kernel_error, load_kernel
+
+            if load_kernel() is not None:
+                self.engine = CppEngine(model, precision=precision, threads=threads, split=split)
+            elif backend == "cpp":
+                raise RuntimeError(f"backend 'cpp' requested but the kernel is unavailable: {kernel_error()}")
+        elif backend == "cpp":
+            raise InvalidArgument("backend", f"'cpp' runs on the CPU only, the device is {self.device}")
+        if self.engine is None and precision != "fp32":
+            warnings.warn(f"precision {precision!r} applies to the compiled loop only; the torch loop runs fp32",
+                          RuntimeWarning, stacklevel=2)
+        self.backend = "cpp" if self.engine is not None else "torch"
+        self.precision = precision if self.engine is not None else "fp32"
+        self.loop = StepLoop(model).to(self.device).eval() if self.engine is None else None
+        self.silence = silence_class(cfg.classes)
+
+    # -- the core: T steps for B voices from a state -------------------------------------------------------------
+
+    def new_state(self, voices: int) -> tuple[Tensor, Tensor]:
+        """(h [L, B, H] zeros, prev [B] = silence class)."""
+        cfg = self.config
+        h = torch.zeros(cfg.layers, voices, cfg.hidden, device=self.device)
+        return h, torch.full((voices,), self.silence, dtype=torch.int64, device=self.device)
+
+    @torch.no_grad()
+    def run(self, cond: Tensor, state: tuple[Tensor, Tensor], *, seed: int, t0: int, temperature: float) -> Tensor:
+        """cond [B, T, C] at the sample rate -> classes [B, T] int64; `state` (h, prev) is updated in place and
+        `t0` is the absolute step of cond[:, 0] (it keys the uniforms)."""
+        h, prev = state
+        B, T = cond.shape[0], cond.shape[1]
+        u = uniforms(seed, B, t0, T, self.device)
+        cond = cond.to(self.device, torch.float32)
+        if self.engine is not None:
+            return self.engine.run(cond, u, h, prev, temperature)
+        classes, h_new, prev_new = self.loop(cond, h, prev, u, float(temperature))
+        h.copy_(h_new)
+        prev.copy_(prev_new)
+        return classes
+
+    # -- offline generation ----------------------------------------------------------------------------------------
+
+    def prepare(self, conditioning: np.ndarray, duration: float | None, voices: int | None) -> np.ndarray:
+        """Validate and stretch a conditioning array -> float32 [B, round(duration*sr), C]."""
+        arr = check_array(conditioning, self.config.param_names)
+        if voices is not None:
+            if voices < 1:
+                raise InvalidArgument("voices", f"must be >= 1, got {voices}")
+            if arr.shape[0] == 1 and voices > 1:
+                arr = np.repeat(arr, voices, axis=0)
+            elif arr.shape[0] != voices:
+                raise InvalidArgument("voices", f"is {voices} but the conditioning has {arr.shape[0]} voices "
+                                                f"(give 1 or {arr.shape[0]})")
+        if duration is None:  # the original convention: 1000 points per nominal second
+            duration = arr.shape[1] / POINTS
+        if not duration > 0:
+            raise InvalidArgument("duration", f"must be > 0 seconds, got {duration}")
+        return stretch(arr, duration, self.config.sample_rate)
+
+    def generate(self, conditioning: np.ndarray, duration: float | None = None, *, temperature: float = 1.0,
+                 seed: int | None = None, voices: int | None = None) -> np.ndarray:
+        """conditioning [N, C] or [B, N, C] in [0, 1], played over `duration` seconds (None: N/1000 s) ->
+        float32 audio [B, round(duration * sample_rate)]. seed None draws a fresh one."""
+        cond = torch.from_numpy(self.prepare(conditioning, duration, voices))
+        seed = _new_seed() if seed is None else int(seed)
+        with self.lock:
+            state = self.new_state(cond.shape[0])
+            classes = self.run(cond, state, seed=seed, t0=0, temperature=temperature)
+        return mulaw_decode(classes, self.config.classes).cpu().numpy().astype(np.float32)
+
+    def stream(self, *, voices: int = 1, temperature: float = 1.0, seed: int | None = None,
+               chunk: int = 1024, values: np.ndarray | None = None) -> LiveSession:
+        """A live session: parameters change between chunks, the GRU state and the step counter carry over."""
+        return LiveSession(self, voices=voices, temperature=temperature, seed=seed, chunk=chunk, values=values)
+
+
+class LiveSession:
+    """Chunk-by-chunk generation with parameters that change while it plays.
+
+    set_params(values [C] or [B, C]) sets the target; next_chunk() renders `chunk` samples, gliding linearly from the
+    previous values to the target over the chunk (no zipper steps). next(cond [B, n, C]) renders n samples with
+    explicit per-sample conditioning instead. The same seed, voices and per-sample conditioning give the same audio
+    as one Generator.generate call over the concatenated conditioning (the uniforms are keyed by absolute step).
+    """
+
+    def __init__(self, gen: Generator, *, voices: int, temperature: float, seed: int | None, chunk: int,
+                 values: np.ndarray | None = None):
+        if voices < 1:
+            raise InvalidArgument("voices", f"must be >= 1, got {voices}")
+        if chunk < 1:
+            raise InvalidArgument("chunk", f"must be >= 1, got {chunk}")
+        self.gen = gen
+        self.voices = voices
+        self.chunk = chunk
+        self.temperature = temperature
+        self.seed = _new_seed() if seed is None else int(seed)
+        self.t = 0  # absolute step of the next sample
+        self.state = gen.new_state(voices)
+        C = gen.config.cond_size
+        self.values = np.full((voices, C), 0.5, dtype=np.float32)  # mid-range until told otherwise
+        if values is not None:
+            self.values = self._check(values)
+        self.target = self.values.copy()
+        self._lock = threading.Lock()
+
+    def _check(self, values) -> np.ndarray:
+        names = self.gen.config.param_names
+        v = np.asarray(values, dtype=np.float32)
+        if v.ndim == 1:
+            v = np.broadcast_to(v, (self.voices, v.shape[0]))
+        if v.shape != (self.voices, len(names)):
+            raise InvalidArgument("values", f"must be [C] or [B, C] = [{self.voices}, {len(names)}] for params "
+                                            f"{names}, got shape {list(np.shape(values))}")
+        if not np.all(np.isfinite(v)) or v.min() < 0 or v.max() > 1:
+            raise InvalidArgument("values", f"must be finite and in [0, 1] (params {names})")
+        return v.copy()
+
+    def set_params(self, values) -> None:
+        with self._lock:
+            self.target = self._check(values)
+
+    def next(self, cond: np.ndarray) -> np.ndarray:
+        """Render len(cond[0]) samples with per-sample conditioning cond [B, n, C] -> float32 [B, n]."""
+        c = np.asarray(cond, dtype=np.float32)
+        if c.ndim != 3 or c.shape[0] != self.voices or c.shape[2] != self.gen.config.cond_size:
+            raise InvalidArgument("conditioning", f"must be [{self.voices}, n, {self.gen.config.cond_size}], "
+                                                  f"got {list(c.shape)}")
+        with self._lock, self.gen.lock:
+            classes = self.gen.run(torch.from_numpy(c), self.state, seed=self.seed, t0=self.t,
+                                   temperature=self.temperature)
+            self.t += c.shape[1]
+            self.values = c[:, -1].copy()
+        return mulaw_decode(classes, self.gen.config.classes).cpu().numpy().astype(np.float32)
+
+    def next_chunk(self) -> np.ndarray:
+        """Render `chunk` samples, gliding from the current values to the target -> float32 [B, chunk]."""
+        with self._lock:
+            start, target = self.values, self.target
+        w = (np.arange(1, self.chunk + 1, dtype=np.float32) / self.chunk)[None, :, None]
+        cond = start[:, None, :] + (target - start)[:, None, :] * w
+        return self.next(cond)
+
+
+def generate(model: nn.Module, conditioning: np.ndarray, duration: float | None = None, **kw) -> np.ndarray:
+    """One-shot convenience: Generator(model).generate(conditioning, duration, **kw). Generator options (backend,
+    precision, device, threads) may be passed too."""
+    opts = {k: kw.pop(k) for k in ("backend", "precision", "device", "threads", "split") if k in kw}
+    return Generator(model, **opts).generate(conditioning, duration, **kw)

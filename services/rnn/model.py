@@ -1,0 +1,145 @@
+"""MTCRNN tiers: conditional GRU networks that generate audio (or control trajectories) one step at a time.
+
+One tier = input `[generated part, conditioning part]` -> Linear + ReLU -> GRU stack -> output head, exactly the
+"net 0" block of MTCRNN (Huzaifah & Wyse) that the original Sound Model Factory trains:
+
+- AudioTier: the generated part is the previous audio sample (a scalar derived from its mu-law class, see
+  `audio_input`); the head gives logits over Q mu-law classes.
+- ParamTier: the generated part is the previous G control values (e.g. rms, centroid); two heads give a Gaussian
+  mean and std (softplus of a raw scale) for the next values. Tiers are trained separately and chained at
+  generation time by feeding one tier's output array as the next tier's conditioning.
+
+Conditioning enters only through the input concatenation, at every step. The same `forward` serves training
+(whole teacher-forced sequences in one fused GRU call) and generation (T=1 steps carrying `h`):
+
+    config = RNNConfig(param_names=["normPitch"], hidden=256, layers=4)
+    model = build_model(config)
+    logits, h = model(torch.zeros(2, 100, 1 + 1))          # [B=2, T=100, Q=256], h [L, B, H]
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class RNNConfig:
+    param_names: list[str]  # conditioning columns, in input order (C = len)
+    hidden: int = 256  # H
+    layers: int = 4  # L
+    classes: int = 256  # Q, 8-bit mu-law with mu = Q - 1
+    sample_rate: int = 16000
+    # Parameter tier only: the names of the generated controls (e.g. ["rms", "centroid"]); [] means the audio tier.
+    generate: list[str] = field(default_factory=list)
+    rate: int | None = None  # the tier's step rate; None -> sample_rate (the audio tier runs at the audio rate)
+
+    @property
+    def is_audio(self) -> bool:
+        return not self.generate
+
+    @property
+    def step_rate(self) -> int:
+        return self.rate if self.rate is not None else self.sample_rate
+
+    @property
+    def cond_size(self) -> int:
+        return len(self.param_names)
+
+    @property
+    def gen_size(self) -> int:
+        return 1 if self.is_audio else len(self.generate)
+
+    @property
+    def input_size(self) -> int:
+        return self.gen_size + self.cond_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RNNConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            from smf.common.errors import InvalidArgument
+
+            raise InvalidArgument("config", f"unknown RNN config keys {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# mu-law: a matched encode/decode pair (standard WaveNet/torchaudio companding, mu = classes - 1). The reference
+# decodes with spacing 2/Q but encodes with 2/(Q-1), which biases every sample; ours round-trips, and 0.0 maps to
+# class 128 which decodes to ~8.6e-5.
+
+
+def mulaw_encode(x: Tensor, classes: int = 256) -> Tensor:
+    """Audio in [-1, 1] -> mu-law class indices (int64) in [0, classes-1]."""
+    mu = classes - 1
+    x = x.clamp(-1.0, 1.0)
+    y = torch.sign(x) * torch.log1p(mu * x.abs()) / math.log1p(mu)
+    return ((y + 1) / 2 * mu + 0.5).long().clamp(0, mu)
+
+
+def mulaw_decode(c: Tensor, classes: int = 256) -> Tensor:
+    """Mu-law class indices -> audio in [-1, 1] (float32)."""
+    mu = classes - 1
+    y = c.float() / mu * 2 - 1
+    return torch.sign(y) * torch.expm1(y.abs() * math.log1p(mu)) / mu
+
+
+def audio_input(c: Tensor, classes: int = 256) -> Tensor:
+    """The scalar fed back into the net for a generated class: c/(classes-1)*2 - 1, i.e. the companded value in
+    [-1, 1] (zero-centred, unlike the reference's c/Q in [0, 1), which is why our checkpoints are not
+    interchangeable with the reference's). Shape is kept: [...] -> [...] float32."""
+    return c.float() * (2.0 / (classes - 1)) - 1.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class AudioTier(nn.Module):
+    """Sample-level tier: [previous sample (1), conditioning (C)] -> logits over Q mu-law classes."""
+
+    def __init__(self, config: RNNConfig):
+        super().__init__()
+        assert config.is_audio, "AudioTier needs config.generate == []"
+        self.config = config
+        H = config.hidden
+        self.inp = nn.Linear(config.input_size, H)
+        self.gru = nn.GRU(H, H, config.layers, batch_first=True)
+        self.out = nn.Linear(H, config.classes)
+
+    def forward(self, x: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """x [B, T, 1+C], h [L, B, H] or None (zeros) -> (logits [B, T, Q], h [L, B, H])."""
+        y, h = self.gru(F.relu(self.inp(x)), h)
+        return self.out(y), h
+
+
+class ParamTier(nn.Module):
+    """Control-rate tier: [previous controls (G), conditioning (C)] -> Gaussian (mean, std) for the next controls."""
+
+    def __init__(self, config: RNNConfig):
+        super().__init__()
+        assert not config.is_audio, "ParamTier needs config.generate (the generated control names)"
+        self.config = config
+        H, G = config.hidden, config.gen_size
+        self.inp = nn.Linear(config.input_size, H)
+        self.gru = nn.GRU(H, H, config.layers, batch_first=True)
+        self.mean = nn.Linear(H, G)
+        self.scale = nn.Linear(H, G)
+
+    def forward(self, x: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """x [B, T, G+C], h [L, B, H] or None -> (mean [B, T, G], std [B, T, G] > 0, h [L, B, H])."""
+        y, h = self.gru(F.relu(self.inp(x)), h)
+        # a small floor keeps the Gaussian NLL finite when the net becomes overconfident
+        return self.mean(y), F.softplus(self.scale(y)) + 1e-4, h
+
+
+def build_model(config: RNNConfig) -> nn.Module:
+    """The tier the config describes: AudioTier when config.generate is empty, else ParamTier."""
+    return AudioTier(config) if config.is_audio else ParamTier(config)
