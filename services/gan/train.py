@@ -225,7 +225,7 @@ class Trainer:
         self.gan.load_state_dict(ck["model"])
         self.opt_g.load_state_dict(ck["optimizer"]["G"])
         self.opt_d.load_state_dict(ck["optimizer"]["D"])
-        self.gen.set_state(ck["rng"])
+        self.gen.set_state(ck["rng"].cpu())  # map_location moved it to the training device; the generator is CPU
         self.step = int(ck["step"])
         self.metrics = {k: list(v) for k, v in ck["metrics"].items()}
         self.log(f"resumed {self.run_id} from {keys[-1]} (step {self.step}/{self.total})")

@@ -289,8 +289,8 @@ def train(cfg: TrainConfig, store, run_id: str, *, data=None, log=print, stop: _
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         step, metrics = ck["step"], ck["metrics"]
-        data_gen.set_state(ck["rng"]["data"])
-        sample_gen.set_state(ck["rng"]["sample"].to(sample_gen.get_state().device))
+        data_gen.set_state(ck["rng"]["data"].cpu())  # generator states are CPU ByteTensors, whatever map_location did
+        sample_gen.set_state(ck["rng"]["sample"].cpu())
         log(f"resumed {run_id} at step {step}")
     _put_json(store, config_key, {**asdict(cfg), "model": mcfg.to_dict()})
 

@@ -32,7 +32,7 @@ from smf.common import jobs, k8s_jobs
 from smf.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unavailable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
-from chart_render import VALUE_SETS, render, training_job
+from support.chart_render import VALUE_SETS, render, training_job
 
 NS = "sound"
 NOW = "2026-11-25T20:30:00Z"

@@ -6,7 +6,7 @@ import copy
 import kubernetes_validate
 import pytest
 import yaml
-from chart_render import (  # tests/deploy is on sys.path (pytest prepend import mode)
+from support.chart_render import (
     CHART,
     NAMESPACE,
     RELEASE,

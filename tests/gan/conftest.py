@@ -4,26 +4,9 @@ Everything runs at tiny capacity on CPU with one torch thread (the dev box has 2
 """
 from __future__ import annotations
 
-import copy
-import json
-from pathlib import Path
-
 import pytest
 import torch
-
-CONFIGS = Path(__file__).resolve().parents[2] / "services" / "gan" / "configs"
-
-
-def tiny_dict(steps=(6, 6, 6, 6), **train) -> dict:
-    """The shipped tiny config with a shorter schedule (and trainConfig overrides)."""
-    cfg = json.loads((CONFIGS / "tiny.json").read_text())
-    cfg = copy.deepcopy(cfg)
-    cfg["modelConfig"]["maxIterAtScale"] = list(steps)
-    cfg["modelConfig"]["alphaNJumps"] = [2] * 4
-    cfg["modelConfig"]["alphaSizeJumps"] = [1] * 4
-    cfg["modelConfig"]["miniBatchSize"] = [8] * 4
-    cfg["trainConfig"].update({"checkpointEvery": 12, "logEvery": 2, "previewCount": 4, **train})
-    return cfg
+from support.tiny_gan import CONFIGS, tiny_dict  # noqa: F401  (re-exported for the tests here)
 
 
 @pytest.fixture(autouse=True)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from conftest import tiny_dict
 from smf.cli import main
+from support.tiny_gan import tiny_dict
 
 
 def test_train_sample_render_ls(tones_store, tmp_path, capsys):

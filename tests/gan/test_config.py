@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import CONFIGS, tiny_dict
 from smf.common.errors import InvalidArgument
 from smf.gan.config import load_config, parse_config
 from smf.gan.model import GanArgs, ProgressiveGAN
+from support.tiny_gan import CONFIGS, tiny_dict
 
 
 def test_original_oreilly_config_loads_as_it_is():

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-from conftest import tiny_dict
 from smf.gan.config import parse_config
 from smf.gan.model import (
     GanArgs,
@@ -17,6 +16,7 @@ from smf.gan.model import (
     to_full_spectrogram,
     to_images,
 )
+from support.tiny_gan import tiny_dict
 
 
 def _gan(n_classes=()):

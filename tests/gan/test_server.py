@@ -8,13 +8,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_dict
 from smf.common.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from smf.common.lineage import read_manifest
 from smf.common.server import ServerThread
 from smf.gan.client import GanClient
 from smf.gan.sample import load_model
 from smf.gan.server import SERVICE_NAMES, GanServicer, RenderBatcher, servicers
+from support.tiny_gan import tiny_dict
 
 TOKEN = "gan-test-token"
 

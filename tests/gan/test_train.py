@@ -9,10 +9,10 @@ import sys
 import time
 
 import torch
-from conftest import tiny_dict
 from smf.common.lineage import read_manifest, verify_artifact
 from smf.gan.config import parse_config
 from smf.gan.train import Trainer, checkpoint_keys, load_checkpoint
+from support.tiny_gan import tiny_dict
 
 QUIET = {"log": lambda *_: None}
 

@@ -1,31 +1,23 @@
 """Fixtures of the grid tests: a tiny GAN trained once into an S3 store (SeaweedFS), two real GAN service replicas,
 four random corner samples, and a grid service (gRPC + HTTP) rendering through them.
 
-The tiny-GAN recipe mirrors tests/gan/conftest.py (`tiny_dict`); it is repeated here because two conftest modules
-cannot import each other. Everything runs on CPU with one torch thread (the dev box has 2 shared cores).
+The tiny-GAN recipe is the shared one in tests/support/tiny_gan.py. Everything runs on CPU with one torch thread
+(the dev box has 2 shared cores).
 """
 from __future__ import annotations
 
-import copy
-import json
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
+from support.tiny_gan import tiny_dict
 
-CONFIGS = Path(__file__).resolve().parents[2] / "services" / "gan" / "configs"
 TOKEN = "grid-test-token"
 
 
 def tiny_gan_config(steps=(4, 4, 4, 4)) -> dict:
-    """services/gan/configs/tiny.json with a schedule of a few steps per scale."""
-    cfg = copy.deepcopy(json.loads((CONFIGS / "tiny.json").read_text()))
-    cfg["modelConfig"].update(maxIterAtScale=list(steps), alphaNJumps=[2] * 4, alphaSizeJumps=[1] * 4,
-                              miniBatchSize=[8] * 4)
-    cfg["trainConfig"].update(checkpointEvery=1000, logEvery=4, previewCount=4)
-    return cfg
+    return tiny_dict(steps, checkpointEvery=1000, logEvery=4)
 
 
 @pytest.fixture(scope="session")

@@ -6,11 +6,9 @@ rendered as a som-grid, and opened in the auditioner over HTTP; bad inputs come 
 """
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import urllib.request
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,17 +17,9 @@ from smf.common.lineage import read_manifest
 from smf.common.params import read_params
 from smf.common.server import ServerThread
 from smf.common.v1 import operations_pb2, operations_pb2_grpc
+from support.tiny_gan import tiny_dict
 
 TOKEN = "som-test-token"
-GAN_TESTS = Path(__file__).resolve().parents[1] / "gan" / "conftest.py"
-
-
-def _tiny_dict():
-    """The GAN engineer's tiny config (tests/gan/conftest.py), loaded by path: it is not our conftest."""
-    spec = importlib.util.spec_from_file_location("gan_test_conftest", GAN_TESTS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.tiny_dict()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +47,7 @@ def stack(tmp_path_factory):
     torch.set_num_threads(1)  # the dev box has 2 shared cores
     store = open_store(f"file://{tmp_path_factory.mktemp('som-store')}")
     make_dataset("tones", store, n_files=12, duration=0.3)
-    Trainer(parse_config(_tiny_dict()), store, "gan/trained", log=lambda *_: None).run()
+    Trainer(parse_config(tiny_dict()), store, "gan/trained", log=lambda *_: None).run()
 
     def serve(name, servicer_list, names):
         return ServerThread(name=name, servicers=servicer_list, service_names=names, port=0, metrics_port=None,
