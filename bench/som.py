@@ -15,10 +15,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kmap_reference import KMap  # noqa: E402
-
-from smf.grid.grid import grid_latents  # noqa: E402
-from smf.som.som import SomConfig, mesh_2d, mesh_spacing, neighbour_distances, som_step  # noqa: E402
+from kmap_reference import KMap
+from smf.grid.grid import grid_latents
+from smf.som.som import SomConfig, mesh_2d, mesh_spacing, neighbour_distances, som_step
 
 
 def main() -> None:

@@ -20,11 +20,10 @@ Two update rules:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
-
 from smf.common.errors import FailedPrecondition, InvalidArgument
 
 # The 8 neighbour directions as np.roll shifts, in the seed notebook's order. A shift (-1, 0) brings the point at
