@@ -164,7 +164,7 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
         if request.props:
             fields["props"] = list(request.props)
         if "data" not in fields:
-            raise InvalidArgument("data", "is required: a dataset id (datasets/tones) or store URI")
+            raise InvalidArgument("data", "is required: a dataset or grid id (datasets/tones, grids/<id>) or store URI")
         cfg = TrainConfig.from_dict(fields)  # unknown keys and bad values fail here, before a job starts
         run_id = run_id_of(request.run_id) if request.run_id else lineage.new_id("rnn/")
         args = ["--config", json.dumps(cfg.__dict__), "--out", self.store.key_uri(run_id)]
