@@ -5,6 +5,7 @@
     job.cancel()          # SIGTERM (the trainer checkpoints and exits), SIGKILL after the grace period
     job.wait(); print(job.logs())
 
+Locally, `gpus > 1` or the option `nproc=N` runs the trainer under torchrun, N processes (see `local_command`).
 The backend comes from $SMF_JOB_BACKEND ("local" by default). Another module adds one with
 `register_backend("kubernetes", KubernetesBackend)`; services only ever see `JobHandle`. Trainers report progress by
 writing progress.json to the store, so a service follows both backends the same way (see `poll_job`).
@@ -53,6 +54,10 @@ class JobHandle(abc.ABC):
 
     id: str
     spec: JobSpec
+    # True when the job is a child of this process and would be orphaned if it exited (so a server stopping
+    # gracefully stops it: see OperationRegistry.cancel_all); False when it lives on its own, like a Kubernetes Job
+    # that outlives a service restart and is re-attached to through the store's progress.json.
+    owned_by_process: bool = False
 
     @abc.abstractmethod
     def status(self) -> str:
@@ -96,6 +101,8 @@ class JobBackend(abc.ABC):
 
 class LocalJob(JobHandle):
     """A job running as a child process in its own process group (so cancel reaches its workers too)."""
+
+    owned_by_process = True
 
     def __init__(self, job_id: str, spec: JobSpec, proc: subprocess.Popen, log_path: Path):
         self.id, self.spec, self.proc, self.log_path = job_id, spec, proc, log_path
@@ -162,6 +169,7 @@ class LocalBackend(JobBackend):
         return Path(self._job_dir or os.environ.get("SMF_JOB_DIR") or Path.home() / ".smf" / "jobs")
 
     def launch(self, spec: JobSpec) -> LocalJob:
+        command = local_command(spec)  # validates nproc before anything is created
         job_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         folder = self.job_dir / job_id
         folder.mkdir(parents=True, exist_ok=False)
@@ -169,7 +177,7 @@ class LocalBackend(JobBackend):
         log_path = folder / "log.txt"
         env = {**os.environ, **spec.env, "SMF_JOB_ID": job_id, "PYTHONUNBUFFERED": "1"}
         with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
-            proc = subprocess.Popen([sys.executable, "-m", spec.module, *spec.args], stdout=log,
+            proc = subprocess.Popen(command, stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                     start_new_session=True)
         job = LocalJob(job_id, spec, proc, log_path)
@@ -182,6 +190,21 @@ class LocalBackend(JobBackend):
             if job_id not in self._jobs:
                 raise NotFound(f"job {job_id!r} is not known to this process (local jobs end with their server)")
             return self._jobs[job_id]
+
+
+def local_command(spec: JobSpec) -> list[str]:
+    """The local job's command line: `python -m <module> <args>`, or torchrun with one process per GPU when
+    spec.gpus > 1 or the `nproc` option is given (e.g. nproc=2 for two CPU processes on gloo). torchrun runs as
+    `python -m torch.distributed.run` so it is this interpreter's torch; its workers and itself share the job's
+    process group, so cancel's SIGTERM reaches every rank (they agree on a step, rank 0 checkpoints). Other options
+    belong to other backends (image, nodes, ...) and are ignored here."""
+    nproc = spec.options.get("nproc", max(spec.gpus, 1))
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+        raise InvalidArgument("nproc", f"must be an integer >= 1, got {nproc!r}")
+    if nproc == 1:
+        return [sys.executable, "-m", spec.module, *spec.args]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", spec.module, *spec.args]
 
 
 # ---- backend registry ---------------------------------------------------------------------------------------

@@ -16,11 +16,13 @@ Every service keeps one `OperationRegistry` and serves `OperationServicer(regist
     return StartRenderResponse(operation=op)
 
 Work that runs elsewhere (a training Job writing progress.json to the store) is followed with `start_external`,
-whose poll function the registry calls every few seconds.
+whose poll function the registry calls every few seconds. At shutdown, `cancel_all` stops the external work this
+process owns (a local training subprocess) and leaves alone the work that outlives it (a Kubernetes Job).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -41,6 +43,7 @@ PENDING, RUNNING = common_pb2.Operation.STATE_PENDING, common_pb2.Operation.STAT
 SUCCEEDED, FAILED = common_pb2.Operation.STATE_SUCCEEDED, common_pb2.Operation.STATE_FAILED
 CANCELLED = common_pb2.Operation.STATE_CANCELLED
 FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+SHUTDOWN_GRACE_S = 10.0  # how long cancel_all waits for owned external work to stop (a trainer's checkpoint)
 
 
 @dataclass
@@ -52,6 +55,10 @@ class _Record:
     version: int = 0
     rate_origin: tuple[float, int] | None = None  # (time, step) of the first report, for the ETA
     watchers: set = field(default_factory=set)  # _Watcher
+    # external work: detached = it outlives this process, so shutdown leaves it running; stop = how shutdown
+    # stops it when this process owns it
+    detached: bool = False
+    stop: Callable[[], None] | None = None
 
 
 class _Watcher:
@@ -140,11 +147,15 @@ class OperationRegistry:
     def start(self, kind: str, fn: Callable[[OperationContext], list[str]], *,
               metadata: dict[str, str] | None = None) -> common_pb2.Operation:
         """Run `fn(ctx)` in a worker thread; returns the operation (PENDING) at once. fn returns result URIs."""
+        return self._start(kind, fn, metadata)
+
+    def _start(self, kind: str, fn: Callable, metadata: dict[str, str] | None, *, detached: bool = False,
+               stop: Callable[[], None] | None = None) -> common_pb2.Operation:
         op_id = f"op-{uuid.uuid4().hex[:16]}"
         now = _now()
         op = common_pb2.Operation(id=op_id, kind=kind, state=PENDING, create_time=now, update_time=now,
                                   metadata=metadata or {}, progress=common_pb2.Progress())
-        record = _Record(op=op)
+        record = _Record(op=op, detached=detached, stop=stop)
         with self._lock:
             self._ops[op_id] = record
             self._trim()
@@ -156,18 +167,26 @@ class OperationRegistry:
         return snapshot
 
     def start_external(self, kind: str, poll: Callable[[], ExternalStatus], *, interval: float = 2.0,
-                       on_cancel: Callable[[], None] | None = None,
+                       on_cancel: Callable[[], None] | None = None, stop_on_shutdown: bool | None = None,
                        metadata: dict[str, str] | None = None) -> common_pb2.Operation:
         """Follow work running elsewhere: `poll()` every `interval` seconds until it reports a final state.
 
         Cancelling the operation calls `on_cancel()` (e.g. cancel the Job) and keeps polling until the work is
         really gone, so CANCELLED means stopped.
+
+        `stop_on_shutdown`: whether `cancel_all` (server shutdown) stops the work too. By default, yes when
+        `on_cancel` is the `cancel` of a job this process owns (`JobHandle.owned_by_process`: a local subprocess
+        would be orphaned), no otherwise (a Kubernetes Job outlives the pod and the next replica re-attaches to it).
         """
+        stop = _Once(on_cancel) if on_cancel is not None else None
+        if stop_on_shutdown is None:
+            stop_on_shutdown = bool(getattr(getattr(on_cancel, "__self__", None), "owned_by_process", False))
+
         def follow(ctx: OperationContext) -> list[str]:
             cancel_sent = False
             while True:
-                if ctx.cancelled and not cancel_sent and on_cancel is not None:
-                    on_cancel()
+                if ctx.cancelled and not cancel_sent and stop is not None:
+                    stop()
                     cancel_sent = True
                 status = poll()
                 ctx.report(step=status.step, total=status.total, loss=status.loss, message=status.message,
@@ -179,10 +198,14 @@ class OperationRegistry:
                     if ctx.cancelled or status.state == "cancelled":
                         raise Cancelled(status.error or f"{kind} was cancelled")
                     raise _external_error(status.error_code, status.error or f"{kind} failed (no error reported)")
-                if ctx.cancelled and on_cancel is None:
+                if ctx.cancelled and stop is None:
                     raise Cancelled(f"{kind} was cancelled")  # nothing to stop; stop following
-                ctx.sleep(interval)
-        return self.start(kind, follow, metadata=metadata)
+                if cancel_sent:
+                    time.sleep(interval)  # ctx.sleep returns at once once cancelled: poll the stopping work calmly
+                else:
+                    ctx.sleep(interval)
+        return self._start(kind, follow, metadata, detached=not stop_on_shutdown,
+                           stop=stop if stop_on_shutdown else None)
 
     def _run(self, op_id: str, fn: Callable, cancel: threading.Event) -> None:
         with self._slots:
@@ -312,12 +335,33 @@ class OperationRegistry:
             self._update(op_id, lambda op: setattr(op.progress, "message", "cancelling"))
         return self.get(op_id)
 
-    def cancel_all(self) -> None:
-        """Ask every running operation to stop (server shutdown)."""
+    def cancel_all(self, grace: float = SHUTDOWN_GRACE_S) -> None:
+        """Server shutdown: ask every running operation to stop; stop owned external work and wait for it.
+
+        In-process work gets its cancel flag (its threads end with the process anyway). External work this process
+        owns (a local training subprocess) gets `on_cancel()` now (SIGTERM: the trainer checkpoints and exits) and
+        is awaited up to `grace` seconds, so the server does not exit first and leave it orphaned. External work that
+        outlives the process (a Kubernetes Job) is left running, not cancelled: the next replica re-attaches to it
+        through the store's progress.json.
+        """
         with self._lock:
-            records = [r for r in self._ops.values() if r.op.state not in FINAL]
-        for record in records:
-            record.cancel.set()
+            records = [(k, r) for k, r in self._ops.items() if r.op.state not in FINAL and not r.detached]
+        deadline = time.monotonic() + grace
+        for op_id, record in records:
+            with contextlib.suppress(NotFound):  # finished and forgotten meanwhile
+                self.cancel(op_id)
+            if record.stop is not None:
+                try:
+                    record.stop()  # here rather than in the follow thread, which may be mid-poll or still PENDING
+                except Exception:
+                    log.exception("stopping operation %s at shutdown failed", op_id)
+        for op_id, record in records:
+            if record.stop is not None:
+                with contextlib.suppress(NotFound):
+                    op = self.wait(op_id, timeout=max(0.0, deadline - time.monotonic()))
+                    if not op.done:
+                        log.warning("operation %s (%s) still stopping after %.0fs; exiting anyway", op_id,
+                                    op.kind, grace)
 
     def wait(self, op_id: str, timeout: float | None = None) -> common_pb2.Operation:
         """Block until the operation is done (or timeout); returns its snapshot either way."""
@@ -353,6 +397,20 @@ class OperationRegistry:
         finally:
             with self._lock:
                 record.watchers.discard(watcher)
+
+
+class _Once:
+    """Calls `fn` the first time only: shutdown and the follow thread may both try to stop the same work."""
+
+    def __init__(self, fn: Callable[[], None]):
+        self._fn, self._lock, self._called = fn, threading.Lock(), False
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._called:
+                return
+            self._called = True
+        self._fn()
 
 
 def _external_error(code_name: str, message: str) -> SmfError:

@@ -32,9 +32,11 @@ from typing import Any, Self
 
 import grpc
 import prometheus_client
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from smf.common.errors import FailedPrecondition, SmfError
+from smf.common.store_cli import add_store_argument
 
 log = logging.getLogger("smf.server")
 
@@ -91,11 +93,16 @@ def _asyncify(behavior: Callable, request_streaming: bool, response_streaming: b
     return stream
 
 
+def _rpc_kind(handler: grpc.RpcMethodHandler) -> str:
+    return {(False, False): "unary_unary", (False, True): "unary_stream",
+            (True, False): "stream_unary", (True, True): "stream_stream"}[
+        (handler.request_streaming, handler.response_streaming)]
+
+
 def _wrap_handler(handler: grpc.RpcMethodHandler, hook: Hook) -> grpc.RpcMethodHandler:
     """A copy of `handler` whose behaviour runs inside `hook(context)` (for streams: around the whole stream)."""
     req_s, resp_s = handler.request_streaming, handler.response_streaming
-    kind = {(False, False): "unary_unary", (False, True): "unary_stream",
-            (True, False): "stream_unary", (True, True): "stream_stream"}[(req_s, resp_s)]
+    kind = _rpc_kind(handler)
     behavior = _asyncify(getattr(handler, kind), req_s, resp_s)
 
     if inspect.isasyncgenfunction(behavior):
@@ -113,6 +120,62 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, hook: Hook) -> grpc.RpcMethodH
     factory = getattr(grpc, f"{kind}_rpc_method_handler")
     return factory(wrapped, request_deserializer=handler.request_deserializer,
                    response_serializer=handler.response_serializer)
+
+
+class _Unparsable:
+    """Stands in for a request whose bytes are not valid protobuf, so the handler wrapper can answer for it."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+def _guard_parsing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A copy of `handler` that answers INVALID_ARGUMENT for request bytes that do not parse.
+
+    grpc runs the request deserializer itself, before any smf code: a DecodeError there becomes UNKNOWN (unary
+    requests) or escapes the handler's request iterator as INTERNAL (streams). So the deserializer hands over an
+    `_Unparsable` instead of raising, and the behaviour aborts when it sees one (for request streams: when the
+    iterator yields it, so messages before it are handled normally).
+    """
+    deserializer = handler.request_deserializer
+    if deserializer is None:
+        return handler
+    # generated handlers pass `SomeRequest.FromString`; the class names the message in the error
+    type_name = getattr(getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None), "full_name", "request")
+
+    def safe_deserialize(data: bytes):
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return _Unparsable(f"request: could not parse {type_name}: {exc}")
+
+    async def parsed(request, context):
+        if isinstance(request, _Unparsable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        return request
+
+    async def parsed_stream(requests, context):
+        async for request in requests:
+            yield await parsed(request, context)
+
+    req_s, resp_s = handler.request_streaming, handler.response_streaming
+    kind = _rpc_kind(handler)
+    behavior = _asyncify(getattr(handler, kind), req_s, resp_s)
+
+    if inspect.isasyncgenfunction(behavior):
+        @functools.wraps(behavior)
+        async def wrapped(request, context):
+            request = parsed_stream(request, context) if req_s else await parsed(request, context)
+            async for item in behavior(request, context):
+                yield item
+    else:
+        @functools.wraps(behavior)
+        async def wrapped(request, context):
+            request = parsed_stream(request, context) if req_s else await parsed(request, context)
+            return await behavior(request, context)
+
+    factory = getattr(grpc, f"{kind}_rpc_method_handler")
+    return factory(wrapped, request_deserializer=safe_deserialize, response_serializer=handler.response_serializer)
 
 
 def _split_method(method: str) -> tuple[str, str]:
@@ -195,7 +258,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turns exceptions escaping a handler into status codes: SmfError -> its code, anything else -> INTERNAL."""
+    """Turns exceptions escaping a handler into status codes: SmfError -> its code, anything else -> INTERNAL;
+    request bytes that do not parse -> INVALID_ARGUMENT."""
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
@@ -214,7 +278,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             except Exception:
                 log.exception("internal error in %s", method)
                 await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method} (see server log)")
-        return _wrap_handler(handler, map_errors)
+        return _wrap_handler(_guard_parsing(handler), map_errors)
 
 
 # ---- lifecycle ----------------------------------------------------------------------------------------------
@@ -239,7 +303,8 @@ class ServerHandle:
         self._stopped = True
         await self.health.enter_graceful_shutdown()  # balancers stop routing here before we refuse calls
         for fn in self._on_stop:
-            result = fn()
+            # a plain callable may block (cancel_all waits for training jobs to stop): keep the loop serving
+            result = fn() if inspect.iscoroutinefunction(fn) else await asyncio.to_thread(fn)
             if inspect.isawaitable(result):
                 await result
         await self.server.stop(grace)
@@ -288,7 +353,8 @@ async def start_server(*, name: str, servicers: Sequence[tuple[Callable, Any]], 
 
     `token` defaults to $SMF_TOKEN; without one the server refuses to start unless `allow_insecure` (or
     $SMF_ALLOW_NO_AUTH=1). `metrics_port` 0 picks a free port, None serves no metrics. `on_stop` callables run at
-    shutdown before the grace period (e.g. cancel running operations).
+    shutdown before the grace period (e.g. `registry.cancel_all`, which stops owned training jobs); plain ones run
+    in a worker thread, so they may block.
     """
     required = resolve_token(token, allow_insecure)
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(name)]
@@ -407,7 +473,8 @@ class ServerThread:
 # ---- command line helpers for each service's main(argv) ------------------------------------------------------
 
 def add_server_arguments(parser: argparse.ArgumentParser, *, default_port: int) -> None:
-    """The flags every `smf serve <svc>` accepts. The token itself only comes from $SMF_TOKEN (argv is public)."""
+    """The flags every `smf serve <svc>` accepts, `--store` included. The token itself only comes from $SMF_TOKEN
+    (argv is public)."""
     parser.add_argument("--port", type=int, default=default_port, help=f"gRPC port (default {default_port})")
     parser.add_argument("--metrics-port", type=int, default=default_port + 1000,
                         help="Prometheus port (default gRPC port + 1000; -1 = off)")
@@ -415,9 +482,25 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, default_port: int) 
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE_S, help="seconds to drain on SIGTERM")
     parser.add_argument("--insecure", action="store_true",
                         help="serve without a bearer token (also SMF_ALLOW_NO_AUTH=1); never on a shared network")
+    add_store_argument(parser)
 
 
 def server_options(args: argparse.Namespace) -> dict[str, Any]:
     """`run_server` keyword arguments from the flags of `add_server_arguments`."""
     return {"port": args.port, "metrics_port": None if args.metrics_port < 0 else args.metrics_port,
             "host": args.host, "grace": args.grace, "allow_insecure": args.insecure}
+
+
+def add_gan_targets_argument(parser: argparse.ArgumentParser) -> None:
+    """`--gan HOST:PORT …`: the GAN service replicas a service renders with (grid, som).
+
+    The default comes from $SMF_GAN_TARGETS (comma-separated), so a deployment sets it once for every service.
+    """
+    parser.add_argument("--gan", nargs="+", metavar="HOST:PORT",
+                        default=(os.environ.get("SMF_GAN_TARGETS") or "localhost:50051").split(","),
+                        help="GAN service replicas to render with (default $SMF_GAN_TARGETS or localhost:50051)")
+
+
+def gan_token(server_token: str | None) -> str | None:
+    """The token a service sends to its GAN replicas: $SMF_GAN_TOKEN where they have their own, else its own."""
+    return os.environ.get("SMF_GAN_TOKEN") or server_token

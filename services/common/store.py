@@ -55,6 +55,10 @@ class ObjectInfo:
     modified: float  # unix seconds
 
 
+MAX_KEY = 1024       # S3 object key limit
+MAX_SEGMENT = 200    # below the 255-byte file name limit, leaving room for the file store's temp suffixes
+
+
 def validate_key(key: str) -> str:
     """Return `key` if it is a safe relative object key, else raise InvalidArgument("key", ...).
 
@@ -65,7 +69,12 @@ def validate_key(key: str) -> str:
         raise InvalidArgument("key", f"must be a non-empty string, got {key!r}")
     if key.startswith("/"):
         raise InvalidArgument("key", f"{key!r} must be relative (no leading '/')")
+    if len(key) > MAX_KEY:  # S3's limit; also keeps file-store paths inside what filesystems accept
+        raise InvalidArgument("key", f"{key[:40]!r}... is {len(key)} characters long, the limit is {MAX_KEY}")
     for segment in key.split("/"):
+        if len(segment) > MAX_SEGMENT:
+            raise InvalidArgument("key", f"segment {segment[:40]!r}... is {len(segment)} characters long, "
+                                         f"the limit is {MAX_SEGMENT}")
         if not segment:
             raise InvalidArgument("key", f"{key!r} has an empty path segment")
         if segment in (".", ".."):

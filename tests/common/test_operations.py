@@ -3,6 +3,11 @@ OperationService over a real gRPC channel (watch streams, wait_operation)."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -142,6 +147,92 @@ def test_external_cancel_calls_on_cancel_and_waits_until_gone():
     registry.cancel(op.id)
     op = registry.wait(op.id, timeout=5)
     assert stopped.is_set() and op.state == Op.STATE_CANCELLED
+
+
+def test_cancel_all_stops_owned_external_work_and_leaves_the_rest_running():
+    class Job:  # the two kinds of JobHandle, as far as the registry can tell: does the job die with us?
+        def __init__(self, owned):
+            self.owned_by_process, self.stopped = owned, threading.Event()
+
+        def cancel(self):
+            time.sleep(0.2)  # the trainer checkpoints before it is gone: cancel_all must wait for that
+            self.stopped.set()
+
+    registry = OperationRegistry()
+    local, k8s = Job(owned=True), Job(owned=False)
+    ops = {job: registry.start_external("gan.train", lambda j=job: ExternalStatus(
+        "failed" if j.stopped.is_set() else "running"), interval=0.05, on_cancel=job.cancel) for job in (local, k8s)}
+    in_process = registry.start("grid.render", lambda ctx: ctx.sleep(30) and [])
+    time.sleep(0.1)
+    registry.cancel_all(grace=5)
+    assert local.stopped.is_set() and registry.get(ops[local].id).state == Op.STATE_CANCELLED  # done on return
+    assert registry.wait(in_process.id, timeout=5).state == Op.STATE_CANCELLED
+    time.sleep(0.2)
+    assert not k8s.stopped.is_set() and registry.get(ops[k8s].id).state == Op.STATE_RUNNING
+
+
+# A trainer stand-in: traps SIGTERM like smf.<kind>.train, "checkpoints" (takes a moment) and exits.
+TRAPPER = """
+import os, pathlib, signal, sys, time
+work = pathlib.Path(sys.argv[1])
+def stop(signum, frame):
+    time.sleep(0.5)
+    (work / "sigterm").write_text("checkpoint written")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+(work / "started").write_text(str(os.getpid()))
+while True:
+    time.sleep(0.05)
+"""
+
+SERVER = """
+import sys
+from smf.common import jobs
+from smf.common.operations import OperationRegistry, OperationServicer
+from smf.common.server import run_server
+from smf.common.v1 import operations_pb2_grpc
+
+work = sys.argv[1]
+registry = OperationRegistry()
+job = jobs.launch("gan", [work], name="trapper", module="trapper", env={"PYTHONPATH": work},
+                  backend=jobs.LocalBackend(job_dir=f"{work}/jobs"))
+op = registry.start_external("gan.train", lambda: jobs.poll_job(job), interval=0.2, on_cancel=job.cancel)
+run_server(name="ops", servicers=[(operations_pb2_grpc.add_OperationServiceServicer_to_server,
+                                   OperationServicer(registry))],
+           service_names=["smf.common.v1.OperationService"], port=0, metrics_port=None, host="127.0.0.1",
+           grace=2, on_stop=[registry.cancel_all])
+print("operation", registry.get(op.id).state == 5, "job", job.status(), job.proc.returncode, flush=True)
+"""
+
+
+def test_sigterm_stops_the_local_training_job_before_exit(tmp_path):
+    (tmp_path / "trapper.py").write_text(textwrap.dedent(TRAPPER))
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "SMF_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert "serving on port" in server.stdout.readline()
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "started").exists():
+            assert time.monotonic() < deadline and server.poll() is None, "the training job never started"
+            time.sleep(0.05)
+        pid = int((tmp_path / "started").read_text())
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+        out = server.stdout.read()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert (tmp_path / "sigterm").read_text() == "checkpoint written"  # the trainer got SIGTERM and checkpointed
+    assert "operation True job failed 0" in out, out  # CANCELLED; exited 0 after the checkpoint, reaped by us
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        pass
+    else:
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"training job {pid} outlived its server")
 
 
 def test_grpc_watch_streams_until_done(registry, served):

@@ -67,6 +67,12 @@ class Probe:
     def sync_collect(self, request_iterator, context):  # plain def fed from the async request stream
         return str(sum(len(r) for r in request_iterator)).encode()
 
+    async def typed_collect(self, request_iterator, context):  # typed requests: grpc parses them
+        return ",".join([r.operation_id async for r in request_iterator]).encode()
+
+    def sync_typed_collect(self, request_iterator, context):
+        return ",".join(r.operation_id for r in request_iterator).encode()
+
     async def sleep(self, request, context):
         await asyncio.sleep(float(request.decode()))
         return b"slept"
@@ -86,6 +92,10 @@ def add_probe(probe: Probe, server) -> None:
     handlers["SyncStream"] = grpc.unary_stream_rpc_method_handler(probe.sync_stream)
     handlers["Collect"] = grpc.stream_unary_rpc_method_handler(probe.collect)
     handlers["SyncCollect"] = grpc.stream_unary_rpc_method_handler(probe.sync_collect)
+    parse = operations_pb2.GetOperationRequest.FromString
+    handlers["TypedCollect"] = grpc.stream_unary_rpc_method_handler(probe.typed_collect, request_deserializer=parse)
+    handlers["SyncTypedCollect"] = grpc.stream_unary_rpc_method_handler(probe.sync_typed_collect,
+                                                                        request_deserializer=parse)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(PROBE, handlers),))
 
 
@@ -185,6 +195,29 @@ def test_error_mapping_unary_and_streams(srv, caplog):
         assert list(ch.unary_stream(f"/{PROBE}/SyncStream")(b"", timeout=5)) == [bytes([i]) for i in range(4)]
         assert ch.stream_unary(f"/{PROBE}/Collect")(iter([b"ab", b"cde", b""]), timeout=5) == b"5"
         assert ch.stream_unary(f"/{PROBE}/SyncCollect")(iter([b"ab", b"cdef"]), timeout=5) == b"6"
+
+
+def test_unparsable_request_bytes_are_invalid_argument(srv):
+    garbage = b"\xff\xff\xff"  # a field tag varint that never ends: not protobuf
+    with connect(f"127.0.0.1:{srv.port}", token=TOKEN) as ch:
+        unary = ch.unary_unary(f"/{OPS}/GetOperation")
+        code, details = code_of(lambda: unary(garbage, timeout=10))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details.startswith("request: could not parse smf.common.v1.GetOperationRequest: ")
+        stream = ch.unary_stream(f"/{OPS}/WatchOperation")
+        code, details = code_of(lambda: list(stream(garbage, timeout=10)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "WatchOperationRequest" in details
+        good = operations_pb2.GetOperationRequest(operation_id="a").SerializeToString()
+        for method in ("TypedCollect", "SyncTypedCollect"):  # async and plain-def request-stream handlers
+            collect = ch.stream_unary(f"/{PROBE}/{method}")
+            assert collect(iter([good, good]), timeout=10) == b"a,a"
+            code, details = code_of(lambda c=collect: c(iter([good, garbage, good]), timeout=10))
+            assert code == grpc.StatusCode.INVALID_ARGUMENT, (method, details)
+            assert "could not parse smf.common.v1.GetOperationRequest" in details
+    # auth still comes first: garbage from a client without the token is UNAUTHENTICATED
+    with connect(f"127.0.0.1:{srv.port}", token="wrong-token") as ch:
+        code, _ = code_of(lambda: ch.unary_unary(f"/{OPS}/GetOperation")(garbage, timeout=10))
+        assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_sync_handlers_run_off_the_event_loop(srv):

@@ -343,3 +343,11 @@ def test_s3_download_cut_midway_resumes_and_verifies(s3_server, s3_store, monkey
         assert via_proxy.get_file("big", tmp_path / "big") == sha(data)  # resumed at the byte it reached
         assert proxy.cuts == 1
     assert (tmp_path / "big").read_bytes() == data
+
+
+@pytest.mark.parametrize("key", ["a" * 5000, "x/" + "b" * 201, "/".join(["c"] * 600)])
+def test_overlong_keys_are_rejected(store, key):
+    with pytest.raises(InvalidArgument, match="limit"):
+        store.put_bytes(key, b"x")
+    with pytest.raises(InvalidArgument, match="limit"):
+        store.exists(key)

@@ -165,10 +165,6 @@ def test_fuzz_rpc(services, svc_name, service, method_name):
         assert proc.poll() is None, f"service {name} died while fuzzing {key}:\n{svc.log_tail(name)}"
 
 
-# Known bug (foundation, services/common/server.py): a request whose bytes do not parse is answered by grpc's own
-# deserialisation path with UNKNOWN ("Unexpected DecodeError ... Wire format was corrupt") instead of
-# INVALID_ARGUMENT. strict: this starts failing (XPASS) as soon as the server base maps it, so the mark goes away.
-@pytest.mark.xfail(strict=True, reason="server base answers unparsable request bytes with UNKNOWN")
 @pytest.mark.parametrize("svc_name, service, method_name", METHODS,
                          ids=[f"{s}-{d.name}.{m}" for s, d, m in METHODS])
 def test_malformed_wire_bytes(services, svc_name, service, method_name):
