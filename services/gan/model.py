@@ -266,13 +266,20 @@ def _class_loss(logits: torch.Tensor, labels: torch.Tensor, a: GanArgs) -> torch
 
 def d_loss(gan: ProgressiveGAN, real: torch.Tensor, fake: torch.Tensor, scale: int, alpha: float, *,
            lambda_gp: float, epsilon_d: float, labels: torch.Tensor | None = None,
-           weight_condition: float = 0.0, gen: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
-    """WGAN-GP critic loss: D(fake) - D(real) + lambda * (|grad D(x_hat)| - 1)^2 + eps * D(real)^2 (+ AC term)."""
-    d_real, cls_real = gan.D(real, scale, alpha)
-    d_fake, _ = gan.D(fake.detach(), scale, alpha)
-    t = torch.rand(real.shape[0], 1, 1, 1, generator=gen).to(real.device)  # CPU generator: resumable exactly
+           weight_condition: float = 0.0, gen: torch.Generator | None = None, t: torch.Tensor | None = None,
+           critic=None) -> tuple[torch.Tensor, dict]:
+    """WGAN-GP critic loss: D(fake) - D(real) + lambda * (|grad D(x_hat)| - 1)^2 + eps * D(real)^2 (+ AC term).
+
+    `t` [B, 1, 1, 1] are the penalty's mixing weights (drawn from `gen` when not given: distributed training passes
+    each rank its shard of the global batch's weights); `critic` is gan.D or a DDP wrapper of it."""
+    D = critic or gan.D
+    d_real, cls_real = D(real, scale, alpha)
+    d_fake, _ = D(fake.detach(), scale, alpha)
+    if t is None:
+        t = torch.rand(real.shape[0], 1, 1, 1, generator=gen)  # CPU generator: resumable exactly
+    t = t.to(real.device)
     x_hat = (t * real + (1 - t) * fake.detach()).requires_grad_(True)
-    d_hat, _ = gan.D(x_hat, scale, alpha)
+    d_hat, _ = D(x_hat, scale, alpha)
     grad, = torch.autograd.grad(d_hat.sum(), x_hat, create_graph=True)
     gp = (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
     wdist = d_real.mean() - d_fake.mean()

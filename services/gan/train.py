@@ -9,6 +9,15 @@ losses, samples/s, ETA), and per checkpoint `plots/loss-step-<n>.png` + `plots/p
 mosaic of EMA samples from fixed latents). A manifest is committed with every checkpoint, so a run can be sampled
 while it trains. Running the same command again resumes exactly from the newest checkpoint (same data order, same
 noise). SIGTERM (or Ctrl-C) saves a checkpoint and exits with status 143.
+
+Several GPUs (or CPU processes, gloo): `torchrun --standalone --nproc-per-node 4 -m smf.gan.train --config ... --out ...`.
+`miniBatchSize` stays the GLOBAL batch: every rank draws the whole batch (indices, latents, GP mixing weights) from the
+same generator and keeps its strided shard (smf.common.distributed), G and D are wrapped in DistributedDataParallel,
+and rank 0 alone writes. The training is the one-process training up to float summation order (checked in
+tests/gan/test_ddp.py), so a checkpoint resumes with any number of processes. The WGAN-GP penalty differentiates
+D(x_hat) with respect to x_hat (autograd.grad, create_graph) and then backpropagates through that gradient: DDP's
+reducer hooks the parameters' gradient accumulators, which run once per backward with all contributions summed,
+so the double backward goes through the DDP-wrapped D unchanged (gradients checked equal to one process's).
 """
 from __future__ import annotations
 
@@ -29,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from smf.common.distributed import Dist, init
 from smf.common.errors import InvalidArgument, SmfError
 from smf.common.lineage import commit_artifact
 from smf.common.store import Store, open_store, parse_uri
@@ -170,11 +180,15 @@ def _put_torch(store: Store, key: str, obj) -> None:
 
 # --- the loop ----------------------------------------------------------------------------------------------------------
 class Trainer:
-    """One training run: `Trainer(cfg, store, "gan/run1").run()`; resumes from the run's newest checkpoint."""
+    """One training run: `Trainer(cfg, store, "gan/run1").run()`; resumes from the run's newest checkpoint.
+    With `dist` (smf.common.distributed.init() under torchrun) this process trains its shard of every batch."""
 
     def __init__(self, cfg: GanConfig, store: Store, run_id: str, *, data: TrainingData | None = None,
-                 log=print):
-        self.cfg, self.store, self.run_id, self.log = cfg, store, run_id.strip("/"), log
+                 log=print, dist: Dist | None = None):
+        self.dist = dist or Dist()
+        # ranks other than 0 get a read-only store and no log: one writer, one voice
+        self.cfg, self.store, self.run_id = cfg, self.dist.store(store), run_id.strip("/")
+        self.log = log if self.dist.is_main else (lambda *_: None)
         self.stop_requested = threading.Event()
         m = cfg.model
         self.data = data if data is not None else load_training_data(cfg, store)
@@ -183,9 +197,11 @@ class Trainer:
                                                      f"config expects {(cfg.transform.n_bins, cfg.transform.n_frames)}")
         n_classes = [len(v) for v in (self.data.classes or {}).values()]
         self.args = GanArgs.from_config(cfg, n_classes)
+        for s in range(m.startScale, m.n_scales):  # miniBatchSize is the global batch: it must split over ranks
+            self.dist.local_batch(m.miniBatchSize[s], f"modelConfig.miniBatchSize[{s}]")
         want = cfg.train.device
-        self.device = torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available())
-                                   else "cpu")
+        self.device = self.dist.device if self.dist.enabled else torch.device(
+            "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
         torch.manual_seed(cfg.train.seed)  # weight init
         self.gan = ProgressiveGAN(self.args).to(self.device)
         betas = (0.0, 0.99)  # PGGAN's Adam settings
@@ -200,6 +216,11 @@ class Trainer:
                                                 "lsd_step": [], "lsd": []}
         self.total = cfg.total_steps
         self._resume()
+        # The networks as the loop calls them: DDP wrappers when distributed (the same parameters; checkpoints,
+        # optimizers and the EMA use self.gan). Scales not reached yet leave layers without gradients, hence
+        # find_unused_parameters.
+        self.G = self.dist.wrap(self.gan.G, find_unused_parameters=True)
+        self.D = self.dist.wrap(self.gan.D, find_unused_parameters=True)
 
     # schedule: global step -> (scale, iteration within the scale)
     def scale_at(self, step: int) -> tuple[int, int]:
@@ -234,35 +255,47 @@ class Trainer:
         m, a, dev = self.cfg.model, self.args, self.device
         scale, _ = self.scale_at(self.step)
         alpha = self.alpha_at(self.step)
-        bs = m.miniBatchSize[scale]
+        bs = m.miniBatchSize[scale]  # the global batch
+        # Every draw of the step, for the whole global batch, in one place; each rank keeps its shard (identity for
+        # one process). Same generator, same order on every rank: the state is independent of the world size.
         idx = torch.randint(len(self.data.specs), (bs,), generator=self.gen)
+        lab_cpu = self.data.labels[idx] if self.data.labels is not None else None
+        z_d = random_latents(a, bs, self.gen, labels=lab_cpu)
+        t = torch.rand(bs, 1, 1, 1, generator=self.gen)  # gradient-penalty mixing weights
+        z_g = random_latents(a, bs, self.gen, labels=lab_cpu)
+        shard = self.dist.shard
+        idx, z_d, t, z_g = shard(idx), shard(z_d), shard(t), shard(z_g)
+        labels = shard(lab_cpu).to(dev) if lab_cpu is not None else None
+
         real = to_images(self.data.specs[idx], a, scale).to(dev)
         if alpha > 0:  # real images fade between scales too, so D compares like with like
             real = alpha * resize(resize(real, a.scale_shapes[scale - 1]), a.scale_shapes[scale]) + (1 - alpha) * real
-        labels = self.data.labels[idx].to(dev) if self.data.labels is not None else None
-        lab_cpu = self.data.labels[idx] if labels is not None else None
-
-        z = random_latents(a, bs, self.gen, labels=lab_cpu).to(dev)
-        fake = self.gan.G(z, scale, alpha)
+        with torch.no_grad():  # D's step needs no graph through G
+            fake = self.gan.G(z_d.to(dev), scale, alpha)
         loss_d, logs = d_loss(self.gan, real, fake, scale, alpha, lambda_gp=m.lambdaGP, epsilon_d=m.epsilonD,
-                              labels=labels, weight_condition=m.weightConditionD, gen=self.gen)
+                              labels=labels, weight_condition=m.weightConditionD, t=t, critic=self.D)
         self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
+        loss_d.backward()  # DDP: gradients averaged over ranks here
         self.opt_d.step()
 
-        z = random_latents(a, bs, self.gen, labels=lab_cpu).to(dev)
-        self.gan.D.requires_grad_(False)  # G's step must not accumulate grads in D
-        loss_g, logs_g = g_loss(self.gan, self.gan.G(z, scale, alpha), scale, alpha, labels=labels,
+        self.gan.D.requires_grad_(False)  # G's step must not accumulate grads in D (the plain D: no DDP sync)
+        loss_g, logs_g = g_loss(self.gan, self.G(z_g.to(dev), scale, alpha), scale, alpha, labels=labels,
                                 weight_condition=m.weightConditionG)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
         self.gan.D.requires_grad_(True)
 
-        # EMA warm-up: a short run must not sample from (nearly) the initial weights
+        # EMA warm-up: a short run must not sample from (nearly) the initial weights. G is the same on every rank
+        # after the step (same averaged gradients, same Adam), so each rank's EMA copy stays in sync by itself.
         self.gan.update_ema(min(self.cfg.train.emaDecay, (1 + self.step) / (10 + self.step)))
         self.step += 1
-        return {**logs, **logs_g, "scale": scale, "alpha": alpha, "batch": bs}
+        logs = {**logs, **logs_g}
+        if self.dist.enabled:  # log the global batch's losses (mean of the shards' means), as one process would
+            keys = ("loss_d", "wdist", "gp", "loss_g")
+            mean = self.dist.mean(torch.tensor([logs[k] for k in keys], dtype=torch.float64))
+            logs.update(zip(keys, mean.tolist(), strict=True))
+        return {**logs, "scale": scale, "alpha": alpha, "batch": bs}
 
     def lsd(self, n: int = 64) -> float:
         """Log-spectral distance of n EMA samples (fixed latents) to the data; logged at each checkpoint."""
@@ -275,7 +308,7 @@ class Trainer:
         """Train until the schedule ends (or `max_steps` more steps, or a stop request). Returns the final state:
         "succeeded" or "stopped". `progress(step, total, logs)` is called after every step (CLI bar)."""
         self._put_json("config.json", self.cfg.to_dict())
-        if not self.metrics["lsd"]:
+        if not self.metrics["lsd"] and self.dist.is_main:
             self.metrics["lsd_step"].append(0)
             self.metrics["lsd"].append(self.lsd())
         end = self.total if max_steps is None else min(self.total, self.step + max_steps)
@@ -283,7 +316,7 @@ class Trainer:
         t0, s0, samples = time.monotonic(), self.step, 0
         logs: dict[str, float] = {}
         self._progress("running", logs, 0.0, t0, s0)
-        while self.step < end and not self.stop_requested.is_set():
+        while self.step < end and not self._stop():
             logs = self.train_step()
             samples += logs["batch"]
             if progress:
@@ -308,9 +341,19 @@ class Trainer:
         self._progress("cancelled" if stopped else "succeeded", logs, sps, t0, s0,
                        message=(f"stopped at step {self.step}; run again to resume" if stopped else None))
         self._commit()
+        self.dist.barrier()  # no rank reports done before rank 0's last write
         return state
 
-    def save_checkpoint(self, logs: dict | None = None) -> str:
+    def _stop(self) -> bool:
+        """A stop request (SIGTERM) on any rank stops every rank after the same step."""
+        if self.dist.any(self.stop_requested.is_set()):
+            self.stop_requested.set()
+            return True
+        return False
+
+    def save_checkpoint(self, logs: dict | None = None) -> str | None:
+        if not self.dist.is_main:
+            return None
         self.metrics["lsd_step"].append(self.step)
         self.metrics["lsd"].append(self.lsd())
         scale, _ = self.scale_at(max(self.step - 1, 0))
@@ -341,16 +384,22 @@ class Trainer:
     def _commit(self) -> None:
         """(Re)write the run's manifest over everything under gan/<run>; progress.json changes afterwards while
         training goes on, so the final commit comes after the final progress.json."""
+        if not self.dist.is_main:
+            return
         commit_artifact(self.store, "gan", self.run_id, config=self.cfg.to_dict(),
                         inputs=[self.data.source] if self.data.source and "://" not in self.data.source else [],
                         service="gan")
 
     def _put_json(self, name: str, obj) -> None:
+        if not self.dist.is_main:
+            return
         self.store.put_bytes(f"{self.run_id}/{name}", (json.dumps(obj, indent=2) + "\n").encode(),
                              content_type="application/json")
 
     def _progress(self, state: str, logs: dict, sps: float, t0: float, s0: int, *, error: str | None = None,
                   message: str | None = None) -> None:
+        if not self.dist.is_main:
+            return
         done = self.step - s0
         rate = done / max(time.monotonic() - t0, 1e-9)
         eta = (self.total - self.step) / rate if rate > 0 else 0.0
@@ -427,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", help="run name; the run is gan/<run> in the store")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (then resume later)")
     args = p.parse_args(argv)
+    dist = Dist()
     try:
         cfg = _read_config(args.config)
         if args.out:
@@ -436,22 +486,27 @@ def main(argv: list[str] | None = None) -> int:
             store, run_id = open_store(args.store), f"gan/{args.run}"
         else:
             raise InvalidArgument("--out", "give --out ARTIFACT_URI or --run NAME")
-        for key in cfg.ignored:
+        dist = init(cfg.train.device)  # one process, or this rank of a torchrun job
+        for key in cfg.ignored if dist.is_main else ():
             print(f"note: {key} is accepted for compatibility but not used by smf", file=sys.stderr)
-        trainer = Trainer(cfg, store, run_id)
+        trainer = Trainer(cfg, store, run_id, dist=dist, log=lambda *m: print(*m, flush=True))
 
         def on_signal(signum, frame):  # finish the current step, save, exit
             trainer.stop_requested.set()
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        print(f"training {run_id} in {store.uri} on {trainer.device}: {trainer.total} steps, "
-              f"{len(trainer.data.specs)} clips", flush=True)
+        trainer.log(f"training {run_id} in {store.uri} on {trainer.device}"
+                    f"{f' x {dist.world_size} processes ({dist.backend})' if dist.enabled else ''}: "
+                    f"{trainer.total} steps, {len(trainer.data.specs)} clips")
         state = trainer.run(args.max_steps)
     except SmfError as exc:
         print(f"smf.gan.train: error: {exc.message}", file=sys.stderr)
-        _try_fail(args, exc)
+        if dist.is_main:
+            _try_fail(args, exc)
         return 1
-    print(f"{state}: {store.key_uri(run_id)} (step {trainer.step}/{trainer.total})", flush=True)
+    finally:
+        dist.close()
+    trainer.log(f"{state}: {store.key_uri(run_id)} (step {trainer.step}/{trainer.total})")
     return EXIT_STOPPED if trainer.stop_requested.is_set() else 0
 
 

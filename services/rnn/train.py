@@ -14,6 +14,13 @@ a contiguous teacher-forced span goes through nn.GRU in ONE call (cuDNN's fused 
 samples the model's previous output, feeds it back and advances one step. With tfr = 1 the whole window is one call.
 The reference stepped the GRU one sample at a time even when every input was ground truth.
 
+Several GPUs (or CPU processes, gloo): `torchrun --standalone --nproc-per-node 4 -m smf.rnn.train --config ... --out ...`.
+`batch` stays the GLOBAL batch: every rank draws the whole batch's windows, TF coins and free-running noise from the
+same generators and keeps its strided shard (smf.common.distributed), the model is wrapped in DistributedDataParallel
+and rank 0 alone writes. Free-running samples are drawn by inverse CDF from one uniform per row of the global batch,
+so even with tfr < 1 the training is the one-process training up to float summation order (tests/rnn/test_ddp.py),
+and a checkpoint resumes with any number of processes.
+
 Store layout: rnn/<run>/config.json, ckpt/step-<n>.pt ({model, optimizer, step, config, rng, metrics}),
 progress.json, plots/loss.png, manifest.json (lists param_names; rewritten at every checkpoint).
 """
@@ -32,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
+from smf.common.distributed import Dist, init, unwrap
 from smf.common.errors import InvalidArgument, SmfError
 from smf.rnn.model import RNNConfig, audio_input, build_model
 from torch import Tensor
@@ -39,7 +47,7 @@ from torch import Tensor
 
 @dataclass
 class TrainConfig:
-    data: str = "datasets/tones"  # store dataset id, artifact URI, or local folder of wav + .params
+    data: str = "datasets/tones"  # artifact of wav + .params (datasets/<name>, grids/<id>), artifact URI, or folder
     props: list[str] = field(default_factory=lambda: ["normPitch"])  # conditioning params, in column order
     generate: list[str] = field(default_factory=list)  # [] = audio tier; else the control names a param tier makes
     rate: int | None = None  # param tier step rate (Hz)
@@ -95,20 +103,29 @@ def tf_mask(T: int, tfr: float, generator: torch.Generator | None = None) -> Ten
     return mask
 
 
-def _feedback(model, out, temperature: float, generator) -> Tensor:
-    """The model's own next input from its last output step, detached: [B, G]."""
+def _feedback(model, out, temperature: float, generator, dist: Dist | None = None) -> Tensor:
+    """The model's own next input from its last output step, detached: [B, G].
+
+    The noise is drawn for the global batch (B x world size rows) and sharded like the data, so every rank's
+    generator stays in step with one process's; the audio tier samples its class by inverse CDF from one uniform per
+    row for the same reason (torch.multinomial's draws depend on the rows it is given)."""
+    dist = dist or Dist()
+    config = unwrap(model).config
     with torch.no_grad():
-        if model.config.is_audio:
+        if config.is_audio:
             probs = torch.softmax(out[:, -1].float() / temperature, dim=-1)
-            c = torch.multinomial(probs, 1, generator=generator)  # [B, 1]
-            return audio_input(c, model.config.classes)
+            u = torch.rand(len(probs) * dist.world_size, 1, generator=generator, device=probs.device)
+            cdf = probs.cumsum(-1)
+            c = torch.searchsorted(cdf, dist.shard(u), right=True).clamp_(max=config.classes - 1)  # [B, 1]
+            return audio_input(c, config.classes)
         mean, std = out
-        eps = torch.randn(mean[:, -1].shape, generator=generator, device=mean.device)
+        shape = (len(mean) * dist.world_size, *mean.shape[2:])
+        eps = dist.shard(torch.randn(shape, generator=generator, device=mean.device))
         return mean[:, -1] + temperature * std[:, -1] * eps
 
 
 def _loss(model, outs, target: Tensor) -> Tensor:
-    if model.config.is_audio:
+    if unwrap(model).config.is_audio:
         logits = torch.cat(outs, dim=1)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
     # Gaussian NLL (the reference's MSE of a reparameterised sample ignores the std head's calibration)
@@ -119,17 +136,18 @@ def _loss(model, outs, target: Tensor) -> Tensor:
 
 def _run(model, x, h):
     """model forward returning (out, h), where out is logits or (mean, std)."""
-    if model.config.is_audio:
+    if unwrap(model).config.is_audio:
         return model(x, h)
     mean, std, h = model(x, h)
     return (mean, std), h
 
 
 def window_loss(model, x: Tensor, target: Tensor, tf: Tensor, *, temperature: float = 1.0,
-                generator: torch.Generator | None = None) -> Tensor:
+                generator: torch.Generator | None = None, dist: Dist | None = None) -> Tensor:
     """Mean loss of one batch of windows with teacher forcing `tf` [T]: teacher-forced spans run as one fused GRU
-    call each, free-running steps one at a time on the model's own (sampled, detached) previous output."""
-    G = model.config.gen_size
+    call each, free-running steps one at a time on the model's own (sampled, detached) previous output.
+    `model` may be DDP-wrapped; with `dist`, x/target are this rank's shard of the global batch."""
+    G = unwrap(model).config.gen_size
     T = x.shape[1]
     cuts = torch.nonzero(~tf).flatten().tolist()  # free-running positions split the window
     outs, h, fed = [], None, None
@@ -142,7 +160,7 @@ def window_loss(model, x: Tensor, target: Tensor, tf: Tensor, *, temperature: fl
         out, h = _run(model, xa, h)
         outs.append(out)
         if b < T and not bool(tf[b]):
-            fed = _feedback(model, out, temperature, generator)
+            fed = _feedback(model, out, temperature, generator, dist)
     return _loss(model, outs, target)
 
 
@@ -150,7 +168,7 @@ def stepwise_loss(model, x: Tensor, target: Tensor, tf: Tensor, *, temperature: 
                   generator: torch.Generator | None = None) -> Tensor:
     """The reference's training loop: the GRU called once per sample (seq len 1). Same result as `window_loss`
     for the same `tf` and generator state; kept as the baseline for tests and bench/rnn.py."""
-    G = model.config.gen_size
+    G = unwrap(model).config.gen_size
     outs, h, fed = [], None, None
     for t in range(x.shape[1]):
         xt = x[:, t:t + 1] if bool(tf[t]) else torch.cat([fed, x[:, t, G:]], dim=-1)[:, None]
@@ -230,12 +248,12 @@ def _put_json(store, key: str, obj) -> None:
 def _write_manifest(store, run_id: str, cfg: TrainConfig, ckpt_step: int) -> None:
     """manifest.json of the run, listing every file now under it (= the commit point of this checkpoint)."""
     from smf.common import lineage
+    from smf.rnn.dataset import lineage_input
 
     config = {**asdict(cfg), "param_names": list(cfg.props), "model": cfg.model_config().to_dict(),
               "latest_step": ckpt_step}
-    local = "://" in cfg.data or cfg.data.startswith(("/", ".")) or not cfg.data.startswith("datasets/")
-    lineage.commit_artifact(store, "rnn", run_id, config=config, inputs=[] if local else [cfg.data],
-                            service="rnn")
+    data = lineage_input(cfg.data, store)  # the dataset or grid artifact trained on; none for a local folder
+    lineage.commit_artifact(store, "rnn", run_id, config=config, inputs=[data] if data else [], service="rnn")
 
 
 # --- the loop -------------------------------------------------------------------------------------------------
@@ -258,14 +276,19 @@ class _Stop:
 
 
 def train(cfg: TrainConfig, store, run_id: str, *, data=None, log=print, stop: _Stop | None = None,
-          on_step=None) -> dict:
+          on_step=None, dist: Dist | None = None) -> dict:
     """Train (or resume) run `run_id` ("rnn/<run>") in `store`. Returns the final progress dict.
 
     `data` may be a prepared WindowDataset (tests); otherwise cfg.data is loaded and validated first.
-    `on_step(step, loss)` is called after every step (the CLI's progress bar)."""
+    `on_step(step, loss)` is called after every step (the CLI's progress bar).
+    With `dist` (smf.common.distributed.init() under torchrun) this process trains its shard of every batch."""
     from smf.rnn.dataset import load_dataset
 
-    device = resolve_device(cfg.device)
+    dist = dist or Dist()
+    device = dist.device if dist.enabled else resolve_device(cfg.device)
+    dist.local_batch(cfg.batch, "batch")  # the global batch must split evenly over the ranks
+    store = dist.store(store)  # read-only on ranks other than 0: one writer
+    log = log if dist.is_main else (lambda *_: None)
     mcfg = cfg.model_config()
     stop = stop or _Stop()
 
@@ -292,9 +315,13 @@ def train(cfg: TrainConfig, store, run_id: str, *, data=None, log=print, stop: _
         data_gen.set_state(ck["rng"]["data"].cpu())  # generator states are CPU ByteTensors, whatever map_location did
         sample_gen.set_state(ck["rng"]["sample"].cpu())
         log(f"resumed {run_id} at step {step}")
-    _put_json(store, config_key, {**asdict(cfg), "model": mcfg.to_dict()})
+    if dist.is_main:
+        _put_json(store, config_key, {**asdict(cfg), "model": mcfg.to_dict()})
+    net = dist.wrap(model)  # what the loop calls: DDP averages gradients over ranks (same parameters as `model`)
 
     def save() -> None:
+        if not dist.is_main:
+            return
         state = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
             "config": {"train": asdict(cfg), "model": mcfg.to_dict()},
@@ -327,7 +354,8 @@ def train(cfg: TrainConfig, store, run_id: str, *, data=None, log=print, stop: _
              "checkpoint": _ckpt_key(run_id, last_ckpt) if last_ckpt else None, "device": str(device),
              "param_names": list(cfg.props), "updated_at": time.time(),
              "result_uris": [store.key_uri(run_id)] if state == "succeeded" else []}
-        _put_json(store, f"{run_id}/progress.json", p)
+        if dist.is_main:
+            _put_json(store, f"{run_id}/progress.json", p)
         return p
 
     def tfr_at(s: int) -> float:
@@ -335,27 +363,33 @@ def train(cfg: TrainConfig, store, run_id: str, *, data=None, log=print, stop: _
             return cfg.tfr
         return cfg.tfr + (cfg.tfr_end - cfg.tfr) * min(s / max(cfg.steps - 1, 1), 1.0)
 
+    def should_stop() -> bool:  # a SIGTERM seen by any rank stops every rank after the same step
+        stop.requested = dist.any(stop.requested)
+        return stop.requested
+
     model.train()
-    while step < cfg.steps and not stop.requested:
+    while step < cfg.steps and not should_stop():
+        # every rank draws the global batch (same generator state everywhere) and keeps its shard
         x, target = data.sample(cfg.batch, cfg.seq_len, generator=data_gen)
         tf = tf_mask(cfg.seq_len, tfr_at(step), generator=data_gen)
-        loss = window_loss(model, x.to(device), target.to(device), tf, temperature=cfg.temperature,
-                           generator=sample_gen)
+        loss = window_loss(net, dist.shard(x).to(device), dist.shard(target).to(device), tf,
+                           temperature=cfg.temperature, generator=sample_gen, dist=dist)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip:
+        if cfg.grad_clip:  # after DDP's all-reduce: the global batch's gradient, clipped the same on every rank
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         step += 1
         metrics["steps"].append(step)
-        metrics["loss"].append(float(loss.detach()))
+        metrics["loss"].append(float(dist.mean(loss.detach()[None])))  # the global batch's loss
         if on_step is not None:
             on_step(step, metrics["loss"][-1])
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             save()
             last_ckpt = step
             progress = report("running" if step < cfg.steps else "succeeded")
-            _write_manifest(store, run_id, cfg, step)
+            if dist.is_main:
+                _write_manifest(store, run_id, cfg, step)
         elif step % cfg.progress_every == 0:
             progress = report("running")
         if step % cfg.progress_every == 0:
@@ -365,9 +399,11 @@ def train(cfg: TrainConfig, store, run_id: str, *, data=None, log=print, stop: _
         save()
         last_ckpt = step
         progress = report("stopped" if step < cfg.steps else "succeeded")
-        _write_manifest(store, run_id, cfg, step)
+        if dist.is_main:
+            _write_manifest(store, run_id, cfg, step)
     elif not progress:
         progress = report("succeeded" if step >= cfg.steps else "stopped")
+    dist.barrier()  # no rank reports done before rank 0's last write
     log(f"{progress['state']} at step {step}: {store.key_uri(_ckpt_key(run_id, step))}")
     return progress
 
@@ -403,14 +439,19 @@ def main(argv: list[str] | None = None) -> int:
     stop = _Stop()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    dist = Dist()
     try:
-        progress = train(cfg, store, run_id, stop=stop, log=lambda m: print(m, flush=True))
+        dist = init(cfg.device)  # one process, or this rank of a torchrun job
+        progress = train(cfg, store, run_id, stop=stop, log=lambda m: print(m, flush=True), dist=dist)
     except SmfError as exc:
         # the service relays this to the operation with its status code (e.g. INVALID_ARGUMENT naming a file)
-        _put_json(store, f"{run_id}/progress.json", {"run": run_id, "state": "failed", "error": exc.message,
-                                                      "error_code": exc.code.name, "updated_at": time.time()})
+        if dist.is_main:
+            _put_json(store, f"{run_id}/progress.json", {"run": run_id, "state": "failed", "error": exc.message,
+                                                          "error_code": exc.code.name, "updated_at": time.time()})
         print(f"smf.rnn.train: error: {exc.message}", file=sys.stderr)
         return 2
+    finally:
+        dist.close()
     # stopped by SIGTERM: a non-zero exit, so a preempted Kubernetes pod is retried (and resumes) and a cancelled
     # local job reads as ended-not-finished
     return 0 if progress["state"] == "succeeded" else 128 + signal.SIGTERM
