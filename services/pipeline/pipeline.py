@@ -4,7 +4,8 @@
         state = Pipeline(cfg, store, svc).run()          # -> pipelines/<name>/state.json, report.html
 
 Stages, in order: dataset -> gan (training) -> samples -> corners -> grid -> som (linearize) -> som_render ->
-rnn (training on the linearized grid's wav + .params, props dim0 dim1) -> renders (conditioning gestures) -> report.
+rnn (trained on the linearized grid's cells, wav + .params, props dim0 dim1) -> renders (conditioning
+gestures) -> report.
 
 Each stage has a key: the sha256 of its own config and the ids of its input artifacts. A stage whose key matches the
 one recorded in `pipelines/<name>/state.json` (written atomically after every stage) and whose output artifacts are
@@ -304,23 +305,13 @@ class Pipeline:
         return {"grid": grid_id, "artifacts": [grid_id]}
 
     def _run_rnn(self, key: str, grid: str) -> dict:
+        # the RNN trains on the linearized grid itself (its cells are wav + .params with dim0, dim1, envPt); the
+        # run's manifest records the grid as its input
         rnn = self._client("rnn")
-        data = self._grid_as_dataset(key, grid)
         run_id = f"rnn/{self.cfg.name}-{key[:10]}"
-        op = rnn.start_training(data, RNN_PROPS, run_id=run_id, **self.cfg.rnn)
+        op = rnn.start_training(grid, RNN_PROPS, run_id=run_id, **self.cfg.rnn)
         rnn.wait(op.id, on_progress=self._progress("rnn"))
-        return {"model": run_id, "data": data, "artifacts": [run_id, data]}
-
-    def _grid_as_dataset(self, key: str, grid: str) -> str:
-        """The grid's cells (wav + .params with dim0, dim1, envPt) as a dataset artifact, the form the RNN
-        trainer reads from a store (it does not take grid ids yet); its manifest names the grid as input."""
-        aid = f"datasets/{self.cfg.name}-lin-{key[:10]}"
-        if not self._exists(aid):
-            names = [n for n in read_manifest(self.store, grid).files if n.endswith((".wav", ".params"))]
-            files = {n.rsplit("/", 1)[-1]: self.store.get_bytes(f"{grid}/{n}") for n in names}
-            write_artifact(self.store, "dataset", aid, files, inputs=[grid], service="pipeline",
-                           config={"from_grid": grid, "params": RNN_PROPS + ["envPt"]})
-        return aid
+        return {"model": run_id, "data": grid, "artifacts": [run_id]}
 
     def _run_renders(self, model: str) -> dict:
         from smf.rnn.conditioning import columns, parse_column

@@ -5,7 +5,7 @@ long enough for a window) and a problem raises InvalidArgument naming the file â
 params silently and re-parsed the JSON for every window. Here the params are parsed once and pre-sampled at every
 step time of the tier (every audio sample for the audio tier), so drawing a window is two tensor slices:
 
-    data = load_dataset("datasets/tones", config, store)            # or a local folder of wav + .params
+    data = load_dataset("datasets/tones", config, 512, store)       # or "grids/<id>", a URI, a local folder
     x, target = data.sample(batch=32, seq_len=512, generator=g)      # x [B, T, 1+C], target [B, T] classes
 
 Windows never straddle files; files may have different lengths (a window start is uniform over all valid
@@ -106,9 +106,72 @@ class WindowDataset:
         return torch.stack(xs), torch.stack(ys)
 
 
+def artifact_id(data: str) -> str:
+    """The store artifact a `data` string names: "datasets/tones", "grids/<id>" (2D4pt or SOM-rendered) â€¦ as given;
+    a bare name ("tones") is a dataset, as before grids were accepted."""
+    from smf.common.store import validate_prefix
+
+    try:
+        aid = validate_prefix(data)  # a leading '/' is refused: such a string was meant as a (missing) folder
+    except InvalidArgument as exc:
+        raise InvalidArgument("data", f"{data!r} is not a folder, an artifact id or a store URI: "
+                                      f"{exc.message.split(': ', 1)[-1]}") from None
+    if not aid:
+        raise InvalidArgument("data", "is empty")
+    return aid if "/" in aid else f"datasets/{aid}"
+
+
+def resolve_data(data: str, store=None):
+    """(store, artifact id) of a `data` string that is not a local folder: an id in `store` (default: the
+    configured store) or a full artifact URI, whose store is opened."""
+    from smf.common.store import open_store, parse_uri
+
+    if "://" in data:
+        store_uri, key = parse_uri(data)
+        return open_store(store_uri), artifact_id(key)
+    return (store if store is not None else open_store()), artifact_id(data)
+
+
+def lineage_input(data: str, store) -> str | None:
+    """What an RNN run records as its input: the artifact id when the data is an artifact of the run's own store,
+    the full URI when it sits in another store, nothing for a local folder (it is not an artifact)."""
+    if os.path.isdir(data) or data.startswith(("/", ".")):
+        return None
+    if "://" in data:
+        data_store, aid = resolve_data(data)
+        return aid if data_store.uri == store.uri else data_store.key_uri(aid)
+    return artifact_id(data)
+
+
+def artifact_files(store, aid: str) -> list[tuple[str, str | None]]:
+    """(audio key, .params key or None) for every audio file a committed artifact lists in its manifest, sorted.
+
+    Any artifact holding wav (+ .params) pairs works: a dataset (files at its top level), a grid or a SOM-rendered
+    grid (cells under `cells/`). Files not in the manifest are never read, so a grid still being rendered (or left
+    by a crashed render: files, no manifest) is refused rather than trained on half.
+    """
+    from smf.common.errors import FailedPrecondition, NotFound
+    from smf.common.lineage import MANIFEST, read_manifest
+    from smf.datasets.files import audio_pairs
+
+    try:
+        manifest = read_manifest(store, aid)
+    except NotFound:
+        if store.list(aid):
+            raise FailedPrecondition(f"{aid} in {store.uri} has files but no {MANIFEST}: it is still being written "
+                                     "or its writer stopped half-way; wait for it to finish or create it again"
+                                     ) from None
+        raise NotFound(f"training data {aid!r} not found in {store.uri}") from None
+    out = audio_pairs(aid, manifest.files)
+    if not out:
+        raise InvalidArgument("data", f"{aid} in {store.uri} (a {manifest.kind!r} artifact) holds no audio files")
+    return out
+
+
 def load_dataset(data: str, config: RNNConfig, seq_len: int, store=None) -> WindowDataset:
-    """Load and validate every file of a dataset: a store artifact id ("datasets/tones"), a full artifact URI
-    ("file:///store/datasets/tones", "s3://bucket/prefix/datasets/x") or a local folder of wav + .params."""
+    """Load and validate every file of the training data: a store artifact holding wav + .params pairs
+    ("datasets/tones", a grid "grids/<id>" rendered with --pm, 2D4pt or by the SOM), a full artifact URI
+    ("file:///store/grids/x", "s3://bucket/prefix/datasets/x") or a local folder of wav + .params."""
     from smf.common.audio import load_audio
     from smf.common.params import read_params
 
@@ -127,19 +190,8 @@ def load_dataset(data: str, config: RNNConfig, seq_len: int, store=None) -> Wind
             raise InvalidArgument("data", f"no .wav files under {data}")
         return WindowDataset(files, config, seq_len)
 
-    from smf.common.store import open_store, parse_uri
-    from smf.datasets import list_dataset_files
-
-    if "://" in data:
-        store_uri, dataset_id = parse_uri(data)
-        store = open_store(store_uri)
-    elif store is None:
-        store = open_store()
-    dataset_id = data if "://" not in data else dataset_id
-    pairs = list_dataset_files(store, dataset_id.rstrip("/"))
-    if not pairs:
-        raise InvalidArgument("data", f"dataset {dataset_id} in {store.uri} has no audio files")
-    for wav_key, params_key in pairs:
+    store, aid = resolve_data(data, store)
+    for wav_key, params_key in artifact_files(store, aid):
         audio, sr = load_audio(store.get_bytes(wav_key), mono="error", name=wav_key)
         params = read_params(store.get_bytes(params_key), name=params_key) if params_key else None
         files.append(prepare_file(wav_key, audio, sr, params, config))

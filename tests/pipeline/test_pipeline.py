@@ -71,7 +71,11 @@ def test_lineage_links_the_stages(run):
     assert out["grid"]["grid"] in read_manifest(store, out["som"]["som"]).inputs
     rnn_cfg = json.loads(store.get_bytes(f"{out['rnn']['model']}/config.json"))
     assert rnn_cfg["data"] == out["rnn"]["data"] and rnn_cfg["props"] == ["dim0", "dim1"]
-    assert read_manifest(store, out["rnn"]["data"]).inputs == [out["som_render"]["grid"]]
+    # the RNN trains on the linearized grid directly (no copy into a dataset) and names it as its input
+    assert out["rnn"]["data"] == out["som_render"]["grid"]
+    assert read_manifest(store, out["som_render"]["grid"]).kind == "som-grid"
+    assert read_manifest(store, out["rnn"]["model"]).inputs == [out["som_render"]["grid"]]
+    assert [a for a in list_artifacts(store, "datasets") if "-lin-" in a] == []
     corners = json.loads(store.get_bytes(f"{out['corners']['artifact']}/corners.json"))
     assert len(set(corners["indices"])) == 4
 

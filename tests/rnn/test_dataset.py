@@ -1,9 +1,10 @@
-"""Training data: up-front validation naming the file, window alignment, local folders and store datasets."""
+"""Training data: up-front validation naming the file, window alignment, local folders, store datasets and grid
+artifacts (2D4pt and SOM-rendered, written by the real grid renderer), refusal of a grid without a manifest."""
 import numpy as np
 import pytest
 import torch
 from smf.common.audio import save_wav
-from smf.common.errors import InvalidArgument
+from smf.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from smf.common.params import Param, ParamFile, constant_param, write_params
 from smf.common.store import open_store
 from smf.rnn.dataset import WindowDataset, load_dataset, prepare_file
@@ -88,3 +89,74 @@ def test_store_dataset_tones(tmp_path):
         load_dataset(aid, RNNConfig(param_names=["rate"]), seq_len=128, store=store)
     uri_data = load_dataset(store.key_uri(aid), cfg, seq_len=128)
     assert len(uri_data) == 3
+
+
+GRID_T = 1600  # samples per cell: 0.1 s at 16 kHz
+
+
+def chirp(latents: np.ndarray) -> np.ndarray:
+    """A trivial render_fn for render_grid: a tone whose pitch follows the latent (stands in for the GAN)."""
+    f = 200 + 300 * np.abs(latents).mean(axis=1, keepdims=True)
+    return (0.5 * np.sin(2 * np.pi * f * np.arange(GRID_T) / SR)).astype(np.float32)
+
+
+def make_grid(store, grid_id, *, kind="grid", pm=True, d0=3, d1=2):
+    from smf.grid.grid import grid_latents
+    from smf.grid.render import render_grid
+
+    z = grid_latents(*torch.randn(4, 5, generator=torch.Generator().manual_seed(0)), d0=d0, d1=d1)
+    return render_grid(store, grid_id, z, chirp, model="gan/m", sample_rate=SR, inputs=["gan/m"], kind=kind, pm=pm)
+
+
+GRID_CFG = RNNConfig(param_names=["dim0", "dim1"], hidden=16, layers=1)
+
+
+@pytest.mark.parametrize("kind", ["grid", "som-grid"])
+def test_grid_artifact(store, kind):
+    make_grid(store, "grids/g1", kind=kind)
+    data = load_dataset("grids/g1", GRID_CFG, seq_len=64, store=store)
+    assert len(data) == 6 and all(len(f) == GRID_T for f in data.files)
+    for f in data.files:  # cells/grid_d1.<i>_d0.<j>_v.0.wav carries dim0 = j/2, dim1 = i/1 at every step
+        i, j = int(f.name.split("_d1.")[1][0]), int(f.name.split("_d0.")[1][0])
+        assert f.name.startswith("grids/g1/cells/")
+        torch.testing.assert_close(f.cond, torch.tensor([[j / 2, i / 1]]).expand(GRID_T, 2))
+    x, _ = data.sample(4, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (4, 64, 3)
+    if kind == "grid":  # a full artifact URI and a trailing '/' work too
+        assert len(load_dataset(store.key_uri("grids/g1"), GRID_CFG, seq_len=64)) == 6
+        assert len(load_dataset("grids/g1/", GRID_CFG, seq_len=64, store=store)) == 6
+
+
+def test_grid_without_manifest_is_refused(store):
+    make_grid(store, "grids/half")
+    store.delete("grids/half/manifest.json")  # what a render still running (or killed) leaves: files, no manifest
+    with pytest.raises(FailedPrecondition, match=r"grids/half .*no manifest\.json"):
+        load_dataset("grids/half", GRID_CFG, seq_len=64, store=store)
+    with pytest.raises(NotFound, match="grids/nothing"):
+        load_dataset("grids/nothing", GRID_CFG, seq_len=64, store=store)
+
+
+def test_grid_without_params_names_the_cell(file_store):
+    make_grid(file_store, "grids/nopm", pm=False)
+    with pytest.raises(InvalidArgument, match=r"grids/nopm/cells/grid_d1\.0_d0\.0_v\.0\.wav.*no \.params"):
+        load_dataset("grids/nopm", GRID_CFG, seq_len=64, store=file_store)
+
+
+def test_train_on_a_grid_records_it_as_input(file_store):
+    from smf.common.lineage import read_manifest
+    from smf.rnn.train import TrainConfig, load_checkpoint, train
+
+    make_grid(file_store, "grids/g2", kind="som-grid")
+    cfg = TrainConfig.from_dict({"data": "grids/g2", "props": ["dim0", "dim1"], "hidden": 8, "layers": 1,
+                                 "seq_len": 32, "batch": 2, "steps": 3, "checkpoint_every": 3, "device": "cpu"})
+    progress = train(cfg, file_store, "rnn/ongrid", log=lambda m: None)
+    assert progress["state"] == "succeeded" and load_checkpoint(file_store, "rnn/ongrid")["step"] == 3
+    manifest = read_manifest(file_store, "rnn/ongrid")
+    assert manifest.inputs == ["grids/g2"] and manifest.config["param_names"] == ["dim0", "dim1"]
+    # a half-written grid fails the run before it writes anything
+    make_grid(file_store, "grids/half")
+    file_store.delete("grids/half/manifest.json")
+    with pytest.raises(FailedPrecondition, match="grids/half"):
+        train(TrainConfig.from_dict({**cfg.__dict__, "data": "grids/half"}), file_store, "rnn/onhalf",
+              log=lambda m: None)
+    assert file_store.list("rnn/onhalf") == []
