@@ -1,6 +1,6 @@
 """RNN generation and training speed: smf vs a faithful re-implementation of the reference (MTCRNN) loops.
 
-    .venv/bin/python bench/rnn.py                 # full run (~5 min on a 2-core box)
+    .venv/bin/python bench/rnn.py                 # full run (~10 min on a 2-core box, half of it training)
     .venv/bin/python bench/rnn.py --quick         # smaller measurements, no quality training
     python bench/rnn.py --device cuda             # the same on a GPU: reference vs the torch loop, cuDNN training
 
@@ -13,7 +13,10 @@ Prints, side by side in one run, at the SMF size (H 256, L 4, 2 params, Q 256, 1
 3. training samples/s: one fused nn.GRU call over a teacher-forced window vs the reference's Python loop of seq-len-1
    GRU calls (forward + backward + Adam step, same batch and window);
 4. quality cost of the weight formats: validation cross-entropy (nats/sample) of a briefly trained model on a
-   synthetic pitched signal, evaluated with weights rounded exactly as the kernel stores them.
+   synthetic pitched signal, evaluated as the kernel computes (weights rounded as stored; int8 also rounds its
+   activations per step, smf.rnn.fastgen.quant.int8_forward).
+Kernel timings are the median of --repeat runs, with the spread (min-max) and the load average, because the dev box
+is shared.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from smf.rnn.fastgen import cpp
-from smf.rnn.fastgen.quant import fake_quantize
+from smf.rnn.fastgen.quant import teacher_forced_logits
 from smf.rnn.generate import Generator
 from smf.rnn.model import AudioTier, RNNConfig, audio_input, mulaw_encode
 
@@ -78,15 +81,24 @@ def reference_generate(model: AudioTier, cond: np.ndarray, n: int, temp: float =
     return outputs[0]
 
 
-def timed(fn, *args, repeat=1, **kw):
-    best = math.inf
+def timed_runs(fn, *args, repeat=1, **kw) -> list[float]:
+    runs = []
     for _ in range(repeat):
         sync()
         t = time.perf_counter()
         fn(*args, **kw)
         sync()
-        best = min(best, time.perf_counter() - t)
-    return best
+        runs.append(time.perf_counter() - t)
+    return runs
+
+
+def timed(fn, *args, repeat=1, **kw) -> float:
+    """Median wall time of `repeat` runs."""
+    return float(np.median(timed_runs(fn, *args, repeat=repeat, **kw)))
+
+
+def spread(runs: list[float], n: int) -> str:
+    return f"[{min(runs) / n * 1e6:.1f}-{max(runs) / n * 1e6:.1f} us, load {os.getloadavg()[0]:.1f}]"
 
 
 # --- 3. training step: fused vs reference per-step loop --------------------------------------------------------
@@ -132,11 +144,11 @@ def synthetic_batch(batch: int, T: int, gen: torch.Generator):
     return x, c[:, 1:]
 
 
-def val_ce(model, batches) -> float:
+def val_ce(model, batches, precision="fp32") -> float:
     with torch.no_grad():
         tot = 0.0
         for x, y in batches:
-            logits, _ = model(x)
+            logits = teacher_forced_logits(model, x, precision)
             tot += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)))
         return tot / len(batches)
 
@@ -147,16 +159,17 @@ def main(argv=None) -> int:
     ap.add_argument("--ref-seconds", type=float, default=0.25, help="audio length for the reference loop")
     ap.add_argument("--seconds", type=float, default=1.0, help="audio length per speed measurement of ours")
     ap.add_argument("--train-steps", type=int, default=None,
-                    help="optimiser steps for the quality model (default 400 on cuda, 0 = skip on cpu)")
+                    help="optimiser steps for the quality model (default 400 on cuda, 100 on cpu; 0 = skip)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per kernel timing (the median is reported)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda: where both loops run (the kernel is CPU-only)")
     args = ap.parse_args(argv)
     global DEVICE
     DEVICE = torch.device(args.device)
     gpu = DEVICE.type == "cuda"
     if args.train_steps is None:
-        args.train_steps = 400 if gpu else 0
+        args.train_steps = 400 if gpu else 100
     if args.quick:
-        args.ref_seconds, args.seconds, args.train_steps = 0.1, 0.5, 0
+        args.ref_seconds, args.seconds, args.train_steps, args.repeat = 0.1, 0.5, 0, 3
     threads = torch.get_num_threads()
     kernel = cpp.load_kernel() if not gpu else None
     print(f"# bench/rnn.py  torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {threads}, "
@@ -179,10 +192,12 @@ def main(argv=None) -> int:
         gen = Generator(model, backend=backend, precision=precision)
         secs = args.seconds if backend == "cpp" else min(args.seconds, 0.25 if gpu else 0.1)
         gen.generate(arr, 0.01, seed=0)
-        t1 = timed(gen.generate, arr, secs, seed=0, repeat=2 if backend == "cpp" else 1) / (secs * SR)
+        runs = timed_runs(gen.generate, arr, secs, seed=0, repeat=args.repeat if backend == "cpp" else 1)
+        t1 = float(np.median(runs)) / (secs * SR)
         rows.append((backend, precision, t1))
-        print(f"ours {backend:5s} {precision:5s}            {t1 * 1e6:9.1f} us/sample   RTF {1 / (t1 * SR):6.3f}   "
-              f"{t_ref / t1:7.1f}x the reference")
+        isa = f" ({gen.engine.isa})" if precision == "int8" else ""
+        print(f"ours {backend:5s} {precision:5s}{isa:11s} {t1 * 1e6:9.1f} us/sample   RTF {1 / (t1 * SR):6.3f}   "
+              f"{t_ref / t1:7.1f}x the reference  {spread(runs, secs * SR)}")
 
     # 2. batched voices
     print("\n## 2. real-time factor (audio seconds per compute second)")
@@ -193,8 +208,10 @@ def main(argv=None) -> int:
         if backend == "cpp" and threads > 1:  # one voice shared by the threads (row split, barrier per layer)
             split = Generator(model, backend=backend, precision=precision, split=True)
             split.generate(arr, 0.01, seed=0)
-            ts = timed(split.generate, arr, args.seconds, seed=0, repeat=2) / (args.seconds * SR)
-            print(f"{backend:5s} {precision:5s}  1 voice on {threads} threads (split=True) RTF {1 / (ts * SR):6.3f}")
+            runs = timed_runs(split.generate, arr, args.seconds, seed=0, repeat=args.repeat)
+            ts = float(np.median(runs)) / (args.seconds * SR)
+            print(f"{backend:5s} {precision:5s}  1 voice on {threads} threads (split=True) RTF {1 / (ts * SR):6.3f}  "
+                  f"{spread(runs, args.seconds * SR)}")
         for voices in (16, 256) if gpu else (16,):
             tv = timed(gen.generate, arr, secs, seed=0, voices=voices) / secs
             print(f"{backend:5s} {precision:5s}  1 voice RTF {1 / (t1 * SR):6.3f}   {voices} voices aggregate RTF "
@@ -205,7 +222,7 @@ def main(argv=None) -> int:
             for precision in ("fp32", "int8"):
                 gen = Generator(small, backend="cpp", precision=precision)
                 gen.generate(arr, 0.01, seed=0)
-                t1 = timed(gen.generate, arr, args.seconds, seed=0, repeat=2) / (args.seconds * SR)
+                t1 = timed(gen.generate, arr, args.seconds, seed=0, repeat=args.repeat) / (args.seconds * SR)
                 print(f"cpp   {precision:5s}  H {H} L {L}: 1 voice RTF {1 / (t1 * SR):6.3f}")
 
     # 3. training throughput
@@ -224,8 +241,8 @@ def main(argv=None) -> int:
 
     # 4. quality cost of the weight formats
     if args.train_steps > 0:
-        print(f"\n## 4. validation cross-entropy by weight format (synthetic pitched tones, {args.train_steps} "
-              "steps of batch 16 x 256, fused teacher forcing)")
+        print(f"\n## 4. validation cross-entropy by format (synthetic pitched tones, {args.train_steps} "
+              "steps of batch 16 x 256, fused teacher forcing; int8 = int8 weights and activations)")
         m = smf_model().train()
         opt = torch.optim.Adam(m.parameters(), lr=2e-3)
         t = time.perf_counter()
@@ -237,7 +254,7 @@ def main(argv=None) -> int:
         base = val_ce(m, val)
         print(f"trained in {time.perf_counter() - t:.0f} s;  fp32 CE {base:.4f} nats/sample")
         for precision in ("bf16", "int8"):
-            ce = val_ce(fake_quantize(m, precision), val)
+            ce = val_ce(m, val, precision)
             print(f"{precision:5s} CE {ce:.4f}  (delta {ce - base:+.4f} nats, {100 * (ce - base) / base:+.2f} %)")
     return 0
 

@@ -55,7 +55,9 @@ class Generator:
     """A model ready to generate on one device. Reusable; one call (or one live session) at a time.
 
     backend: "auto" (the compiled loop on CPU when it builds, else torch), "torch", or "cpp".
-    precision: weight format of the compiled loop ("fp32", "bf16", "int8"); ignored by the torch backend.
+    precision: number format of the compiled loop: "fp32", "bf16" (weights; fp32 activations) or "int8" (int8
+        weights and per-step int8 activations: the fast one, real time at the SMF size on one Zen 4 core with
+        AVX-512 VNNI); ignored by the torch backend. See smf.rnn.fastgen.quant.
     threads: CPU threads for the compiled loop (voices are split across them); default torch.get_num_threads().
     split: with fewer voices than threads, let the threads share a voice (row split, a barrier per layer): faster
         for one voice on idle cores, much slower on a loaded machine, hence off by default.

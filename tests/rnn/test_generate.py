@@ -6,7 +6,8 @@ import torch
 from smf.common.errors import InvalidArgument
 from smf.rnn import conditioning
 from smf.rnn.fastgen import cpp
-from smf.rnn.fastgen.quant import fake_quantize
+from smf.rnn.fastgen.cpp import CppEngine
+from smf.rnn.fastgen.quant import int8_forward, teacher_forced_logits
 from smf.rnn.fastgen.rng import uniforms
 from smf.rnn.generate import Generator, generate, silence_class
 from smf.rnn.model import AudioTier, RNNConfig, audio_input, mulaw_encode
@@ -24,19 +25,23 @@ def tiny(hidden=16, layers=2, params=("a", "b"), seed=0):
     return model
 
 
-def teacher_logits(model, classes, cond):
-    """Logits the model (fused nn.GRU) gives when the generated classes are fed back: [B, T, Q]."""
+def teacher_inputs(model, classes, cond):
+    """The model input [B, T, 1 + C] when the generated classes are fed back."""
     B = classes.shape[0]
     first = torch.full((B, 1), silence_class(model.config.classes), dtype=torch.int64)
     prev = torch.cat([first, classes[:, :-1]], 1)
-    x = torch.cat([audio_input(prev, model.config.classes)[..., None], cond], -1)
-    with torch.no_grad():
-        return model(x)[0]
+    return torch.cat([audio_input(prev, model.config.classes)[..., None], cond], -1)
 
 
-def assert_consistent_samples(model, classes, cond, seed, temperature, tol=2e-4):
+def teacher_logits(model, classes, cond, precision="fp32"):
+    """Logits the model gives when the generated classes are fed back, as the kernel's `precision` computes them
+    (fp32: the fused nn.GRU itself): [B, T, Q]."""
+    return teacher_forced_logits(model, teacher_inputs(model, classes, cond), precision)
+
+
+def assert_consistent_samples(model, classes, cond, seed, temperature, tol=2e-4, precision="fp32"):
     """Every generated class must be the inverse-CDF pick of softmax(logits/temp) at its uniform (up to ties)."""
-    logits = teacher_logits(model, classes, cond)
+    logits = teacher_logits(model, classes, cond, precision)
     cdf = torch.softmax(logits / temperature, -1).cumsum(-1)
     u = uniforms(seed, classes.shape[0], 0, classes.shape[1], torch.device("cpu"))
     target = (u * cdf[..., -1])[..., None]
@@ -121,12 +126,40 @@ def test_backends_agree():
 @pytest.mark.skipif(not HAS_KERNEL, reason="no C++ compiler")
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_quantised_kernels_follow_their_rounded_weights(precision):
-    model = tiny(hidden=32, layers=2)
+    """bf16: the model with rounded weights; int8: also activations rounded per step (quant.int8_forward)."""
+    model = tiny(hidden=40, layers=2)  # 40 units: padded unit blocks and K padded for VNNI
     arr = np.random.default_rng(4).random((2, 5, 2))
     gen = Generator(model, backend="cpp", precision=precision)
-    out = gen.generate(arr, 0.02, seed=5)
+    out = gen.generate(arr, 0.04, seed=5)
     classes = mulaw_encode(torch.from_numpy(out))
-    assert_consistent_samples(fake_quantize(model, precision), classes, per_sample(model, arr, 0.02), 5, 1.0)
+    assert_consistent_samples(model, classes, per_sample(model, arr, 0.04), 5, 1.0, precision=precision)
+
+
+@pytest.mark.skipif(not HAS_KERNEL, reason="no C++ compiler")
+@pytest.mark.parametrize("hidden,layers,voices", [(40, 2, 1), (48, 3, 5)])
+def test_int8_isas_and_split_agree(hidden, layers, voices):
+    """The VNNI path (when the CPU has it), the portable path and a split voice give identical int8 samples."""
+    model = tiny(hidden=hidden, layers=layers)
+    arr = np.random.default_rng(8).random((voices, 5, 2))
+    gen = Generator(model, backend="cpp", precision="int8", threads=1)
+    best = gen.engine.isa
+    ref = gen.generate(arr, 0.02, seed=9)
+    gen.engine = CppEngine(model, precision="int8", threads=1, isa="portable")
+    np.testing.assert_array_equal(gen.generate(arr, 0.02, seed=9), ref)
+    gen.engine = CppEngine(model, precision="int8", threads=2, split=True, isa=best)
+    np.testing.assert_array_equal(gen.generate(arr, 0.02, seed=9), ref)
+    with pytest.raises(ValueError, match="isa"):
+        CppEngine(model, precision="int8", isa="sse9")
+
+
+def test_int8_emulation_stays_close_to_fp32():
+    """Activation rounding (8 bits per vector) moves the logits of an untrained model only a little."""
+    model = tiny(hidden=64, layers=2)
+    x = torch.cat([torch.rand(2, 50, 1) * 2 - 1, torch.rand(2, 50, 2)], -1)
+    with torch.no_grad():
+        ref = model(x)[0]
+    err = (int8_forward(model, x) - ref).abs().max() / ref.abs().max()
+    assert 0 < err < 0.05, float(err)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -10,6 +10,9 @@ ABI coupling to the torch build, and ctypes releases the GIL while the loop runs
 
     engine = CppEngine(model, precision="int8")
     classes = engine.run(cond, u, h, prev, temperature=1.0)     # [B, T] int64; h, prev updated in place
+
+int8 runs on AVX-512 VNNI where the CPU has it (chosen at run time by cpuid, so one build serves any x86 CPU)
+and on a portable path otherwise; both give identical samples. `SMF_FASTGEN_ISA=portable` forces the portable path.
 """
 from __future__ import annotations
 
@@ -84,8 +87,10 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     p, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
     lib.smf_fastgen_abi.restype = i
     lib.smf_fastgen_run.restype = i
-    lib.smf_fastgen_run.argtypes = [i, i, i, i, i, i, i, p, p, p, p, p, p, p, p, p, p, p, p, i, i, p, p, p, p, f, p]
-    if lib.smf_fastgen_abi() != 3:
+    lib.smf_fastgen_isa.restype = i
+    lib.smf_fastgen_run.argtypes = [i, i, i, i, i, i, i, i, p, p, p, p, p, p, p, p, p, p, p, p, p, p, p,
+                                    i, i, p, p, p, p, f, p]
+    if lib.smf_fastgen_abi() != 4:
         raise RuntimeError("kernel ABI mismatch")
     return lib
 
@@ -125,16 +130,35 @@ def _pad_rows(w: Tensor, rows: int) -> Tensor:
     return torch.cat([w, w.new_zeros(rows - w.shape[0], *w.shape[1:])]) if rows > w.shape[0] else w
 
 
-def _pack(w: Tensor, precision: str) -> tuple[Tensor, Tensor | None]:
-    """Output layer [R, K] -> row tiles [R'/64, K, 64] (R' = R padded to 64) in the stored format, plus the padded
-    row scale."""
+ISAS = ("portable", "vnni")  # index = the kernel's ISA_* code
+
+
+def _vnni_k(q: Tensor, Hp: int) -> Tensor:
+    """[..., rows, K] int8 -> [..., Hp/4, rows, 4]: K padded to Hp, 4 consecutive k of 16 rows = one vpdpbusd operand."""
+    q = torch.cat([q, q.new_zeros(*q.shape[:-1], Hp - q.shape[-1])], -1) if Hp > q.shape[-1] else q
+    return q.reshape(*q.shape[:-1], Hp // 4, 4).transpose(-3, -2).contiguous()
+
+
+def _rowsum128(q: Tensor) -> Tensor:
+    """128 * sum_k q[..., r, k] as int32: takes the u8 zero point of the activations back out (kernel.cpp)."""
+    return (q.to(torch.int32).sum(-1) * 128).to(torch.int32).contiguous()
+
+
+def _pack(w: Tensor, precision: str, isa: str, Hp: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Output layer [R, K] -> row tiles [R'/64, K, 64] (R' = R padded to 64) in the stored format (int8 on VNNI:
+    [R'/64, Hp/4, 64, 4]), plus the padded row scale and, for VNNI, the row corrections."""
     q, scale = quantize(w, precision)
     rows = -(-q.shape[0] // TILE) * TILE
     q = _pad_rows(q, rows)
-    packed = q.reshape(rows // TILE, TILE, q.shape[1]).transpose(1, 2).contiguous()
+    corr = None
+    if precision == "int8" and isa == "vnni":
+        tiles = q.reshape(rows // TILE, TILE, q.shape[1])
+        packed, corr = _vnni_k(tiles, Hp), _rowsum128(tiles).reshape(-1)
+    else:
+        packed = q.reshape(rows // TILE, TILE, q.shape[1]).transpose(1, 2).contiguous()
     if scale is not None:
         scale = _pad_rows(scale, rows).contiguous()
-    return packed, scale
+    return packed, scale, corr
 
 
 def _unit_blocks(v: Tensor, H: int) -> Tensor:
@@ -146,25 +170,39 @@ def _unit_blocks(v: Tensor, H: int) -> Tensor:
     return g.reshape(Hp // UNITS, 3 * UNITS, *v.shape[1:])
 
 
-def _pack_gru(w: Tensor, b: Tensor, H: int, precision: str) -> tuple[Tensor, Tensor | None, Tensor]:
-    """GRU W [3H, K], bias [3H] -> weights [nb, K, 48] in the stored format, scale [nb, 48] or None, bias [nb, 48]."""
+def _pack_gru(w: Tensor, b: Tensor, H: int, precision: str, isa: str
+              ) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+    """GRU W [3H, K], bias [3H] -> weights [nb, K, 48] in the stored format (int8 on VNNI: [nb, Hp/4, 48, 4]),
+    scale [nb, 48] or None, bias [nb, 48], and for VNNI the row corrections [nb, 48]."""
     q, scale = quantize(w, precision)
-    packed = _unit_blocks(q, H).transpose(1, 2).contiguous()
+    blocks = _unit_blocks(q, H)  # [nb, 48, K]
+    corr = None
+    if precision == "int8" and isa == "vnni":
+        packed, corr = _vnni_k(blocks, blocks.shape[0] * UNITS), _rowsum128(blocks)
+    else:
+        packed = blocks.transpose(1, 2).contiguous()
     scale = _unit_blocks(scale, H).contiguous() if scale is not None else None
-    return packed, scale, _unit_blocks(b.detach().float(), H).contiguous()
+    return packed, scale, _unit_blocks(b.detach().float(), H).contiguous(), corr
 
 
 class CppEngine:
     """An AudioTier's weights packed for the kernel; `run` generates T steps for B voices on the CPU."""
 
     def __init__(self, model: nn.Module, *, precision: str = "fp32", threads: int | None = None,
-                 split: bool = False):
+                 split: bool = False, isa: str | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         lib = load_kernel()
         if lib is None:
             raise RuntimeError(f"fast kernel unavailable: {kernel_error()}")
         self._lib = lib
+        best = ISAS[lib.smf_fastgen_isa()]
+        isa = isa or os.environ.get("SMF_FASTGEN_ISA") or best
+        if isa not in ISAS:
+            raise ValueError(f"isa must be one of {ISAS}, got {isa!r}")
+        if ISAS.index(isa) > ISAS.index(best):
+            raise RuntimeError(f"isa {isa!r} is not supported by this CPU (best: {best!r})")
+        self.isa = isa if precision == "int8" else "portable"  # only the int8 net has ISA-specific code
         cfg = model.config
         self.precision = precision
         self.threads = threads or max(1, torch.get_num_threads())
@@ -176,20 +214,21 @@ class CppEngine:
             self._w_c = w[:, 1:].t().contiguous()  # [C, H]
             self._b_inp = model.inp.bias.detach().float().cpu().contiguous()
             keep = [self._w_a, self._w_c, self._b_inp]
-            arrays = {k: [] for k in ("w_ih", "s_ih", "b_ih", "w_hh", "s_hh", "b_hh")}
+            arrays = {k: [] for k in ("w_ih", "s_ih", "b_ih", "c_ih", "w_hh", "s_hh", "b_hh", "c_hh")}
+            Hp = -(-self.H // UNITS) * UNITS
             for i in range(self.L):
                 for kind in ("ih", "hh"):
-                    wq, s, b = _pack_gru(getattr(model.gru, f"weight_{kind}_l{i}").cpu(),
-                                         getattr(model.gru, f"bias_{kind}_l{i}").cpu(), self.H, precision)
-                    keep += [wq, b] + ([s] if s is not None else [])
-                    arrays[f"w_{kind}"].append(wq.data_ptr())
-                    arrays[f"s_{kind}"].append(s.data_ptr() if s is not None else None)
-                    arrays[f"b_{kind}"].append(b.data_ptr())
-            self._w_out, s_out = _pack(model.out.weight.cpu(), precision)
+                    wq, s, b, c = _pack_gru(getattr(model.gru, f"weight_{kind}_l{i}").cpu(),
+                                            getattr(model.gru, f"bias_{kind}_l{i}").cpu(), self.H, precision,
+                                            self.isa)
+                    keep += [t for t in (wq, b, s, c) if t is not None]
+                    for name, t in (("w", wq), ("s", s), ("b", b), ("c", c)):
+                        arrays[f"{name}_{kind}"].append(t.data_ptr() if t is not None else None)
+            self._w_out, s_out, self._c_out = _pack(model.out.weight.cpu(), precision, self.isa, Hp)
             Qp = self._w_out.shape[0] * TILE
             self._b_out = _pad_rows(model.out.bias.detach().float().cpu(), Qp).contiguous()
             self._s_out = s_out
-            keep += [self._w_out, self._b_out] + ([s_out] if s_out is not None else [])
+            keep += [t for t in (self._w_out, self._b_out, s_out, self._c_out) if t is not None]
         self._keep = keep  # the kernel holds raw pointers into these
         self._ptrs = {k: (ctypes.c_void_p * self.L)(*v) for k, v in arrays.items()}
 
@@ -203,11 +242,11 @@ class CppEngine:
         out = torch.empty(B, T, dtype=torch.int64)
         P = self._ptrs
         rc = self._lib.smf_fastgen_run(
-            PRECISIONS.index(self.precision), self.threads, int(self.split), self.H, self.L, self.C, self.Q,
-            self._w_a.data_ptr(), self._w_c.data_ptr(), self._b_inp.data_ptr(),
-            P["w_ih"], P["s_ih"], P["b_ih"], P["w_hh"], P["s_hh"], P["b_hh"],
+            PRECISIONS.index(self.precision), ISAS.index(self.isa), self.threads, int(self.split),
+            self.H, self.L, self.C, self.Q, self._w_a.data_ptr(), self._w_c.data_ptr(), self._b_inp.data_ptr(),
+            P["w_ih"], P["s_ih"], P["b_ih"], P["c_ih"], P["w_hh"], P["s_hh"], P["b_hh"], P["c_hh"],
             self._w_out.data_ptr(), self._s_out.data_ptr() if self._s_out is not None else None,
-            self._b_out.data_ptr(), B, T, cond.data_ptr(), u.data_ptr(), h.data_ptr(), prev.data_ptr(),
+            self._b_out.data_ptr(), self._c_out.data_ptr() if self._c_out is not None else None, B, T, cond.data_ptr(), u.data_ptr(), h.data_ptr(), prev.data_ptr(),
             float(temperature), out.data_ptr())
         if rc != 0:
             raise RuntimeError(f"fast kernel returned {rc}")

@@ -2,11 +2,15 @@
 
 - fp32: as trained.
 - bf16: the upper 16 bits of fp32 (round to nearest even), 8 bits of mantissa; halves the bytes streamed per step.
-- int8: symmetric, one scale per output row (max|w| / 127); a quarter of the bytes. Activations stay fp32, so
-  only the weights carry quantisation error. LPCNet-style per-row int8 is the usual choice for sample-level RNNs.
+- int8: weights symmetric, one scale per output row (max|w| / 127); a quarter of the bytes. The matrix inputs are
+  int8 too (LPCNet-style): every activation vector (the layer-0 input, each new hidden state) is quantised once per
+  step with its own scale max|v| / 127, so the products are int8 x int8 dot products with int32 sums (AVX-512 VNNI
+  vpdpbusd where the CPU has it). The hidden-state update, gates, biases and sampling stay fp32.
+bf16 and fp32 keep fp32 activations.
 
     q, scale = quantize(w, "int8")              # int8 [R, K], float32 [R]
     model_q = fake_quantize(model, "int8")      # a copy whose float weights equal what the kernel computes with
+    logits = teacher_forced_logits(model, x, "int8")   # [B, T, Q] as the kernel's int8 net computes them
 """
 from __future__ import annotations
 
@@ -42,9 +46,67 @@ def dequantize(w: Tensor, precision: str) -> Tensor:
     return q
 
 
+def quantize_activations(v: Tensor) -> tuple[Tensor, Tensor]:
+    """v [..., H] -> (q [..., H] integers in [-127, 127] as float, scale [..., 1]): v ~ q * scale, per vector.
+    The same operations as kernel.cpp's quantize_act (multiply by 127 / max, round half to even)."""
+    m = v.abs().amax(-1, keepdim=True)
+    inv = torch.where(m > 0, 127.0 / m.clamp_min(1e-30), torch.zeros_like(m))
+    return torch.round(v * inv).clamp_(-127, 127), m / 127.0
+
+
+@torch.no_grad()
+def int8_forward(model: nn.Module, x: Tensor) -> Tensor:
+    """Teacher-forced logits [B, T, Q] of an AudioTier computed as the kernel's int8 net does (int8 weights per row,
+    activations quantised per vector and step, fp32 elsewhere), from x [B, T, 1 + C] and a zero initial state.
+    Integer-valued float32 matmuls are exact here (|sums| < 2^24), so only the nonlinearities differ from the kernel
+    in the last bits. A per-step Python loop: slow, for quality checks and tests."""
+    cfg = model.config
+    H, L = cfg.hidden, cfg.layers
+    B, T = x.shape[0], x.shape[1]
+
+    def qw(w: Tensor) -> tuple[Tensor, Tensor]:
+        q, s = quantize(w, "int8")
+        return q.float().t().contiguous(), s
+
+    gru = model.gru
+    w_ih = [qw(getattr(gru, f"weight_ih_l{i}")) for i in range(L)]
+    w_hh = [qw(getattr(gru, f"weight_hh_l{i}")) for i in range(L)]
+    b_ih = [getattr(gru, f"bias_ih_l{i}").float() for i in range(L)]
+    b_hh = [getattr(gru, f"bias_hh_l{i}").float() for i in range(L)]
+    w_out, s_out = qw(model.out.weight)
+    inp = torch.relu(model.inp(x.float()))
+    h = [x.new_zeros(B, H) for _ in range(L)]
+    qh = [quantize_activations(v) for v in h]
+    logits = x.new_empty(B, T, cfg.classes)
+    for t in range(T):
+        qx, sx = quantize_activations(inp[:, t])
+        for i in range(L):
+            gi = (qx @ w_ih[i][0]) * (w_ih[i][1] * sx) + b_ih[i]
+            gh = (qh[i][0] @ w_hh[i][0]) * (w_hh[i][1] * qh[i][1]) + b_hh[i]
+            i_r, i_z, i_n = gi.chunk(3, 1)
+            h_r, h_z, h_n = gh.chunk(3, 1)
+            r = torch.sigmoid(i_r + h_r)
+            z = torch.sigmoid(i_z + h_z)
+            n = torch.tanh(i_n + r * h_n)
+            h[i] = n + z * (h[i] - n)
+            qh[i] = quantize_activations(h[i])
+            qx, sx = qh[i]
+        logits[:, t] = (qx @ w_out) * (s_out * sx) + model.out.bias.float()
+    return logits
+
+
+@torch.no_grad()
+def teacher_forced_logits(model: nn.Module, x: Tensor, precision: str) -> Tensor:
+    """Logits [B, T, Q] of an AudioTier on x [B, T, 1 + C] (zero initial state) as the fast kernel's `precision`
+    computes them: fused nn.GRU on rounded weights for fp32/bf16, the int8 emulation for int8."""
+    if precision == "int8":
+        return int8_forward(model, x)
+    return fake_quantize(model, precision)(x)[0]
+
+
 def fake_quantize(model: nn.Module, precision: str) -> nn.Module:
     """A copy of an AudioTier whose GRU and output matrices are rounded as the fast kernel stores them (the input
-    layer and biases stay fp32 in the kernel too). Used to measure the cross-entropy cost of a format."""
+    layer and biases stay fp32 in the kernel too). Weights only: int8's activation rounding is in int8_forward."""
     m = copy.deepcopy(model)
     with torch.no_grad():
         for name, p in m.named_parameters():
