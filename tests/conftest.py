@@ -26,6 +26,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))  # makes `support` importable whatever the rootdir/import mode
 
 from support.seaweed import SeaweedServer
+from support.torch_threads import one_torch_thread
 
 
 @pytest.fixture(autouse=True)
@@ -61,6 +62,14 @@ def unique_prefix(request) -> str:
     """A key prefix unique to this test (readable in the bucket: the test's name plus a random tail)."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name).strip("-.")[:60] or "test"
     return f"{name}-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (restored after); a module opts in with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture

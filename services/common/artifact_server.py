@@ -116,7 +116,6 @@ def main(argv: list[str] | None = None) -> int:
     """`smf serve artifact`: serve ArtifactService over the store given by --store (default $SMF_STORE)."""
     parser = argparse.ArgumentParser(prog="smf serve artifact", description=__doc__.splitlines()[0])
     add_server_arguments(parser, default_port=50055)
-    parser.add_argument("--store", default=None, help="store URI (default $SMF_STORE or ~/.smf/store)")
     args = parser.parse_args(argv)
     store = store_mod.open_store(args.store)
     run_server(name="artifact",

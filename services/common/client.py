@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Self
 
 import grpc
 from smf.common import errors
@@ -169,3 +170,35 @@ def _outcome(op: common_pb2.Operation) -> common_pb2.Operation:
         raise errors.Cancelled(op.error.message or f"operation {op.id} was cancelled")
     raise error_from_status(op.error.code or grpc.StatusCode.UNKNOWN.value[0],
                             op.error.message or f"operation {op.id} failed")
+
+
+class ServiceClient:
+    """Base of the public service clients: one authenticated channel, the service's stub, `wait` for operations,
+    and `close` / `with`. A subclass names its stub and adds the service's calls:
+
+        class SomClient(ServiceClient):
+            stub_class = som_pb2_grpc.SomServiceStub
+
+            def get(self, linearization_id): return call(self.stub.GetLinearization, ...)
+
+    `target` is host:port, or a channel the caller already has (closed with the client).
+    """
+
+    stub_class: Callable[[grpc.Channel], Any]
+
+    def __init__(self, target: str | grpc.Channel, *, token: str | None = None, tls: bool | None = None):
+        self.channel = connect(target, token=token, tls=tls) if isinstance(target, str) else target
+        self.stub = self.stub_class(self.channel)
+
+    def wait(self, op_id: str, on_progress: Callable | None = None, timeout: float | None = None):
+        """Follow an operation to its end; returns it or raises the error it failed with."""
+        return wait_operation(self.channel, op_id, on_progress=on_progress, timeout=timeout)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

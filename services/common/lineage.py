@@ -36,6 +36,7 @@ __all__ = [
     "created_by",
     "list_artifacts",
     "new_id",
+    "read_json_file",
     "read_manifest",
     "verify_artifact",
     "write_artifact",
@@ -186,6 +187,19 @@ def read_manifest(store: Store, artifact_id: str) -> Manifest:
     except NotFound:
         raise NotFound(f"artifact {prefix!r} not found in {store.uri} (no {MANIFEST})") from None
     return Manifest.from_json(data, source=store.key_uri(key))
+
+
+def read_json_file(store: Store, artifact_id: str, name: str, *, what: str) -> tuple[Any, Manifest]:
+    """A JSON file of a committed artifact, with the manifest (for its creation time, inputs ...).
+
+        doc, manifest = read_json_file(store, "grids/g1", "grid.json", what="a grid")
+
+    NotFound if the artifact has no manifest, or its manifest lists no `name` (then it is not `what`).
+    """
+    manifest = read_manifest(store, artifact_id)
+    if name not in manifest.files:
+        raise NotFound(f"{artifact_id} is a {manifest.kind!r} artifact without {name}, not {what}")
+    return json.loads(store.get_bytes(f"{manifest.id}/{name}")), manifest
 
 
 def verify_artifact(store: Store, artifact_id: str) -> None:

@@ -22,11 +22,25 @@ from pathlib import Path
 from smf.common.errors import InvalidArgument, NotFound
 from smf.common.store import Store, open_store, parse_uri, validate_key
 
+STORE_HELP = "store URI (file:///dir or s3://bucket/prefix); default $SMF_STORE or ~/.smf/store"
+
+
+def add_store_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add `--store URI`, as every command and server that reads or writes artifacts takes it; returns `parser`.
+
+    `args.store` is None when not given, and `open_store(None)` falls back to $SMF_STORE or ~/.smf/store.
+    """
+    parser.add_argument("--store", metavar="URI", default=None, help=STORE_HELP)
+    return parser
+
+
+def store_parent() -> argparse.ArgumentParser:
+    """A parent parser holding `--store`, for subcommands: `sub.add_parser("ls", parents=[store_parent()])`."""
+    return add_store_argument(argparse.ArgumentParser(add_help=False))
+
 
 def register(subparsers) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", metavar="URI", default=None,
-                        help="store URI (file:///dir or s3://bucket/prefix); default $SMF_STORE or ~/.smf/store")
+    common = store_parent()
     p = subparsers.add_parser("store", help="list, copy, print and share artifacts in the store")
     sub = p.add_subparsers(dest="store_command", metavar="ACTION", required=True)
 

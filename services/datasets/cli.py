@@ -7,20 +7,17 @@
 """
 from __future__ import annotations
 
-import argparse
-
 from smf.common.errors import NotFound
 from smf.common.lineage import list_artifacts, read_manifest
 from smf.common.store import open_store
+from smf.common.store_cli import store_parent
 from smf.datasets.files import KIND, dataset_id, make_dataset
 from smf.datasets.generators import DEFAULTS, GENERATORS
 from smf.datasets.importer import MONO_POLICIES, import_dataset
 
 
 def register(subparsers) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", metavar="URI", default=None,
-                        help="store URI (file:///dir or s3://bucket/prefix); default $SMF_STORE or ~/.smf/store")
+    common = store_parent()
     p = subparsers.add_parser("datasets", help="make built-in datasets, import sounds, list datasets")
     sub = p.add_subparsers(dest="datasets_command", metavar="ACTION", required=True)
 

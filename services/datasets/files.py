@@ -100,11 +100,17 @@ def list_dataset_files(store: Store, dataset_id_: str) -> list[tuple[str, str | 
     Uses the manifest, so only committed files are listed; NotFound if the dataset does not exist.
     """
     aid = dataset_id(dataset_id_)
-    names = set(read_manifest(store, aid).files)
+    return audio_pairs(aid, read_manifest(store, aid).files)
+
+
+def audio_pairs(artifact_id: str, names: Iterable[str]) -> list[tuple[str, str | None]]:
+    """(audio key, .params key or None) for the audio files among `names` (file names in artifact `artifact_id`,
+    e.g. its manifest's), sorted by key; hidden files are skipped."""
+    names = set(names)
     out = []
     for fname in sorted(names):
         stem, ext = os.path.splitext(fname)
         if ext.lower() in AUDIO_EXTS and not os.path.basename(fname).startswith("."):
             pname = stem + ".params"
-            out.append((f"{aid}/{fname}", f"{aid}/{pname}" if pname in names else None))
+            out.append((f"{artifact_id}/{fname}", f"{artifact_id}/{pname}" if pname in names else None))
     return out

@@ -8,18 +8,16 @@
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from smf.common.errors import InvalidArgument
 from smf.common.store import open_store
+from smf.common.store_cli import store_parent
 
 
 def register(subparsers) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", metavar="URI", default=None,
-                        help="store URI (file:///dir or s3://bucket/prefix); default $SMF_STORE or ~/.smf/store")
+    common = store_parent()
     common.add_argument("--remote", metavar="HOST:PORT", nargs="+", default=None,
                         help="use the GAN service at HOST:PORT (several = spread renders) instead of running here")
     p = subparsers.add_parser("gan", help="train, sample and render progressive spectrogram GANs")

@@ -356,7 +356,6 @@ def main(argv: list[str] | None = None) -> int:
     """`smf serve gan`."""
     parser = argparse.ArgumentParser(prog="smf serve gan", description=__doc__.splitlines()[0])
     add_server_arguments(parser, default_port=50051)
-    parser.add_argument("--store", default=None, help="store URI (default $SMF_STORE or ~/.smf/store)")
     parser.add_argument("--max-batch", type=int, default=32, help="latents per forward pass (default 32)")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill (ms)")
     parser.add_argument("--max-queue", type=int, default=4096, help="latents waiting before RESOURCE_EXHAUSTED")

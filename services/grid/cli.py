@@ -12,18 +12,16 @@ Corners (z0 … z3) are store URIs, store keys, sample ids (`samples/<id>/3`) or
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 from smf.common.errors import InvalidArgument
 from smf.common.store import open_store
+from smf.common.store_cli import store_parent
 
 
 def register(subparsers) -> None:
-    store = argparse.ArgumentParser(add_help=False)
-    store.add_argument("--store", metavar="URI", default=None,
-                       help="store URI (file:///dir or s3://bucket/prefix); default $SMF_STORE or ~/.smf/store")
+    store = store_parent()
     p = subparsers.add_parser("grid", help="4-corner latent grids and the browser auditioner")
     sub = p.add_subparsers(dest="grid_command", metavar="ACTION", required=True)
 

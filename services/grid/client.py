@@ -12,10 +12,10 @@ Errors come back as `smf.common.errors` (InvalidArgument naming the field, NotFo
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-from smf.common.client import call, connect, wait_operation
+from smf.common.client import ServiceClient, call
 from smf.grid.v1 import grid_pb2, grid_pb2_grpc
 
 __all__ = ["GridClient"]
@@ -27,20 +27,12 @@ def _corner(c) -> grid_pb2.Corner:
     return grid_pb2.Corner(values=np.asarray(c, dtype=np.float32).reshape(-1).tolist())
 
 
-class GridClient:
+class GridClient(ServiceClient):
+    stub_class = grid_pb2_grpc.GridServiceStub
+
     def __init__(self, target: str, *, token: str | None = None, timeout: float = 60.0):
-        self.channel = connect(target, token=token)
-        self.stub = grid_pb2_grpc.GridServiceStub(self.channel)
+        super().__init__(target, token=token)
         self.timeout = timeout
-
-    def close(self) -> None:
-        self.channel.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def create_grid(self, model: str, corners: Sequence, *, d0: int, d1: int, pm: bool = True,
                     variations: int = 1, variation_spread: float = 0.0, seed: int = 0,
@@ -50,9 +42,6 @@ class GridClient:
                                          variations=variations, variation_spread=variation_spread, seed=seed,
                                          interpolation=interpolation, grid_id=grid_id)
         return call(self.stub.CreateGrid, req, timeout=self.timeout).operation
-
-    def wait(self, op_id: str, *, on_progress: Callable | None = None, timeout: float | None = None):
-        return wait_operation(self.channel, op_id, on_progress=on_progress, timeout=timeout)
 
     def get_grid(self, grid_id: str) -> grid_pb2.Grid:
         return call(self.stub.GetGrid, grid_pb2.GetGridRequest(grid_id=grid_id), timeout=self.timeout,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from smf.common.audio import wav_bytes
 from smf.common.errors import AlreadyExists, InvalidArgument, NotFound
-from smf.common.lineage import Manifest, commit_artifact, read_manifest
+from smf.common.lineage import Manifest, commit_artifact, read_json_file, read_manifest
 from smf.common.params import grid_cell_params, params_json
 from smf.common.store import Store, validate_prefix
 from smf.grid.grid import cell_filename, validate_shape
@@ -181,10 +181,7 @@ def render_grid(store: Store, grid_id: str, latents, render_fn: Callable[[np.nda
 
 def read_grid(store: Store, grid_id: str) -> dict:
     """grid.json of a committed grid (NotFound if it has no manifest)."""
-    manifest = read_manifest(store, grid_id)
-    if GRID_JSON not in manifest.files:
-        raise NotFound(f"{grid_id} is a {manifest.kind!r} artifact without {GRID_JSON}, not a grid")
-    doc = json.loads(store.get_bytes(f"{manifest.id}/{GRID_JSON}"))
+    doc, manifest = read_json_file(store, grid_id, GRID_JSON, what="a grid")
     doc["created_at"] = manifest.created_at
     doc["inputs"] = manifest.inputs
     return doc

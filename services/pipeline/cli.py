@@ -11,6 +11,8 @@ import argparse
 import time
 from pathlib import Path
 
+from smf.common.store_cli import add_store_argument
+
 __all__ = ["register"]
 
 
@@ -23,13 +25,13 @@ def register(subparsers) -> None:
     run.add_argument("--demo", action="store_true", help="the built-in demo config (tiny models, < 10 min on 2 CPUs)")
     run.add_argument("--remote", metavar="gan=H:P,grid=H:P,som=H:P,rnn=H:P",
                      help="use running services instead of starting them locally (token from $SMF_TOKEN)")
-    run.add_argument("--store", help="store URI (default $SMF_STORE or ~/.smf/store)")
+    add_store_argument(run)
     run.add_argument("--name", help="run name (default: the config's name)")
     run.add_argument("--logs", help="folder for the local services' logs (default: a temp folder)")
     run.set_defaults(func=cmd_run)
     status = sub.add_parser("status", help="show the stages of a pipeline run")
     status.add_argument("run", help="run name (pipelines/<run> in the store)")
-    status.add_argument("--store", help="store URI (default $SMF_STORE or ~/.smf/store)")
+    add_store_argument(status)
     status.set_defaults(func=cmd_status)
     p.set_defaults(func=lambda a: p.print_help() or 2)
 

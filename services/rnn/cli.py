@@ -14,7 +14,6 @@ running RnnService.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import queue
@@ -24,12 +23,12 @@ import time
 
 import numpy as np
 from smf.common.errors import InvalidArgument
+from smf.common.store_cli import store_parent
 from smf.rnn import conditioning as cond
 
 
 def register(subparsers) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", metavar="URI", default=None, help="store URI; default $SMF_STORE or ~/.smf/store")
+    common = store_parent()
     common.add_argument("--remote", metavar="HOST:PORT", default=None,
                         help="use a running RnnService instead of this process (token from $SMF_TOKEN)")
 

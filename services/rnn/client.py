@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import queue
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import grpc
 import numpy as np
-from smf.common.client import call, connect, error_from_rpc, wait_operation
+from smf.common.client import ServiceClient, call, error_from_rpc
 from smf.rnn.v1 import rnn_pb2, rnn_pb2_grpc
 
 __all__ = ["RnnClient", "chunk_audio"]
@@ -36,21 +36,13 @@ def chunk_audio(chunk) -> np.ndarray:
     return a.reshape(-1, max(chunk.channels, 1))
 
 
-class RnnClient:
+class RnnClient(ServiceClient):
+    stub_class = rnn_pb2_grpc.RnnServiceStub
+
     def __init__(self, target: str | grpc.Channel, *, token: str | None = None, tls: bool | None = None,
                  timeout: float = 30.0):
-        self.channel = connect(target, token=token, tls=tls) if isinstance(target, str) else target
-        self.stub = rnn_pb2_grpc.RnnServiceStub(self.channel)
+        super().__init__(target, token=token, tls=tls)
         self.timeout = timeout
-
-    def close(self) -> None:
-        self.channel.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # -- training --
     def start_training(self, data: str, props: list[str], *, run_id: str = "", **options):
@@ -62,10 +54,6 @@ class RnnClient:
                                            options=rnn_pb2.TrainingOptions(**typed),
                                            config_json=json.dumps(extra) if extra else "")
         return call(self.stub.StartTraining, req, timeout=self.timeout).operation
-
-    def wait(self, op_id: str, on_progress: Callable | None = None, timeout: float | None = None):
-        """Follow an operation until done; returns it or raises the error it failed with."""
-        return wait_operation(self.channel, op_id, on_progress=on_progress, timeout=timeout)
 
     def list_models(self) -> list:
         return list(call(self.stub.ListModels, rnn_pb2.ListModelsRequest(), timeout=self.timeout,

@@ -370,7 +370,6 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="smf serve rnn", description=__doc__.split("\n\n")[0])
     add_server_arguments(ap, default_port=DEFAULT_PORT)
-    ap.add_argument("--store", default=None, help="artifact store URI (default $SMF_STORE or ~/.smf/store)")
     ap.add_argument("--device", default="auto", help="generation device: auto, cpu, cuda")
     args = ap.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device

@@ -11,27 +11,14 @@ Errors come back as `smf.common.errors` (InvalidArgument naming the field, NotFo
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from smf.common.client import call, connect, wait_operation
+from smf.common.client import ServiceClient, call
 from smf.som.v1 import som_pb2, som_pb2_grpc
 
 __all__ = ["SomClient"]
 
 
-class SomClient:
-    def __init__(self, target: str, *, token: str | None = None):
-        self.channel = connect(target, token=token)
-        self.stub = som_pb2_grpc.SomServiceStub(self.channel)
-
-    def close(self) -> None:
-        self.channel.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+class SomClient(ServiceClient):
+    stub_class = som_pb2_grpc.SomServiceStub  # SomClient(target, *, token=None, tls=None)
 
     def start_linearize(self, grid_id: str, *, iterations: int | None = None, tolerance: float | None = None,
                         rule: str = "", step: float | None = None, features: str = "",
@@ -53,10 +40,6 @@ class SomClient:
         """Start rendering a linearization as a grid; returns the Operation (its result is the grids/<id> URI)."""
         req = som_pb2.StartRenderRequest(linearization_id=linearization_id, d0=d0, d1=d1, pm=pm, grid_id=grid_id)
         return call(self.stub.StartRender, req, timeout=60.0).operation
-
-    def wait(self, op_id: str, *, on_progress: Callable | None = None, timeout: float | None = None):
-        """Follow an operation to its end; returns it or raises the error it failed with."""
-        return wait_operation(self.channel, op_id, on_progress=on_progress, timeout=timeout)
 
     def get(self, linearization_id: str):
         """One linearization (som_pb2.Linearization) with its per-iteration history."""

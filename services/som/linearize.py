@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from smf.common.errors import AlreadyExists, Cancelled, FailedPrecondition, InvalidArgument, NotFound
-from smf.common.lineage import Manifest, new_id, read_manifest, write_artifact
+from smf.common.lineage import Manifest, new_id, read_json_file, read_manifest, write_artifact
 from smf.common.store import Store, parse_uri, validate_prefix
 from smf.grid.render import read_grid, render_grid
 from smf.som import plots
@@ -237,10 +237,7 @@ def linearize(store: Store, grid: GridSource, render_fn: RenderFn, *, config: So
 
 def read_metrics(store: Store, som_id: str) -> dict:
     """metrics.json of a committed linearization (NOT_FOUND if it has no manifest), with its creation time."""
-    manifest = read_manifest(store, som_id)
-    if METRICS not in manifest.files:
-        raise NotFound(f"{som_id} is a {manifest.kind!r} artifact without {METRICS}, not a linearization")
-    doc = json.loads(store.get_bytes(f"{som_id}/{METRICS}"))
+    doc, manifest = read_json_file(store, som_id, METRICS, what="a linearization")
     doc["created_at"] = manifest.created_at
     return doc
 

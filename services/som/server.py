@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
 import numpy as np
 import torch
 from smf.common.errors import FailedPrecondition, NotFound
 from smf.common.lineage import list_artifacts, read_manifest
 from smf.common.operations import OperationContext, OperationRegistry, OperationServicer
-from smf.common.server import add_server_arguments, resolve_token, run_server, server_options
+from smf.common.server import (
+    add_gan_targets_argument,
+    add_server_arguments,
+    gan_token,
+    resolve_token,
+    run_server,
+    server_options,
+)
 from smf.common.store import Store, open_store
 from smf.common.v1 import common_pb2, operations_pb2, operations_pb2_grpc
 from smf.som import linearize as lin
@@ -178,10 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="smf serve som", description=__doc__.splitlines()[0])
     add_server_arguments(parser, default_port=50053)
-    parser.add_argument("--store", default=None, help="store URI (default $SMF_STORE or ~/.smf/store)")
-    parser.add_argument("--gan", nargs="+", metavar="HOST:PORT",
-                        default=(os.environ.get("SMF_GAN_TARGETS") or "localhost:50051").split(","),
-                        help="GAN service replicas to render with (default $SMF_GAN_TARGETS or localhost:50051)")
+    add_gan_targets_argument(parser)
     parser.add_argument("--batch-size", type=int, default=None,
                         help="latents per render request when rendering a grid (default 32 per GAN replica)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads for features (0 = default)")
@@ -191,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     options = server_options(args)
     store = open_store(args.store)
     token = resolve_token(None, args.insecure)  # fails before anything starts when no token and no --insecure
-    gan = GanClient(args.gan, token=os.environ.get("SMF_GAN_TOKEN") or token)
+    gan = GanClient(args.gan, token=gan_token(token))
     servicer = SomServicer(store, gan, batch_size=args.batch_size)
     try:
         run_server(name="som", servicers=servicers(servicer), service_names=SERVICE_NAMES, **options)

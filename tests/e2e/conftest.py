@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from support.torch_threads import one_torch_thread
 
 from .helpers import tiny_gan_config
 
@@ -11,7 +12,6 @@ from .helpers import tiny_gan_config
 @pytest.fixture(scope="session")
 def gan_store(tmp_path_factory):
     """A file store with datasets/tones and gan/trained (a tiny GAN trained in-process, a few steps)."""
-    import torch
     from smf.common.store import open_store
     from smf.datasets import make_dataset
     from smf.gan.config import parse_config
@@ -19,10 +19,6 @@ def gan_store(tmp_path_factory):
 
     store = open_store(f"file://{tmp_path_factory.mktemp('e2e-store')}")
     make_dataset("tones", store, n_files=12, duration=0.3)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         Trainer(parse_config(json.dumps(tiny_gan_config())), store, "gan/trained", log=lambda *_: None).run()
-    finally:
-        torch.set_num_threads(n)
     return store

@@ -10,11 +10,8 @@ from support.tiny_gan import CONFIGS, tiny_dict  # noqa: F401  (re-exported for 
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Every GAN test runs torch on one thread (`one_thread` in tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 from support.tiny_gan import tiny_dict
+from support.torch_threads import one_torch_thread
 
 TOKEN = "grid-test-token"
 
@@ -32,13 +33,9 @@ def grid_store(s3_server):
         for name, value in s3_server.env().items():
             mp.setenv(name, value)
         store = open_store(f"s3://{s3_server.bucket}/grid-tests-{secrets.token_hex(4)}")
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with one_torch_thread():
             make_dataset("tones", store, n_files=8, duration=0.3)
             Trainer(parse_config(tiny_gan_config()), store, "gan/tiny", log=lambda *_: None).run()
-        finally:
-            torch.set_num_threads(threads)
         yield store
 
 

@@ -12,20 +12,13 @@ from smf.som.features import KINDS, FeatureExtractor
 
 SR = 16000
 T = 4096
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tones(freqs, amps=None, *, n=T, sr=SR) -> torch.Tensor:
     t = torch.arange(n, dtype=torch.float64) / sr
     amps = amps or [0.5] * len(freqs)
     return torch.stack([a * torch.sin(2 * math.pi * f * t) for f, a in zip(freqs, amps)]).float()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("kind, dims", [("logmel", 80), ("mfcc", 40), ("centroid", 2), ("loudness", 2),

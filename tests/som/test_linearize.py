@@ -32,6 +32,7 @@ from smf.som.som import SomConfig
 
 SR = 16000
 T = 2048
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def warped_tones(z: np.ndarray) -> np.ndarray:
@@ -41,14 +42,6 @@ def warped_tones(z: np.ndarray) -> np.ndarray:
     amp = 0.05 + 0.9 * y ** 3
     t = np.arange(T) / SR
     return (amp[:, None] * np.sin(2 * np.pi * freq[:, None] * t[None])).astype(np.float32)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture
