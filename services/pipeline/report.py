@@ -86,8 +86,8 @@ def _load_checkpoint(store: Store, run: str) -> dict | None:
     if not keys:
         return None
     newest = max(keys, key=lambda k: int(re.search(r"step-(\d+)\.pt$", k).group(1)))
-    # our own checkpoint (one dict with rng state and config): not a third-party file
-    return torch.load(io.BytesIO(store.get_bytes(newest)), map_location="cpu", weights_only=False)
+    # weights_only even for our own checkpoints: a shared store is not a trusted place to unpickle code from
+    return torch.load(io.BytesIO(store.get_bytes(newest)), map_location="cpu", weights_only=True)
 
 
 def _wavs(store: Store, aid: str, *, limit: int | None = None) -> list[str]:
