@@ -19,6 +19,7 @@ SERVICES = {
     "grid": "smf.grid.server",
     "som": "smf.som.server",
     "rnn": "smf.rnn.server",
+    "pipeline": "smf.pipeline.server",
     "artifact": "smf.common.artifact_server",
 }
 
