@@ -19,7 +19,7 @@ from support.chart_render import (
 )
 
 KUBE_VERSION = "1.30"
-SERVICES = {"gan": 50051, "grid": 50052, "som": 50053, "rnn": 50054, "artifact": 50055}
+SERVICES = {"gan": 50051, "grid": 50052, "som": 50053, "rnn": 50054, "artifact": 50055, "pipeline": 50056}
 FULL = f"{RELEASE}-smf"
 GPU = "nvidia.com/gpu"
 CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}  # no upstream schema: checked by hand below
