@@ -3,6 +3,9 @@
     smf rnn train --data datasets/tones --prop normPitch --name tones --steps 2000
     smf rnn generate -m rnn/tones --cond glide.npy --duration 10 --voices 4 -o out/
     smf rnn generate -m rnn/tones --const 0.2 --const 0.8 --duration 2          # two constant voices
+    smf rnn train --data datasets/tones --generate rms centroid --rate 125 --prop normPitch --name tones-ctl
+    smf rnn train --data datasets/tones --prop rms centroid --name tones-audio   # audio tier on analysis controls
+    smf rnn generate -m rnn/tones-audio --chain rnn/tones-ctl --cond glide.npy --duration 4   # chained tiers
     smf rnn play -m rnn/tones --out live.wav                                    # type normPitch=0.7 [glide_ms]
     smf rnn ls ; smf rnn export -m rnn/tones
     smf conditioning make glide.npy --col glide:0.2,0.8,0.2 --col const:0.5
@@ -35,9 +38,13 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("rnn", help="train, generate from, play and export conditional RNN models")
     sub = p.add_subparsers(dest="rnn_command", metavar="ACTION", required=True)
 
-    t = sub.add_parser("train", parents=[common], help="train an MTCRNN audio tier on wav + .params")
+    t = sub.add_parser("train", parents=[common], help="train an MTCRNN tier (audio, or parameter with --generate)")
     t.add_argument("--data", required=True, help="dataset or grid id (datasets/tones), store URI, or local folder")
-    t.add_argument("--prop", nargs="+", required=True, metavar="NAME", help="conditioning params, in column order")
+    t.add_argument("--prop", nargs="+", required=True, metavar="NAME",
+                   help="conditioning params, in column order; rms and centroid are analysed from the audio")
+    t.add_argument("--generate", nargs="+", default=None, metavar="NAME",
+                   help="train a parameter tier generating these controls (e.g. rms centroid) at --rate")
+    t.add_argument("--rate", type=int, default=None, help="a parameter tier's step rate in Hz (e.g. 125)")
     t.add_argument("-n", "--name", default=None, help="run name (rnn/NAME); resumes if it exists; default new id")
     t.add_argument("--config", default=None, help="JSON file of further TrainConfig fields")
     for flag, typ in (("--hidden", int), ("--layers", int), ("--seq-len", int), ("--batch", int), ("--steps", int),
@@ -62,6 +69,10 @@ def register(subparsers) -> None:
     g.add_argument("-o", "--out", default="rnn-out", help="output folder for voice-<i>.wav (local mode)")
     g.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
                    help="compiled CPU loop: int8 is ~3x faster than fp32 at the same validation loss (local mode)")
+    g.add_argument("--chain", metavar="PARAM_MODEL", default=None,
+                   help="a parameter tier run: it turns the conditioning (its params) into the controls the audio "
+                        "model (-m) is conditioned on; writes controls.npy too (local mode)")
+    g.add_argument("--chain-step", type=int, default=0, help="checkpoint step of --chain (default newest)")
     g.set_defaults(func=cmd_generate)
 
     pl = sub.add_parser("play", parents=[common], help="live: type NAME=VALUE [GLIDE_MS] lines to move params")
@@ -114,7 +125,9 @@ def _train_fields(args) -> dict:
             fields.update(json.load(f))
     fields["data"] = args.data
     fields["props"] = args.prop
-    for name in ("hidden", "layers", "seq_len", "batch", "steps", "lr", "tfr", "tfr_end", "checkpoint_every",
+    if args.generate:
+        fields["generate"] = args.generate
+    for name in ("rate", "hidden", "layers", "seq_len", "batch", "steps", "lr", "tfr", "tfr_end", "checkpoint_every",
                  "seed", "sample_rate", "device"):
         v = getattr(args, name)
         if v is not None:
@@ -185,6 +198,8 @@ def _conditioning_from_args(args, names: list[str] | None) -> np.ndarray:
 
 
 def cmd_generate(args) -> int:
+    if args.chain and not args.remote:
+        return _generate_chain(args)
     if args.remote:
         from smf.rnn.client import RnnClient
 
@@ -194,7 +209,8 @@ def cmd_generate(args) -> int:
                 raise InvalidArgument("--params", "use --cond or --const with --remote")
             duration = args.duration or arr.shape[-2] / cond.POINTS
             result, _ = rnn.generate(args.model, arr, duration, step=args.step, temperature=args.temperature,
-                                     seed=args.seed, voices=args.voices)
+                                     seed=args.seed, voices=args.voices, chain_model=args.chain or "",
+                                     chain_step=args.chain_step or 0)
             print(f"{result.voices} voice(s), {result.samples} samples in {result.seconds_taken:.2f} s:")
             for uri in result.wav_uris:
                 print(f"  {uri}")
@@ -225,6 +241,37 @@ def cmd_generate(args) -> int:
     cond.save_array(os.path.join(args.out, "conditioning.npy"), arr)
     print(f"{len(audio)} voice(s) x {duration:g} s in {taken:.2f} s "
           f"({len(audio) * duration / taken:.2f}x real time): {os.path.abspath(args.out)}/voice-*.wav")
+    return 0
+
+
+def _generate_chain(args) -> int:
+    """`smf rnn generate -m AUDIO --chain PARAM`: the parameter tier's params in, audio + its controls out."""
+    import torch
+    from smf.common.audio import save_wav
+    from smf.common.store import open_store
+    from smf.rnn.generate import generate_chain
+    from smf.rnn.server import run_id_of
+    from smf.rnn.train import load_run
+
+    store = open_store(args.store)
+    audio_tier, _ = load_run(store, run_id_of(args.model), args.step or None)
+    param_tier, _ = load_run(store, run_id_of(args.chain), args.chain_step or None)
+    names = list(param_tier.config.param_names)
+    arr = cond.check_array(_conditioning_from_args(args, names), names)
+    duration = args.duration or arr.shape[1] / cond.POINTS
+    t0 = time.monotonic()
+    audio, controls = generate_chain(param_tier, audio_tier, arr, duration, seed=args.seed,
+                                     temperature=args.temperature, voices=args.voices or None,
+                                     precision=args.precision)
+    taken = time.monotonic() - t0
+    os.makedirs(args.out, exist_ok=True)
+    sr = audio_tier.config.sample_rate
+    for i, voice in enumerate(audio):
+        save_wav(os.path.join(args.out, f"voice-{i}.wav"), torch.from_numpy(np.ascontiguousarray(voice)), sr)
+    cond.save_array(os.path.join(args.out, "conditioning.npy"), arr)
+    cond.save_array(os.path.join(args.out, "controls.npy"), controls)
+    print(f"{len(audio)} voice(s) x {duration:g} s in {taken:.2f} s via {param_tier.config.generate} at "
+          f"{param_tier.config.step_rate} Hz: {os.path.abspath(args.out)}/voice-*.wav, controls.npy")
     return 0
 
 

@@ -62,12 +62,14 @@ class RnnClient(ServiceClient):
     # -- generation --
     def generate(self, model: str, conditioning: np.ndarray | str, duration: float, *, step: int = 0,
                  temperature: float = 1.0, seed: int | None = None, voices: int = 0, stream: bool = False,
-                 timeout: float | None = 600.0) -> tuple:
+                 chain_model: str = "", chain_step: int = 0, timeout: float | None = 600.0) -> tuple:
         """Render `conditioning` (an array [N, C] / [B, N, C], or a store URI/key of a .npy) over `duration` s.
+        With `chain_model` (a parameter tier), the conditioning drives that tier and its controls drive `model`.
 
         Returns (GenerateResult, audio [B, T] float32 or None when not streamed)."""
         req = rnn_pb2.GenerateRequest(model=model, step=step, duration=duration, temperature=temperature,
-                                      voices=voices, stream_audio=stream)
+                                      voices=voices, stream_audio=stream, chain_model=chain_model,
+                                      chain_step=chain_step)
         if seed is not None:
             req.seed = seed
         if isinstance(conditioning, str):

@@ -8,6 +8,10 @@ step time of the tier (every audio sample for the audio tier), so drawing a wind
     data = load_dataset("datasets/tones", config, 512, store)       # or "grids/<id>", a URI, a local folder
     x, target = data.sample(batch=32, seq_len=512, generator=g)      # x [B, T, 1+C], target [B, T] classes
 
+Analysis controls (`rms`, `centroid`, smf.rnn.features) named by the tier are computed from the audio at load,
+normalised over the dataset and added to each file's params, so a parameter tier generating them (or an audio tier
+conditioned on them) is windowed like any other param. `data.features` holds their normalisation.
+
 Windows never straddle files; files may have different lengths (a window start is uniform over all valid
 positions of the corpus). The conditioning at step t is the params' value at the time of input sample t.
 """
@@ -82,6 +86,7 @@ class WindowDataset:
         self.seq_len = seq_len
         starts = torch.tensor([len(f) - seq_len for f in files], dtype=torch.float64)  # valid starts per file
         self.weights = starts / starts.sum()
+        self.features: dict = {}  # normalisation of analysis controls (smf.rnn.features), set by prepare_files
 
     def __len__(self) -> int:
         return len(self.files)
@@ -168,14 +173,55 @@ def artifact_files(store, aid: str) -> list[tuple[str, str | None]]:
     return out
 
 
+def add_features(entries: list[tuple[str, np.ndarray | Tensor, int, object]], config: RNNConfig) -> dict:
+    """Compute the analysis controls the tier needs (smf.rnn.features: rms, centroid) for every file, normalise them
+    over the whole dataset and add them to each file's ParamFile (in memory; nothing is written back). Returns the
+    normalisation stats ({} when the tier needs none). A feature some file's .params already records is taken from
+    the files (the original notebooks wrote rms/centroid into .params); if only some files have it, the others are
+    named as missing it by the usual validation."""
+    from smf.common.params import ParamFile
+    from smf.rnn import features
+
+    names = [n for n in features.wanted(config)
+             if not any(p is not None and n in p.params for _, _, _, p in entries)]
+    if not names:
+        return {}
+    rate = features.feature_rate(config)
+    raw = []
+    for name, audio, sr, _ in entries:
+        if sr != config.sample_rate:  # prepare_file names the file; analysing at a wrong rate would mislead
+            raise InvalidArgument(name, f"sample rate is {sr} Hz, the model needs {config.sample_rate} Hz")
+        if torch.as_tensor(audio).ndim != 1:
+            raise InvalidArgument(name, f"audio must be mono, got shape {list(torch.as_tensor(audio).shape)}")
+        raw.append(features.analyse(audio, sr, rate, names))
+    stats = features.fit_stats(raw)
+    for i, ((name, audio, sr, params), tracks) in enumerate(zip(entries, raw)):
+        if params is None:  # a tier on analysis controls alone needs no .params file
+            params = ParamFile(name, {})
+        params.params.update(features.to_params(tracks, stats, sr, rate))
+        entries[i] = (name, audio, sr, params)
+    return {n: {**s, "rate": rate} for n, s in stats.items()}
+
+
+def prepare_files(entries: list[tuple[str, np.ndarray | Tensor, int, object]], config: RNNConfig, seq_len: int
+                  ) -> WindowDataset:
+    """(name, audio, sample rate, ParamFile or None) for every file -> the validated WindowDataset, with analysis
+    controls computed first when the tier asks for them (its `features` attribute holds their normalisation)."""
+    stats = add_features(entries, config)
+    data = WindowDataset([prepare_file(*e, config) for e in entries], config, seq_len)
+    data.features = stats
+    return data
+
+
 def load_dataset(data: str, config: RNNConfig, seq_len: int, store=None) -> WindowDataset:
     """Load and validate every file of the training data: a store artifact holding wav + .params pairs
     ("datasets/tones", a grid "grids/<id>" rendered with --pm, 2D4pt or by the SOM), a full artifact URI
-    ("file:///store/grids/x", "s3://bucket/prefix/datasets/x") or a local folder of wav + .params."""
+    ("file:///store/grids/x", "s3://bucket/prefix/datasets/x") or a local folder of wav + .params.
+    Analysis controls (rms, centroid) named by the tier are computed here, once, normalised over the dataset."""
     from smf.common.audio import load_audio
     from smf.common.params import read_params
 
-    files: list[TrainFile] = []
+    entries = []
     if os.path.isdir(data):
         for root, _, names in sorted(os.walk(data)):
             for n in sorted(names):
@@ -185,14 +231,14 @@ def load_dataset(data: str, config: RNNConfig, seq_len: int, store=None) -> Wind
                 ppath = os.path.splitext(path)[0] + ".params"
                 audio, sr = load_audio(path, mono="error")
                 params = read_params(ppath) if os.path.exists(ppath) else None
-                files.append(prepare_file(path, audio, sr, params, config))
-        if not files:
+                entries.append((path, audio, sr, params))
+        if not entries:
             raise InvalidArgument("data", f"no .wav files under {data}")
-        return WindowDataset(files, config, seq_len)
+        return prepare_files(entries, config, seq_len)
 
     store, aid = resolve_data(data, store)
     for wav_key, params_key in artifact_files(store, aid):
         audio, sr = load_audio(store.get_bytes(wav_key), mono="error", name=wav_key)
         params = read_params(store.get_bytes(params_key), name=params_key) if params_key else None
-        files.append(prepare_file(wav_key, audio, sr, params, config))
-    return WindowDataset(files, config, seq_len)
+        entries.append((wav_key, audio, sr, params))
+    return prepare_files(entries, config, seq_len)

@@ -20,6 +20,11 @@ How a sample is made (identical in every backend and in the TorchScript export, 
   backend="torch" where sample-exact agreement with the export matters.
 - Output: one preallocated [B, T] class tensor per call; mu-law decoding once at the end; no per-step host sync on
   CUDA (the torch loop keeps everything on the device).
+
+Multi-tier chaining (MTCRNN): a parameter tier turns the user's params into control trajectories (e.g. rms,
+centroid) at its low rate, and an audio tier conditioned on those controls renders them:
+
+    audio, controls = generate_chain(param_tier, audio_tier, arr, 4.0, seed=1)   # arr columns = param tier's props
 """
 from __future__ import annotations
 
@@ -36,7 +41,8 @@ from smf.rnn.fastgen.torch_loop import StepLoop
 from smf.rnn.model import mulaw_decode, mulaw_encode
 from torch import Tensor, nn
 
-__all__ = ["BACKENDS", "Generator", "LiveSession", "generate", "silence_class", "stretch"]
+__all__ = ["BACKENDS", "Generator", "LiveSession", "generate", "generate_chain", "generate_controls", "silence_class",
+           "stretch"]
 
 BACKENDS = ("auto", "torch", "cpp")
 MAX_SEED = 2**63 - 1
@@ -222,3 +228,66 @@ def generate(model: nn.Module, conditioning: np.ndarray, duration: float | None 
     precision, device, threads) may be passed too."""
     opts = {k: kw.pop(k) for k in ("backend", "precision", "device", "threads", "split") if k in kw}
     return Generator(model, **opts).generate(conditioning, duration, **kw)
+
+
+# --- multi-tier chaining ------------------------------------------------------------------------------------------
+
+CONTROL_START = 0.5  # the "previous controls" of a parameter tier's first step: mid-range (training starts on data)
+
+
+@torch.no_grad()
+def generate_controls(param_tier: nn.Module, conditioning: np.ndarray, duration: float, *, seed: int,
+                      temperature: float = 1.0, voices: int | None = None) -> np.ndarray:
+    """Run a parameter tier at its own rate: conditioning [N, C] / [B, N, C] (columns = its props) played over
+    `duration` s -> controls float32 [B, round(duration * rate), G] in [0, 1] (columns = config.generate).
+
+    Control k is the value at time k / rate: row 0 is CONTROL_START, row k+1 a draw from the tier's Gaussian at step
+    k (mean + temperature * std * eps, eps from torch.Generator(seed)), clamped to [0, 1] and fed back as the next
+    step's input, exactly as in training. A plain torch loop: a few hundred steps per second of audio."""
+    cfg = param_tier.config
+    if cfg.is_audio:
+        raise InvalidArgument("param_tier", "is an audio tier; a parameter tier has config.generate (e.g. rms)")
+    arr = check_array(conditioning, cfg.param_names)
+    if voices is not None and voices > 1 and arr.shape[0] == 1:
+        arr = np.repeat(arr, voices, axis=0)
+    if not duration > 0:
+        raise InvalidArgument("duration", f"must be > 0 seconds, got {duration}")
+    device = next(param_tier.parameters()).device
+    cond = torch.from_numpy(stretch(arr, duration, cfg.step_rate)).to(device)  # [B, T, C] at the tier's rate
+    B, T, G = cond.shape[0], cond.shape[1], cfg.gen_size
+    eps = torch.randn(B, T, G, generator=torch.Generator().manual_seed(int(seed))).to(device)  # fixed draws: seed
+    out = torch.empty(B, T, G, device=device)
+    prev = torch.full((B, G), CONTROL_START, device=device)
+    out[:, 0] = prev
+    h = None
+    for t in range(T - 1):
+        mean, std, h = param_tier(torch.cat([prev, cond[:, t]], dim=-1)[:, None], h)
+        prev = (mean[:, 0] + temperature * std[:, 0] * eps[:, t]).clamp_(0.0, 1.0)
+        out[:, t + 1] = prev
+    return out.cpu().numpy()
+
+
+def generate_chain(param_tier: nn.Module, audio_tier: nn.Module | Generator, conditioning: np.ndarray,
+                   duration: float, *, seed: int | None = None, temperature: float = 1.0,
+                   param_temperature: float | None = None, voices: int | None = None, **generator_opts
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Two tiers chained: the parameter tier makes controls from the user's `conditioning` (columns = its props) at
+    its rate; they are stretched to the audio rate by linear interpolation and condition the audio tier, whose props
+    must be the parameter tier's generated names (same order). -> (audio float32 [B, round(duration * sr)],
+    controls float32 [B, round(duration * rate), G]). The same seed gives the same controls and audio.
+
+    `audio_tier` may be a ready Generator (the service's cached one); otherwise one is built with `generator_opts`
+    (backend, precision, device, threads). `param_temperature` defaults to `temperature`."""
+    if param_tier.config.is_audio:
+        raise InvalidArgument("chain", "the parameter tier given is an audio tier (it generates audio, not "
+                                       f"controls; its params are {param_tier.config.param_names})")
+    made, wanted = list(param_tier.config.generate), list(audio_tier.config.param_names)
+    if made != wanted:  # checked before the audio tier's kernel is built
+        raise InvalidArgument("chain", f"the parameter tier generates {made} but the audio tier is conditioned on "
+                                       f"{wanted}; chain tiers whose lists are equal (same order)")
+    gen = audio_tier if isinstance(audio_tier, Generator) else Generator(audio_tier, **generator_opts)
+    seed = _new_seed() if seed is None else int(seed)
+    controls = generate_controls(param_tier, conditioning, duration, seed=seed, voices=voices,
+                                 temperature=temperature if param_temperature is None else param_temperature)
+    audio = gen.generate(controls, duration, temperature=temperature, seed=seed)
+    return audio, controls

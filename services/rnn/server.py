@@ -212,7 +212,10 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
         from smf.common.audio import wav_bytes
 
         loaded = self.load(request.model, request.step)
-        names = loaded.config.param_names
+        chain = self.load(request.chain_model, request.chain_step) if request.chain_model else None
+        if chain is not None and chain.config.is_audio:
+            raise InvalidArgument("chain_model", f"{chain.run_id} is an audio tier; give a parameter tier")
+        names = (chain or loaded).config.param_names  # chained: the conditioning holds the parameter tier's params
         arr = self._conditioning(request, names)
         if not 0 < request.duration <= MAX_SECONDS:
             raise InvalidArgument("duration", f"must be in (0, {MAX_SECONDS}] seconds, got {request.duration}")
@@ -226,8 +229,15 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
             raise InvalidArgument("voices", f"at most {MAX_VOICES} voices per request, got {voices}")
         seed = request.seed if request.HasField("seed") else None
         t0 = time.monotonic()
-        audio = loaded.generator.generate(arr, request.duration, temperature=request.temperature or 1.0,
-                                          seed=seed)  # float32 [B, T]
+        controls = None
+        if chain is not None:
+            from smf.rnn.generate import generate_chain
+
+            audio, controls = generate_chain(chain.model, loaded.generator, arr, request.duration, seed=seed,
+                                             temperature=request.temperature or 1.0)
+        else:
+            audio = loaded.generator.generate(arr, request.duration, temperature=request.temperature or 1.0,
+                                              seed=seed)  # float32 [B, T]
         taken = time.monotonic() - t0
         sr = loaded.config.sample_rate
         if request.stream_audio:
@@ -243,11 +253,15 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
         files = {f"voice-{i}.wav": wav_bytes(torch.from_numpy(audio[i]), sr) for i in range(voices)}
         # the conditioning actually used, at the array's own resolution plus the duration it was played over
         files["conditioning.npy"] = cond.array_bytes(arr)
+        if controls is not None:  # what the parameter tier generated, at its rate
+            files["controls.npy"] = cond.array_bytes(controls)
         lineage.write_artifact(self.store, "render", render_id, files, service="rnn",
                                config={"model": loaded.run_id, "step": loaded.step, "duration": request.duration,
                                        "temperature": request.temperature or 1.0, "seed": seed, "voices": voices,
-                                       "param_names": names, "sample_rate": sr},
-                               inputs=[loaded.run_id])
+                                       "param_names": names, "sample_rate": sr,
+                                       **({"chain_model": chain.run_id, "chain_step": chain.step,
+                                           "controls": chain.config.generate} if chain else {})},
+                               inputs=[loaded.run_id] + ([chain.run_id] if chain else []))
         yield rnn_pb2.GenerateResponse(result=rnn_pb2.GenerateResult(
             render=common_pb2.ArtifactRef(uri=self.store.key_uri(render_id), id=render_id, kind="render"),
             wav_uris=[self.store.key_uri(f"{render_id}/voice-{i}.wav") for i in range(voices)],

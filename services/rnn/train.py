@@ -22,7 +22,13 @@ so even with tfr < 1 the training is the one-process training up to float summat
 and a checkpoint resumes with any number of processes.
 
 Store layout: rnn/<run>/config.json, ckpt/step-<n>.pt ({model, optimizer, step, config, rng, metrics}),
-progress.json, plots/loss.png, manifest.json (lists param_names; rewritten at every checkpoint).
+progress.json, plots/loss.png, manifest.json (lists param_names and, for a parameter tier, generate; rewritten at
+every checkpoint). Analysis controls (`rms`, `centroid`: smf.rnn.features) named in props or generate are computed
+from the audio when the data is loaded; their dataset normalisation is stored as checkpoint["config"]["features"].
+
+A parameter tier (MTCRNN's upper tier): {"generate": ["rms", "centroid"], "rate": 125, "props": ["normPitch"]}
+learns control trajectories at 125 Hz from the user's params; an audio tier with {"props": ["rms", "centroid"]}
+learns audio from those controls; smf.rnn.generate.generate_chain plays one into the other.
 """
 from __future__ import annotations
 
@@ -90,6 +96,12 @@ class TrainConfig:
                 raise InvalidArgument(name, f"must be >= 1, got {getattr(cfg, name)}")
         if cfg.generate and not cfg.rate:
             raise InvalidArgument("rate", "a parameter tier needs its step rate (e.g. 125)")
+        if cfg.rate and not cfg.generate:
+            raise InvalidArgument("rate", "only a parameter tier (--generate NAMES) has its own rate; the audio "
+                                          f"tier runs at sample_rate ({cfg.sample_rate} Hz)")
+        overlap = sorted(set(cfg.props) & set(cfg.generate))
+        if overlap:
+            raise InvalidArgument("generate", f"{overlap} are both generated and conditioning (props {cfg.props})")
         return cfg
 
 
@@ -245,13 +257,14 @@ def _put_json(store, key: str, obj) -> None:
     store.put_bytes(key, json.dumps(obj, indent=2).encode(), content_type="application/json")
 
 
-def _write_manifest(store, run_id: str, cfg: TrainConfig, ckpt_step: int) -> None:
-    """manifest.json of the run, listing every file now under it (= the commit point of this checkpoint)."""
+def _write_manifest(store, run_id: str, cfg: TrainConfig, ckpt_step: int, features: dict | None = None) -> None:
+    """manifest.json of the run, listing every file now under it (= the commit point of this checkpoint).
+    `features`: the dataset normalisation of analysis controls (rms, centroid) the tier was trained on."""
     from smf.common import lineage
     from smf.rnn.dataset import lineage_input
 
-    config = {**asdict(cfg), "param_names": list(cfg.props), "model": cfg.model_config().to_dict(),
-              "latest_step": ckpt_step}
+    config = {**asdict(cfg), "param_names": list(cfg.props), "generate": list(cfg.generate),
+              "model": cfg.model_config().to_dict(), "features": features or {}, "latest_step": ckpt_step}
     data = lineage_input(cfg.data, store)  # the dataset or grid artifact trained on; none for a local folder
     lineage.commit_artifact(store, "rnn", run_id, config=config, inputs=[data] if data else [], service="rnn")
 
@@ -294,6 +307,7 @@ def train(cfg: TrainConfig, store, run_id: str, *, data=None, log=print, stop: _
 
     # Validate the data before anything is written: a bad file fails the job in seconds, not after an hour.
     data = data if data is not None else load_dataset(cfg.data, mcfg, cfg.seq_len, store)
+    features = getattr(data, "features", {})  # analysis-control normalisation, recorded with every checkpoint
 
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg).to(device)
@@ -324,7 +338,7 @@ def train(cfg: TrainConfig, store, run_id: str, *, data=None, log=print, stop: _
             return
         state = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-            "config": {"train": asdict(cfg), "model": mcfg.to_dict()},
+            "config": {"train": asdict(cfg), "model": mcfg.to_dict(), "features": features},
             "rng": {"data": data_gen.get_state(), "sample": sample_gen.get_state().cpu()},
             "metrics": metrics,
         }
@@ -352,7 +366,7 @@ def train(cfg: TrainConfig, store, run_id: str, *, data=None, log=print, stop: _
              "samples_per_second": rate * cfg.batch * cfg.seq_len,
              "eta_seconds": (cfg.steps - step) / rate if rate > 0 else None, "elapsed_seconds": elapsed,
              "checkpoint": _ckpt_key(run_id, last_ckpt) if last_ckpt else None, "device": str(device),
-             "param_names": list(cfg.props), "updated_at": time.time(),
+             "param_names": list(cfg.props), "generate": list(cfg.generate), "updated_at": time.time(),
              "result_uris": [store.key_uri(run_id)] if state == "succeeded" else []}
         if dist.is_main:
             _put_json(store, f"{run_id}/progress.json", p)
@@ -389,7 +403,7 @@ def train(cfg: TrainConfig, store, run_id: str, *, data=None, log=print, stop: _
             last_ckpt = step
             progress = report("running" if step < cfg.steps else "succeeded")
             if dist.is_main:
-                _write_manifest(store, run_id, cfg, step)
+                _write_manifest(store, run_id, cfg, step, features)
         elif step % cfg.progress_every == 0:
             progress = report("running")
         if step % cfg.progress_every == 0:
@@ -400,7 +414,7 @@ def train(cfg: TrainConfig, store, run_id: str, *, data=None, log=print, stop: _
         last_ckpt = step
         progress = report("stopped" if step < cfg.steps else "succeeded")
         if dist.is_main:
-            _write_manifest(store, run_id, cfg, step)
+            _write_manifest(store, run_id, cfg, step, features)
     elif not progress:
         progress = report("succeeded" if step >= cfg.steps else "stopped")
     dist.barrier()  # no rank reports done before rank 0's last write

@@ -96,7 +96,7 @@ class ConditioningArray(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ..., batch: _Optional[int] = ..., points: _Optional[int] = ..., columns: _Optional[int] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "step", "conditioning_uri", "array", "duration", "temperature", "seed", "voices", "stream_audio")
+    __slots__ = ("model", "step", "conditioning_uri", "array", "duration", "temperature", "seed", "voices", "stream_audio", "chain_model", "chain_step")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     CONDITIONING_URI_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +106,8 @@ class GenerateRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     VOICES_FIELD_NUMBER: _ClassVar[int]
     STREAM_AUDIO_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_MODEL_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_STEP_FIELD_NUMBER: _ClassVar[int]
     model: str
     step: int
     conditioning_uri: str
@@ -115,7 +117,9 @@ class GenerateRequest(_message.Message):
     seed: int
     voices: int
     stream_audio: bool
-    def __init__(self, model: _Optional[str] = ..., step: _Optional[int] = ..., conditioning_uri: _Optional[str] = ..., array: _Optional[_Union[ConditioningArray, _Mapping]] = ..., duration: _Optional[float] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., voices: _Optional[int] = ..., stream_audio: _Optional[bool] = ...) -> None: ...
+    chain_model: str
+    chain_step: int
+    def __init__(self, model: _Optional[str] = ..., step: _Optional[int] = ..., conditioning_uri: _Optional[str] = ..., array: _Optional[_Union[ConditioningArray, _Mapping]] = ..., duration: _Optional[float] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., voices: _Optional[int] = ..., stream_audio: _Optional[bool] = ..., chain_model: _Optional[str] = ..., chain_step: _Optional[int] = ...) -> None: ...
 
 class GenerateResult(_message.Message):
     __slots__ = ("render", "wav_uris", "conditioning_uri", "samples", "voices", "seconds_taken")
