@@ -439,3 +439,13 @@ class OperationServicer(operations_pb2_grpc.OperationServiceServicer):
     async def ListOperations(self, request, context):
         ops = self.registry.list(kind=request.kind, active_only=request.active_only, limit=request.page_size)
         return operations_pb2.ListOperationsResponse(operations=ops)
+
+
+OPERATION_SERVICE_NAME = operations_pb2.DESCRIPTOR.services_by_name["OperationService"].full_name
+
+
+def with_operations(add_servicer: Callable, servicer) -> list:
+    """(add function, servicer) pairs for the server base: a service plus the shared OperationService that serves
+    the operations of its `registry`, e.g. `with_operations(grid_pb2_grpc.add_GridServiceServicer_to_server, g)`."""
+    return [(add_servicer, servicer),
+            (operations_pb2_grpc.add_OperationServiceServicer_to_server, OperationServicer(servicer.registry))]

@@ -25,10 +25,14 @@ import torch
 from smf.common import jobs
 from smf.common.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from smf.common.lineage import commit_artifact, new_id, read_manifest
-from smf.common.operations import OperationRegistry, OperationServicer
+from smf.common.operations import (
+    OPERATION_SERVICE_NAME,
+    OperationRegistry,
+    with_operations,
+)
 from smf.common.server import add_server_arguments, run_server, server_options
 from smf.common.store import Store, open_store, parse_uri, validate_prefix
-from smf.common.v1 import common_pb2, operations_pb2, operations_pb2_grpc
+from smf.common.v1 import common_pb2
 from smf.gan.config import parse_config
 from smf.gan.sample import (
     LoadedModel,
@@ -344,12 +348,10 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
 
 def servicers(servicer: GanServicer) -> list:
     """(add function, servicer) pairs for the server base: GanService plus the shared OperationService."""
-    return [(gan_pb2_grpc.add_GanServiceServicer_to_server, servicer),
-            (operations_pb2_grpc.add_OperationServiceServicer_to_server, OperationServicer(servicer.registry))]
+    return with_operations(gan_pb2_grpc.add_GanServiceServicer_to_server, servicer)
 
 
-SERVICE_NAMES = [gan_pb2.DESCRIPTOR.services_by_name["GanService"].full_name,
-                 operations_pb2.DESCRIPTOR.services_by_name["OperationService"].full_name]
+SERVICE_NAMES = [gan_pb2.DESCRIPTOR.services_by_name["GanService"].full_name, OPERATION_SERVICE_NAME]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,12 @@ import logging
 
 from smf.common.errors import InvalidArgument, NotFound
 from smf.common.lineage import list_artifacts, read_manifest
-from smf.common.operations import OperationContext, OperationRegistry, OperationServicer
+from smf.common.operations import (
+    OPERATION_SERVICE_NAME,
+    OperationContext,
+    OperationRegistry,
+    with_operations,
+)
 from smf.common.server import (
     add_gan_targets_argument,
     add_server_arguments,
@@ -24,7 +29,7 @@ from smf.common.server import (
     server_options,
 )
 from smf.common.store import Store, open_store
-from smf.common.v1 import common_pb2, operations_pb2, operations_pb2_grpc
+from smf.common.v1 import common_pb2
 from smf.grid.auditioner import Auditioner, artifact_id
 from smf.grid.plan import GridPlan, model_id, plan_grid
 from smf.grid.render import render_grid
@@ -146,12 +151,10 @@ class GridServicer(grid_pb2_grpc.GridServiceServicer):
 
 def servicers(servicer: GridServicer) -> list:
     """(add function, servicer) pairs for the server base: GridService plus the shared OperationService."""
-    return [(grid_pb2_grpc.add_GridServiceServicer_to_server, servicer),
-            (operations_pb2_grpc.add_OperationServiceServicer_to_server, OperationServicer(servicer.registry))]
+    return with_operations(grid_pb2_grpc.add_GridServiceServicer_to_server, servicer)
 
 
-SERVICE_NAMES = [grid_pb2.DESCRIPTOR.services_by_name["GridService"].full_name,
-                 operations_pb2.DESCRIPTOR.services_by_name["OperationService"].full_name]
+SERVICE_NAMES = [grid_pb2.DESCRIPTOR.services_by_name["GridService"].full_name, OPERATION_SERVICE_NAME]
 
 
 def main(argv: list[str] | None = None) -> int:

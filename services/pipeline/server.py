@@ -24,10 +24,14 @@ import threading
 from pathlib import Path
 
 from smf.common.errors import Cancelled, FailedPrecondition, InvalidArgument, NotFound
-from smf.common.operations import OperationContext, OperationRegistry, OperationServicer
+from smf.common.operations import (
+    OPERATION_SERVICE_NAME,
+    OperationContext,
+    OperationRegistry,
+    with_operations,
+)
 from smf.common.server import add_server_arguments, resolve_token, run_server, server_options
 from smf.common.store import Store, open_store, parse_uri
-from smf.common.v1 import operations_pb2, operations_pb2_grpc
 from smf.pipeline.config import NAME, PipelineConfig, parse_config
 from smf.pipeline.pipeline import STAGES, Pipeline, read_state, state_key
 from smf.pipeline.services import SERVICES, local_services, remote_services
@@ -274,12 +278,10 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
 
 def servicers(servicer: PipelineServicer) -> list:
     """(add function, servicer) pairs for the server base: PipelineService plus the shared OperationService."""
-    return [(pipeline_pb2_grpc.add_PipelineServiceServicer_to_server, servicer),
-            (operations_pb2_grpc.add_OperationServiceServicer_to_server, OperationServicer(servicer.registry))]
+    return with_operations(pipeline_pb2_grpc.add_PipelineServiceServicer_to_server, servicer)
 
 
-SERVICE_NAMES = [pipeline_pb2.DESCRIPTOR.services_by_name["PipelineService"].full_name,
-                 operations_pb2.DESCRIPTOR.services_by_name["OperationService"].full_name]
+SERVICE_NAMES = [pipeline_pb2.DESCRIPTOR.services_by_name["PipelineService"].full_name, OPERATION_SERVICE_NAME]
 
 
 def env_targets() -> dict[str, str] | None:

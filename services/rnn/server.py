@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from smf.common import jobs, lineage
 from smf.common.errors import InvalidArgument, NotFound
-from smf.common.operations import OperationRegistry, OperationServicer
+from smf.common.operations import OPERATION_SERVICE_NAME, OperationRegistry, with_operations
 from smf.common.store import Store, open_store, parse_uri
-from smf.common.v1 import common_pb2, operations_pb2_grpc
+from smf.common.v1 import common_pb2
 from smf.rnn import conditioning as cond
 from smf.rnn.fastgen.quant import PRECISIONS
 from smf.rnn.model import RNNConfig, build_model
@@ -379,8 +379,7 @@ class LiveVoice:
 def servicers(store: Store, **kw) -> tuple[list, RnnServicer]:
     """The (add_fn, servicer) pairs of this service, for start_server/run_server and tests."""
     rnn = RnnServicer(store, **kw)
-    return [(rnn_pb2_grpc.add_RnnServiceServicer_to_server, rnn),
-            (operations_pb2_grpc.add_OperationServiceServicer_to_server, OperationServicer(rnn.registry))], rnn
+    return with_operations(rnn_pb2_grpc.add_RnnServiceServicer_to_server, rnn), rnn
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,6 +394,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     pairs, rnn = servicers(open_store(args.store), device=device, precision=args.precision)
-    run_server(name="rnn", servicers=pairs, service_names=[SERVICE_NAME, "smf.common.v1.OperationService"],
+    run_server(name="rnn", servicers=pairs, service_names=[SERVICE_NAME, OPERATION_SERVICE_NAME],
                on_stop=[rnn.registry.cancel_all], **server_options(args))
     return 0

@@ -16,7 +16,12 @@ import numpy as np
 import torch
 from smf.common.errors import FailedPrecondition, NotFound
 from smf.common.lineage import list_artifacts, read_manifest
-from smf.common.operations import OperationContext, OperationRegistry, OperationServicer
+from smf.common.operations import (
+    OPERATION_SERVICE_NAME,
+    OperationContext,
+    OperationRegistry,
+    with_operations,
+)
 from smf.common.server import (
     add_gan_targets_argument,
     add_server_arguments,
@@ -26,7 +31,7 @@ from smf.common.server import (
     server_options,
 )
 from smf.common.store import Store, open_store
-from smf.common.v1 import common_pb2, operations_pb2, operations_pb2_grpc
+from smf.common.v1 import common_pb2
 from smf.som import linearize as lin
 from smf.som.features import FeatureExtractor
 from smf.som.som import SomConfig
@@ -170,12 +175,10 @@ class SomServicer(som_pb2_grpc.SomServiceServicer):
 
 def servicers(servicer: SomServicer) -> list:
     """(add function, servicer) pairs for the server base: SomService plus the shared OperationService."""
-    return [(som_pb2_grpc.add_SomServiceServicer_to_server, servicer),
-            (operations_pb2_grpc.add_OperationServiceServicer_to_server, OperationServicer(servicer.registry))]
+    return with_operations(som_pb2_grpc.add_SomServiceServicer_to_server, servicer)
 
 
-SERVICE_NAMES = [som_pb2.DESCRIPTOR.services_by_name["SomService"].full_name,
-                 operations_pb2.DESCRIPTOR.services_by_name["OperationService"].full_name]
+SERVICE_NAMES = [som_pb2.DESCRIPTOR.services_by_name["SomService"].full_name, OPERATION_SERVICE_NAME]
 
 
 def main(argv: list[str] | None = None) -> int:
