@@ -1,5 +1,6 @@
 """PGHI phase reconstruction: quality against torchaudio Griffin-Lim, batching, shapes, devices."""
-import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,38 +8,10 @@ from smf.common import pghi
 from smf.common.audio import griffin_lim_torchaudio
 from smf.common.errors import InvalidArgument
 
-SR, N_FFT, HOP, N_FRAMES = 22050, 512, 256, 128  # the SMF transform defaults
-T = N_FRAMES * HOP
-
-
-def _signals() -> dict[str, torch.Tensor]:
-    """Test sounds built inline: chirps, harmonic notes, a noise burst, pops, a tone (deterministic)."""
-    g = torch.Generator().manual_seed(0)
-    t = torch.arange(T, dtype=torch.float64) / SR
-    dur = T / SR
-
-    def chirp(f0, f1):
-        return 0.5 * torch.sin(2 * math.pi * (f0 * t + (f1 - f0) * t**2 / (2 * dur)))
-
-    def note(f0, n_harm, decay):
-        env = torch.clamp(t / 0.02, max=1) * torch.exp(-t * decay)
-        return 0.3 * env * sum(torch.sin(2 * math.pi * f0 * k * t + 0.3 * k) / k for k in range(1, n_harm + 1))
-
-    pops = torch.zeros(T, dtype=torch.float64)
-    for i, at in enumerate([0.1, 0.45, 0.8, 1.2]):
-        k, n = int(at * SR), 400
-        pops[k:k + n] += (0.8 - 0.1 * i) * torch.exp(-torch.arange(n) / 60.0) * torch.randn(n, generator=g,
-                                                                                        dtype=torch.float64)
-    sig = {
-        "chirp_fast": chirp(200.0, 8000.0),
-        "chirp_slow": chirp(300.0, 1200.0),
-        "note_a3": note(220.0, 10, 1.5),
-        "note_e5": note(659.25, 6, 3.0),
-        "noise_burst": 0.3 * torch.randn(T, generator=g, dtype=torch.float64) * torch.exp(-((t - 0.6) / 0.15) ** 2),
-        "pops": pops,
-        "tone": 0.5 * torch.sin(2 * math.pi * 440 * t) * torch.clamp(t / 0.05, max=1),
-    }
-    return {k: v.float() for k, v in sig.items()}
+# The test sounds are the benchmark's (bench/pghi.py), so the quality asserted here is the quality it reports.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from pghi import HOP, N_FFT, N_FRAMES
+from pghi import signals as _signals
 
 
 @pytest.fixture(scope="module")
