@@ -479,13 +479,10 @@ def main(argv: list[str] | None = None) -> int:
     dist = Dist()
     try:
         cfg = _read_config(args.config)
-        if args.out:
-            store_uri, run_id = parse_uri(args.out)
-            store = open_store(store_uri)
-        elif args.run:
-            store, run_id = open_store(args.store), f"gan/{args.run}"
-        else:
+        location = _run_location(args)
+        if location is None:
             raise InvalidArgument("--out", "give --out ARTIFACT_URI or --run NAME")
+        store, run_id = location
         dist = init(cfg.train.device)  # one process, or this rank of a torchrun job
         for key in cfg.ignored if dist.is_main else ():
             print(f"note: {key} is accepted for compatibility but not used by smf", file=sys.stderr)
@@ -510,16 +507,23 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_STOPPED if trainer.stop_requested.is_set() else 0
 
 
+def _run_location(args) -> tuple[Store, str] | None:
+    """(store, run id) named by --out ARTIFACT_URI or --run NAME (in --store); None when neither is given."""
+    if args.out:
+        store_uri, run_id = parse_uri(args.out)
+        return open_store(store_uri), run_id
+    if args.run:
+        return open_store(args.store), f"gan/{args.run}"
+    return None
+
+
 def _try_fail(args, exc: SmfError) -> None:
     """Record a config/data error in progress.json so a service following the run can report it."""
     try:
-        if args.out:
-            store_uri, run_id = parse_uri(args.out)
-            store = open_store(store_uri)
-        elif args.run:
-            store, run_id = open_store(args.store), f"gan/{args.run}"
-        else:
+        location = _run_location(args)
+        if location is None:
             return
+        store, run_id = location
         body = {"state": "failed", "error": exc.message, "error_code": exc.code.name, "step": 0, "total": 0}
         store.put_bytes(f"{run_id}/progress.json", json.dumps(body).encode(), content_type="application/json")
     except (SmfError, OSError):
