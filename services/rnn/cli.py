@@ -197,6 +197,17 @@ def _conditioning_from_args(args, names: list[str] | None) -> np.ndarray:
     return cond.columns(*[sample_param(pf.params[n], times, clamp=True) for n in names])
 
 
+def _write_voices(out: str, audio: np.ndarray, sample_rate: int, conditioning: np.ndarray) -> None:
+    """voice-<i>.wav per voice plus the conditioning actually used, in the local output folder."""
+    import torch
+    from smf.common.audio import save_wav
+
+    os.makedirs(out, exist_ok=True)
+    for i, voice in enumerate(audio):
+        save_wav(os.path.join(out, f"voice-{i}.wav"), torch.from_numpy(np.ascontiguousarray(voice)), sample_rate)
+    cond.save_array(os.path.join(out, "conditioning.npy"), conditioning)
+
+
 def cmd_generate(args) -> int:
     if args.chain and not args.remote:
         return _generate_chain(args)
@@ -216,8 +227,6 @@ def cmd_generate(args) -> int:
                 print(f"  {uri}")
         return 0
 
-    import torch
-    from smf.common.audio import save_wav
     from smf.common.store import open_store
     from smf.rnn.generate import generate
     from smf.rnn.server import run_id_of
@@ -234,11 +243,7 @@ def cmd_generate(args) -> int:
     audio = np.asarray(generate(model, arr, duration, temperature=args.temperature, seed=args.seed,
                                 precision=args.precision))
     taken = time.monotonic() - t0
-    os.makedirs(args.out, exist_ok=True)
-    sr = model.config.sample_rate
-    for i, voice in enumerate(audio):
-        save_wav(os.path.join(args.out, f"voice-{i}.wav"), torch.from_numpy(np.ascontiguousarray(voice)), sr)
-    cond.save_array(os.path.join(args.out, "conditioning.npy"), arr)
+    _write_voices(args.out, audio, model.config.sample_rate, arr)
     print(f"{len(audio)} voice(s) x {duration:g} s in {taken:.2f} s "
           f"({len(audio) * duration / taken:.2f}x real time): {os.path.abspath(args.out)}/voice-*.wav")
     return 0
@@ -246,8 +251,6 @@ def cmd_generate(args) -> int:
 
 def _generate_chain(args) -> int:
     """`smf rnn generate -m AUDIO --chain PARAM`: the parameter tier's params in, audio + its controls out."""
-    import torch
-    from smf.common.audio import save_wav
     from smf.common.store import open_store
     from smf.rnn.generate import generate_chain
     from smf.rnn.server import run_id_of
@@ -264,11 +267,7 @@ def _generate_chain(args) -> int:
                                      temperature=args.temperature, voices=args.voices or None,
                                      precision=args.precision)
     taken = time.monotonic() - t0
-    os.makedirs(args.out, exist_ok=True)
-    sr = audio_tier.config.sample_rate
-    for i, voice in enumerate(audio):
-        save_wav(os.path.join(args.out, f"voice-{i}.wav"), torch.from_numpy(np.ascontiguousarray(voice)), sr)
-    cond.save_array(os.path.join(args.out, "conditioning.npy"), arr)
+    _write_voices(args.out, audio, audio_tier.config.sample_rate, arr)
     cond.save_array(os.path.join(args.out, "controls.npy"), controls)
     print(f"{len(audio)} voice(s) x {duration:g} s in {taken:.2f} s via {param_tier.config.generate} at "
           f"{param_tier.config.step_rate} Hz: {os.path.abspath(args.out)}/voice-*.wav, controls.npy")
