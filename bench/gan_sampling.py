@@ -7,6 +7,7 @@ Sounds/s are end to end over loopback gRPC (latents in, float32 audio out, PGHI 
 initialised (throughput does not depend on training). Every replica runs with one torch thread
 (`smf serve gan --threads 1`), so "2 replicas" means 2 cores doing independent work, as 2 pods would.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,10 +47,30 @@ def make_model(store, config: Path) -> None:
 def start_replica(store_uri: str, max_batch: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "SMF_TOKEN": TOKEN, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "smf.cli", "serve", "gan", "--port", str(port), "--metrics-port",
-                             "-1", "--host", "127.0.0.1", "--store", store_uri, "--threads", "1",
-                             "--max-batch", str(max_batch)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "smf.cli",
+            "serve",
+            "gan",
+            "--port",
+            str(port),
+            "--metrics-port",
+            "-1",
+            "--host",
+            "127.0.0.1",
+            "--store",
+            store_uri,
+            "--threads",
+            "1",
+            "--max-batch",
+            str(max_batch),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return proc, f"127.0.0.1:{port}"
 
 
@@ -105,7 +126,7 @@ def main() -> int:
             # interleaving exposes every variant to the same conditions.
             runs = {"singles": [], "batched": [], "spread": []}
             for _ in range(args.rounds):
-                runs["singles"].append(rate(lambda: [one.render_latents("bench", z[i:i + 1]) for i in range(n1)], n1))
+                runs["singles"].append(rate(lambda: [one.render_latents("bench", z[i : i + 1]) for i in range(n1)], n1))
                 runs["batched"].append(rate(lambda: one.render_latents("bench", z), args.n))
                 runs["spread"].append(rate(lambda: two.render_latents("bench", z), args.n))
             singles, batched, spread = (statistics.median(runs[k]) for k in ("singles", "batched", "spread"))
@@ -116,17 +137,25 @@ def main() -> int:
                 proc.wait(30)
 
     result = {
-        "config": Path(args.config).name, "spectrogram": [model.args.n_bins, model.args.n_frames],
-        "sounds": args.n, "max_batch": args.max_batch,
-        "one_at_a_time_sounds_per_s": round(singles, 1), "batched_sounds_per_s": round(batched, 1),
+        "config": Path(args.config).name,
+        "spectrogram": [model.args.n_bins, model.args.n_frames],
+        "sounds": args.n,
+        "max_batch": args.max_batch,
+        "one_at_a_time_sounds_per_s": round(singles, 1),
+        "batched_sounds_per_s": round(batched, 1),
         "batched_over_one_at_a_time": round(batched / singles, 2),
-        "two_replicas_sounds_per_s": round(spread, 1), "two_over_one_replica": round(spread / batched, 2),
-        "torch_threads_per_replica": 1, "cpus": os.cpu_count(), "rounds": args.rounds,
+        "two_replicas_sounds_per_s": round(spread, 1),
+        "two_over_one_replica": round(spread / batched, 2),
+        "torch_threads_per_replica": 1,
+        "cpus": os.cpu_count(),
+        "rounds": args.rounds,
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(result, indent=2))
-    print(f"batched vs one-at-a-time: {result['batched_over_one_at_a_time']}x (goal >= 8x); "
-          f"2 vs 1 replicas: {result['two_over_one_replica']}x (goal >= 1.7x)")
+    print(
+        f"batched vs one-at-a-time: {result['batched_over_one_at_a_time']}x (goal >= 8x); "
+        f"2 vs 1 replicas: {result['two_over_one_replica']}x (goal >= 1.7x)"
+    )
     return 0
 
 

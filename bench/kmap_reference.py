@@ -4,6 +4,7 @@ Reproduces the original's structure and quirks (see shared reference notes): np.
 by edge replication, 8 np.roll shifts, unnormalised edge projection, corners pinned, float64. Not used by smf itself;
 `bench/som.py` and tests/som check that smf.som.som gives the same numbers faster.
 """
+
 import numpy as np
 
 DIRS = [(-1, 0), (-1, -1), (0, -1), (1, -1), (1, 0), (1, 1), (0, 1), (-1, 1)]

@@ -8,6 +8,7 @@ and are scored with the same spectral convergence ||S - |STFT(x)|||_F / ||S||_F,
 pghipy (the numba heap PGHI, https://pypi.org/project/pghipy/) is optional and not a project dependency; install it
 to a throwaway folder and it is picked up from there:  pip install --target /tmp/benchdeps pghipy
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,14 +41,15 @@ def signals(seed: int = 0) -> dict[str, torch.Tensor]:
     pops = torch.zeros(T, dtype=torch.float64)
     for i, at in enumerate([0.1, 0.45, 0.8, 1.2]):
         k, n = int(at * SR), 400
-        pops[k:k + n] += (0.8 - 0.1 * i) * torch.exp(-torch.arange(n) / 60.0) * torch.randn(
-            n, generator=g, dtype=torch.float64)
+        pops[k : k + n] += (
+            (0.8 - 0.1 * i) * torch.exp(-torch.arange(n) / 60.0) * torch.randn(n, generator=g, dtype=torch.float64)
+        )
     sig = {
         "chirp_fast": chirp(200.0, 8000.0),
         "chirp_slow": chirp(300.0, 1200.0),
         "note_a3": note(220.0, 10, 1.5),
         "note_e5": note(659.25, 6, 3.0),
-        "noise_burst": 0.3 * torch.randn(T, generator=g, dtype=torch.float64) * torch.exp(-((t - 0.6) / 0.15) ** 2),
+        "noise_burst": 0.3 * torch.randn(T, generator=g, dtype=torch.float64) * torch.exp(-(((t - 0.6) / 0.15) ** 2)),
         "pops": pops,
         "tone": 0.5 * torch.sin(2 * math.pi * 440 * t) * torch.clamp(t / 0.05, max=1),
     }
@@ -69,6 +71,7 @@ def _load_pghipy():
 def _timed_round_robin(methods, arg, device, repeats):
     """Seconds per call for every method: `repeats` rounds, each calling every method once in turn, so that load from
     other processes on a shared machine hits all methods alike. Returns {label: (output, sorted times)}."""
+
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -127,20 +130,28 @@ def main(argv=None):
         sc = 20 * torch.log10(pghi.spectral_convergence(mag.cpu(), out.cpu(), n_fft=N_FFT, hop=HOP))
         results[label] = (times[len(times) // 2], times, sc[: len(names)])
 
-    print(f"device={device} threads={args.threads} batch={args.batch} clips of {T / SR:.2f} s "
-          f"({audio_s:.1f} s of audio per call); time = median of {args.repeats} round-robin rounds [min-max]")
-    print(f"{'method':28s} {'s/call':>8s} {'[min - max]':>15s} {'x realtime':>10s}  SC dB mean  "
-          + " ".join(f"{n[:11]:>11s}" for n in names))
+    print(
+        f"device={device} threads={args.threads} batch={args.batch} clips of {T / SR:.2f} s "
+        f"({audio_s:.1f} s of audio per call); time = median of {args.repeats} round-robin rounds [min-max]"
+    )
+    print(
+        f"{'method':28s} {'s/call':>8s} {'[min - max]':>15s} {'x realtime':>10s}  SC dB mean  "
+        + " ".join(f"{n[:11]:>11s}" for n in names)
+    )
     for label, (secs, times, sc) in results.items():
-        print(f"{label:28s} {secs:8.4f} [{times[0]:.4f}-{times[-1]:.4f}] {audio_s / secs:10.1f}  {sc.mean():10.2f}  "
-              + " ".join(f"{v:11.2f}" for v in sc.tolist()))
+        print(
+            f"{label:28s} {secs:8.4f} [{times[0]:.4f}-{times[-1]:.4f}] {audio_s / secs:10.1f}  {sc.mean():10.2f}  "
+            + " ".join(f"{v:11.2f}" for v in sc.tolist())
+        )
     ours = {label: (secs, sc) for label, (secs, _, sc) in results.items() if label.startswith("ours")}
     for label, (secs, _, sc) in results.items():
         if label.startswith("ours"):
             continue
         for mine, (my_t, my_sc) in ours.items():
-            print(f"vs {label}: {mine} is {secs / my_t:.1f}x faster, SC {my_sc.mean() - sc.mean():+.2f} dB "
-                  f"(negative = ours better), better on {int((my_sc < sc).sum())}/{len(names)} sounds")
+            print(
+                f"vs {label}: {mine} is {secs / my_t:.1f}x faster, SC {my_sc.mean() - sc.mean():+.2f} dB "
+                f"(negative = ours better), better on {int((my_sc < sc).sum())}/{len(names)} sounds"
+            )
 
 
 if __name__ == "__main__":

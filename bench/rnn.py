@@ -18,6 +18,7 @@ Prints, side by side in one run, at the SMF size (H 256, L 4, 2 params, Q 256, 1
 Kernel timings are the median of --repeat runs, with the spread (min-max) and the load average, because the dev box
 is shared.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,6 +52,7 @@ def smf_model(hidden=256, layers=4, params=2, seed=0) -> AudioTier:
 
 # --- 1. the reference generation loop ---------------------------------------------------------------------------
 
+
 def reference_generate(model: AudioTier, cond: np.ndarray, n: int, temp: float = 1.0) -> np.ndarray:
     """The MTCRNN.Fork generate loop for one voice, as described in the reference notes §3.2-3.6: random primer
     vector, then per sample: build the input on the host, copy it to the device, eager Linear+ReLU, nn.GRU with
@@ -77,7 +79,7 @@ def reference_generate(model: AudioTier, cond: np.ndarray, n: int, temp: float =
             sample = np.sign(v) * ((1 + mu) ** abs(v) - 1) / mu
             outputs = np.concatenate([outputs, np.array([[sample]])], axis=1)
             pcut = np.concatenate([pcut, np.array([[cut]])], axis=1)
-            x = np.concatenate([np.array([[[c / Q]]]), cond[None, t + 1:t + 2]], axis=-1).astype(np.float32)
+            x = np.concatenate([np.array([[[c / Q]]]), cond[None, t + 1 : t + 2]], axis=-1).astype(np.float32)
     return outputs[0]
 
 
@@ -103,6 +105,7 @@ def spread(runs: list[float], n: int) -> str:
 
 # --- 3. training step: fused vs reference per-step loop --------------------------------------------------------
 
+
 def train_step_fused(model, opt, x, target):
     logits, _ = model(x)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
@@ -117,7 +120,7 @@ def train_step_reference(model, opt, x, target):
     h = None
     loss = 0.0
     for t in range(x.shape[1]):
-        y, h = model.gru(F.relu(model.inp(x[:, t:t + 1])), h)
+        y, h = model.gru(F.relu(model.inp(x[:, t : t + 1])), h)
         loss = loss + F.cross_entropy(model.out(y)[:, 0], target[:, t])
     loss = loss / x.shape[1]
     opt.zero_grad(set_to_none=True)
@@ -126,6 +129,7 @@ def train_step_reference(model, opt, x, target):
 
 
 # --- 4. a synthetic corpus for the quality check ---------------------------------------------------------------
+
 
 def synthetic_batch(batch: int, T: int, gen: torch.Generator):
     """Harmonic tones whose pitch (p0) and brightness (p1) are the two conditioning params, with a little noise;
@@ -158,8 +162,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="shorter measurements, skip the quality training")
     ap.add_argument("--ref-seconds", type=float, default=0.25, help="audio length for the reference loop")
     ap.add_argument("--seconds", type=float, default=1.0, help="audio length per speed measurement of ours")
-    ap.add_argument("--train-steps", type=int, default=None,
-                    help="optimiser steps for the quality model (default 400 on cuda, 100 on cpu; 0 = skip)")
+    ap.add_argument(
+        "--train-steps",
+        type=int,
+        default=None,
+        help="optimiser steps for the quality model (default 400 on cuda, 100 on cpu; 0 = skip)",
+    )
     ap.add_argument("--repeat", type=int, default=5, help="runs per kernel timing (the median is reported)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda: where both loops run (the kernel is CPU-only)")
     args = ap.parse_args(argv)
@@ -172,8 +180,10 @@ def main(argv=None) -> int:
         args.ref_seconds, args.seconds, args.train_steps, args.repeat = 0.1, 0.5, 0, 3
     threads = torch.get_num_threads()
     kernel = cpp.load_kernel() if not gpu else None
-    print(f"# bench/rnn.py  torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {threads}, "
-          f"kernel: {'built' if kernel else 'unavailable: ' + str(cpp.kernel_error())}")
+    print(
+        f"# bench/rnn.py  torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {threads}, "
+        f"kernel: {'built' if kernel else 'unavailable: ' + str(cpp.kernel_error())}"
+    )
     model = smf_model()
     print(f"model: H 256, L 4, C 2, Q 256, 16 kHz; device {torch.cuda.get_device_name() if gpu else 'cpu'}")
 
@@ -196,8 +206,10 @@ def main(argv=None) -> int:
         t1 = float(np.median(runs)) / (secs * SR)
         rows.append((backend, precision, t1))
         isa = f" ({gen.engine.isa})" if precision == "int8" else ""
-        print(f"ours {backend:5s} {precision:5s}{isa:11s} {t1 * 1e6:9.1f} us/sample   RTF {1 / (t1 * SR):6.3f}   "
-              f"{t_ref / t1:7.1f}x the reference  {spread(runs, secs * SR)}")
+        print(
+            f"ours {backend:5s} {precision:5s}{isa:11s} {t1 * 1e6:9.1f} us/sample   RTF {1 / (t1 * SR):6.3f}   "
+            f"{t_ref / t1:7.1f}x the reference  {spread(runs, secs * SR)}"
+        )
 
     # 2. batched voices
     print("\n## 2. real-time factor (audio seconds per compute second)")
@@ -210,12 +222,16 @@ def main(argv=None) -> int:
             split.generate(arr, 0.01, seed=0)
             runs = timed_runs(split.generate, arr, args.seconds, seed=0, repeat=args.repeat)
             ts = float(np.median(runs)) / (args.seconds * SR)
-            print(f"{backend:5s} {precision:5s}  1 voice on {threads} threads (split=True) RTF {1 / (ts * SR):6.3f}  "
-                  f"{spread(runs, args.seconds * SR)}")
+            print(
+                f"{backend:5s} {precision:5s}  1 voice on {threads} threads (split=True) RTF {1 / (ts * SR):6.3f}  "
+                f"{spread(runs, args.seconds * SR)}"
+            )
         for voices in (16, 256) if gpu else (16,):
             tv = timed(gen.generate, arr, secs, seed=0, voices=voices) / secs
-            print(f"{backend:5s} {precision:5s}  1 voice RTF {1 / (t1 * SR):6.3f}   {voices} voices aggregate RTF "
-                  f"{voices / tv:8.3f}  ({voices / tv / (1 / (t1 * SR)):.1f}x one voice)")
+            print(
+                f"{backend:5s} {precision:5s}  1 voice RTF {1 / (t1 * SR):6.3f}   {voices} voices aggregate RTF "
+                f"{voices / tv:8.3f}  ({voices / tv / (1 / (t1 * SR)):.1f}x one voice)"
+            )
     if kernel:
         for H, L in ((128, 4), (192, 4), (256, 2)):
             small = smf_model(hidden=H, layers=L)
@@ -241,16 +257,20 @@ def main(argv=None) -> int:
 
     # 4. quality cost of the weight formats
     if args.train_steps > 0:
-        print(f"\n## 4. validation cross-entropy by format (synthetic pitched tones, {args.train_steps} "
-              "steps of batch 16 x 256, fused teacher forcing; int8 = int8 weights and activations)")
+        print(
+            f"\n## 4. validation cross-entropy by format (synthetic pitched tones, {args.train_steps} "
+            "steps of batch 16 x 256, fused teacher forcing; int8 = int8 weights and activations)"
+        )
         m = smf_model().train()
         opt = torch.optim.Adam(m.parameters(), lr=2e-3)
         t = time.perf_counter()
         for _ in range(args.train_steps):
             train_step_fused(m, opt, *(v.to(DEVICE) for v in synthetic_batch(16, 256, g)))
         m.eval()
-        val = [tuple(v.to(DEVICE) for v in synthetic_batch(16, 512, torch.Generator().manual_seed(1000 + i)))
-               for i in range(4)]
+        val = [
+            tuple(v.to(DEVICE) for v in synthetic_batch(16, 512, torch.Generator().manual_seed(1000 + i)))
+            for i in range(4)
+        ]
         base = val_ce(m, val)
         print(f"trained in {time.perf_counter() - t:.0f} s;  fp32 CE {base:.4f} nats/sample")
         for precision in ("bf16", "int8"):

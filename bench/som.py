@@ -6,6 +6,7 @@ the results are identical (allclose).
 
     .venv/bin/python bench/som.py [--iterations 5] [--threads N]
 """
+
 import argparse
 import sys
 import time
@@ -54,8 +55,10 @@ def main() -> None:
     t_ours = (time.perf_counter() - t0) / args.iterations
 
     same = np.allclose(pos.numpy(), ref.weights) and np.allclose(m2.numpy(), ref.weights2D)
-    print(f"mesh {R}x{C}, latent 128, features 257x128 float64, {args.iterations} updates, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"mesh {R}x{C}, latent 128, features 257x128 float64, {args.iterations} updates, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(f"reference kmap (numpy loop-and-roll): {t_ref * 1000:8.1f} ms / update")
     print(f"smf.som (torch, vectorised):          {t_ours * 1000:8.1f} ms / update")
     print(f"speed-up: {t_ref / t_ours:.1f}x   identical result (allclose): {same}")

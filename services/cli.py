@@ -7,6 +7,7 @@ so the services stay independent and this file only wires them together:
     smf gan train -n mygan config.json
     smf serve gan --port 50051
 """
+
 from __future__ import annotations
 
 import argparse

@@ -14,6 +14,7 @@ S3 server:
 Every test also gets SMF_STORE pointed at its own tmp folder, so code that calls `open_store()` never touches
 ~/.smf/store.
 """
+
 from __future__ import annotations
 
 import os

@@ -11,6 +11,7 @@ a reader racing an overwrite waits for the pair to agree, and a crash between th
 object (new key) or an old object whose sidecar is not its own, which reads report as DataCorruption — never a
 silent mix.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -85,8 +86,12 @@ class FileStore(Store):
             sha = h.hexdigest()
             # `file` ties the sidecar to this very file (the inode survives the rename), so a reader racing an
             # overwrite can tell "sidecar of another version" from real corruption.
-            record = {"sha256": sha, "size": size, "content_type": content_type_for(key, content_type),
-                      "file": [inode, size]}
+            record = {
+                "sha256": sha,
+                "size": size,
+                "content_type": content_type_for(key, content_type),
+                "file": [inode, size],
+            }
             _atomic_write(meta, json.dumps(record).encode())
             if dest.is_dir():
                 raise InvalidArgument("key", f"{key!r} is a folder of other objects in {self.uri}")
@@ -103,8 +108,9 @@ class FileStore(Store):
                 d.mkdir(parents=True, exist_ok=True)
             except (FileExistsError, NotADirectoryError):
                 # S3 allows both "a" and "a/b"; a filesystem does not. Say which object is in the way.
-                raise InvalidArgument("key", f"{key!r} collides with an existing object that is a prefix of it "
-                                             f"in {self.uri}") from None
+                raise InvalidArgument(
+                    "key", f"{key!r} collides with an existing object that is a prefix of it in {self.uri}"
+                ) from None
         (self.root / META / key).parent.mkdir(parents=True, exist_ok=True)
 
     def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> str:
@@ -148,8 +154,10 @@ class FileStore(Store):
                 return f, meta["sha256"]
             f.close()
             if time.monotonic() > deadline:
-                raise DataCorruption(f"{self.key_uri(key)}: its recorded sha256 belongs to another version of the "
-                                     "file (an interrupted write, or the file was replaced outside the store)")
+                raise DataCorruption(
+                    f"{self.key_uri(key)}: its recorded sha256 belongs to another version of the "
+                    "file (an interrupted write, or the file was replaced outside the store)"
+                )
             time.sleep(0.005)
 
     def _iter(self, key: str, path: Path, chunk_size: int) -> Iterator[bytes]:

@@ -10,6 +10,7 @@ optional SMF_S3_REGION, and SMF_S3_RETRY_S (how long transient failures are retr
   until SMF_S3_RETRY_S has passed, then raise Unavailable. Streaming reads resume at the byte they reached.
 - Credentials the server rejects raise PermissionDenied naming the endpoint and access key id, never the secret.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,10 +53,24 @@ T = TypeVar("T")
 PART_SIZE = 16 << 20  # multipart above this; 16 MiB parts keep a 100 MB upload to 7 requests
 SHA_META = "x-amz-meta-sha256"
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_PERMISSION = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
-               "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed"}
-_TRANSIENT = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "OperationAborted",
-              "ServerBusy", "RequestTimeTooSkewed"}
+_PERMISSION = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AllAccessDisabled",
+    "InvalidToken",
+    "ExpiredToken",
+    "AuthorizationHeaderMalformed",
+}
+_TRANSIENT = {
+    "SlowDown",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "OperationAborted",
+    "ServerBusy",
+    "RequestTimeTooSkewed",
+}
 
 
 class _Transient(Exception):
@@ -65,8 +80,17 @@ class _Transient(Exception):
 class S3Store(Store):
     """Store backend over `s3://bucket/prefix`. Use `open_store(uri)` or `S3Store.from_uri(uri)`."""
 
-    def __init__(self, bucket: str, prefix: str = "", *, endpoint: str, access_key: str | None,
-                 secret_key: str | None, region: str | None = None, retry_s: float = 20.0):
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint: str,
+        access_key: str | None,
+        secret_key: str | None,
+        region: str | None = None,
+        retry_s: float = 20.0,
+    ):
         if not _BUCKET.fullmatch(bucket) or ".." in bucket:
             raise InvalidArgument("uri", f"{bucket!r} is not a valid S3 bucket name (3-63 of [a-z0-9.-])")
         self.bucket = bucket
@@ -77,25 +101,38 @@ class S3Store(Store):
         self.retry_s = retry_s
         # Retries are ours (bounded, uniform across calls, resumable reads), so urllib3's own are off.
         http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=10, read=120), maxsize=10, retries=False)
-        self.client = Minio(self.endpoint, access_key=access_key or None, secret_key=secret_key or None,
-                            secure=secure, region=region or None, http_client=http)
+        self.client = Minio(
+            self.endpoint,
+            access_key=access_key or None,
+            secret_key=secret_key or None,
+            secure=secure,
+            region=region or None,
+            http_client=http,
+        )
         self._bucket_ready = False
         self._lock = threading.Lock()
 
     @classmethod
     def from_uri(cls, uri: str) -> S3Store:
-        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        bucket, _, prefix = uri[len("s3://") :].partition("/")
         endpoint = os.environ.get("SMF_S3_ENDPOINT")
         if not endpoint:
-            raise InvalidArgument("SMF_S3_ENDPOINT", f"not set; it is needed to open {uri} (host:port or "
-                                                     "http(s)://host:port)")
+            raise InvalidArgument(
+                "SMF_S3_ENDPOINT", f"not set; it is needed to open {uri} (host:port or http(s)://host:port)"
+            )
         try:
             retry_s = float(os.environ.get("SMF_S3_RETRY_S", "20"))
         except ValueError:
             raise InvalidArgument("SMF_S3_RETRY_S", "must be a number of seconds") from None
-        return cls(bucket, prefix, endpoint=endpoint, access_key=os.environ.get("SMF_S3_ACCESS_KEY"),
-                   secret_key=os.environ.get("SMF_S3_SECRET_KEY"), region=os.environ.get("SMF_S3_REGION"),
-                   retry_s=retry_s)
+        return cls(
+            bucket,
+            prefix,
+            endpoint=endpoint,
+            access_key=os.environ.get("SMF_S3_ACCESS_KEY"),
+            secret_key=os.environ.get("SMF_S3_SECRET_KEY"),
+            region=os.environ.get("SMF_S3_REGION"),
+            retry_s=retry_s,
+        )
 
     # --- plumbing ---------------------------------------------------------------------------------------------
     def _name(self, key: str) -> str:
@@ -119,9 +156,11 @@ class S3Store(Store):
                 if not isinstance(err, _Transient):
                     raise err from exc
                 if time.monotonic() + delay > deadline:
-                    raise Unavailable(f"S3 endpoint {self.endpoint} unavailable while {what}"
-                                      f"{' ' + self._where(key) if key else ''}: {err} "
-                                      f"(gave up after {attempts} attempts in {self.retry_s:g} s)") from exc
+                    raise Unavailable(
+                        f"S3 endpoint {self.endpoint} unavailable while {what}"
+                        f"{' ' + self._where(key) if key else ''}: {err} "
+                        f"(gave up after {attempts} attempts in {self.retry_s:g} s)"
+                    ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
@@ -137,26 +176,34 @@ class S3Store(Store):
             if code in ("NoSuchKey", "NoSuchObject"):
                 return NotFound(f"{self._where(key)}: no such object")
             if code in _PERMISSION:
-                reason = {"InvalidAccessKeyId": "unknown access key id",
-                          "SignatureDoesNotMatch": "secret key does not match access key id"}.get(
-                    code, "access denied for access key id")
-                return PermissionDenied(f"S3 endpoint {self.endpoint} rejected the credentials for {self.uri}: "
-                                        f"{reason} {self.access_key!r} ({code}); check SMF_S3_ACCESS_KEY and "
-                                        "SMF_S3_SECRET_KEY")
+                reason = {
+                    "InvalidAccessKeyId": "unknown access key id",
+                    "SignatureDoesNotMatch": "secret key does not match access key id",
+                }.get(code, "access denied for access key id")
+                return PermissionDenied(
+                    f"S3 endpoint {self.endpoint} rejected the credentials for {self.uri}: "
+                    f"{reason} {self.access_key!r} ({code}); check SMF_S3_ACCESS_KEY and "
+                    "SMF_S3_SECRET_KEY"
+                )
             status = getattr(exc.response, "status", 0) or 0
             if code in _TRANSIENT or status >= 500:
                 return _Transient(f"{code or status}: {exc.message}")
-            return FailedPrecondition(f"S3 endpoint {self.endpoint} refused a request on {self._where(key)}: "
-                                      f"{code}: {exc.message}")
+            return FailedPrecondition(
+                f"S3 endpoint {self.endpoint} refused a request on {self._where(key)}: {code}: {exc.message}"
+            )
         if isinstance(exc, ServerError):
-            return _Transient(f"HTTP {exc.status_code}") if exc.status_code >= 500 else FailedPrecondition(
-                f"S3 endpoint {self.endpoint}: {exc}")
+            return (
+                _Transient(f"HTTP {exc.status_code}")
+                if exc.status_code >= 500
+                else FailedPrecondition(f"S3 endpoint {self.endpoint}: {exc}")
+            )
         if isinstance(exc, InvalidResponseError):
             status = getattr(exc, "_code", 0) or 0
             if status >= 500:
                 return _Transient(f"HTTP {status}")
-            return FailedPrecondition(f"S3 endpoint {self.endpoint} gave a non-S3 answer (HTTP {status}); is it "
-                                      "an S3 server?")
+            return FailedPrecondition(
+                f"S3 endpoint {self.endpoint} gave a non-S3 answer (HTTP {status}); is it an S3 server?"
+            )
         if isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)):
             return _Transient(_short(exc))
         if isinstance(exc, OSError) and exc.errno is not None:
@@ -192,9 +239,18 @@ class S3Store(Store):
         data = bytes(data)
         name = self._name(key)
         sha = hashlib.sha256(data).hexdigest()
-        self._call("writing", key, lambda: self.client.put_object(
-            self.bucket, name, io.BytesIO(data), len(data), content_type=content_type_for(key, content_type),
-            metadata={"sha256": sha}))
+        self._call(
+            "writing",
+            key,
+            lambda: self.client.put_object(
+                self.bucket,
+                name,
+                io.BytesIO(data),
+                len(data),
+                content_type=content_type_for(key, content_type),
+                metadata={"sha256": sha},
+            ),
+        )
         return sha
 
     def put_file(self, key: str, path: str | os.PathLike, *, content_type: str | None = None) -> str:
@@ -204,9 +260,18 @@ class S3Store(Store):
             sha, _ = file_sha256(path)
         except OSError as exc:
             raise InvalidArgument(os.fspath(path), f"cannot read: {exc.strerror}") from None
-        self._call("writing", key, lambda: self.client.fput_object(
-            self.bucket, name, os.fspath(path), content_type=content_type_for(key, content_type),
-            metadata={"sha256": sha}, part_size=PART_SIZE))
+        self._call(
+            "writing",
+            key,
+            lambda: self.client.fput_object(
+                self.bucket,
+                name,
+                os.fspath(path),
+                content_type=content_type_for(key, content_type),
+                metadata={"sha256": sha},
+                part_size=PART_SIZE,
+            ),
+        )
         return sha
 
     # --- reads ------------------------------------------------------------------------------------------------
@@ -235,8 +300,13 @@ class S3Store(Store):
                         raise
                     # The connection broke mid-object: resume at `pos`, pinned to the same object version.
                     _close(response)
-                    response = self._call("resuming a read of", key, lambda at=pos: self.client.get_object(
-                        self.bucket, name, offset=at, request_headers={"If-Match": etag} if etag else None))
+                    response = self._call(
+                        "resuming a read of",
+                        key,
+                        lambda at=pos: self.client.get_object(
+                            self.bucket, name, offset=at, request_headers={"If-Match": etag} if etag else None
+                        ),
+                    )
         finally:
             _close(response)
         if h.hexdigest() != recorded:
@@ -253,9 +323,15 @@ class S3Store(Store):
         prefix = validate_prefix(prefix)
         full = "/".join(p for p in (self.prefix, prefix) if p)
         full = full + "/" if full else ""
-        names = self._call("listing", prefix or None, lambda: [
-            o.object_name for o in self.client.list_objects(self.bucket, prefix=full or None, recursive=True)
-            if not o.is_dir])
+        names = self._call(
+            "listing",
+            prefix or None,
+            lambda: [
+                o.object_name
+                for o in self.client.list_objects(self.bucket, prefix=full or None, recursive=True)
+                if not o.is_dir
+            ],
+        )
         strip = len(self.prefix) + 1 if self.prefix else 0
         return sorted(n[strip:] for n in names if n)
 
@@ -274,8 +350,10 @@ class S3Store(Store):
         def remove() -> None:
             errors = list(self.client.remove_objects(self.bucket, (DeleteObject(n) for n in names)))
             if errors:
-                raise FailedPrecondition(f"S3 endpoint {self.endpoint} could not delete {len(errors)} objects "
-                                         f"under {self.uri}/{prefix}: {errors[0].code} {errors[0].name}")
+                raise FailedPrecondition(
+                    f"S3 endpoint {self.endpoint} could not delete {len(errors)} objects "
+                    f"under {self.uri}/{prefix}: {errors[0].code} {errors[0].name}"
+                )
 
         if names:
             self._call("deleting", prefix, remove)
@@ -285,8 +363,11 @@ class S3Store(Store):
             raise InvalidArgument("expires_s", f"must be 1 s .. 7 days (S3 limit), got {expires_s}")
         self.stat(key)  # NotFound now rather than a dead link later
         name = self._name(key)
-        return self._call("signing a URL for", key, lambda: self.client.presigned_get_object(
-            self.bucket, name, expires=timedelta(seconds=int(expires_s))))
+        return self._call(
+            "signing a URL for",
+            key,
+            lambda: self.client.presigned_get_object(self.bucket, name, expires=timedelta(seconds=int(expires_s))),
+        )
 
 
 def _parse_endpoint(endpoint: str) -> tuple[str, bool]:

@@ -6,6 +6,7 @@ Downloads stream in chunks below 1 MiB and end with the sha256 of what was sent;
 file, checked against the sha256 the client announced, and only then written to the store (atomically), so a
 broken or mismatched upload leaves nothing behind.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,9 @@ def _info(store, key: str) -> artifact_pb2.ObjectInfo:
     meta = store.stat(key)
     ts = Timestamp()
     ts.FromNanoseconds(int(meta.modified * 1e9))
-    return artifact_pb2.ObjectInfo(key=meta.key, size=meta.size, sha256=meta.sha256, modify_time=ts,
-                                   uri=store.key_uri(key))
+    return artifact_pb2.ObjectInfo(
+        key=meta.key, size=meta.size, sha256=meta.sha256, modify_time=ts, uri=store.key_uri(key)
+    )
 
 
 class ArtifactServicer(artifact_pb2_grpc.ArtifactServiceServicer):
@@ -60,8 +62,9 @@ class ArtifactServicer(artifact_pb2_grpc.ArtifactServiceServicer):
     async def DownloadArtifact(self, request, context):
         key = store_mod.validate_key(request.key)
         if not 0 <= request.chunk_size <= MAX_CHUNK:
-            raise InvalidArgument("chunk_size", f"must be 1..{MAX_CHUNK} (or 0 for the default), "
-                                                f"got {request.chunk_size}")
+            raise InvalidArgument(
+                "chunk_size", f"must be 1..{MAX_CHUNK} (or 0 for the default), got {request.chunk_size}"
+            )
         chunk_size = request.chunk_size or MAX_CHUNK
         meta = await asyncio.to_thread(self.store.stat, key)  # NotFound before any byte is sent
         await context.send_initial_metadata((("x-smf-sha256", meta.sha256), ("x-smf-size", str(meta.size))))
@@ -70,7 +73,7 @@ class ArtifactServicer(artifact_pb2_grpc.ArtifactServiceServicer):
         while (chunk := await asyncio.to_thread(next, chunks, done)) is not done:
             # a backend may hand back bigger pieces than asked; never send a message above chunk_size
             for start in range(0, len(chunk), chunk_size):
-                piece = chunk[start:start + chunk_size]
+                piece = chunk[start : start + chunk_size]
                 digest.update(piece)
                 yield artifact_pb2.DownloadArtifactResponse(data=piece, offset=offset)
                 offset += len(piece)
@@ -104,8 +107,9 @@ class ArtifactServicer(artifact_pb2_grpc.ArtifactServiceServicer):
             if header.size and size != header.size:
                 raise InvalidArgument("size", f"announced {header.size} bytes, received {size}; nothing stored")
             if digest.hexdigest() != expected:
-                raise InvalidArgument("sha256", f"announced {expected}, received data hashes to "
-                                                f"{digest.hexdigest()}; nothing stored")
+                raise InvalidArgument(
+                    "sha256", f"announced {expected}, received data hashes to {digest.hexdigest()}; nothing stored"
+                )
             await asyncio.to_thread(self.store.put_file, key, tmp, content_type=header.content_type or None)
         finally:
             os.unlink(tmp)
@@ -118,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     add_server_arguments(parser, default_port=50055)
     args = parser.parse_args(argv)
     store = store_mod.open_store(args.store)
-    run_server(name="artifact",
-               servicers=[(artifact_pb2_grpc.add_ArtifactServiceServicer_to_server, ArtifactServicer(store))],
-               service_names=[artifact_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name],
-               **server_options(args))
+    run_server(
+        name="artifact",
+        servicers=[(artifact_pb2_grpc.add_ArtifactServiceServicer_to_server, ArtifactServicer(store))],
+        service_names=[artifact_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name],
+        **server_options(args),
+    )
     return 0

@@ -9,6 +9,7 @@
 Files are read with soundfile (wav, flac, ogg ...). Every failure to read a file becomes
 InvalidArgument(<file name>, reason), so a user sees which file is at fault.
 """
+
 from __future__ import annotations
 
 import io
@@ -26,8 +27,9 @@ from smf.common.errors import InvalidArgument
 MONO_POLICIES = ("mean", "first", "error")
 
 
-def load_audio(source: str | os.PathLike | bytes, *, sample_rate: int | None = None, mono: str = "mean",
-               name: str | None = None) -> tuple[torch.Tensor, int]:
+def load_audio(
+    source: str | os.PathLike | bytes, *, sample_rate: int | None = None, mono: str = "mean", name: str | None = None
+) -> tuple[torch.Tensor, int]:
     """Read a sound file (path or its bytes) into a mono float32 tensor [T]; returns (audio, sample_rate).
 
     sample_rate: resample to this rate (None keeps the file's). mono: how to fold several channels: "mean",
@@ -154,8 +156,15 @@ class SpectrogramTransform:
     theoretical maximum, a full-scale DC or square wave, is +6 dB -> 1.12).
     """
 
-    def __init__(self, stft_channels: int = 512, hop_size: int = 256, n_frames: int = 128,
-                 sample_rate: int = 22050, *, db_floor: float = -100.0):
+    def __init__(
+        self,
+        stft_channels: int = 512,
+        hop_size: int = 256,
+        n_frames: int = 128,
+        sample_rate: int = 22050,
+        *,
+        db_floor: float = -100.0,
+    ):
         pghi.check_stft_args(stft_channels, hop_size)
         if not isinstance(n_frames, int) or n_frames < 2:
             raise InvalidArgument("n_frames", f"must be an integer >= 2, got {n_frames!r}")
@@ -171,9 +180,15 @@ class SpectrogramTransform:
     def from_config(cls, transform_config: dict) -> SpectrogramTransform:
         """From an original sonyGanFork transformConfig dict (transform must be "pghi")."""
         if transform_config.get("transform") != "pghi":
-            raise InvalidArgument("transformConfig.transform", f"expected \"pghi\", got {transform_config.get('transform')!r}")
-        return cls(int(transform_config["stft_channels"]), int(transform_config["hop_size"]),
-                   int(transform_config["n_frames"]), int(transform_config["sample_rate"]))
+            raise InvalidArgument(
+                "transformConfig.transform", f'expected "pghi", got {transform_config.get("transform")!r}'
+            )
+        return cls(
+            int(transform_config["stft_channels"]),
+            int(transform_config["hop_size"]),
+            int(transform_config["n_frames"]),
+            int(transform_config["sample_rate"]),
+        )
 
     @property
     def audio_length(self) -> int:
@@ -189,8 +204,9 @@ class SpectrogramTransform:
         if single:
             audio = audio.unsqueeze(0)
         if audio.dim() != 2 or audio.shape[-1] != self.audio_length:
-            raise InvalidArgument("audio", f"expected [B, {self.audio_length}] (n_frames * hop_size samples), "
-                                           f"got {tuple(audio.shape)}")
+            raise InvalidArgument(
+                "audio", f"expected [B, {self.audio_length}] (n_frames * hop_size samples), got {tuple(audio.shape)}"
+            )
         return audio.float(), single
 
     def magnitude(self, audio: torch.Tensor) -> torch.Tensor:
@@ -210,8 +226,9 @@ class SpectrogramTransform:
         db = (spec.float() - 1) * (-self.db_floor / 2)
         return self.ref * torch.pow(10.0, db.clamp_min(self.db_floor) / 20)
 
-    def to_audio(self, spec: torch.Tensor, method: str = "pghi", *, refine_iters: int = pghi.DEFAULT_REFINE,
-                 gl_iters: int = 32) -> torch.Tensor:
+    def to_audio(
+        self, spec: torch.Tensor, method: str = "pghi", *, refine_iters: int = pghi.DEFAULT_REFINE, gl_iters: int = 32
+    ) -> torch.Tensor:
         """Normalised spectrogram [B, F, n_frames] -> clips [B, audio_length].
 
         method "pghi": PGHI phase plus `refine_iters` fast Griffin-Lim steps (see smf.common.pghi.reconstruct);
@@ -229,7 +246,7 @@ class SpectrogramTransform:
         elif method == "griffinlim":
             audio = griffin_lim_torchaudio(mag, n_fft=self.stft_channels, hop=self.hop_size, n_iter=gl_iters)
         else:
-            raise InvalidArgument("method", f"must be \"pghi\" or \"griffinlim\", got {method!r}")
+            raise InvalidArgument("method", f'must be "pghi" or "griffinlim", got {method!r}')
         return audio[0] if single else audio
 
 

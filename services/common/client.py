@@ -9,6 +9,7 @@
 Errors come back as the matching `SmfError` (NotFound, InvalidArgument, ...), so callers and the CLI handle remote
 and local failures the same way.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,10 +27,21 @@ DEFAULT_TIMEOUT = 30.0
 MAX_MESSAGE_BYTES = 8 << 20
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
-_ERROR_CLASSES = {cls.code: cls for cls in (
-    errors.InvalidArgument, errors.NotFound, errors.AlreadyExists, errors.FailedPrecondition,
-    errors.ResourceExhausted, errors.Unavailable, errors.PermissionDenied, errors.Unauthenticated,
-    errors.Cancelled, errors.DataCorruption)}
+_ERROR_CLASSES = {
+    cls.code: cls
+    for cls in (
+        errors.InvalidArgument,
+        errors.NotFound,
+        errors.AlreadyExists,
+        errors.FailedPrecondition,
+        errors.ResourceExhausted,
+        errors.Unavailable,
+        errors.PermissionDenied,
+        errors.Unauthenticated,
+        errors.Cancelled,
+        errors.DataCorruption,
+    )
+}
 
 
 def error_from_status(code: grpc.StatusCode | int, message: str) -> errors.SmfError:
@@ -51,8 +63,12 @@ def error_from_rpc(exc: grpc.RpcError) -> errors.SmfError:
     return error_from_status(exc.code(), exc.details() or "")
 
 
-class _AuthDeadline(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                    grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+class _AuthDeadline(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
     """Adds `authorization: Bearer <token>` to every call, and a default deadline to calls with one response.
 
     Streamed responses (watching an operation, downloading) get no default deadline: they are long by nature;
@@ -69,8 +85,14 @@ class _AuthDeadline(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInte
         timeout = details.timeout
         if timeout is None and unary_response:
             timeout = self.default_timeout
-        return _CallDetails(details.method, timeout, metadata, details.credentials,
-                            getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
+        return _CallDetails(
+            details.method,
+            timeout,
+            metadata,
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
 
     def intercept_unary_unary(self, continuation, details, request):
         return continuation(self._details(details, unary_response=True), request)
@@ -96,25 +118,38 @@ def _channel_credentials(tls: bool | None) -> grpc.ChannelCredentials | None:
     ca = os.environ.get("SMF_TLS_CA")
     if tls is False or (tls is None and not ca):
         return None
-    read = lambda name: Path(os.environ[name]).read_bytes() if os.environ.get(name) else None
-    return grpc.ssl_channel_credentials(root_certificates=read("SMF_TLS_CA"),
-                                        private_key=read("SMF_TLS_CLIENT_KEY"),
-                                        certificate_chain=read("SMF_TLS_CLIENT_CERT"))
+    def read(name):
+        return Path(os.environ[name]).read_bytes() if os.environ.get(name) else None
+    return grpc.ssl_channel_credentials(
+        root_certificates=read("SMF_TLS_CA"),
+        private_key=read("SMF_TLS_CLIENT_KEY"),
+        certificate_chain=read("SMF_TLS_CLIENT_CERT"),
+    )
 
 
-def connect(target: str, *, token: str | None = None, tls: bool | None = None,
-            default_timeout: float | None = DEFAULT_TIMEOUT) -> grpc.Channel:
+def connect(
+    target: str, *, token: str | None = None, tls: bool | None = None, default_timeout: float | None = DEFAULT_TIMEOUT
+) -> grpc.Channel:
     """A sync channel to an smf service that authenticates every call (token defaults to $SMF_TOKEN)."""
     token = token or os.environ.get("SMF_TOKEN") or None
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-               ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ]
     creds = _channel_credentials(tls)
     channel = grpc.secure_channel(target, creds, options) if creds else grpc.insecure_channel(target, options)
     return grpc.intercept_channel(channel, _AuthDeadline(token, default_timeout))
 
 
-def call(method: Callable, request, *, timeout: float = DEFAULT_TIMEOUT, idempotent: bool = False,
-         retries: int = 3, backoff: float = 0.2):
+def call(
+    method: Callable,
+    request,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    idempotent: bool = False,
+    retries: int = 3,
+    backoff: float = 0.2,
+):
     """Call a unary stub method with a deadline; retry idempotent calls on UNAVAILABLE / DEADLINE_EXCEEDED.
 
     Non-idempotent calls (Start..., Upload) are never retried: a lost reply does not mean the work did not start.
@@ -132,8 +167,14 @@ def call(method: Callable, request, *, timeout: float = DEFAULT_TIMEOUT, idempot
         time.sleep(random.uniform(0, backoff * 2 ** (attempt - 1)))
 
 
-def wait_operation(channel: grpc.Channel, op_id: str, on_progress: Callable | None = None,
-                   timeout: float | None = None, *, retries: int = 5) -> common_pb2.Operation:
+def wait_operation(
+    channel: grpc.Channel,
+    op_id: str,
+    on_progress: Callable | None = None,
+    timeout: float | None = None,
+    *,
+    retries: int = 5,
+) -> common_pb2.Operation:
     """Follow an operation (WatchOperation) until it is done; returns it, or raises the SmfError it failed with.
 
     `on_progress(op)` sees every update. A dropped stream (server restart, proxy timeout) is re-opened: watching
@@ -146,8 +187,9 @@ def wait_operation(channel: grpc.Channel, op_id: str, on_progress: Callable | No
     while True:
         remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
         try:
-            for response in stub.WatchOperation(operations_pb2.WatchOperationRequest(operation_id=op_id),
-                                                timeout=remaining):
+            for response in stub.WatchOperation(
+                operations_pb2.WatchOperationRequest(operation_id=op_id), timeout=remaining
+            ):
                 op = response.operation
                 failures = 0
                 if on_progress is not None:
@@ -160,7 +202,7 @@ def wait_operation(channel: grpc.Channel, op_id: str, on_progress: Callable | No
             if exc.code() not in RETRYABLE or expired or failures >= retries:
                 raise error_from_rpc(exc) from None
         failures += 1
-        time.sleep(min(0.2 * 2 ** failures, 5.0))
+        time.sleep(min(0.2 * 2**failures, 5.0))
 
 
 def _outcome(op: common_pb2.Operation) -> common_pb2.Operation:
@@ -168,8 +210,9 @@ def _outcome(op: common_pb2.Operation) -> common_pb2.Operation:
         return op
     if op.state == common_pb2.Operation.STATE_CANCELLED:
         raise errors.Cancelled(op.error.message or f"operation {op.id} was cancelled")
-    raise error_from_status(op.error.code or grpc.StatusCode.UNKNOWN.value[0],
-                            op.error.message or f"operation {op.id} failed")
+    raise error_from_status(
+        op.error.code or grpc.StatusCode.UNKNOWN.value[0], op.error.message or f"operation {op.id} failed"
+    )
 
 
 class ServiceClient:

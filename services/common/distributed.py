@@ -22,6 +22,7 @@ i, i + B/4, i + 2B/4, ... (see smf.gan.model.minibatch_stddev); with strided sha
 Losses are means over the batch and DDP averages gradients over ranks, so with equal local batches the gradient is
 the global batch's gradient: the same training, up to float summation order.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,8 +59,11 @@ class Dist:
     def local_batch(self, global_batch: int, field_name: str = "batch") -> int:
         """The per-rank batch; the global batch must split evenly (else the shards' means would be weighted)."""
         if global_batch % self.world_size:
-            raise InvalidArgument(field_name, f"the global batch {global_batch} does not split evenly over "
-                                              f"{self.world_size} processes; use a multiple of {self.world_size}")
+            raise InvalidArgument(
+                field_name,
+                f"the global batch {global_batch} does not split evenly over "
+                f"{self.world_size} processes; use a multiple of {self.world_size}",
+            )
         return global_batch // self.world_size
 
     def shard(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,7 +71,7 @@ class Dist:
         if not self.enabled:
             return x
         self.local_batch(len(x))
-        return x[self.rank::self.world_size].contiguous()
+        return x[self.rank :: self.world_size].contiguous()
 
     def wrap(self, module: nn.Module, **ddp_options) -> nn.Module:
         """`module` in DistributedDataParallel (gradients averaged over ranks in backward), or as is for one
@@ -121,21 +125,26 @@ def init(device: str = "auto", env: Mapping[str, str] | None = None) -> Dist:
         return Dist(device=torch.device(device if device.startswith("cuda:") else "cuda" if cuda else "cpu"))
     missing = [k for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in env]
     if missing:
-        raise InvalidArgument("WORLD_SIZE", f"WORLD_SIZE={world} but {', '.join(missing)} not set: start "
-                                            "multi-process training with torchrun")
+        raise InvalidArgument(
+            "WORLD_SIZE",
+            f"WORLD_SIZE={world} but {', '.join(missing)} not set: start multi-process training with torchrun",
+        )
     rank, local_rank = int(env["RANK"]), int(env["LOCAL_RANK"])
     if cuda:
         if local_rank >= torch.cuda.device_count():
-            raise InvalidArgument("LOCAL_RANK", f"process {local_rank} on a node with "
-                                                f"{torch.cuda.device_count()} GPUs; lower --nproc-per-node")
+            raise InvalidArgument(
+                "LOCAL_RANK",
+                f"process {local_rank} on a node with {torch.cuda.device_count()} GPUs; lower --nproc-per-node",
+            )
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
     else:
         dev = torch.device("cpu")
     backend = "nccl" if cuda else "gloo"
     if not torch_dist.is_initialized():
-        torch_dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world,
-                                      device_id=dev if cuda else None)
+        torch_dist.init_process_group(
+            backend, init_method="env://", rank=rank, world_size=world, device_id=dev if cuda else None
+        )
     return Dist(rank=rank, world_size=world, local_rank=local_rank, device=dev, backend=backend)
 
 

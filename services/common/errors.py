@@ -5,6 +5,7 @@ User mistakes must never surface as INTERNAL:
 
     raise InvalidArgument("d0", "must be >= 2, got 1")
 """
+
 from __future__ import annotations
 
 import grpc

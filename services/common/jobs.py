@@ -10,6 +10,7 @@ The backend comes from $SMF_JOB_BACKEND ("local" by default). Another module add
 `register_backend("kubernetes", KubernetesBackend)`; services only ever see `JobHandle`. Trainers report progress by
 writing progress.json to the store, so a service follows both backends the same way (see `poll_job`).
 """
+
 from __future__ import annotations
 
 import abc
@@ -99,6 +100,7 @@ class JobBackend(abc.ABC):
 
 # ---- local subprocess backend -------------------------------------------------------------------------------
 
+
 class LocalJob(JobHandle):
     """A job running as a child process in its own process group (so cancel reaches its workers too)."""
 
@@ -177,9 +179,9 @@ class LocalBackend(JobBackend):
         log_path = folder / "log.txt"
         env = {**os.environ, **spec.env, "SMF_JOB_ID": job_id, "PYTHONUNBUFFERED": "1"}
         with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
-            proc = subprocess.Popen(command, stdout=log,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            )
         job = LocalJob(job_id, spec, proc, log_path)
         with self._lock:
             self._jobs[job_id] = job
@@ -203,8 +205,16 @@ def local_command(spec: JobSpec) -> list[str]:
         raise InvalidArgument("nproc", f"must be an integer >= 1, got {nproc!r}")
     if nproc == 1:
         return [sys.executable, "-m", spec.module, *spec.args]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", spec.module, *spec.args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        spec.module,
+        *spec.args,
+    ]
 
 
 # ---- backend registry ---------------------------------------------------------------------------------------
@@ -232,24 +242,42 @@ def get_backend(name: str | None = None) -> JobBackend:
     with _REGISTRY_LOCK:
         if name not in _INSTANCES:
             if name not in _FACTORIES:
-                raise FailedPrecondition(f"SMF_JOB_BACKEND={name!r} is not a known job backend "
-                                         f"(known: {', '.join(sorted(_FACTORIES))})")
+                raise FailedPrecondition(
+                    f"SMF_JOB_BACKEND={name!r} is not a known job backend (known: {', '.join(sorted(_FACTORIES))})"
+                )
             _INSTANCES[name] = _FACTORIES[name]()
         return _INSTANCES[name]
 
 
-def launch(kind: str, args: list[str], *, name: str, env: dict[str, str] | None = None, gpus: int = 0,
-           module: str | None = None, backend: str | JobBackend | None = None, **options) -> JobHandle:
+def launch(
+    kind: str,
+    args: list[str],
+    *,
+    name: str,
+    env: dict[str, str] | None = None,
+    gpus: int = 0,
+    module: str | None = None,
+    backend: str | JobBackend | None = None,
+    **options,
+) -> JobHandle:
     """Start `python -m smf.<kind>.train <args>` as a job. `module` overrides the module (tests, tools)."""
     if kind not in KINDS:
         raise InvalidArgument("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
     if not _NAME.fullmatch(name or ""):
-        raise InvalidArgument("name", f"{name!r} must be 1-63 characters of [A-Za-z0-9._-], starting with a "
-                                      "letter or digit")
+        raise InvalidArgument(
+            "name", f"{name!r} must be 1-63 characters of [A-Za-z0-9._-], starting with a letter or digit"
+        )
     if gpus < 0:
         raise InvalidArgument("gpus", f"must be >= 0, got {gpus}")
-    spec = JobSpec(name=name, kind=kind, module=module or f"smf.{kind}.train", args=[str(a) for a in args],
-                   env=dict(env or {}), gpus=gpus, options=options)
+    spec = JobSpec(
+        name=name,
+        kind=kind,
+        module=module or f"smf.{kind}.train",
+        args=[str(a) for a in args],
+        env=dict(env or {}),
+        gpus=gpus,
+        options=options,
+    )
     chosen = backend if isinstance(backend, JobBackend) else get_backend(backend)
     return chosen.launch(spec)
 

@@ -18,6 +18,7 @@ Lifecycle read from the API server (never from pods directly):
     status.ready > 0                                -> running   (a trainer has no readiness probe: Ready = started)
     otherwise                                       -> pending   (waiting for a GPU node, pulling the image, ...)
 """
+
 from __future__ import annotations
 
 import json
@@ -62,6 +63,7 @@ _UNREACHABLE = (urllib3.exceptions.HTTPError, OSError)  # connection refused, DN
 
 # ---- the template ---------------------------------------------------------------------------------------------
 
+
 def load_template(source: str | os.PathLike | dict | None = None) -> k8s.V1Job:
     """The Job template as a `V1Job`: from a dict, a YAML file, or (default) the file named by $SMF_JOB_TEMPLATE.
 
@@ -71,8 +73,10 @@ def load_template(source: str | os.PathLike | dict | None = None) -> k8s.V1Job:
     if source is None:
         source = os.environ.get(TEMPLATE_ENV)
         if not source:
-            raise FailedPrecondition(f"${TEMPLATE_ENV} is not set: the kubernetes job backend needs the Job template "
-                                     "the chart mounts (training.backend=kubernetes)")
+            raise FailedPrecondition(
+                f"${TEMPLATE_ENV} is not set: the kubernetes job backend needs the Job template "
+                "the chart mounts (training.backend=kubernetes)"
+            )
     if not isinstance(source, dict):
         where = os.fspath(source)
         try:
@@ -100,8 +104,14 @@ def load_template(source: str | os.PathLike | dict | None = None) -> k8s.V1Job:
 def _quantities_as_strings(obj):
     """YAML gives `nvidia.com/gpu: 1` as an int; the API accepts it, the client models want quantity strings."""
     if isinstance(obj, dict):
-        return {k: ({q: str(v) for q, v in val.items()} if k in _QUANTITY_KEYS and isinstance(val, dict)
-                    else _quantities_as_strings(val)) for k, val in obj.items()}
+        return {
+            k: (
+                {q: str(v) for q, v in val.items()}
+                if k in _QUANTITY_KEYS and isinstance(val, dict)
+                else _quantities_as_strings(val)
+            )
+            for k, val in obj.items()
+        }
     if isinstance(obj, list):
         return [_quantities_as_strings(v) for v in obj]
     return obj
@@ -109,11 +119,14 @@ def _quantities_as_strings(obj):
 
 def _dropped_fields(original, kept, path: str = "") -> list[str]:
     if isinstance(original, dict) and isinstance(kept, dict):
-        return [p for k, v in original.items() if v is not None
-                for p in ([f"{path}.{k}".lstrip(".")] if k not in kept else
-                          _dropped_fields(v, kept[k], f"{path}.{k}"))]
+        return [
+            p
+            for k, v in original.items()
+            if v is not None
+            for p in ([f"{path}.{k}".lstrip(".")] if k not in kept else _dropped_fields(v, kept[k], f"{path}.{k}"))
+        ]
     if isinstance(original, list) and isinstance(kept, list):
-        return [p for i, (a, b) in enumerate(zip(original, kept)) for p in _dropped_fields(a, b, f"{path}[{i}]")]
+        return [p for i, (a, b) in enumerate(zip(original, kept, strict=False)) for p in _dropped_fields(a, b, f"{path}[{i}]")]
     return []
 
 
@@ -126,6 +139,7 @@ def _trainer(job: k8s.V1Job, where: str = "job template") -> k8s.V1Container | N
 
 
 # ---- building one Job -----------------------------------------------------------------------------------------
+
 
 def job_name(prefix: str, kind: str, run: str, suffix: str | None = None) -> str:
     """`<prefix>-<kind>-<run>-<random>` as a DNS label short enough for Indexed pod hostnames."""
@@ -150,12 +164,22 @@ def trainer_argv(spec: jobs.JobSpec, *, nodes: int, gpus: int) -> list[str]:
         return ["python", "-m", spec.module, *spec.args]
     if nodes == 1:
         return ["torchrun", "--standalone", f"--nproc-per-node={gpus}", "-m", spec.module, *spec.args]
-    return ["torchrun", f"--nnodes={nodes}", f"--nproc-per-node={max(gpus, 1)}", "--node-rank=$(NODE_RANK)",
-            "--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)", "-m", spec.module, *spec.args]
+    return [
+        "torchrun",
+        f"--nnodes={nodes}",
+        f"--nproc-per-node={max(gpus, 1)}",
+        "--node-rank=$(NODE_RANK)",
+        "--master-addr=$(MASTER_ADDR)",
+        "--master-port=$(MASTER_PORT)",
+        "-m",
+        spec.module,
+        *spec.args,
+    ]
 
 
-def build_job(template: k8s.V1Job, spec: jobs.JobSpec, *, name: str | None = None,
-              namespace: str | None = None) -> k8s.V1Job:
+def build_job(
+    template: k8s.V1Job, spec: jobs.JobSpec, *, name: str | None = None, namespace: str | None = None
+) -> k8s.V1Job:
     """The Job for one run: a copy of `template` with name, labels, command, GPUs and (nodes > 1) Indexed mode.
 
     `spec.gpus` is GPUs per pod; 0 keeps the template's count (the chart's training.gpu.count). Options:
@@ -163,8 +187,9 @@ def build_job(template: k8s.V1Job, spec: jobs.JobSpec, *, name: str | None = Non
     """
     unknown = sorted(set(spec.options) - set(OPTIONS))
     if unknown:
-        raise InvalidArgument("options", f"unknown for the kubernetes job backend: {', '.join(unknown)} "
-                                         f"(known: {', '.join(OPTIONS)})")
+        raise InvalidArgument(
+            "options", f"unknown for the kubernetes job backend: {', '.join(unknown)} (known: {', '.join(OPTIONS)})"
+        )
     nodes = spec.options.get("nodes", 1)
     if not isinstance(nodes, int) or isinstance(nodes, bool) or not 1 <= nodes <= 64:
         raise InvalidArgument("nodes", f"must be an integer in 1..64, got {nodes!r}")
@@ -217,15 +242,24 @@ def build_job(template: k8s.V1Job, spec: jobs.JobSpec, *, name: str | None = Non
     if nodes > 1:
         subdomain = job.spec.template.spec.subdomain
         if not subdomain:
-            raise InvalidArgument("job template", "multi-node runs need spec.template.spec.subdomain (the headless "
-                                                  "Service the chart creates for the rendezvous)")
+            raise InvalidArgument(
+                "job template",
+                "multi-node runs need spec.template.spec.subdomain (the headless "
+                "Service the chart creates for the rendezvous)",
+            )
         # Indexed pods are hosted as <job>-<index>; with the subdomain, index 0 resolves as <job>-0.<subdomain>.
         job.spec.completion_mode = "Indexed"
         job.spec.completions = nodes
         job.spec.parallelism = nodes
         env += [
-            k8s.V1EnvVar(name="NODE_RANK", value_from=k8s.V1EnvVarSource(field_ref=k8s.V1ObjectFieldSelector(
-                field_path=f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"))),
+            k8s.V1EnvVar(
+                name="NODE_RANK",
+                value_from=k8s.V1EnvVarSource(
+                    field_ref=k8s.V1ObjectFieldSelector(
+                        field_path=f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"
+                    )
+                ),
+            ),
             k8s.V1EnvVar(name="MASTER_ADDR", value=f"{meta.name}-0.{subdomain}"),
             k8s.V1EnvVar(name="MASTER_PORT", value=str(rendezvous_port)),
         ]
@@ -241,6 +275,7 @@ def to_manifest(job: k8s.V1Job) -> dict:
 
 
 # ---- reading the lifecycle ------------------------------------------------------------------------------------
+
 
 def job_phase(job: k8s.V1Job | None) -> str:
     """pending | running | succeeded | failed | deleted, from the Job object as the API server returns it."""
@@ -283,14 +318,17 @@ def _api_error(exc: Exception, what: str) -> SmfError:
     if exc.status == 409:
         return AlreadyExists(f"{what}: {reason}")
     if exc.status in (401, 403):
-        return PermissionDenied(f"{what}: forbidden by the API server ({reason}); the gan/rnn ServiceAccount needs "
-                                "the chart's job-launcher Role")
+        return PermissionDenied(
+            f"{what}: forbidden by the API server ({reason}); the gan/rnn ServiceAccount needs "
+            "the chart's job-launcher Role"
+        )
     if exc.status in (400, 422):
         return InvalidArgument("job", f"{what}: rejected by the API server: {reason}")
     return Unavailable(f"{what}: API server answered {exc.status} {reason}")
 
 
 # ---- the backend ----------------------------------------------------------------------------------------------
+
 
 class KubernetesJob(jobs.JobHandle):
     """A launched Job. Remembers the last outcome it saw, since a finished Job disappears after its TTL."""
@@ -336,7 +374,8 @@ class KubernetesJob(jobs.JobHandle):
         self.cancel_requested = True
         try:
             self.backend.batch.delete_namespaced_job(
-                self.id, self.backend.namespace, body=k8s.V1DeleteOptions(propagation_policy="Foreground"))
+                self.id, self.backend.namespace, body=k8s.V1DeleteOptions(propagation_policy="Foreground")
+            )
         except ApiException as exc:
             if exc.status != 404:  # already gone: nothing to cancel
                 raise _api_error(exc, f"delete job {self.id}") from None
@@ -350,13 +389,15 @@ class KubernetesJob(jobs.JobHandle):
             pods = core.list_namespaced_pod(ns, label_selector=f"{JOB_NAME_LABEL}={self.id}").items
         except (ApiException, *_UNREACHABLE) as exc:
             raise _api_error(exc, f"list pods of job {self.id}") from None
-        pods.sort(key=lambda p: ((p.metadata.annotations or {}).get(COMPLETION_INDEX_ANNOTATION, "0"),
-                                 -(p.metadata.creation_timestamp.timestamp() if p.metadata.creation_timestamp
-                                   else 0)))
+        pods.sort(
+            key=lambda p: (
+                (p.metadata.annotations or {}).get(COMPLETION_INDEX_ANNOTATION, "0"),
+                -(p.metadata.creation_timestamp.timestamp() if p.metadata.creation_timestamp else 0),
+            )
+        )
         for pod in pods:
             try:
-                text = core.read_namespaced_pod_log(pod.metadata.name, ns, container=TRAINER_CONTAINER,
-                                                    tail_lines=tail)
+                text = core.read_namespaced_pod_log(pod.metadata.name, ns, container=TRAINER_CONTAINER, tail_lines=tail)
             except ApiException:
                 continue  # not started yet / already garbage collected
             if text:
@@ -375,11 +416,17 @@ class KubernetesBackend(jobs.JobBackend):
 
     name = "kubernetes"
 
-    def __init__(self, *, template: k8s.V1Job | dict | str | os.PathLike | None = None,
-                 namespace: str | None = None, api_client: k8s.ApiClient | None = None):
+    def __init__(
+        self,
+        *,
+        template: k8s.V1Job | dict | str | os.PathLike | None = None,
+        namespace: str | None = None,
+        api_client: k8s.ApiClient | None = None,
+    ):
         self.template = template if isinstance(template, k8s.V1Job) else load_template(template)
-        self.namespace = (namespace or os.environ.get(NAMESPACE_ENV) or self.template.metadata.namespace
-                          or _own_namespace())
+        self.namespace = (
+            namespace or os.environ.get(NAMESPACE_ENV) or self.template.metadata.namespace or _own_namespace()
+        )
         self.api_client = api_client or _default_api_client()
         self.batch = k8s.BatchV1Api(self.api_client)
         self.core = k8s.CoreV1Api(self.api_client)
@@ -411,8 +458,9 @@ class KubernetesBackend(jobs.JobBackend):
             raise _api_error(exc, f"read job {job_id}") from None
         labels = job.metadata.labels or {}
         annotations = job.metadata.annotations or {}
-        spec = jobs.JobSpec(name=annotations.get("smf/run-name", job_id), kind=labels.get(KIND_LABEL, ""),
-                            module="", args=[])
+        spec = jobs.JobSpec(
+            name=annotations.get("smf/run-name", job_id), kind=labels.get(KIND_LABEL, ""), module="", args=[]
+        )
         handle = KubernetesJob(self, job_id, spec)
         with self._lock:
             return self._jobs.setdefault(job_id, handle)

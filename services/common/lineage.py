@@ -12,6 +12,7 @@ An artifact is a key prefix in the store (`gan/<run>`, `samples/<id>`, `grids/<i
 Files written along the way (checkpoints during training) are committed with `commit_artifact`, which records
 whatever is under the prefix.
 """
+
 from __future__ import annotations
 
 import functools
@@ -68,9 +69,15 @@ class Manifest:
             missing = [k for k in ("kind", "id", "created_at", "created_by", "files") if k not in data]
             if missing:
                 raise ValueError(f"missing fields {missing}")
-            return cls(kind=data["kind"], id=data["id"], created_at=data["created_at"],
-                       created_by=dict(data["created_by"]), config=data.get("config"),
-                       inputs=list(data.get("inputs") or []), files=dict(data["files"]))
+            return cls(
+                kind=data["kind"],
+                id=data["id"],
+                created_at=data["created_at"],
+                created_by=dict(data["created_by"]),
+                config=data.get("config"),
+                inputs=list(data.get("inputs") or []),
+                files=dict(data["files"]),
+            )
         except (ValueError, TypeError, AttributeError) as exc:
             raise DataCorruption(f"{source}: not a valid smf manifest ({exc})") from None
 
@@ -88,8 +95,14 @@ def _git_sha() -> str:
     if os.environ.get("SMF_GIT_SHA"):
         return os.environ["SMF_GIT_SHA"]
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"  # no git (container image): set SMF_GIT_SHA at build time instead
     sha = out.stdout.strip()
@@ -121,8 +134,16 @@ def _file_name(name: str) -> str:
     return name
 
 
-def write_artifact(store: Store, kind: str, artifact_id: str, files: dict[str, bytes | os.PathLike], *,
-                   config: Any = None, inputs=(), service: str = "smf") -> Manifest:
+def write_artifact(
+    store: Store,
+    kind: str,
+    artifact_id: str,
+    files: dict[str, bytes | os.PathLike],
+    *,
+    config: Any = None,
+    inputs=(),
+    service: str = "smf",
+) -> Manifest:
     """Write `files` under `artifact_id/`, then its manifest (the commit point). Values are bytes or local paths.
 
     All names and values are checked before anything is written, so a bad call leaves nothing behind.
@@ -131,8 +152,9 @@ def write_artifact(store: Store, kind: str, artifact_id: str, files: dict[str, b
     for name, value in files.items():
         _file_name(name)
         if isinstance(value, str):
-            raise InvalidArgument(f"files[{name!r}]", "got a str: pass bytes for contents or a pathlib.Path for a "
-                                                      "local file")
+            raise InvalidArgument(
+                f"files[{name!r}]", "got a str: pass bytes for contents or a pathlib.Path for a local file"
+            )
         if not isinstance(value, (bytes, bytearray, memoryview, os.PathLike)):
             raise InvalidArgument(f"files[{name!r}]", f"expected bytes or a path, got {type(value).__name__}")
         if isinstance(value, os.PathLike) and not Path(value).is_file():
@@ -147,29 +169,37 @@ def write_artifact(store: Store, kind: str, artifact_id: str, files: dict[str, b
     return _write_manifest(store, kind, prefix, shas, config, inputs, service)
 
 
-def commit_artifact(store: Store, kind: str, artifact_id: str, *, config: Any = None, inputs=(),
-                    service: str = "smf") -> Manifest:
+def commit_artifact(
+    store: Store, kind: str, artifact_id: str, *, config: Any = None, inputs=(), service: str = "smf"
+) -> Manifest:
     """Write the manifest of an artifact whose files are already in the store (e.g. checkpoints written during
     training): every object under the prefix is listed with the sha256 recorded when it was written."""
     prefix = _artifact_prefix(artifact_id)
     shas = {}
     for key in store.list(prefix):
-        name = key[len(prefix) + 1:]
+        name = key[len(prefix) + 1 :]
         if name != MANIFEST:
             shas[name] = store.stat(key).sha256
     return _write_manifest(store, kind, prefix, shas, config, inputs, service)
 
 
-def _write_manifest(store: Store, kind: str, prefix: str, shas: dict[str, str], config: Any, inputs,
-                    service: str) -> Manifest:
+def _write_manifest(
+    store: Store, kind: str, prefix: str, shas: dict[str, str], config: Any, inputs, service: str
+) -> Manifest:
     if not kind or not isinstance(kind, str):
         raise InvalidArgument("kind", f"must be a non-empty string, got {kind!r}")
     inputs = list(inputs)
     if not all(isinstance(i, str) and i for i in inputs):
         raise InvalidArgument("inputs", f"must be artifact ids (strings), got {inputs!r}")
-    manifest = Manifest(kind=kind, id=prefix, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                        created_by=created_by(service), config=config, inputs=inputs,
-                        files=dict(sorted(shas.items())))
+    manifest = Manifest(
+        kind=kind,
+        id=prefix,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        created_by=created_by(service),
+        config=config,
+        inputs=inputs,
+        files=dict(sorted(shas.items())),
+    )
     try:
         text = manifest.to_json()
     except (TypeError, ValueError) as exc:
@@ -212,11 +242,14 @@ def verify_artifact(store: Store, artifact_id: str) -> None:
             for chunk in store.iter_chunks(key):  # also checks the store's own recorded sha256
                 h.update(chunk)
         except NotFound:
-            raise DataCorruption(f"artifact {manifest.id!r}: file {name!r} is listed in the manifest but missing "
-                                 f"from {store.uri}") from None
+            raise DataCorruption(
+                f"artifact {manifest.id!r}: file {name!r} is listed in the manifest but missing from {store.uri}"
+            ) from None
         if h.hexdigest() != expected:
-            raise DataCorruption(f"artifact {manifest.id!r}: file {name!r} has sha256 {h.hexdigest()[:16]}… but "
-                                 f"the manifest records {expected[:16]}…")
+            raise DataCorruption(
+                f"artifact {manifest.id!r}: file {name!r} has sha256 {h.hexdigest()[:16]}… but "
+                f"the manifest records {expected[:16]}…"
+            )
 
 
 def list_artifacts(store: Store, prefix: str = "") -> list[str]:

@@ -19,6 +19,7 @@ Work that runs elsewhere (a training Job writing progress.json to the store) is 
 whose poll function the registry calls every few seconds. At shutdown, `cancel_all` stops the external work this
 process owns (a local training subprocess) and leaves alone the work that outlives it (a Kubernetes Job).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -91,12 +92,28 @@ class OperationContext:
         """Wait up to `seconds`, waking early on cancellation; returns True if cancelled."""
         return self._cancel.wait(seconds)
 
-    def report(self, *, step: int | None = None, total: int | None = None, loss: float | None = None,
-               message: str | None = None, metrics: dict[str, float] | None = None,
-               eta_seconds: float | None = None, samples_per_second: float | None = None) -> None:
+    def report(
+        self,
+        *,
+        step: int | None = None,
+        total: int | None = None,
+        loss: float | None = None,
+        message: str | None = None,
+        metrics: dict[str, float] | None = None,
+        eta_seconds: float | None = None,
+        samples_per_second: float | None = None,
+    ) -> None:
         """Update progress; omitted fields keep their value. The ETA comes from the step rate unless given."""
-        self._registry._report(self.operation_id, step=step, total=total, loss=loss, message=message,
-                               metrics=metrics, eta_seconds=eta_seconds, samples_per_second=samples_per_second)
+        self._registry._report(
+            self.operation_id,
+            step=step,
+            total=total,
+            loss=loss,
+            message=message,
+            metrics=metrics,
+            eta_seconds=eta_seconds,
+            samples_per_second=samples_per_second,
+        )
 
 
 @dataclass
@@ -115,12 +132,25 @@ class ExternalStatus:
     error: str | None = None
     error_code: str = "INTERNAL"  # a grpc.StatusCode name; a trainer that hit InvalidArgument can say so
 
-
     @classmethod
     def from_progress(cls, progress: dict, *, state: str | None = None) -> ExternalStatus:
         """From a trainer's progress.json ({step, total, loss, message, metrics, eta_seconds, ..., state})."""
-        known = {k: progress[k] for k in ("step", "total", "loss", "message", "metrics", "eta_seconds",
-                                          "samples_per_second", "result_uris", "error", "error_code") if k in progress}
+        known = {
+            k: progress[k]
+            for k in (
+                "step",
+                "total",
+                "loss",
+                "message",
+                "metrics",
+                "eta_seconds",
+                "samples_per_second",
+                "result_uris",
+                "error",
+                "error_code",
+            )
+            if k in progress
+        }
         return cls(state=state or progress.get("state", "running"), **known)
 
 
@@ -144,17 +174,32 @@ class OperationRegistry:
         self.max_history = max_history
 
     # -- starting work --
-    def start(self, kind: str, fn: Callable[[OperationContext], list[str]], *,
-              metadata: dict[str, str] | None = None) -> common_pb2.Operation:
+    def start(
+        self, kind: str, fn: Callable[[OperationContext], list[str]], *, metadata: dict[str, str] | None = None
+    ) -> common_pb2.Operation:
         """Run `fn(ctx)` in a worker thread; returns the operation (PENDING) at once. fn returns result URIs."""
         return self._start(kind, fn, metadata)
 
-    def _start(self, kind: str, fn: Callable, metadata: dict[str, str] | None, *, detached: bool = False,
-               stop: Callable[[], None] | None = None) -> common_pb2.Operation:
+    def _start(
+        self,
+        kind: str,
+        fn: Callable,
+        metadata: dict[str, str] | None,
+        *,
+        detached: bool = False,
+        stop: Callable[[], None] | None = None,
+    ) -> common_pb2.Operation:
         op_id = f"op-{uuid.uuid4().hex[:16]}"
         now = _now()
-        op = common_pb2.Operation(id=op_id, kind=kind, state=PENDING, create_time=now, update_time=now,
-                                  metadata=metadata or {}, progress=common_pb2.Progress())
+        op = common_pb2.Operation(
+            id=op_id,
+            kind=kind,
+            state=PENDING,
+            create_time=now,
+            update_time=now,
+            metadata=metadata or {},
+            progress=common_pb2.Progress(),
+        )
         record = _Record(op=op, detached=detached, stop=stop)
         with self._lock:
             self._ops[op_id] = record
@@ -162,13 +207,21 @@ class OperationRegistry:
             snapshot = common_pb2.Operation()
             snapshot.CopyFrom(op)
         # daemon: a server shutting down must not wait for a training poll loop to notice its cancel flag
-        threading.Thread(target=self._run, args=(op_id, fn, record.cancel), name=f"op-{kind}-{op_id[3:11]}",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._run, args=(op_id, fn, record.cancel), name=f"op-{kind}-{op_id[3:11]}", daemon=True
+        ).start()
         return snapshot
 
-    def start_external(self, kind: str, poll: Callable[[], ExternalStatus], *, interval: float = 2.0,
-                       on_cancel: Callable[[], None] | None = None, stop_on_shutdown: bool | None = None,
-                       metadata: dict[str, str] | None = None) -> common_pb2.Operation:
+    def start_external(
+        self,
+        kind: str,
+        poll: Callable[[], ExternalStatus],
+        *,
+        interval: float = 2.0,
+        on_cancel: Callable[[], None] | None = None,
+        stop_on_shutdown: bool | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> common_pb2.Operation:
         """Follow work running elsewhere: `poll()` every `interval` seconds until it reports a final state.
 
         Cancelling the operation calls `on_cancel()` (e.g. cancel the Job) and keeps polling until the work is
@@ -189,9 +242,15 @@ class OperationRegistry:
                     stop()
                     cancel_sent = True
                 status = poll()
-                ctx.report(step=status.step, total=status.total, loss=status.loss, message=status.message,
-                           metrics=status.metrics, eta_seconds=status.eta_seconds,
-                           samples_per_second=status.samples_per_second)
+                ctx.report(
+                    step=status.step,
+                    total=status.total,
+                    loss=status.loss,
+                    message=status.message,
+                    metrics=status.metrics,
+                    eta_seconds=status.eta_seconds,
+                    samples_per_second=status.samples_per_second,
+                )
                 if status.state == "succeeded":
                     return list(status.result_uris)
                 if status.state in ("failed", "cancelled"):
@@ -204,8 +263,10 @@ class OperationRegistry:
                     time.sleep(interval)  # ctx.sleep returns at once once cancelled: poll the stopping work calmly
                 else:
                     ctx.sleep(interval)
-        return self._start(kind, follow, metadata, detached=not stop_on_shutdown,
-                           stop=stop if stop_on_shutdown else None)
+
+        return self._start(
+            kind, follow, metadata, detached=not stop_on_shutdown, stop=stop if stop_on_shutdown else None
+        )
 
     def _run(self, op_id: str, fn: Callable, cancel: threading.Event) -> None:
         with self._slots:
@@ -241,8 +302,9 @@ class OperationRegistry:
                 watcher.notify()
             self._changed.notify_all()
 
-    def _finish(self, op_id: str, state: int, *, results: list[str] = (),
-                error: tuple[grpc.StatusCode, str] | None = None) -> None:
+    def _finish(
+        self, op_id: str, state: int, *, results: list[str] = (), error: tuple[grpc.StatusCode, str] | None = None
+    ) -> None:
         def change(op: common_pb2.Operation) -> None:
             op.state = state
             op.done = True
@@ -250,6 +312,7 @@ class OperationRegistry:
             op.progress.eta_seconds = 0
             if error is not None:
                 op.error.code, op.error.message = error[0].value[0], error[1]
+
         self._update(op_id, change)
         with self._lock:
             self._trim()
@@ -316,8 +379,11 @@ class OperationRegistry:
     def list(self, *, kind: str = "", active_only: bool = False, limit: int = 0) -> list[common_pb2.Operation]:
         """Snapshots, newest first."""
         with self._lock:
-            ids = [k for k, r in reversed(self._ops.items())
-                   if (not kind or r.op.kind == kind) and not (active_only and r.op.state in FINAL)]
+            ids = [
+                k
+                for k, r in reversed(self._ops.items())
+                if (not kind or r.op.kind == kind) and not (active_only and r.op.state in FINAL)
+            ]
             ids = ids[:limit] if limit > 0 else ids
             return [self._snapshot(k)[0] for k in ids]
 
@@ -360,8 +426,9 @@ class OperationRegistry:
                 with contextlib.suppress(NotFound):
                     op = self.wait(op_id, timeout=max(0.0, deadline - time.monotonic()))
                     if not op.done:
-                        log.warning("operation %s (%s) still stopping after %.0fs; exiting anyway", op_id,
-                                    op.kind, grace)
+                        log.warning(
+                            "operation %s (%s) still stopping after %.0fs; exiting anyway", op_id, op.kind, grace
+                        )
 
     def wait(self, op_id: str, timeout: float | None = None) -> common_pb2.Operation:
         """Block until the operation is done (or timeout); returns its snapshot either way."""
@@ -447,5 +514,7 @@ OPERATION_SERVICE_NAME = operations_pb2.DESCRIPTOR.services_by_name["OperationSe
 def with_operations(add_servicer: Callable, servicer) -> list:
     """(add function, servicer) pairs for the server base: a service plus the shared OperationService that serves
     the operations of its `registry`, e.g. `with_operations(grid_pb2_grpc.add_GridServiceServicer_to_server, g)`."""
-    return [(add_servicer, servicer),
-            (operations_pb2_grpc.add_OperationServiceServicer_to_server, OperationServicer(servicer.registry))]
+    return [
+        (add_servicer, servicer),
+        (operations_pb2_grpc.add_OperationServiceServicer_to_server, OperationServicer(servicer.registry)),
+    ]

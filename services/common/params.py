@@ -16,6 +16,7 @@ Files written by the seed tools are accepted as they are: `"minval": "null"` str
 optional fields (paramManager's defaults), integer times, extra meta keys and extra per-param keys (kept, and written
 back on round trip). The one normalisation on round trip: the string "null" comes back as JSON null.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,6 +75,7 @@ class ParamFile:
 
 
 # ---------------------------------------------------------------------------------------------------------- reading
+
 
 def read_params(source: str | os.PathLike | bytes, *, name: str | None = None) -> ParamFile:
     """Parse a `.params` file from a path, a JSON string or bytes. `name` labels errors (e.g. the store key).
@@ -164,6 +166,7 @@ def _optional_number(x: Any, label: str, pname: str, key: str) -> float | None:
 
 # ---------------------------------------------------------------------------------------------------------- writing
 
+
 def _param_to_dict(p: Param) -> dict[str, Any]:
     d = {
         "times": _number_list(p.times),
@@ -213,6 +216,7 @@ def write_params(path: str | os.PathLike, pf: ParamFile) -> None:
 
 # --------------------------------------------------------------------------------------------- building & sampling
 
+
 def constant_param(value: float, duration: float, **kw: Any) -> Param:
     """A per-file constant: exactly two points [0, duration] (paramManager refuses fewer than two)."""
     return Param(times=[0.0, float(duration)], values=[float(value), float(value)], **kw)
@@ -242,17 +246,27 @@ def sample_param(param: Param, times: np.ndarray, *, clamp: bool = False) -> np.
     return out
 
 
-def resample_param(param: Param, n: int, t0: float | None = None, t1: float | None = None, *,
-                   clamp: bool = False) -> Param:
+def resample_param(
+    param: Param, n: int, t0: float | None = None, t1: float | None = None, *, clamp: bool = False
+) -> Param:
     """`param` on n evenly spaced points over [t0, t1] (default: its own span), like paramManager.resampleParam."""
     if n < 2:
         raise InvalidArgument("n", f"must be >= 2, got {n}")
     t0 = param.times[0] if t0 is None else t0
     t1 = param.times[-1] if t1 is None else t1
     new_t = np.linspace(t0, t1, n)
-    return Param(times=new_t, values=sample_param(param, new_t, clamp=clamp), units=param.units,
-                 nvals=param.nvals, minval=param.minval, maxval=param.maxval, orig_units=param.orig_units,
-                 orig_minval=param.orig_minval, orig_maxval=param.orig_maxval, extra=dict(param.extra))
+    return Param(
+        times=new_t,
+        values=sample_param(param, new_t, clamp=clamp),
+        units=param.units,
+        nvals=param.nvals,
+        minval=param.minval,
+        maxval=param.maxval,
+        orig_units=param.orig_units,
+        orig_minval=param.orig_minval,
+        orig_maxval=param.orig_maxval,
+        extra=dict(param.extra),
+    )
 
 
 def envpt_param(duration: float) -> Param:
@@ -287,16 +301,21 @@ def grid_cell_params(filename: str, i: int, j: int, d0: int, d1: int, duration: 
         raise InvalidArgument("i", f"must be in [0, {d1 - 1}], got {i}")
     if not duration > 0:
         raise InvalidArgument("duration", f"must be > 0, got {duration}")
-    params = {"dim0": Param(times=[0.0, duration], values=[j / (d0 - 1), j / (d0 - 1)],
-                            units=f"norm, interp steps in[0,{d0}]", nvals=d0)}
+    params = {
+        "dim0": Param(
+            times=[0.0, duration], values=[j / (d0 - 1), j / (d0 - 1)], units=f"norm, interp steps in[0,{d0}]", nvals=d0
+        )
+    }
     if d1 > 1:
-        params["dim1"] = Param(times=[0.0, duration], values=[i / (d1 - 1), i / (d1 - 1)],
-                               units=f"norm, interp steps in[0,{d1}]", nvals=d1)
+        params["dim1"] = Param(
+            times=[0.0, duration], values=[i / (d1 - 1), i / (d1 - 1)], units=f"norm, interp steps in[0,{d1}]", nvals=d1
+        )
     params["envPt"] = envpt_param(duration)
     return ParamFile(filename=filename, params=params)
 
 
 # ------------------------------------------------------------------------------------------------------- validation
+
 
 def validate_params(pf: ParamFile, required: Iterable[str] = (), *, source: str, all_params: bool = False) -> None:
     """Check that `pf` is usable as conditioning; raise InvalidArgument(source, ...) naming the param at fault.
@@ -320,8 +339,9 @@ def validate_params(pf: ParamFile, required: Iterable[str] = (), *, source: str,
             raise InvalidArgument(source, f"param {pname!r}: times must be finite numbers")
         for k in range(1, len(p.times)):
             if p.times[k] <= p.times[k - 1]:
-                raise InvalidArgument(source, f"param {pname!r}: times not increasing at index {k} "
-                                              f"({p.times[k - 1]} then {p.times[k]})")
+                raise InvalidArgument(
+                    source, f"param {pname!r}: times not increasing at index {k} ({p.times[k - 1]} then {p.times[k]})"
+                )
         for k, v in enumerate(p.values):
             if not (math.isfinite(v) and -_RANGE_EPS <= v <= 1 + _RANGE_EPS):
                 raise InvalidArgument(source, f"param {pname!r}: value {v} at index {k} is outside [0, 1]")

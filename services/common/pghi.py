@@ -33,6 +33,7 @@ Griffin-Lim (`griffin_lim`) on the same circular STFT is the fallback and an opt
 PGHI phase (`reconstruct(..., refine_iters=k)`, 2 steps by default: at the SMF redundancy of 2 they lift noise
 and clicks, where PGHI alone trails Griffin-Lim).
 """
+
 from __future__ import annotations
 
 import math
@@ -102,7 +103,7 @@ def _stft_nf(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     half, t = n_fft // 2, x.shape[-1]
     tail = n_fft - half - hop  # samples needed after the clip's end
     if half <= t and 0 <= tail <= t:
-        padded = torch.cat([x[:, t - half:], x, x[:, :tail]], 1)  # slices: cheaper than an index gather
+        padded = torch.cat([x[:, t - half :], x, x[:, :tail]], 1)  # slices: cheaper than an index gather
     else:  # the window wraps around the clip more than once
         padded = x[:, _pad_index(n_frames, n_fft, hop, str(x.device))]
     return torch.fft.rfft(padded.unfold(-1, n_fft, hop) * win, dim=-1)
@@ -208,7 +209,7 @@ def _integrate(add: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
         c_s, c_a = s[:, :-1, 1] if k > 1 else s[:, 1:, 0], a[:, :-1, 1] if k > 1 else a[:, 1:, 0]
         nxt = [s[:, :-1, r] for r in range(2, k)] + ([s[:, 1:, 0]] if k > 1 else [])
         nxt_a = [a[:, :-1, r] for r in range(2, k)] + ([a[:, 1:, 0]] if k > 1 else [])
-        for s_r, a_r in zip(nxt, nxt_a):  # apply (c_s, c_a) first, then step r
+        for s_r, a_r in zip(nxt, nxt_a, strict=False):  # apply (c_s, c_a) first, then step r
             c_s, c_a = c_s.gather(2, s_r), c_a.gather(2, s_r).add_(a_r)
         for j in range(nb - 1):
             row = phase[:, j + 1, 0]
@@ -262,8 +263,9 @@ def _check_magnitude(magnitude: torch.Tensor, n_fft: int, hop: int) -> tuple[tor
     return mag, single
 
 
-def pghi_phase(magnitude: torch.Tensor, *, n_fft: int, hop: int, gamma: float | None = None,
-               tol: float = 1e-5) -> torch.Tensor:
+def pghi_phase(
+    magnitude: torch.Tensor, *, n_fft: int, hop: int, gamma: float | None = None, tol: float = 1e-5
+) -> torch.Tensor:
     """Phase [B, F, N] for a magnitude spectrogram [B, F, N] of the circular STFT (frame-wise PGHI, see module doc).
 
     tol: peaks below tol * (loudest bin of the clip) do not take phase from the previous frame.
@@ -297,8 +299,16 @@ def _fgla_nf(mag: torch.Tensor, spec: torch.Tensor, n_fft: int, hop: int, n_iter
     return _istft_nf(spec, n_fft, hop)
 
 
-def griffin_lim(magnitude: torch.Tensor, *, n_fft: int, hop: int, n_iter: int = 32,
-                init_phase: torch.Tensor | None = None, momentum: float = 0.99, seed: int = 0) -> torch.Tensor:
+def griffin_lim(
+    magnitude: torch.Tensor,
+    *,
+    n_fft: int,
+    hop: int,
+    n_iter: int = 32,
+    init_phase: torch.Tensor | None = None,
+    momentum: float = 0.99,
+    seed: int = 0,
+) -> torch.Tensor:
     """(Fast) Griffin-Lim on the circular STFT: magnitude [B, F, N] -> audio [B, N * hop].
 
     momentum 0.99 is the "fast Griffin-Lim" of Perraudin et al. 2013 (torchaudio's default too); 0 is plain GL.
@@ -314,8 +324,15 @@ def griffin_lim(magnitude: torch.Tensor, *, n_fft: int, hop: int, n_iter: int = 
     return out[0] if single else out
 
 
-def reconstruct(magnitude: torch.Tensor, *, n_fft: int, hop: int, gamma: float | None = None, tol: float = 1e-5,
-                refine_iters: int = DEFAULT_REFINE) -> torch.Tensor:
+def reconstruct(
+    magnitude: torch.Tensor,
+    *,
+    n_fft: int,
+    hop: int,
+    gamma: float | None = None,
+    tol: float = 1e-5,
+    refine_iters: int = DEFAULT_REFINE,
+) -> torch.Tensor:
     """Audio [B, N * hop] from a magnitude spectrogram [B, F, N] of the circular STFT, via PGHI phase.
 
     refine_iters fast Griffin-Lim steps (each one STFT + iSTFT) polish the PGHI phase; 0 gives plain PGHI. At the

@@ -7,6 +7,7 @@ Proto package `smf.<svc>.v1` lives in `proto/smf/<svc>/v1/`; protoc writes `smf/
 in `services/<svc>/v1/` (the folder the import package `smf` maps to). The generated code imports absolutely
 (`from smf.common.v1 import common_pb2`). Output only depends on the proto files and the grpcio-tools version.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,14 @@ def generate(out_root: Path, proto_root: Path = PROTO_ROOT) -> list[Path]:
         raise FailedPrecondition(f"no proto files under {proto_root}/smf/*/v1/")
     wkt = resources.files("grpc_tools") / "_proto"  # google/protobuf/*.proto shipped with grpcio-tools
     with tempfile.TemporaryDirectory() as tmp:
-        args = ["protoc", f"-I{proto_root}", f"-I{wkt}", f"--python_out={tmp}", f"--grpc_python_out={tmp}",
-                f"--pyi_out={tmp}"] + [str(f.relative_to(proto_root)) for f in files]
+        args = [
+            "protoc",
+            f"-I{proto_root}",
+            f"-I{wkt}",
+            f"--python_out={tmp}",
+            f"--grpc_python_out={tmp}",
+            f"--pyi_out={tmp}",
+        ] + [str(f.relative_to(proto_root)) for f in files]
         if protoc.main(args) != 0:
             raise FailedPrecondition(f"protoc failed on {proto_root} (see the messages above)")
         written = []
@@ -65,8 +72,11 @@ def diff(services: Path = SERVICES, proto_root: Path = PROTO_ROOT) -> list[str]:
         current = set(generated_files(services))
         changed = [f"missing: {p}" for p in sorted(fresh - current)]
         changed += [f"stale: {p}" for p in sorted(current - fresh)]
-        changed += [f"differs: {p}" for p in sorted(fresh & current)
-                    if not filecmp.cmp(Path(tmp) / p, services / p, shallow=False)]
+        changed += [
+            f"differs: {p}"
+            for p in sorted(fresh & current)
+            if not filecmp.cmp(Path(tmp) / p, services / p, shallow=False)
+        ]
     return changed
 
 

@@ -6,6 +6,7 @@
 
 Each service parses its own options: `smf.<svc>.server.main(argv)` (artifact: `smf.common.artifact_server.main`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,11 @@ SERVICES = {
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("serve", help="run a service as a gRPC server (health, metrics, auth included)",
-                              description=__doc__.splitlines()[0])
+    p = subparsers.add_parser(
+        "serve",
+        help="run a service as a gRPC server (health, metrics, auth included)",
+        description=__doc__.splitlines()[0],
+    )
     p.add_argument("service", choices=sorted(SERVICES), help="which service")
     # everything after the service name belongs to that service's own parser (so `--help` shows its options)
     p.add_argument("args", nargs=argparse.REMAINDER, help="options of the service (see smf serve SVC --help)")

@@ -13,6 +13,7 @@ Every handler (unary or streaming, async or plain `def`) gets the same treatment
 status code, anything else becomes INTERNAL with the traceback logged. Plain `def` handlers run in worker threads so
 CPU-heavy work (rendering audio) does not stall the event loop.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,23 +46,31 @@ MAX_CONCURRENT_RPCS = 256  # beyond this grpc answers RESOURCE_EXHAUSTED instead
 DEFAULT_GRACE_S = 10.0
 
 # Methods anyone may call: load balancers and grpcurl must work without the token.
-AUTH_EXEMPT_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
-                        "/grpc.reflection.v1.ServerReflection/")
+AUTH_EXEMPT_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
 
 # Module-level metrics: prometheus_client's default registry allows each name once per process, and tests run
 # several servers in one process; the `server` label tells them apart.
 _LABELS = ("server", "grpc_service", "grpc_method", "grpc_type")
 REQUESTS = prometheus_client.Counter(
-    "smf_grpc_server_handled", "RPCs completed, by method and status code", _LABELS + ("grpc_code",))
+    "smf_grpc_server_handled", "RPCs completed, by method and status code", _LABELS + ("grpc_code",)
+)
 LATENCY = prometheus_client.Histogram(
-    "smf_grpc_server_handling_seconds", "RPC latency (whole stream for streaming RPCs)", _LABELS,
-    buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, float("inf")))
+    "smf_grpc_server_handling_seconds",
+    "RPC latency (whole stream for streaming RPCs)",
+    _LABELS,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, float("inf")),
+)
 IN_FLIGHT = prometheus_client.Gauge("smf_grpc_server_in_flight", "RPCs being handled now", _LABELS)
 
 Hook = Callable[[grpc.aio.ServicerContext], contextlib.AbstractAsyncContextManager]
 
 
 # ---- handler wrapping ---------------------------------------------------------------------------------------
+
 
 def _sync_iter(aiterator, loop: asyncio.AbstractEventLoop):
     """A plain iterator over an async one, for `def` handlers of client-streaming RPCs running in a thread."""
@@ -81,8 +90,10 @@ def _asyncify(behavior: Callable, request_streaming: bool, response_streaming: b
         return _sync_iter(request, loop) if request_streaming else request
 
     if not response_streaming:
+
         async def unary(request, context):
             return await asyncio.to_thread(behavior, adapt(request, asyncio.get_running_loop()), context)
+
         return unary
 
     async def stream(request, context):
@@ -90,13 +101,17 @@ def _asyncify(behavior: Callable, request_streaming: bool, response_streaming: b
         it = await asyncio.to_thread(lambda: iter(behavior(adapt(request, loop), context)))
         while (item := await asyncio.to_thread(next, it, done)) is not done:
             yield item
+
     return stream
 
 
 def _rpc_kind(handler: grpc.RpcMethodHandler) -> str:
-    return {(False, False): "unary_unary", (False, True): "unary_stream",
-            (True, False): "stream_unary", (True, True): "stream_stream"}[
-        (handler.request_streaming, handler.response_streaming)]
+    return {
+        (False, False): "unary_unary",
+        (False, True): "unary_stream",
+        (True, False): "stream_unary",
+        (True, True): "stream_stream",
+    }[(handler.request_streaming, handler.response_streaming)]
 
 
 def _wrap_handler(handler: grpc.RpcMethodHandler, hook: Hook) -> grpc.RpcMethodHandler:
@@ -106,20 +121,23 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, hook: Hook) -> grpc.RpcMethodH
     behavior = _asyncify(getattr(handler, kind), req_s, resp_s)
 
     if inspect.isasyncgenfunction(behavior):
+
         @functools.wraps(behavior)
         async def wrapped(request, context):
             async with hook(context):
                 async for item in behavior(request, context):
                     yield item
     else:  # coroutine: unary response, or a streaming handler that writes with context.write
+
         @functools.wraps(behavior)
         async def wrapped(request, context):
             async with hook(context):
                 return await behavior(request, context)
 
     factory = getattr(grpc, f"{kind}_rpc_method_handler")
-    return factory(wrapped, request_deserializer=handler.request_deserializer,
-                   response_serializer=handler.response_serializer)
+    return factory(
+        wrapped, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+    )
 
 
 class _Unparsable:
@@ -163,12 +181,14 @@ def _guard_parsing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     behavior = _asyncify(getattr(handler, kind), req_s, resp_s)
 
     if inspect.isasyncgenfunction(behavior):
+
         @functools.wraps(behavior)
         async def wrapped(request, context):
             request = parsed_stream(request, context) if req_s else await parsed(request, context)
             async for item in behavior(request, context):
                 yield item
     else:
+
         @functools.wraps(behavior)
         async def wrapped(request, context):
             request = parsed_stream(request, context) if req_s else await parsed(request, context)
@@ -185,6 +205,7 @@ def _split_method(method: str) -> tuple[str, str]:
 
 # ---- interceptors -------------------------------------------------------------------------------------------
 
+
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
     """Counts every RPC by method and final status code, times it, and tracks how many are in flight."""
 
@@ -196,8 +217,11 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         service, method = _split_method(details.method)
-        rpc_type = ("client_stream" if handler.request_streaming else "unary") if not handler.response_streaming \
+        rpc_type = (
+            ("client_stream" if handler.request_streaming else "unary")
+            if not handler.response_streaming
             else ("bidi_stream" if handler.request_streaming else "server_stream")
+        )
         labels = (self.server_name, service, method, rpc_type)
 
         @contextlib.asynccontextmanager
@@ -221,6 +245,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 IN_FLIGHT.labels(*labels).dec()
                 LATENCY.labels(*labels).observe(time.perf_counter() - start)
                 REQUESTS.labels(*labels, _code_name(code)).inc()
+
         return _wrap_handler(handler, observe)
 
 
@@ -254,6 +279,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             reason = "missing 'authorization: Bearer <token>' metadata" if missing else "invalid bearer token"
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
             yield  # not reached: abort raises
+
         return _wrap_handler(handler, deny)
 
 
@@ -278,10 +304,12 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             except Exception:
                 log.exception("internal error in %s", method)
                 await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method} (see server log)")
+
         return _wrap_handler(_guard_parsing(handler), map_errors)
 
 
 # ---- lifecycle ----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class ServerHandle:
@@ -323,11 +351,15 @@ def resolve_token(token: str | None, allow_insecure: bool) -> str | None:
     if token:
         return token
     if allow_insecure or os.environ.get("SMF_ALLOW_NO_AUTH") == "1":
-        log.warning("!!! AUTHENTICATION DISABLED: no SMF_TOKEN set and running with allow_insecure / "
-                    "SMF_ALLOW_NO_AUTH=1 — anyone who can reach this port can use the service !!!")
+        log.warning(
+            "!!! AUTHENTICATION DISABLED: no SMF_TOKEN set and running with allow_insecure / "
+            "SMF_ALLOW_NO_AUTH=1 — anyone who can reach this port can use the service !!!"
+        )
         return None
-    raise FailedPrecondition("SMF_TOKEN is not set: give the server a bearer token (env SMF_TOKEN) or run it "
-                             "without auth explicitly with SMF_ALLOW_NO_AUTH=1 / --insecure")
+    raise FailedPrecondition(
+        "SMF_TOKEN is not set: give the server a bearer token (env SMF_TOKEN) or run it "
+        "without auth explicitly with SMF_ALLOW_NO_AUTH=1 / --insecure"
+    )
 
 
 def _server_credentials() -> grpc.ServerCredentials | None:
@@ -339,16 +371,28 @@ def _server_credentials() -> grpc.ServerCredentials | None:
         raise FailedPrecondition("TLS needs both SMF_TLS_CERT and SMF_TLS_KEY")
     ca = os.environ.get("SMF_TLS_CLIENT_CA")
     from pathlib import Path
-    read = lambda p: Path(p).read_bytes()
-    return grpc.ssl_server_credentials([(read(key), read(cert))], root_certificates=read(ca) if ca else None,
-                                       require_client_auth=bool(ca))
+
+    def read(p):
+        return Path(p).read_bytes()
+    return grpc.ssl_server_credentials(
+        [(read(key), read(cert))], root_certificates=read(ca) if ca else None, require_client_auth=bool(ca)
+    )
 
 
-async def start_server(*, name: str, servicers: Sequence[tuple[Callable, Any]], service_names: Sequence[str],
-                       port: int, metrics_port: int | None, token: str | None = None, allow_insecure: bool = False,
-                       host: str = "0.0.0.0", max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS,
-                       max_message_bytes: int = MAX_MESSAGE_BYTES,
-                       on_stop: Sequence[Callable[[], Any]] = ()) -> ServerHandle:
+async def start_server(
+    *,
+    name: str,
+    servicers: Sequence[tuple[Callable, Any]],
+    service_names: Sequence[str],
+    port: int,
+    metrics_port: int | None,
+    token: str | None = None,
+    allow_insecure: bool = False,
+    host: str = "0.0.0.0",
+    max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+    on_stop: Sequence[Callable[[], Any]] = (),
+) -> ServerHandle:
     """Start serving `servicers` (pairs of generated `add_XServicer_to_server` and an instance); port 0 = free port.
 
     `token` defaults to $SMF_TOKEN; without one the server refuses to start unless `allow_insecure` (or
@@ -362,10 +406,14 @@ async def start_server(*, name: str, servicers: Sequence[tuple[Callable, Any]], 
         interceptors.append(AuthInterceptor(required))
     interceptors.append(ErrorInterceptor())
     server = grpc.aio.server(
-        interceptors=interceptors, maximum_concurrent_rpcs=max_concurrent_rpcs,
-        options=[("grpc.max_receive_message_length", max_message_bytes),
-                 ("grpc.max_send_message_length", max_message_bytes),
-                 ("grpc.so_reuseport", 0)])  # port 0 must really be free, not shared with a stale server
+        interceptors=interceptors,
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )  # port 0 must really be free, not shared with a stale server
     for add, servicer in servicers:
         add(servicer, server)
 
@@ -388,11 +436,25 @@ async def start_server(*, name: str, servicers: Sequence[tuple[Callable, Any]], 
     await server.start()
     for service in names + [""]:  # "" = the server as a whole
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    log.info("%s serving gRPC on %s:%d%s (auth %s, tls %s)", name, host, bound,
-             f", metrics on :{metrics_port}" if metrics_port else "", "on" if required else "OFF",
-             "on" if creds else "off")
-    return ServerHandle(name=name, server=server, port=bound, metrics_port=metrics_port, health=health_servicer,
-                        service_names=names, _metrics_http=metrics_http, _on_stop=list(on_stop))
+    log.info(
+        "%s serving gRPC on %s:%d%s (auth %s, tls %s)",
+        name,
+        host,
+        bound,
+        f", metrics on :{metrics_port}" if metrics_port else "",
+        "on" if required else "OFF",
+        "on" if creds else "off",
+    )
+    return ServerHandle(
+        name=name,
+        server=server,
+        port=bound,
+        metrics_port=metrics_port,
+        health=health_servicer,
+        service_names=names,
+        _metrics_http=metrics_http,
+        _on_stop=list(on_stop),
+    )
 
 
 def run_server(*, grace: float = DEFAULT_GRACE_S, **kwargs) -> None:
@@ -400,6 +462,7 @@ def run_server(*, grace: float = DEFAULT_GRACE_S, **kwargs) -> None:
 
     Takes the same keyword arguments as `start_server`. Blocks; this is what `smf serve <svc>` runs.
     """
+
     async def serve() -> None:
         handle = await start_server(**kwargs)
         stop = asyncio.Event()
@@ -407,8 +470,11 @@ def run_server(*, grace: float = DEFAULT_GRACE_S, **kwargs) -> None:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-        print(f"{handle.name}: serving on port {handle.port}"
-              + (f", metrics on port {handle.metrics_port}" if handle.metrics_port else ""), flush=True)
+        print(
+            f"{handle.name}: serving on port {handle.port}"
+            + (f", metrics on port {handle.metrics_port}" if handle.metrics_port else ""),
+            flush=True,
+        )
         await stop.wait()
         log.info("%s: signal received, draining for up to %.0fs", handle.name, grace)
         await handle.stop(grace)
@@ -420,9 +486,9 @@ def run_server(*, grace: float = DEFAULT_GRACE_S, **kwargs) -> None:
 class ServerThread:
     """A server running on its own event loop in a background thread, for sync code and tests:
 
-        with ServerThread(name="gan", servicers=[...], service_names=[...], port=0, metrics_port=0,
-                          token="t", host="127.0.0.1") as srv:
-            channel = connect(f"127.0.0.1:{srv.port}", token="t")
+    with ServerThread(name="gan", servicers=[...], service_names=[...], port=0, metrics_port=0,
+                      token="t", host="127.0.0.1") as srv:
+        channel = connect(f"127.0.0.1:{srv.port}", token="t")
     """
 
     def __init__(self, **start_kwargs):
@@ -472,23 +538,36 @@ class ServerThread:
 
 # ---- command line helpers for each service's main(argv) ------------------------------------------------------
 
+
 def add_server_arguments(parser: argparse.ArgumentParser, *, default_port: int) -> None:
     """The flags every `smf serve <svc>` accepts, `--store` included. The token itself only comes from $SMF_TOKEN
     (argv is public)."""
     parser.add_argument("--port", type=int, default=default_port, help=f"gRPC port (default {default_port})")
-    parser.add_argument("--metrics-port", type=int, default=default_port + 1000,
-                        help="Prometheus port (default gRPC port + 1000; -1 = off)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=default_port + 1000,
+        help="Prometheus port (default gRPC port + 1000; -1 = off)",
+    )
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE_S, help="seconds to drain on SIGTERM")
-    parser.add_argument("--insecure", action="store_true",
-                        help="serve without a bearer token (also SMF_ALLOW_NO_AUTH=1); never on a shared network")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve without a bearer token (also SMF_ALLOW_NO_AUTH=1); never on a shared network",
+    )
     add_store_argument(parser)
 
 
 def server_options(args: argparse.Namespace) -> dict[str, Any]:
     """`run_server` keyword arguments from the flags of `add_server_arguments`."""
-    return {"port": args.port, "metrics_port": None if args.metrics_port < 0 else args.metrics_port,
-            "host": args.host, "grace": args.grace, "allow_insecure": args.insecure}
+    return {
+        "port": args.port,
+        "metrics_port": None if args.metrics_port < 0 else args.metrics_port,
+        "host": args.host,
+        "grace": args.grace,
+        "allow_insecure": args.insecure,
+    }
 
 
 def add_gan_targets_argument(parser: argparse.ArgumentParser) -> None:
@@ -496,9 +575,13 @@ def add_gan_targets_argument(parser: argparse.ArgumentParser) -> None:
 
     The default comes from $SMF_GAN_TARGETS (comma-separated), so a deployment sets it once for every service.
     """
-    parser.add_argument("--gan", nargs="+", metavar="HOST:PORT",
-                        default=(os.environ.get("SMF_GAN_TARGETS") or "localhost:50051").split(","),
-                        help="GAN service replicas to render with (default $SMF_GAN_TARGETS or localhost:50051)")
+    parser.add_argument(
+        "--gan",
+        nargs="+",
+        metavar="HOST:PORT",
+        default=(os.environ.get("SMF_GAN_TARGETS") or "localhost:50051").split(","),
+        help="GAN service replicas to render with (default $SMF_GAN_TARGETS or localhost:50051)",
+    )
 
 
 def gan_token(server_token: str | None) -> str | None:

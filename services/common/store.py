@@ -13,6 +13,7 @@ sha256 of every object is recorded at write time and checked on every read (`Dat
 are validated before they touch a path or URL, and failures come out as `smf.common.errors` (NotFound,
 PermissionDenied, Unavailable ...). The backends live in `_store_file.py` and `_store_s3.py`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,8 +56,8 @@ class ObjectInfo:
     modified: float  # unix seconds
 
 
-MAX_KEY = 1024       # S3 object key limit
-MAX_SEGMENT = 200    # below the 255-byte file name limit, leaving room for the file store's temp suffixes
+MAX_KEY = 1024  # S3 object key limit
+MAX_SEGMENT = 200  # below the 255-byte file name limit, leaving room for the file store's temp suffixes
 
 
 def validate_key(key: str) -> str:
@@ -73,8 +74,9 @@ def validate_key(key: str) -> str:
         raise InvalidArgument("key", f"{key[:40]!r}... is {len(key)} characters long, the limit is {MAX_KEY}")
     for segment in key.split("/"):
         if len(segment) > MAX_SEGMENT:
-            raise InvalidArgument("key", f"segment {segment[:40]!r}... is {len(segment)} characters long, "
-                                         f"the limit is {MAX_SEGMENT}")
+            raise InvalidArgument(
+                "key", f"segment {segment[:40]!r}... is {len(segment)} characters long, the limit is {MAX_SEGMENT}"
+            )
         if not segment:
             raise InvalidArgument("key", f"{key!r} has an empty path segment")
         if segment in (".", ".."):
@@ -196,8 +198,9 @@ class Store:
 
 
 def corruption(uri: str, recorded: str, actual: str) -> DataCorruption:
-    return DataCorruption(f"{uri}: sha256 mismatch, recorded {recorded[:16]}… but the stored bytes hash to "
-                          f"{actual[:16]}…")
+    return DataCorruption(
+        f"{uri}: sha256 mismatch, recorded {recorded[:16]}… but the stored bytes hash to {actual[:16]}…"
+    )
 
 
 def _file_uri(path: str | os.PathLike) -> str:
@@ -209,7 +212,7 @@ def _canonical(uri: str) -> str:
     if uri.startswith("s3://"):
         return uri.rstrip("/")
     if uri.startswith("file://"):
-        path = urllib.parse.unquote(uri[len("file://"):])
+        path = urllib.parse.unquote(uri[len("file://") :])
         if not path.startswith("/") and not path.startswith("~"):
             raise InvalidArgument("uri", f"{uri!r}: a file:// store needs an absolute path (file:///abs/dir)")
         return _file_uri(path)
@@ -227,7 +230,7 @@ def open_store(uri: str | None = None) -> Store:
     uri = _canonical(uri) if uri else default_store_uri()
     if uri.startswith("s3://"):
         return S3Store.from_uri(uri)
-    return FileStore(urllib.parse.unquote(uri[len("file://"):]))
+    return FileStore(urllib.parse.unquote(uri[len("file://") :]))
 
 
 def parse_uri(uri: str) -> tuple[str, str]:
@@ -240,14 +243,14 @@ def parse_uri(uri: str) -> tuple[str, str]:
         raise InvalidArgument("uri", f"{uri!r} is not a store URI (file:///... or s3://...)")
     default = default_store_uri()
     if uri.startswith(default + "/"):
-        return default, validate_key(uri[len(default) + 1:])
+        return default, validate_key(uri[len(default) + 1 :])
     if uri.startswith("s3://"):
-        bucket, _, key = uri[len("s3://"):].partition("/")
+        bucket, _, key = uri[len("s3://") :].partition("/")
         if not bucket or not key:
             raise InvalidArgument("uri", f"{uri!r}: expected s3://bucket/key")
         return f"s3://{bucket}", validate_key(key)
     if uri.startswith("file://"):
-        path = Path(urllib.parse.unquote(uri[len("file://"):]))
+        path = Path(urllib.parse.unquote(uri[len("file://") :]))
         for root in path.parents:
             if (root / ".smf-meta").is_dir():
                 return _file_uri(root), validate_key(path.relative_to(root).as_posix())

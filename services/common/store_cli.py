@@ -10,6 +10,7 @@
 In `cp`, an argument with a scheme (s3://, file://) is a full store URI, `store:KEY` is a key in the --store
 store, and anything else is a local path. Elsewhere a plain argument is a key in the --store store.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -120,8 +121,10 @@ def cmd_url(args) -> int:
 def cmd_cp(args) -> int:
     src_remote, dst_remote = _is_remote(args.src), _is_remote(args.dst)
     if not src_remote and not dst_remote:
-        raise InvalidArgument("src", "one side of cp must be in the store (a store URI or store:KEY); use "
-                                     "your shell's cp for local copies")
+        raise InvalidArgument(
+            "src",
+            "one side of cp must be in the store (a store URI or store:KEY); use your shell's cp for local copies",
+        )
     pairs = _plan(args, src_remote, dst_remote)
     for copy in pairs:
         copy()
@@ -138,7 +141,7 @@ def _plan(args, src_remote: bool, dst_remote: bool) -> list:
             keys = src_store.list(src_key)
             if not keys:
                 raise NotFound(f"{src_store.uri}/{src_key}/: no objects under this prefix")
-            items = [(k, k[len(src_key) + 1:]) for k in keys]
+            items = [(k, k[len(src_key) + 1 :]) for k in keys]
         else:
             validate_key(src_key)
             items = [(src_key, Path(src_key).name)]

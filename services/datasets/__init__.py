@@ -7,18 +7,19 @@
 
 A dataset is the store artifact `datasets/<name>/`: `<stem>.wav` (16-bit PCM mono) + `<stem>.params` + manifest.
 """
+
 from smf.datasets.files import dataset_id, list_dataset_files, make_dataset
 from smf.datasets.generators import DEFAULTS, GENERATORS, Clip, generate, tone_f0
 from smf.datasets.importer import import_dataset
 
 __all__ = [
-           "DEFAULTS",
-           "GENERATORS",
-           "Clip",
-           "dataset_id",
-           "generate",
-           "import_dataset",
-           "list_dataset_files",
-           "make_dataset",
-           "tone_f0",
+    "DEFAULTS",
+    "GENERATORS",
+    "Clip",
+    "dataset_id",
+    "generate",
+    "import_dataset",
+    "list_dataset_files",
+    "make_dataset",
+    "tone_f0",
 ]

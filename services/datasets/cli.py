@@ -1,10 +1,11 @@
 """`smf datasets …` — make the built-in synthetic datasets, import a folder of sounds, list what is stored.
 
-    smf datasets make tones                          # -> datasets/tones in $SMF_STORE or ~/.smf/store
-    smf datasets make pops --n 32 --seed 3 --duration 2 --store s3://smf/team-a
-    smf datasets import ~/sounds/rain --name rain --rate 16000 --mono mean
-    smf datasets ls
+smf datasets make tones                          # -> datasets/tones in $SMF_STORE or ~/.smf/store
+smf datasets make pops --n 32 --seed 3 --duration 2 --store s3://smf/team-a
+smf datasets import ~/sounds/rain --name rain --rate 16000 --mono mean
+smf datasets ls
 """
+
 from __future__ import annotations
 
 from smf.common.errors import NotFound
@@ -22,15 +23,24 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="datasets_command", metavar="ACTION", required=True)
 
     defaults = ", ".join(f"{k}: {n} x {d:g} s" for k, (n, d) in DEFAULTS.items())
-    make = sub.add_parser("make", parents=[common], help="generate a built-in synthetic dataset",
-                          description=f"Generate a built-in dataset (wav + .params). Defaults: {defaults}.")
+    make = sub.add_parser(
+        "make",
+        parents=[common],
+        help="generate a built-in synthetic dataset",
+        description=f"Generate a built-in dataset (wav + .params). Defaults: {defaults}.",
+    )
     make.add_argument("name", choices=sorted(GENERATORS), help="which dataset")
     make.add_argument("--n", type=int, default=None, metavar="N", help="number of files")
     make.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (same seed, same files)")
     make.add_argument("--duration", type=float, default=None, metavar="SEC", help="seconds per file")
     make.add_argument("--rate", type=int, default=16000, metavar="HZ", help="sample rate (default 16000)")
-    make.add_argument("--as", dest="out_name", default=None, metavar="NAME",
-                      help="store it as datasets/NAME instead of datasets/<name>")
+    make.add_argument(
+        "--as",
+        dest="out_name",
+        default=None,
+        metavar="NAME",
+        help="store it as datasets/NAME instead of datasets/<name>",
+    )
     make.add_argument("--force", action="store_true", help="replace an existing dataset of that name")
     make.set_defaults(func=cmd_make)
 
@@ -38,8 +48,12 @@ def register(subparsers) -> None:
     imp.add_argument("dir", help="folder with the audio files (searched recursively)")
     imp.add_argument("--name", required=True, help="dataset name: stored as datasets/NAME")
     imp.add_argument("--rate", type=int, default=None, metavar="HZ", help="resample every file to this rate")
-    imp.add_argument("--mono", choices=MONO_POLICIES, default="error",
-                     help="multi-channel files: error (default), mean of channels, or first channel")
+    imp.add_argument(
+        "--mono",
+        choices=MONO_POLICIES,
+        default="error",
+        help="multi-channel files: error (default), mean of channels, or first channel",
+    )
     imp.add_argument("--require-params", action="store_true", help="every file must have a .params beside it")
     imp.add_argument("--force", action="store_true", help="replace an existing dataset of that name")
     imp.set_defaults(func=cmd_import)
@@ -52,8 +66,17 @@ def cmd_make(args) -> int:
     store = open_store(args.store)
     aid = dataset_id(args.out_name or args.name)
     existed = _committed(store, aid)
-    aid = make_dataset(args.name, store, n_files=args.n, seed=args.seed, sample_rate=args.rate,
-                       duration=args.duration, out_name=args.out_name, overwrite=args.force, progress=True)
+    aid = make_dataset(
+        args.name,
+        store,
+        n_files=args.n,
+        seed=args.seed,
+        sample_rate=args.rate,
+        duration=args.duration,
+        out_name=args.out_name,
+        overwrite=args.force,
+        progress=True,
+    )
     manifest = read_manifest(store, aid)
     n = sum(name.endswith(".wav") for name in manifest.files)
     if existed and manifest.created_at == existed:
@@ -65,13 +88,23 @@ def cmd_make(args) -> int:
 
 def cmd_import(args) -> int:
     store = open_store(args.store)
-    aid = import_dataset(args.dir, store, name=args.name, sample_rate=args.rate, mono=args.mono,
-                         require_params=args.require_params, overwrite=args.force, progress=True)
+    aid = import_dataset(
+        args.dir,
+        store,
+        name=args.name,
+        sample_rate=args.rate,
+        mono=args.mono,
+        require_params=args.require_params,
+        overwrite=args.force,
+        progress=True,
+    )
     manifest = read_manifest(store, aid)
     n = sum(name.endswith(".wav") for name in manifest.files)
     n_params = sum(name.endswith(".params") for name in manifest.files)
-    print(f"imported {n} audio files ({n_params} with .params) at {manifest.config['sample_rate']} Hz to "
-          f"{store.key_uri(aid)}")
+    print(
+        f"imported {n} audio files ({n_params} with .params) at {manifest.config['sample_rate']} Hz to "
+        f"{store.key_uri(aid)}"
+    )
     return 0
 
 
@@ -86,8 +119,10 @@ def cmd_ls(args) -> int:
         n = sum(name.endswith(".wav") for name in m.files)
         origin = cfg.get("generator") or cfg.get("source") or "?"
         params = " ".join(cfg.get("params") or []) or "-"
-        print(f"{aid:28} {n:5} files  {cfg.get('sample_rate', '?'):>6} Hz  params: {params:24} from {origin}"
-              f"  ({m.created_at})")
+        print(
+            f"{aid:28} {n:5} files  {cfg.get('sample_rate', '?'):>6} Hz  params: {params:24} from {origin}"
+            f"  ({m.created_at})"
+        )
     return 0
 
 

@@ -1,8 +1,9 @@
 """Datasets in the store: `datasets/<name>/` holding `<stem>.wav` (+ `<stem>.params`) and a manifest.
 
-    aid = make_dataset("tones", open_store())            # -> "datasets/tones"
-    for wav_key, params_key in list_dataset_files(store, aid): ...
+aid = make_dataset("tones", open_store())            # -> "datasets/tones"
+for wav_key, params_key in list_dataset_files(store, aid): ...
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,9 +27,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 def dataset_id(name: str) -> str:
     """`tones` or `datasets/tones` -> `datasets/tones`; the name must be a single safe key segment."""
-    short = name[len(KIND) + 1:] if name.startswith(KIND + "/") else name
+    short = name[len(KIND) + 1 :] if name.startswith(KIND + "/") else name
     if not _NAME.match(short):
-        raise InvalidArgument("name", f"dataset names use [A-Za-z0-9._-] and start with a letter or digit, got {name!r}")
+        raise InvalidArgument(
+            "name", f"dataset names use [A-Za-z0-9._-] and start with a letter or digit, got {name!r}"
+        )
     return f"{KIND}/{short}"
 
 
@@ -51,8 +54,10 @@ def prepare_target(store: Store, aid: str, config: dict, *, overwrite: bool) -> 
     if same and not overwrite:
         return False
     if not overwrite:
-        raise AlreadyExists(f"dataset {aid!r} already exists in {store.uri} with a different config "
-                            f"({manifest.config}); pick another name or overwrite it (--force)")
+        raise AlreadyExists(
+            f"dataset {aid!r} already exists in {store.uri} with a different config "
+            f"({manifest.config}); pick another name or overwrite it (--force)"
+        )
     store.delete_prefix(aid + "/")
     return True
 
@@ -68,9 +73,18 @@ def commit(store: Store, aid: str, files: dict, config: dict, *, inputs: Iterabl
         raise
 
 
-def make_dataset(name: str, store: Store, *, n_files: int | None = None, seed: int = 0, sample_rate: int = 16000,
-                 duration: float | None = None, out_name: str | None = None, overwrite: bool = False,
-                 progress: bool = False) -> str:
+def make_dataset(
+    name: str,
+    store: Store,
+    *,
+    n_files: int | None = None,
+    seed: int = 0,
+    sample_rate: int = 16000,
+    duration: float | None = None,
+    out_name: str | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> str:
     """Generate built-in dataset `name` (pops, tones, wind) into the store as `datasets/<out_name or name>`.
 
     Deterministic given the arguments; calling it again with the same arguments is a no-op that returns the id.
@@ -80,8 +94,14 @@ def make_dataset(name: str, store: Store, *, n_files: int | None = None, seed: i
     clips = generate(name, n_files=n_files, seed=seed, sample_rate=sample_rate, duration=duration)  # validates
     n_files = DEFAULTS[name][0] if n_files is None else n_files
     duration = DEFAULTS[name][1] if duration is None else duration
-    config = {"generator": name, "generator_version": GENERATOR_VERSION, "n_files": int(n_files), "seed": int(seed),
-              "sample_rate": int(sample_rate), "duration": float(duration)}
+    config = {
+        "generator": name,
+        "generator_version": GENERATOR_VERSION,
+        "n_files": int(n_files),
+        "seed": int(seed),
+        "sample_rate": int(sample_rate),
+        "duration": float(duration),
+    }
     if not prepare_target(store, aid, config, overwrite=overwrite):
         return aid
     files: dict[str, bytes] = {}

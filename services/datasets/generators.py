@@ -15,6 +15,7 @@ Each generator yields `Clip`s (float32 mono audio in [-1, 1] + the `.params` tha
 - wind:  noise through a resonant low-pass whose `cutoff` (100 .. 6000 Hz, exponential) moves within the file along a
          5-point polyline: the set with time-varying params.
 """
+
 from __future__ import annotations
 
 import math
@@ -89,12 +90,18 @@ def pops(n_files: int, *, seed: int, sample_rate: int, duration: float) -> Itera
             i = round(onset * sample_rate)
             click = rng.standard_normal(len(t)) * np.exp(-t / 0.0005)
             ring = np.sin(2 * np.pi * f_res * t) * np.exp(-t / tau)
-            audio[i:i + len(t)] += rng.uniform(0.8, 1.0) * (ring + 0.3 * click)
+            audio[i : i + len(t)] += rng.uniform(0.8, 1.0) * (ring + 0.3 * click)
         params = {
-            "rate": constant_param(rate_v, duration, nvals=11, orig_units="rate pow(2,n), n=[2,5]",
-                                   orig_minval=2, orig_maxval=5),
-            "pitch": constant_param(pitch_v, duration, orig_units="resonant frequency, midi note",
-                                    orig_minval=POP_MIDI[0], orig_maxval=POP_MIDI[1]),
+            "rate": constant_param(
+                rate_v, duration, nvals=11, orig_units="rate pow(2,n), n=[2,5]", orig_minval=2, orig_maxval=5
+            ),
+            "pitch": constant_param(
+                pitch_v,
+                duration,
+                orig_units="resonant frequency, midi note",
+                orig_minval=POP_MIDI[0],
+                orig_maxval=POP_MIDI[1],
+            ),
         }
         name = f"pops_{k:03d}"
         yield Clip(name, _normalise(audio[:n]), ParamFile(f"{name}.wav", params))
@@ -122,7 +129,7 @@ def tones(n_files: int, *, seed: int, sample_rate: int, duration: float) -> Iter
     env = np.ones(n)
     env[:attack] = np.linspace(0, 1, attack, endpoint=False)
     if release:
-        env[n - release:] = np.linspace(1, 0, release)
+        env[n - release :] = np.linspace(1, 0, release)
     for k in range(n_files):
         rng = _file_rng(seed, k)
         pitch_v, bright_v = float(pitches[k]), float(brights[k])
@@ -134,10 +141,21 @@ def tones(n_files: int, *, seed: int, sample_rate: int, duration: float) -> Iter
         phase = rng.uniform(0, 2 * np.pi, size=len(h))
         audio = (amp[:, None] * np.sin(2 * np.pi * f0 * h[:, None] * t[None, :] + phase[:, None])).sum(0)
         params = {
-            "normPitch": constant_param(pitch_v, duration, nvals=nvals, orig_units="midiPitch",
-                                        orig_minval=TONE_MIDI[0], orig_maxval=TONE_MIDI[1]),
-            "brightness": constant_param(bright_v, duration, orig_units="spectral tilt, dB/octave",
-                                         orig_minval=TILT_DB[0], orig_maxval=TILT_DB[1]),
+            "normPitch": constant_param(
+                pitch_v,
+                duration,
+                nvals=nvals,
+                orig_units="midiPitch",
+                orig_minval=TONE_MIDI[0],
+                orig_maxval=TONE_MIDI[1],
+            ),
+            "brightness": constant_param(
+                bright_v,
+                duration,
+                orig_units="spectral tilt, dB/octave",
+                orig_minval=TILT_DB[0],
+                orig_maxval=TILT_DB[1],
+            ),
         }
         name = f"tones_{k:03d}"
         yield Clip(name, _normalise(audio * env), ParamFile(f"{name}.wav", params))
@@ -165,8 +183,13 @@ def wind(n_files: int, *, seed: int, sample_rate: int, duration: float) -> Itera
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
     for k in range(n_files):
         rng = _file_rng(seed, k)
-        cutoff = Param(times=np.linspace(0.0, duration, WIND_POINTS), values=points[k], orig_units=(
-            "low-pass cutoff, Hz (exponential: 100 * 60 ** v)"), orig_minval=CUTOFF_HZ[0], orig_maxval=CUTOFF_HZ[1])
+        cutoff = Param(
+            times=np.linspace(0.0, duration, WIND_POINTS),
+            values=points[k],
+            orig_units=("low-pass cutoff, Hz (exponential: 100 * 60 ** v)"),
+            orig_minval=CUTOFF_HZ[0],
+            orig_maxval=CUTOFF_HZ[1],
+        )
         noise = torch.from_numpy(rng.standard_normal(n))
         spec = torch.stft(noise, n_fft, hop, window=window, return_complex=True)  # [F, frames], centred frames
         fc = cutoff_hz(sample_param(cutoff, np.arange(spec.shape[1]) * hop / sample_rate, clamp=True))
@@ -185,8 +208,9 @@ GENERATORS: dict[str, GeneratorFn] = {"pops": pops, "tones": tones, "wind": wind
 DEFAULTS: dict[str, tuple[int, float]] = {"pops": (16, 2.0), "tones": (25, 1.0), "wind": (16, 2.0)}
 
 
-def generate(name: str, *, n_files: int | None = None, seed: int = 0, sample_rate: int = 16000,
-             duration: float | None = None) -> Iterator[Clip]:
+def generate(
+    name: str, *, n_files: int | None = None, seed: int = 0, sample_rate: int = 16000, duration: float | None = None
+) -> Iterator[Clip]:
     """The clips of built-in dataset `name`; deterministic given (name, n_files, seed, sample_rate, duration)."""
     if name not in GENERATORS:
         raise InvalidArgument("name", f"unknown dataset {name!r}; built-in: {', '.join(GENERATORS)}")

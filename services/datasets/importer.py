@@ -8,6 +8,7 @@ Every audio file (.wav .flac .ogg by exact extension; hidden files and folders s
 only once every file has passed, files first and manifest last; if writing fails, what was written is removed.
 Errors are InvalidArgument naming the offending file.
 """
+
 from __future__ import annotations
 
 import os
@@ -53,9 +54,17 @@ def stored_name(rel: Path) -> str:
     return "/".join(p if p not in (".", "..") and not p.startswith(".smf-") else "_" + p for p in parts)
 
 
-def import_dataset(src_dir: str | os.PathLike, store: Store, *, name: str, sample_rate: int | None = None,
-                   mono: str = "error", require_params: bool = False, overwrite: bool = False,
-                   progress: bool = False) -> str:
+def import_dataset(
+    src_dir: str | os.PathLike,
+    store: Store,
+    *,
+    name: str,
+    sample_rate: int | None = None,
+    mono: str = "error",
+    require_params: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> str:
     """Copy the audio (+ .params) under `src_dir` into the store as `datasets/<name>`; returns the artifact id.
 
     `sample_rate`: resample every file to it (default: keep the files' common rate). `mono`: "error" rejects
@@ -72,8 +81,9 @@ def import_dataset(src_dir: str | os.PathLike, store: Store, *, name: str, sampl
         raise InvalidArgument("sample_rate", f"must be in [1000, 384000] Hz, got {sample_rate}")
     aid = dataset_id(name)
     if _existing(store, aid) is not None and not overwrite:
-        raise AlreadyExists(f"dataset {aid!r} already exists in {store.uri}; pick another name or overwrite "
-                            f"it (--force)")
+        raise AlreadyExists(
+            f"dataset {aid!r} already exists in {store.uri}; pick another name or overwrite it (--force)"
+        )
     sources = find_audio(src)
     if not sources:
         raise InvalidArgument(str(src), f"no audio files ({' '.join(AUDIO_EXTS)}) found")
@@ -90,8 +100,11 @@ def import_dataset(src_dir: str | os.PathLike, store: Store, *, name: str, sampl
             path = src / rel
             label = str(path)
             if mono == "error" and _channels(path) > 1:
-                raise InvalidArgument(label, f"has {_channels(path)} channels, expected mono (import with "
-                                             f"mono='mean' or 'first', CLI --mono, to downmix)")
+                raise InvalidArgument(
+                    label,
+                    f"has {_channels(path)} channels, expected mono (import with "
+                    f"mono='mean' or 'first', CLI --mono, to downmix)",
+                )
             try:
                 audio, sr = load_audio(path, mono=mono)
             except SmfError:
@@ -108,8 +121,11 @@ def import_dataset(src_dir: str | os.PathLike, store: Store, *, name: str, sampl
                 if first_rate is None:
                     first_rate = (sr, path)
                 elif sr != first_rate[0]:
-                    raise InvalidArgument(label, f"sample rate {sr} Hz differs from {first_rate[0]} Hz of "
-                                                 f"{first_rate[1]}; pass a sample rate to resample every file")
+                    raise InvalidArgument(
+                        label,
+                        f"sample rate {sr} Hz differs from {first_rate[0]} Hz of "
+                        f"{first_rate[1]}; pass a sample rate to resample every file",
+                    )
             out_name = stored_name(rel)
             if out_name in origin:
                 raise InvalidArgument(label, f"would be stored as {out_name!r}, like {origin[out_name]}; rename one")
@@ -120,23 +136,29 @@ def import_dataset(src_dir: str | os.PathLike, store: Store, *, name: str, sampl
             if ppath.is_file():
                 pf = read_params(ppath)
                 if pf.filename != path.name:
-                    raise InvalidArgument(str(ppath), f"meta filename is {pf.filename!r} but it sits beside "
-                                                      f"{path.name!r}")
+                    raise InvalidArgument(
+                        str(ppath), f"meta filename is {pf.filename!r} but it sits beside {path.name!r}"
+                    )
                 validate_params(pf, [], source=str(ppath), all_params=True)
                 names = list(pf.params)
                 if names_ref is None:
                     names_ref = (names, ppath)
                 elif sorted(names) != sorted(names_ref[0]):
-                    raise InvalidArgument(str(ppath), f"has params {names} but {names_ref[1]} has {names_ref[0]}; "
-                                                      f"every file of a dataset needs the same params")
+                    raise InvalidArgument(
+                        str(ppath),
+                        f"has params {names} but {names_ref[1]} has {names_ref[0]}; "
+                        f"every file of a dataset needs the same params",
+                    )
                 with_params.append(path)
             elif require_params:
                 raise InvalidArgument(label, f"has no matching .params file ({ppath.name})")
             else:
                 without_params.append(path)
             if with_params and without_params:
-                raise InvalidArgument(str(without_params[0]), f"has no .params file but {with_params[0]} has one; "
-                                                              f"give every file one, or none")
+                raise InvalidArgument(
+                    str(without_params[0]),
+                    f"has no .params file but {with_params[0]} has one; give every file one, or none",
+                )
 
             rate = sample_rate or sr
             if sr != rate:
@@ -151,8 +173,13 @@ def import_dataset(src_dir: str | os.PathLike, store: Store, *, name: str, sampl
                 write_params(stage / pname, pf)
                 files[pname] = stage / pname
 
-        config = {"source": str(src.resolve()), "sample_rate": int(sample_rate or first_rate[0]),
-                  "n_files": len(sources), "mono": mono, "params": names_ref[0] if names_ref else []}
+        config = {
+            "source": str(src.resolve()),
+            "sample_rate": int(sample_rate or first_rate[0]),
+            "n_files": len(sources),
+            "mono": mono,
+            "params": names_ref[0] if names_ref else [],
+        }
         if overwrite:
             store.delete_prefix(aid + "/")
         commit(store, aid, files, config)

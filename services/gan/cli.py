@@ -1,11 +1,12 @@
 """`smf gan …` — train a GAN from an SMF config, sample it at random, render latents, list models.
 
-    smf gan train -n mygan services/gan/configs/tiny.json        # trains here, into gan/mygan in the store
-    smf gan train -n mygan cfg.json --remote localhost:50051      # as a job of the GAN service
-    smf gan sample random -m mygan -n 16 --seed 0                 # -> samples/<id>/<i>.wav + <i>.pt
-    smf gan render -m mygan a.pt b.pt                             # -> renders/<id>/<i>.wav
-    smf gan ls
+smf gan train -n mygan services/gan/configs/tiny.json        # trains here, into gan/mygan in the store
+smf gan train -n mygan cfg.json --remote localhost:50051      # as a job of the GAN service
+smf gan sample random -m mygan -n 16 --seed 0                 # -> samples/<id>/<i>.wav + <i>.pt
+smf gan render -m mygan a.pt b.pt                             # -> renders/<id>/<i>.wav
+smf gan ls
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,8 +19,13 @@ from smf.common.store_cli import store_parent
 
 def register(subparsers) -> None:
     common = store_parent()
-    common.add_argument("--remote", metavar="HOST:PORT", nargs="+", default=None,
-                        help="use the GAN service at HOST:PORT (several = spread renders) instead of running here")
+    common.add_argument(
+        "--remote",
+        metavar="HOST:PORT",
+        nargs="+",
+        default=None,
+        help="use the GAN service at HOST:PORT (several = spread renders) instead of running here",
+    )
     p = subparsers.add_parser("gan", help="train, sample and render progressive spectrogram GANs")
     sub = p.add_subparsers(dest="gan_command", metavar="ACTION", required=True)
 
@@ -50,6 +56,7 @@ def register(subparsers) -> None:
 
 def _bar(total: int, desc: str):
     from tqdm import tqdm
+
     return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True)
 
 
@@ -65,6 +72,7 @@ def cmd_train(args) -> int:
                 bar.total = o.progress.total or bar.total
                 bar.n = o.progress.step
                 bar.set_postfix_str(o.progress.message, refresh=True)
+
             op = gan.wait(op.id, on_progress=show)
             bar.close()
             print(f"trained: {', '.join(op.result_uris)}")
@@ -85,17 +93,21 @@ def cmd_train(args) -> int:
 
     def show(step, total, logs):
         bar.n = step
-        bar.set_postfix(scale=logs["scale"], loss_d=f"{logs['loss_d']:.3f}", loss_g=f"{logs['loss_g']:.3f}",
-                        refresh=False)
+        bar.set_postfix(
+            scale=logs["scale"], loss_d=f"{logs['loss_d']:.3f}", loss_g=f"{logs['loss_g']:.3f}", refresh=False
+        )
         bar.refresh()
+
     try:
         state = trainer.run(args.max_steps, progress=show)
     except KeyboardInterrupt:  # Ctrl-C: keep what was learned
         trainer.save_checkpoint()
         state = "stopped"
     bar.close()
-    print(f"{state}: {store.key_uri(trainer.run_id)} (step {trainer.step}/{trainer.total}); "
-          f"plots in {store.key_uri(trainer.run_id + '/plots')}")
+    print(
+        f"{state}: {store.key_uri(trainer.run_id)} (step {trainer.step}/{trainer.total}); "
+        f"plots in {store.key_uri(trainer.run_id + '/plots')}"
+    )
     return 0
 
 
@@ -118,6 +130,7 @@ def cmd_sample_random(args) -> int:
     def show(done, total):
         bar.n = done
         bar.refresh()
+
     aid = sample_random(store, args.model, args.count, seed=args.seed, progress=show)
     bar.close()
     print(f"{args.count} samples: {store.key_uri(aid)}")
@@ -164,9 +177,18 @@ def cmd_ls(args) -> int:
         from smf.gan.client import GanClient
 
         with GanClient(args.remote) as gan:
-            rows = [{"name": m.name, "state": m.state, "step": m.step, "total": m.total_steps,
-                     "latent_dim": m.latent_dim, "sample_rate": m.sample_rate, "uri": m.artifact.uri}
-                    for m in gan.list_models()]
+            rows = [
+                {
+                    "name": m.name,
+                    "state": m.state,
+                    "step": m.step,
+                    "total": m.total_steps,
+                    "latent_dim": m.latent_dim,
+                    "sample_rate": m.sample_rate,
+                    "uri": m.artifact.uri,
+                }
+                for m in gan.list_models()
+            ]
     else:
         from smf.gan.sample import model_summary
 
@@ -178,8 +200,10 @@ def cmd_ls(args) -> int:
         return 0
     print(f"{'name':24} {'state':10} {'step':>13} {'latent':>6} {'rate':>6}  uri")
     for r in rows:
-        print(f"{r['name']:24} {r.get('state') or '-':10} {str(r['step']) + '/' + str(r['total']):>13} "
-              f"{r.get('latent_dim', 0):>6} {r.get('sample_rate', 0):>6}  {r['uri']}")
+        print(
+            f"{r['name']:24} {r.get('state') or '-':10} {str(r['step']) + '/' + str(r['total']):>13} "
+            f"{r.get('latent_dim', 0):>6} {r.get('sample_rate', 0):>6}  {r['uri']}"
+        )
     return 0
 
 

@@ -10,6 +10,7 @@
                                                                  # over them and run in parallel
 Errors come back as `smf.common.errors` (InvalidArgument naming the field, NotFound, ResourceExhausted ...).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -36,10 +37,10 @@ _OUTPUTS = {"store": gan_pb2.OUTPUT_STORE, "inline": gan_pb2.OUTPUT_INLINE, "bot
 class Rendered:
     """What a SampleRandom / RenderLatents call gave back, in latent order."""
 
-    latents: np.ndarray                                   # [B, latent_dim] float32
-    audio: np.ndarray | None = None                       # [B, T] float32 (inline output)
+    latents: np.ndarray  # [B, latent_dim] float32
+    audio: np.ndarray | None = None  # [B, T] float32 (inline output)
     sample_rate: int = 0
-    wav_uris: list[str] = field(default_factory=list)     # store output
+    wav_uris: list[str] = field(default_factory=list)  # store output
     latent_uris: list[str] = field(default_factory=list)
     artifact_uris: list[str] = field(default_factory=list)  # one per replica that wrote sounds
     seed: int | None = None
@@ -100,24 +101,40 @@ class GanClient:
 
     def list_models(self, name_prefix: str = "") -> list:
         i = self._pick()
-        return list(call(self.stubs[i].ListModels, gan_pb2.ListModelsRequest(name_prefix=name_prefix),
-                         idempotent=True).models)
+        return list(
+            call(self.stubs[i].ListModels, gan_pb2.ListModelsRequest(name_prefix=name_prefix), idempotent=True).models
+        )
 
     # --- rendering ---
-    def sample_random(self, model: str, count: int, *, seed: int | None = None, output: str = "store",
-                      encoding: int = common_pb2.AUDIO_ENCODING_PCM_F32LE) -> Rendered:
+    def sample_random(
+        self,
+        model: str,
+        count: int,
+        *,
+        seed: int | None = None,
+        output: str = "store",
+        encoding: int = common_pb2.AUDIO_ENCODING_PCM_F32LE,
+    ) -> Rendered:
         req = gan_pb2.SampleRandomRequest(model=model, count=count, output=_output(output), encoding=encoding)
         if seed is not None:
             req.seed = seed
         return self._collect(self.stubs[self._pick()].SampleRandom, req, count)
 
-    def render_latents(self, model: str, latents, *, output: str = "inline",
-                       encoding: int = common_pb2.AUDIO_ENCODING_PCM_F32LE, output_id: str = "") -> Rendered:
+    def render_latents(
+        self,
+        model: str,
+        latents,
+        *,
+        output: str = "inline",
+        encoding: int = common_pb2.AUDIO_ENCODING_PCM_F32LE,
+        output_id: str = "",
+    ) -> Rendered:
         """Render latents [B, D] (array-like) or a list of latent URIs (str). With several replicas and inline
         output, the latents are split into one contiguous part per replica, rendered in parallel, and rejoined."""
         if len(latents) and isinstance(latents[0], str):
-            req = gan_pb2.RenderLatentsRequest(model=model, latent_uris=list(latents), output=_output(output),
-                                               encoding=encoding, output_id=output_id)
+            req = gan_pb2.RenderLatentsRequest(
+                model=model, latent_uris=list(latents), output=_output(output), encoding=encoding, output_id=output_id
+            )
             return self._collect(self.stubs[self._pick()].RenderLatents, req, len(latents))
         z = np.asarray(latents, dtype=np.float32)
         if z.ndim != 2:
@@ -127,9 +144,13 @@ class GanClient:
 
         def run(k: int) -> Rendered:
             idx = parts[k]
-            req = gan_pb2.RenderLatentsRequest(model=model, output=_output(output), encoding=encoding,
-                                               output_id=output_id,
-                                               latents=[gan_pb2.Latent(values=row) for row in z[idx].tolist()])
+            req = gan_pb2.RenderLatentsRequest(
+                model=model,
+                output=_output(output),
+                encoding=encoding,
+                output_id=output_id,
+                latents=[gan_pb2.Latent(values=row) for row in z[idx].tolist()],
+            )
             stub = self.stubs[k] if n_parts > 1 else self.stubs[self._pick()]
             return self._collect(stub.RenderLatents, req, len(idx))
 
@@ -137,8 +158,11 @@ class GanClient:
             return run(0)
         with ThreadPoolExecutor(n_parts) as pool:
             results = list(pool.map(run, range(n_parts)))
-        return Rendered(latents=np.concatenate([r.latents for r in results]),
-                        audio=np.concatenate([r.audio for r in results]), sample_rate=results[0].sample_rate)
+        return Rendered(
+            latents=np.concatenate([r.latents for r in results]),
+            audio=np.concatenate([r.audio for r in results]),
+            sample_rate=results[0].sample_rate,
+        )
 
     def _collect(self, method, request, n: int) -> Rendered:
         latents: list = [None] * n

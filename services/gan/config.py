@@ -11,6 +11,7 @@ and listed in `cfg.ignored`, so an old config still loads; keys neither knows ar
 training knobs (seed, checkpoint interval, EMA decay) live in an optional top-level `trainConfig` section so that the
 original sections keep their meaning.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,15 +29,34 @@ _REQUIRED = object()  # marks a key without a default
 # or a local folder of audio.
 _LOADER_USED = {"data_path": _REQUIRED, "size": None, "shuffle": True}
 # Accepted for compatibility with sonyGanFork configs, not used (they select rows of NSynth/att_dict metadata).
-_LOADER_IGNORED = {"att_dict_path", "filter_keys", "filter", "instrument_labels", "pitch_range", "load_metadata",
-                   "dataloader", "balance_att", "attributes", "attribute_list"}
+_LOADER_IGNORED = {
+    "att_dict_path",
+    "filter_keys",
+    "filter",
+    "instrument_labels",
+    "pitch_range",
+    "load_metadata",
+    "dataloader",
+    "balance_att",
+    "attributes",
+    "attribute_list",
+}
 
 # --- transformConfig -------------------------------------------------------------------------------------------------
-_TRANSFORM_USED = {"transform": _REQUIRED, "stft_channels": 512, "n_frames": 128, "hop_size": 256,
-                   "sample_rate": 22050}
+_TRANSFORM_USED = {"transform": _REQUIRED, "stft_channels": 512, "n_frames": 128, "hop_size": 256, "sample_rate": 22050}
 # Keys of the original's other transforms ("specgrams", "mel", ...): known, so the error is about `transform`.
-_TRANSFORM_OTHER = {"fade_out", "fft_size", "win_size", "log", "ifreq", "audio_length", "mel_bins", "mfcc_bins",
-                    "n_mel", "n_mfcc"}
+_TRANSFORM_OTHER = {
+    "fade_out",
+    "fft_size",
+    "win_size",
+    "log",
+    "ifreq",
+    "audio_length",
+    "mel_bins",
+    "mfcc_bins",
+    "n_mel",
+    "n_mfcc",
+}
 
 # --- modelConfig -----------------------------------------------------------------------------------------------------
 _MODEL_USED: dict[str, Any] = {
@@ -65,21 +85,36 @@ _MODEL_USED: dict[str, Any] = {
     "startScale": 0,
     "skipAttDfake": [],
 }
-_MODEL_IGNORED = {"imagefolderDataset", "iterAlphaJump", "alphaJumpVals", "equalizedlR", "initBiasToZero",
-                  "GDPP", "learning_rate", "dimG", "dimD", "generationActivation"}
+_MODEL_IGNORED = {
+    "imagefolderDataset",
+    "iterAlphaJump",
+    "alphaJumpVals",
+    "equalizedlR",
+    "initBiasToZero",
+    "GDPP",
+    "learning_rate",
+    "dimG",
+    "dimD",
+    "generationActivation",
+}
 
 # --- trainConfig (smf only, optional) --------------------------------------------------------------------------------
 _TRAIN_USED = {
     "seed": 0,
-    "checkpointEvery": 1000,   # steps between checkpoints (a final one is always written)
-    "emaDecay": 0.999,         # EMA of the generator used for sampling; warmed up over the first steps
-    "previewCount": 16,        # preview samples drawn into the mosaic at each checkpoint
-    "logEvery": 50,            # steps between progress.json updates
-    "device": "auto",          # "auto" (CUDA when present), "cpu", "cuda"
+    "checkpointEvery": 1000,  # steps between checkpoints (a final one is always written)
+    "emaDecay": 0.999,  # EMA of the generator used for sampling; warmed up over the first steps
+    "previewCount": 16,  # preview samples drawn into the mosaic at each checkpoint
+    "logEvery": 50,  # steps between progress.json updates
+    "device": "auto",  # "auto" (CUDA when present), "cpu", "cuda"
 }
 
-_TOP_USED = {"output_path": "output", "loaderConfig": _REQUIRED, "transformConfig": _REQUIRED,
-             "modelConfig": _REQUIRED, "trainConfig": None}
+_TOP_USED = {
+    "output_path": "output",
+    "loaderConfig": _REQUIRED,
+    "transformConfig": _REQUIRED,
+    "modelConfig": _REQUIRED,
+    "trainConfig": None,
+}
 _TOP_IGNORED = {"comments", "comment", "name"}
 
 
@@ -164,7 +199,9 @@ class GanConfig:
     transform: TransformConfig
     model: ModelConfig
     train: TrainConfig
-    ignored: tuple[str, ...] = field(default=(), compare=False)  # dotted paths of accepted-but-unused keys, for a warning
+    ignored: tuple[str, ...] = field(
+        default=(), compare=False
+    )  # dotted paths of accepted-but-unused keys, for a warning
 
     def to_dict(self) -> dict:
         """The SMF-shaped dict (only the keys smf uses); `parse_config(cfg.to_dict())` gives an equal config."""
@@ -178,7 +215,7 @@ class GanConfig:
 
     @property
     def total_steps(self) -> int:
-        return sum(self.model.maxIterAtScale[self.model.startScale:])
+        return sum(self.model.maxIterAtScale[self.model.startScale :])
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -205,14 +242,15 @@ def parse_config(obj: dict | str | bytes, *, source: str = "config") -> GanConfi
 
     ignored: list[str] = []
     top = _section(obj, "", _TOP_USED, _TOP_IGNORED, ignored)
-    loader = _section(_obj(top["loaderConfig"], "loaderConfig"), "loaderConfig", _LOADER_USED, _LOADER_IGNORED,
-                      ignored)
+    loader = _section(_obj(top["loaderConfig"], "loaderConfig"), "loaderConfig", _LOADER_USED, _LOADER_IGNORED, ignored)
     tdict = _obj(top["transformConfig"], "transformConfig")
     if tdict.get("transform") != "pghi":  # checked first: other transforms have other keys
         if "transform" not in tdict:
-            raise InvalidArgument("transformConfig.transform", "missing required key (expected \"pghi\")")
-        raise InvalidArgument("transformConfig.transform",
-                              f"only \"pghi\" (log-magnitude + PGHI phase) is supported, got {tdict['transform']!r}")
+            raise InvalidArgument("transformConfig.transform", 'missing required key (expected "pghi")')
+        raise InvalidArgument(
+            "transformConfig.transform",
+            f'only "pghi" (log-magnitude + PGHI phase) is supported, got {tdict["transform"]!r}',
+        )
     transform = _section(tdict, "transformConfig", _TRANSFORM_USED, _TRANSFORM_OTHER, ignored)
     model = _section(_obj(top["modelConfig"], "modelConfig"), "modelConfig", _MODEL_USED, _MODEL_IGNORED, ignored)
     train = _section(_obj(top["trainConfig"] or {}, "trainConfig"), "trainConfig", _TRAIN_USED, set(), ignored)
@@ -287,8 +325,9 @@ def _int_list(v: Any, path: str, *, lo: int) -> list[int]:
 def _check_loader(d: dict) -> LoaderConfig:
     p = "loaderConfig."
     size = None if d["size"] is None else _int(d["size"], p + "size", lo=1)
-    return LoaderConfig(data_path=_str(d["data_path"], p + "data_path"), size=size,
-                        shuffle=_bool(d["shuffle"], p + "shuffle"))
+    return LoaderConfig(
+        data_path=_str(d["data_path"], p + "data_path"), size=size, shuffle=_bool(d["shuffle"], p + "shuffle")
+    )
 
 
 def _check_transform(d: dict) -> TransformConfig:
@@ -297,8 +336,13 @@ def _check_transform(d: dict) -> TransformConfig:
     hop = _int(d["hop_size"], p + "hop_size", lo=1)
     if hop > stft:
         raise InvalidArgument(p + "hop_size", f"must be <= stft_channels ({stft}), got {hop}")
-    return TransformConfig(transform="pghi", stft_channels=stft, n_frames=_int(d["n_frames"], p + "n_frames", lo=1),
-                           hop_size=hop, sample_rate=_int(d["sample_rate"], p + "sample_rate", lo=1000))
+    return TransformConfig(
+        transform="pghi",
+        stft_channels=stft,
+        n_frames=_int(d["n_frames"], p + "n_frames", lo=1),
+        hop_size=hop,
+        sample_rate=_int(d["sample_rate"], p + "sample_rate", lo=1000),
+    )
 
 
 def _check_model(d: dict) -> ModelConfig:
@@ -313,23 +357,29 @@ def _check_model(d: dict) -> ModelConfig:
         _int(f[1], f"{p}downSamplingFactor[{i}][1]", lo=1)
     for i in range(1, len(dsf)):
         if dsf[i][0] > dsf[i - 1][0] or dsf[i][1] > dsf[i - 1][1]:
-            raise InvalidArgument(f"{p}downSamplingFactor[{i}]",
-                                  f"scales must grow: {dsf[i]} is coarser than {dsf[i - 1]}")
+            raise InvalidArgument(
+                f"{p}downSamplingFactor[{i}]", f"scales must grow: {dsf[i]} is coarser than {dsf[i - 1]}"
+            )
     n = len(dsf)
     lists = {}
-    for key, lo in (("maxIterAtScale", 0), ("alphaNJumps", 0), ("alphaSizeJumps", 1), ("depthScales", 1),
-                    ("miniBatchSize", 1)):
+    for key, lo in (
+        ("maxIterAtScale", 0),
+        ("alphaNJumps", 0),
+        ("alphaSizeJumps", 1),
+        ("depthScales", 1),
+        ("miniBatchSize", 1),
+    ):
         lists[key] = _int_list(d[key], p + key, lo=lo)
         if len(lists[key]) != n:
             raise InvalidArgument(p + key, f"has {len(lists[key])} entries, downSamplingFactor has {n} (one per scale)")
     if d["alphaJumpMode"] != "linear":
-        raise InvalidArgument(p + "alphaJumpMode", f"only \"linear\" is supported, got {d['alphaJumpMode']!r}")
+        raise InvalidArgument(p + "alphaJumpMode", f'only "linear" is supported, got {d["alphaJumpMode"]!r}')
     if d["formatLayerType"] not in ("gansynth", "default"):
-        raise InvalidArgument(p + "formatLayerType", f"must be \"gansynth\" or \"default\", got {d['formatLayerType']!r}")
+        raise InvalidArgument(p + "formatLayerType", f'must be "gansynth" or "default", got {d["formatLayerType"]!r}')
     if _bool(d["transposed"], p + "transposed"):
         raise InvalidArgument(p + "transposed", "transposed (time x freq) images are not supported; use false")
     if d["lossMode"] != "WGANGP":
-        raise InvalidArgument(p + "lossMode", f"only \"WGANGP\" is supported, got {d['lossMode']!r}")
+        raise InvalidArgument(p + "lossMode", f'only "WGANGP" is supported, got {d["lossMode"]!r}')
     if _int(d["dimOutput"], p + "dimOutput", lo=1) != 1:
         raise InvalidArgument(p + "dimOutput", "the pghi transform has one channel (log-magnitude); use 1")
     ako = d["attribKeysOrder"]
@@ -347,9 +397,13 @@ def _check_model(d: dict) -> ModelConfig:
     if not isinstance(d["skipAttDfake"], list):
         raise InvalidArgument(p + "skipAttDfake", "must be a list")
     return ModelConfig(
-        downSamplingFactor=[[int(a), int(b)] for a, b in dsf], **lists,
+        downSamplingFactor=[[int(a), int(b)] for a, b in dsf],
+        **lists,
         dimLatentVector=_int(d["dimLatentVector"], p + "dimLatentVector", lo=1),
-        alphaJumpMode="linear", formatLayerType=d["formatLayerType"], transposed=False, ac_gan=ac_gan,
+        alphaJumpMode="linear",
+        formatLayerType=d["formatLayerType"],
+        transposed=False,
+        ac_gan=ac_gan,
         perChannelNormalization=_bool(d["perChannelNormalization"], p + "perChannelNormalization"),
         lossMode="WGANGP",
         lambdaGP=_float(d["lambdaGP"], p + "lambdaGP", lo=0.0),
@@ -360,19 +414,24 @@ def _check_model(d: dict) -> ModelConfig:
         dimOutput=1,
         weightConditionG=_float(d["weightConditionG"], p + "weightConditionG", lo=0.0),
         weightConditionD=_float(d["weightConditionD"], p + "weightConditionD", lo=0.0),
-        attribKeysOrder=dict(ako) if ako else None, startScale=start, skipAttDfake=list(d["skipAttDfake"]),
+        attribKeysOrder=dict(ako) if ako else None,
+        startScale=start,
+        skipAttDfake=list(d["skipAttDfake"]),
     )
 
 
 def _check_train(d: dict) -> TrainConfig:
     p = "trainConfig."
     if d["device"] not in ("auto", "cpu", "cuda"):
-        raise InvalidArgument(p + "device", f"must be \"auto\", \"cpu\" or \"cuda\", got {d['device']!r}")
-    return TrainConfig(seed=_int(d["seed"], p + "seed", lo=0),
-                       checkpointEvery=_int(d["checkpointEvery"], p + "checkpointEvery", lo=1),
-                       emaDecay=_float(d["emaDecay"], p + "emaDecay", lo=0.0, hi=1.0),
-                       previewCount=_int(d["previewCount"], p + "previewCount", lo=1),
-                       logEvery=_int(d["logEvery"], p + "logEvery", lo=1), device=d["device"])
+        raise InvalidArgument(p + "device", f'must be "auto", "cpu" or "cuda", got {d["device"]!r}')
+    return TrainConfig(
+        seed=_int(d["seed"], p + "seed", lo=0),
+        checkpointEvery=_int(d["checkpointEvery"], p + "checkpointEvery", lo=1),
+        emaDecay=_float(d["emaDecay"], p + "emaDecay", lo=0.0, hi=1.0),
+        previewCount=_int(d["previewCount"], p + "previewCount", lo=1),
+        logEvery=_int(d["logEvery"], p + "logEvery", lo=1),
+        device=d["device"],
+    )
 
 
 def generated_bins(n_bins: int) -> int:
@@ -389,4 +448,5 @@ def _check_shapes(cfg: GanConfig) -> None:
             raise InvalidArgument(
                 f"modelConfig.downSamplingFactor[{i}]",
                 f"{[df, dt]} does not divide the spectrogram ({f_gen} generated bins x {n} frames, "
-                f"from stft_channels={cfg.transform.stft_channels}, n_frames={n})")
+                f"from stft_channels={cfg.transform.stft_channels}, n_frames={n})",
+            )

@@ -20,6 +20,7 @@ checkpoints, the optimizer state and the EMA need no surgery when a scale is add
     z = random_latents(args, 8, torch.Generator().manual_seed(0))
     spec = gan.spectrogram(z, scale=args.n_scales - 1)    # [8, F, N], uses the EMA generator
 """
+
 from __future__ import annotations
 
 import math
@@ -35,11 +36,11 @@ from torch import nn
 class GanArgs:
     """What the network shape needs (saved in checkpoints next to the weights)."""
 
-    n_bins: int                     # F of the transform (stft_channels//2 + 1)
-    n_frames: int                   # N
-    downsampling: list[list[int]]   # per scale [freq factor, time factor] relative to the full image
-    depths: list[int]               # channels per scale (depthScales)
-    latent_dim: int                 # dimLatentVector (noise part)
+    n_bins: int  # F of the transform (stft_channels//2 + 1)
+    n_frames: int  # N
+    downsampling: list[list[int]]  # per scale [freq factor, time factor] relative to the full image
+    depths: list[int]  # channels per scale (depthScales)
+    latent_dim: int  # dimLatentVector (noise part)
     n_classes: list[int] = field(default_factory=list)  # class count per conditioning attribute (one-hot appended)
     leakyness: float = 0.2
     pixel_norm: bool = True
@@ -48,9 +49,17 @@ class GanArgs:
     @classmethod
     def from_config(cls, cfg, n_classes: list[int] | None = None) -> GanArgs:
         m, t = cfg.model, cfg.transform
-        return cls(n_bins=t.n_bins, n_frames=t.n_frames, downsampling=[list(d) for d in m.downSamplingFactor],
-                   depths=list(m.depthScales), latent_dim=m.dimLatentVector, n_classes=list(n_classes or []),
-                   leakyness=m.leakyness, pixel_norm=m.perChannelNormalization, minibatch_std=m.miniBatchStdDev)
+        return cls(
+            n_bins=t.n_bins,
+            n_frames=t.n_frames,
+            downsampling=[list(d) for d in m.downSamplingFactor],
+            depths=list(m.depthScales),
+            latent_dim=m.dimLatentVector,
+            n_classes=list(n_classes or []),
+            leakyness=m.leakyness,
+            pixel_norm=m.perChannelNormalization,
+            minibatch_std=m.miniBatchStdDev,
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,8 +118,8 @@ def minibatch_stddev(x: torch.Tensor, group: int = 4) -> torch.Tensor:
     while b % g:  # largest group size <= 4 that divides the batch
         g -= 1
     y = x.view(g, -1, c, h, w)
-    y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()   # [B/g, C, H, W]
-    y = y.mean(dim=(1, 2, 3)).view(-1, 1, 1, 1)          # [B/g, 1, 1, 1]
+    y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()  # [B/g, C, H, W]
+    y = y.mean(dim=(1, 2, 3)).view(-1, 1, 1, 1)  # [B/g, 1, 1, 1]
     y = y.repeat(g, 1, h, w)
     return torch.cat([x, y], dim=1)
 
@@ -133,7 +142,8 @@ class Generator(nn.Module):
         self.conv0 = EqualizedConv2d(d[0], d[0], 3, padding=1)
         self.blocks = nn.ModuleList(
             nn.ModuleList([EqualizedConv2d(d[s - 1], d[s], 3, padding=1), EqualizedConv2d(d[s], d[s], 3, padding=1)])
-            for s in range(1, a.n_scales))
+            for s in range(1, a.n_scales)
+        )
         self.to_image = nn.ModuleList(EqualizedConv2d(d[s], 1, 1) for s in range(a.n_scales))
 
     def _act(self, x):
@@ -167,7 +177,8 @@ class Discriminator(nn.Module):
         self.from_image = nn.ModuleList(EqualizedConv2d(1, d[s], 1) for s in range(a.n_scales))
         self.blocks = nn.ModuleList(
             nn.ModuleList([EqualizedConv2d(d[s], d[s], 3, padding=1), EqualizedConv2d(d[s], d[s - 1], 3, padding=1)])
-            for s in range(1, a.n_scales))
+            for s in range(1, a.n_scales)
+        )
         self.conv0 = EqualizedConv2d(d[0] + int(a.minibatch_std), d[0], 3, padding=1)
         self.linear = EqualizedLinear(d[0] * h0 * w0, d[0])
         # Output 0 is the WGAN critic value; the rest are class logits per attribute (AC-GAN), when conditioned.
@@ -215,7 +226,7 @@ class ProgressiveGAN(nn.Module):
 
     @torch.no_grad()
     def update_ema(self, decay: float) -> None:
-        for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
+        for pe, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=False):
             pe.lerp_(p, 1.0 - decay)
 
     @torch.no_grad()
@@ -240,8 +251,9 @@ def to_images(spec: torch.Tensor, a: GanArgs, scale: int) -> torch.Tensor:
     return resize(x, a.scale_shapes[scale])
 
 
-def random_latents(a: GanArgs, n: int, gen: torch.Generator | None = None, *,
-                   labels: torch.Tensor | None = None) -> torch.Tensor:
+def random_latents(
+    a: GanArgs, n: int, gen: torch.Generator | None = None, *, labels: torch.Tensor | None = None
+) -> torch.Tensor:
     """n latents [n, input_dim]: N(0,1) noise, plus one-hot labels (random classes unless given [n, n_attrs])."""
     z = torch.randn(n, a.latent_dim, generator=gen)
     if not a.n_classes:
@@ -259,15 +271,26 @@ def one_hot(labels: torch.Tensor, a: GanArgs) -> torch.Tensor:
 def _class_loss(logits: torch.Tensor, labels: torch.Tensor, a: GanArgs) -> torch.Tensor:
     loss, i = logits.new_zeros(()), 0
     for j, k in enumerate(a.n_classes):
-        loss = loss + F.cross_entropy(logits[:, i:i + k], labels[:, j])
+        loss = loss + F.cross_entropy(logits[:, i : i + k], labels[:, j])
         i += k
     return loss
 
 
-def d_loss(gan: ProgressiveGAN, real: torch.Tensor, fake: torch.Tensor, scale: int, alpha: float, *,
-           lambda_gp: float, epsilon_d: float, labels: torch.Tensor | None = None,
-           weight_condition: float = 0.0, gen: torch.Generator | None = None, t: torch.Tensor | None = None,
-           critic=None) -> tuple[torch.Tensor, dict]:
+def d_loss(
+    gan: ProgressiveGAN,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    scale: int,
+    alpha: float,
+    *,
+    lambda_gp: float,
+    epsilon_d: float,
+    labels: torch.Tensor | None = None,
+    weight_condition: float = 0.0,
+    gen: torch.Generator | None = None,
+    t: torch.Tensor | None = None,
+    critic=None,
+) -> tuple[torch.Tensor, dict]:
     """WGAN-GP critic loss: D(fake) - D(real) + lambda * (|grad D(x_hat)| - 1)^2 + eps * D(real)^2 (+ AC term).
 
     `t` [B, 1, 1, 1] are the penalty's mixing weights (drawn from `gen` when not given: distributed training passes
@@ -280,7 +303,7 @@ def d_loss(gan: ProgressiveGAN, real: torch.Tensor, fake: torch.Tensor, scale: i
     t = t.to(real.device)
     x_hat = (t * real + (1 - t) * fake.detach()).requires_grad_(True)
     d_hat, _ = D(x_hat, scale, alpha)
-    grad, = torch.autograd.grad(d_hat.sum(), x_hat, create_graph=True)
+    (grad,) = torch.autograd.grad(d_hat.sum(), x_hat, create_graph=True)
     gp = (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
     wdist = d_real.mean() - d_fake.mean()
     loss = -wdist + lambda_gp * gp + epsilon_d * d_real.pow(2).mean()
@@ -289,8 +312,15 @@ def d_loss(gan: ProgressiveGAN, real: torch.Tensor, fake: torch.Tensor, scale: i
     return loss, {"loss_d": loss.item(), "wdist": wdist.item(), "gp": gp.item()}
 
 
-def g_loss(gan: ProgressiveGAN, fake: torch.Tensor, scale: int, alpha: float, *,
-           labels: torch.Tensor | None = None, weight_condition: float = 0.0) -> tuple[torch.Tensor, dict]:
+def g_loss(
+    gan: ProgressiveGAN,
+    fake: torch.Tensor,
+    scale: int,
+    alpha: float,
+    *,
+    labels: torch.Tensor | None = None,
+    weight_condition: float = 0.0,
+) -> tuple[torch.Tensor, dict]:
     """Generator loss: -D(fake) (+ AC classification of the labels it was asked for)."""
     d_fake, cls_fake = gan.D(fake, scale, alpha)
     loss = -d_fake.mean()

@@ -10,6 +10,7 @@ The latent of a conditioned model (ac_gan) is noise followed by the one-hot labe
 grid needs to interpolate. Latents from callers are checked (`validate_latents`): a wrong length, NaN or inf is an
 InvalidArgument naming the latent.
 """
+
 from __future__ import annotations
 
 import io
@@ -31,9 +32,9 @@ DEFAULT_BATCH = 32
 class LoadedModel:
     """A GAN ready to render: the EMA generator at the checkpoint's scale, and the transform that inverts it."""
 
-    run_id: str            # artifact id, "gan/<name>"
+    run_id: str  # artifact id, "gan/<name>"
     store_uri: str
-    checkpoint: str        # key of the checkpoint it was loaded from
+    checkpoint: str  # key of the checkpoint it was loaded from
     step: int
     cfg: GanConfig
     args: GanArgs
@@ -80,7 +81,7 @@ class LoadedModel:
         out = []
         for i in range(0, len(latents), batch_size):
             with self._lock:
-                spec = self.gan.spectrogram(latents[i:i + batch_size].to(self.device), self.scale, self.alpha)
+                spec = self.gan.spectrogram(latents[i : i + batch_size].to(self.device), self.scale, self.alpha)
                 audio = self.transform.to_audio(spec).cpu().float()
             out.append(audio)
         audio = torch.cat(out) if out else torch.zeros(0, self.audio_length)
@@ -102,8 +103,9 @@ def resolve_model(store: Store, model: str) -> tuple[Store, str]:
     return store, run_id
 
 
-def load_model(store: Store, model: str, *, device: str | torch.device = "cpu",
-               checkpoint: str | None = None) -> LoadedModel:
+def load_model(
+    store: Store, model: str, *, device: str | torch.device = "cpu", checkpoint: str | None = None
+) -> LoadedModel:
     """Load the newest checkpoint of a model (or `checkpoint`, a key); NotFound if it has none yet."""
     store, run_id = resolve_model(store, model)
     key = checkpoint
@@ -119,9 +121,19 @@ def load_model(store: Store, model: str, *, device: str | torch.device = "cpu",
     gan.load_state_dict(ck["model"])
     gan.D = None  # sampling never needs the discriminator; free its memory
     gan.eval().to(device)
-    return LoadedModel(run_id=run_id, store_uri=store.uri, checkpoint=key, step=int(ck["step"]), cfg=cfg,
-                       args=args, classes=dict(ck.get("classes") or {}), scale=int(ck["scale"]),
-                       alpha=float(ck["alpha"]), gan=gan, device=torch.device(device))
+    return LoadedModel(
+        run_id=run_id,
+        store_uri=store.uri,
+        checkpoint=key,
+        step=int(ck["step"]),
+        cfg=cfg,
+        args=args,
+        classes=dict(ck.get("classes") or {}),
+        scale=int(ck["scale"]),
+        alpha=float(ck["alpha"]),
+        gan=gan,
+        device=torch.device(device),
+    )
 
 
 def validate_latents(latents, dim: int, *, field: str = "latents") -> torch.Tensor:
@@ -177,25 +189,52 @@ def sound_files(model: LoadedModel, latents: torch.Tensor, audio: torch.Tensor, 
     from smf.common.audio import wav_bytes
 
     files = {}
-    for j, (z, a) in enumerate(zip(latents, audio)):
+    for j, (z, a) in enumerate(zip(latents, audio, strict=False)):
         files[f"{start + j}.wav"] = wav_bytes(a, model.sample_rate)
         files[f"{start + j}.pt"] = latent_bytes(z)
     return files
 
 
-def write_sounds(store: Store, model: LoadedModel, latents: torch.Tensor, audio: torch.Tensor, *,
-                 artifact_id: str | None = None, kind: str = "samples", config: dict | None = None) -> str:
+def write_sounds(
+    store: Store,
+    model: LoadedModel,
+    latents: torch.Tensor,
+    audio: torch.Tensor,
+    *,
+    artifact_id: str | None = None,
+    kind: str = "samples",
+    config: dict | None = None,
+) -> str:
     """Write `<i>.wav` + `<i>.pt` pairs and a manifest naming the model; returns the artifact id."""
     aid = artifact_id or new_id(f"{kind}/")
-    write_artifact(store, kind, aid, sound_files(model, latents, audio),
-                   config={"model": model.run_id, "checkpoint": model.checkpoint, "step": model.step,
-                           "sample_rate": model.sample_rate, "count": len(latents), **(config or {})},
-                   inputs=[model.run_id], service="gan")
+    write_artifact(
+        store,
+        kind,
+        aid,
+        sound_files(model, latents, audio),
+        config={
+            "model": model.run_id,
+            "checkpoint": model.checkpoint,
+            "step": model.step,
+            "sample_rate": model.sample_rate,
+            "count": len(latents),
+            **(config or {}),
+        },
+        inputs=[model.run_id],
+        service="gan",
+    )
     return aid
 
 
-def sample_random(store: Store, model: str | LoadedModel, count: int, *, seed: int | None = None,
-                  batch_size: int = DEFAULT_BATCH, progress=None) -> str:
+def sample_random(
+    store: Store,
+    model: str | LoadedModel,
+    count: int,
+    *,
+    seed: int | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    progress=None,
+) -> str:
     """Random latents -> sounds -> samples/<id> (wav + latent pairs); returns the artifact id."""
     if not 1 <= count <= 4096:
         raise InvalidArgument("count", f"must be in 1..4096, got {count}")
@@ -204,7 +243,7 @@ def sample_random(store: Store, model: str | LoadedModel, count: int, *, seed: i
     z = m.random_latents(count, seed)
     parts = []
     for i in range(0, count, batch_size):
-        parts.append(m.render(z[i:i + batch_size], batch_size=batch_size))
+        parts.append(m.render(z[i : i + batch_size], batch_size=batch_size))
         if progress:
             progress(min(i + batch_size, count), count)
     return write_sounds(store, m, z, torch.cat(parts), config={"seed": seed})
@@ -214,18 +253,29 @@ def model_summary(store: Store, run_id: str) -> dict:
     """What ListModels / `smf gan ls` show, from the manifest, progress.json and config.json (no weights read)."""
     import json
 
-    info = {"name": run_id.split("/", 1)[1], "id": run_id, "uri": store.key_uri(run_id), "state": "",
-            "step": 0, "total": 0}
+    info = {
+        "name": run_id.split("/", 1)[1],
+        "id": run_id,
+        "uri": store.key_uri(run_id),
+        "state": "",
+        "step": 0,
+        "total": 0,
+    }
     try:
         progress = json.loads(store.get_bytes(f"{run_id}/progress.json"))
-        info.update(state=progress.get("state", ""), step=int(progress.get("step", 0)),
-                    total=int(progress.get("total", 0)))
+        info.update(
+            state=progress.get("state", ""), step=int(progress.get("step", 0)), total=int(progress.get("total", 0))
+        )
     except NotFound:
         pass
     try:
         cfg = parse_config(store.get_bytes(f"{run_id}/config.json"), source=f"{run_id}/config.json")
-        info.update(sample_rate=cfg.transform.sample_rate, audio_length=cfg.transform.audio_length,
-                    latent_dim=cfg.model.dimLatentVector, attributes=cfg.model.attributes)
+        info.update(
+            sample_rate=cfg.transform.sample_rate,
+            audio_length=cfg.transform.audio_length,
+            latent_dim=cfg.model.dimLatentVector,
+            attributes=cfg.model.attributes,
+        )
     except NotFound:
         pass
     try:  # written with each checkpoint: the latent length includes the one-hot classes found in the data

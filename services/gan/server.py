@@ -8,6 +8,7 @@ several targets scale rendering out. Inside one replica, concurrent Render/Sampl
 `RenderBatcher`: their latents are gathered into shared forward passes (max batch, max wait), the queue is bounded
 and a full queue answers RESOURCE_EXHAUSTED.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,11 +49,13 @@ from smf.gan.v1 import gan_pb2, gan_pb2_grpc
 
 log = logging.getLogger("smf.gan")
 
-MAX_COUNT = 1024          # sounds per SampleRandom
-MAX_LATENTS = 4096        # latents per RenderLatents
-CHUNK_SAMPLES = 1 << 17   # samples per AudioChunk: 512 KiB of float32, far below the 4 MiB message limit
+MAX_COUNT = 1024  # sounds per SampleRandom
+MAX_LATENTS = 4096  # latents per RenderLatents
+CHUNK_SAMPLES = 1 << 17  # samples per AudioChunk: 512 KiB of float32, far below the 4 MiB message limit
 MODEL_REFRESH_S = 5.0
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # a store key segment and a job name     # how often a cached model checks the store for a newer checkpoint
+RUN_NAME = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
+)  # a store key segment and a job name     # how often a cached model checks the store for a newer checkpoint
 
 
 # --- model cache -------------------------------------------------------------------------------------------------------
@@ -115,8 +118,10 @@ class RenderBatcher:
         fut: Future = Future()
         with self._cond:
             if self._queued + len(latents) > self.max_queue:
-                raise ResourceExhausted(f"render queue full ({self._queued} latents waiting, limit "
-                                        f"{self.max_queue}); retry later or add replicas")
+                raise ResourceExhausted(
+                    f"render queue full ({self._queued} latents waiting, limit "
+                    f"{self.max_queue}); retry later or add replicas"
+                )
             self._queue.append(_Item(model, latents, fut))
             self._queued += len(latents)
             self._cond.notify()
@@ -137,8 +142,10 @@ class RenderBatcher:
             batch, n = [first], len(first.latents)
             deadline = time.monotonic() + self.max_wait_s
             while n < self.max_batch:
-                same = next((it for it in self._queue if it.model is first.model
-                             and n + len(it.latents) <= self.max_batch), None)
+                same = next(
+                    (it for it in self._queue if it.model is first.model and n + len(it.latents) <= self.max_batch),
+                    None,
+                )
                 if same is not None:
                     self._queue.remove(same)
                     batch.append(same)
@@ -158,7 +165,7 @@ class RenderBatcher:
                 self.batches += 1
                 i = 0
                 for it in batch:
-                    it.future.set_result(audio[i:i + len(it.latents)])
+                    it.future.set_result(audio[i : i + len(it.latents)])
                     i += len(it.latents)
             except BaseException as exc:  # noqa: BLE001 — handed to the callers, who re-raise it in their threads
                 for it in batch:
@@ -182,9 +189,17 @@ def _response(cls, result, artifact, **kw):
 
 
 class GanServicer(gan_pb2_grpc.GanServiceServicer):
-    def __init__(self, store: Store, registry: OperationRegistry | None = None, *, max_batch: int = 32,
-                 max_wait_s: float = 0.005, max_queue: int = 4096, device: str = "cpu",
-                 job_backend: str | None = None):
+    def __init__(
+        self,
+        store: Store,
+        registry: OperationRegistry | None = None,
+        *,
+        max_batch: int = 32,
+        max_wait_s: float = 0.005,
+        max_queue: int = 4096,
+        device: str = "cpu",
+        job_backend: str | None = None,
+    ):
         self.store = store
         self.registry = registry or OperationRegistry()
         self.models = ModelCache(store, device=device)
@@ -217,14 +232,20 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
             except NotFound:
                 old = None
             if old != cfg.to_dict():
-                raise AlreadyExists(f"model {run_id!r} exists with another config; pick a new name (same config = "
-                                    "resume)")
+                raise AlreadyExists(
+                    f"model {run_id!r} exists with another config; pick a new name (same config = resume)"
+                )
         config_key = f"{run_id}/config.json"
         self.store.put_bytes(config_key, canonical.encode(), content_type="application/json")
         if self.store.exists(f"{run_id}/progress.json"):
             self.store.delete(f"{run_id}/progress.json")  # a finished run's state must not leak into this one
-        job = jobs.launch("gan", ["--config", self.store.key_uri(config_key), "--out", self.store.key_uri(run_id)],
-                          name=name, gpus=max(request.gpus, 0), backend=self.job_backend)
+        job = jobs.launch(
+            "gan",
+            ["--config", self.store.key_uri(config_key), "--out", self.store.key_uri(run_id)],
+            name=name,
+            gpus=max(request.gpus, 0),
+            backend=self.job_backend,
+        )
 
         def read_progress():
             try:
@@ -232,8 +253,13 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
             except (NotFound, ValueError):
                 return None
 
-        op = self.registry.start_external("gan.train", lambda: jobs.poll_job(job, read_progress), interval=0.5,
-                                          on_cancel=job.cancel, metadata={"run": run_id, "job": job.id})
+        op = self.registry.start_external(
+            "gan.train",
+            lambda: jobs.poll_job(job, read_progress),
+            interval=0.5,
+            on_cancel=job.cancel,
+            metadata={"run": run_id, "job": job.id},
+        )
         self.jobs[op.id] = job
         return gan_pb2.StartTrainingResponse(operation=op)
 
@@ -251,11 +277,19 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
             if request.name_prefix and not name.startswith(request.name_prefix):
                 continue
             info = model_summary(self.store, f"gan/{name}")
-            out.append(gan_pb2.Model(
-                name=name, artifact=common_pb2.ArtifactRef(uri=info["uri"], id=info["id"], kind="gan"),
-                step=info["step"], total_steps=info["total"], state=info["state"],
-                latent_dim=info.get("latent_dim", 0), sample_rate=info.get("sample_rate", 0),
-                audio_length=info.get("audio_length", 0), attributes=info.get("attributes", [])))
+            out.append(
+                gan_pb2.Model(
+                    name=name,
+                    artifact=common_pb2.ArtifactRef(uri=info["uri"], id=info["id"], kind="gan"),
+                    step=info["step"],
+                    total_steps=info["total"],
+                    state=info["state"],
+                    latent_dim=info.get("latent_dim", 0),
+                    sample_rate=info.get("sample_rate", 0),
+                    audio_length=info.get("audio_length", 0),
+                    attributes=info.get("attributes", []),
+                )
+            )
         return gan_pb2.ListModelsResponse(models=out)
 
     # --- rendering ---
@@ -265,8 +299,9 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
         model = self.models.get(request.model)
         seed = request.seed if request.HasField("seed") else random.randrange(2**31)
         latents = model.random_latents(request.count, seed)
-        for result, artifact in self._render(model, latents, request.output, request.encoding, "samples", "",
-                                             {"seed": seed}):
+        for result, artifact in self._render(
+            model, latents, request.output, request.encoding, "samples", "", {"seed": seed}
+        ):
             yield _response(gan_pb2.SampleRandomResponse, result, artifact, seed=seed if result is None else 0)
 
     def RenderLatents(self, request, context):
@@ -290,19 +325,28 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
                 raise AlreadyExists(f"output_id {output_id!r} already exists")
             except NotFound:
                 pass
-        for result, artifact in self._render(model, latents, request.output, request.encoding, "renders",
-                                             output_id, {}):
+        for result, artifact in self._render(
+            model, latents, request.output, request.encoding, "renders", output_id, {}
+        ):
             yield _response(gan_pb2.RenderLatentsResponse, result, artifact)
 
-    def _render(self, model: LoadedModel, latents: torch.Tensor, output: int, encoding: int, kind: str,
-                artifact_id: str, config: dict):
+    def _render(
+        self,
+        model: LoadedModel,
+        latents: torch.Tensor,
+        output: int,
+        encoding: int,
+        kind: str,
+        artifact_id: str,
+        config: dict,
+    ):
         """Yields (SampleResult, None) per sound / audio chunk, then (None, ArtifactRef) when stored."""
         to_store = output in (gan_pb2.OUTPUT_UNSPECIFIED, gan_pb2.OUTPUT_STORE, gan_pb2.OUTPUT_BOTH)
         inline = output in (gan_pb2.OUTPUT_INLINE, gan_pb2.OUTPUT_BOTH)
         encoding = encoding or common_pb2.AUDIO_ENCODING_PCM_F32LE
         aid = artifact_id or new_id(f"{kind}/")
         bs = self.batcher.max_batch
-        chunks = [latents[i:i + bs] for i in range(0, len(latents), bs)]
+        chunks = [latents[i : i + bs] for i in range(0, len(latents), bs)]
         # Keep a few chunks in flight: the batcher renders chunk k+1 while we write / send chunk k, and one big
         # request cannot fill the whole queue by itself.
         window = 4
@@ -315,28 +359,51 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
                 futures.append(self.batcher.submit(model, chunks[nxt]))
                 nxt += 1
             files = sound_files(model, c, audio, start) if to_store else {}
-            for j, (z, a) in enumerate(zip(c, audio)):
+            for j, (z, a) in enumerate(zip(c, audio, strict=False)):
                 i = start + j
                 res = gan_pb2.SampleResult(index=i, latent=z.tolist())
                 if to_store:
                     self.store.put_bytes(f"{aid}/{i}.wav", files[f"{i}.wav"], content_type="audio/wav")
                     self.store.put_bytes(f"{aid}/{i}.pt", files[f"{i}.pt"])
-                    res.wav_uri, res.latent_uri = self.store.key_uri(f"{aid}/{i}.wav"), self.store.key_uri(f"{aid}/{i}.pt")
+                    res.wav_uri, res.latent_uri = (
+                        self.store.key_uri(f"{aid}/{i}.wav"),
+                        self.store.key_uri(f"{aid}/{i}.pt"),
+                    )
                 if not inline:
                     yield res, None
                     continue
                 for seq, off in enumerate(range(0, len(a), CHUNK_SAMPLES)):
-                    piece = a[off:off + CHUNK_SAMPLES]
-                    res.audio.CopyFrom(common_pb2.AudioChunk(
-                        data=_encode(piece, encoding), encoding=encoding, sample_rate=model.sample_rate, channels=1,
-                        sequence=seq, offset=off, last=off + CHUNK_SAMPLES >= len(a)))
+                    piece = a[off : off + CHUNK_SAMPLES]
+                    res.audio.CopyFrom(
+                        common_pb2.AudioChunk(
+                            data=_encode(piece, encoding),
+                            encoding=encoding,
+                            sample_rate=model.sample_rate,
+                            channels=1,
+                            sequence=seq,
+                            offset=off,
+                            last=off + CHUNK_SAMPLES >= len(a),
+                        )
+                    )
                     yield res, None
                     res = gan_pb2.SampleResult(index=i)
             start += len(c)
         if to_store:
-            commit_artifact(self.store, kind, aid, inputs=[model.run_id], service="gan",
-                            config={"model": model.run_id, "checkpoint": model.checkpoint, "step": model.step,
-                                    "sample_rate": model.sample_rate, "count": len(latents), **config})
+            commit_artifact(
+                self.store,
+                kind,
+                aid,
+                inputs=[model.run_id],
+                service="gan",
+                config={
+                    "model": model.run_id,
+                    "checkpoint": model.checkpoint,
+                    "step": model.step,
+                    "sample_rate": model.sample_rate,
+                    "count": len(latents),
+                    **config,
+                },
+            )
             yield None, common_pb2.ArtifactRef(uri=self.store.key_uri(aid), id=aid, kind=kind)
         else:
             yield None, None
@@ -366,8 +433,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    servicer = GanServicer(open_store(args.store), max_batch=args.max_batch, max_wait_s=args.max_wait_ms / 1000,
-                           max_queue=args.max_queue, device=args.device)
+    servicer = GanServicer(
+        open_store(args.store),
+        max_batch=args.max_batch,
+        max_wait_s=args.max_wait_ms / 1000,
+        max_queue=args.max_queue,
+        device=args.device,
+    )
     try:
         run_server(name="gan", servicers=servicers(servicer), service_names=SERVICE_NAMES, **server_options(args))
     finally:

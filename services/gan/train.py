@@ -19,6 +19,7 @@ D(x_hat) with respect to x_hat (autograd.grad, create_graph) and then backpropag
 reducer hooks the parameters' gradient accumulators, which run once per backward with all contributions summed,
 so the double backward goes through the DDP-wrapped D unchanged (gradients checked equal to one process's).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,10 +64,10 @@ EXIT_STOPPED = 143  # 128 + SIGTERM: "not finished, resume me"
 class TrainingData:
     """Spectrograms of the training clips and, for a conditioned model, their class indices."""
 
-    specs: torch.Tensor                    # [M, F, N] normalised log-magnitude
-    labels: torch.Tensor | None = None     # [M, n_attrs] int64
-    classes: dict[str, list[float]] | None = None   # attribute -> class values, in index order
-    source: str = ""                       # artifact id (or folder) the data came from, for lineage
+    specs: torch.Tensor  # [M, F, N] normalised log-magnitude
+    labels: torch.Tensor | None = None  # [M, n_attrs] int64
+    classes: dict[str, list[float]] | None = None  # attribute -> class values, in index order
+    source: str = ""  # artifact id (or folder) the data came from, for lineage
 
 
 # --- data ----------------------------------------------------------------------------------------------------------
@@ -86,7 +87,7 @@ def load_training_data(cfg: GanConfig, store: Store) -> TrainingData:
         n = min(len(x), t.audio_length)
         audio[i, :n] = x[:n]
     transform = SpectrogramTransform(t.stft_channels, t.hop_size, t.n_frames, t.sample_rate)
-    specs = torch.cat([transform.to_spectrogram(audio[i:i + 64]) for i in range(0, len(audio), 64)])
+    specs = torch.cat([transform.to_spectrogram(audio[i : i + 64]) for i in range(0, len(audio), 64)])
     data = TrainingData(specs=specs.float(), source=_source_id(cfg))
     attrs = cfg.model.attributes
     if attrs:
@@ -111,8 +112,9 @@ def _list_clips(cfg: GanConfig, store: Store) -> list[tuple[str, object, object]
         wavs = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
         if not wavs:
             raise InvalidArgument(field, f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {path}")
-        return [(p.name, str(p), str(p.with_suffix(".params")) if p.with_suffix(".params").exists() else None)
-                for p in wavs]
+        return [
+            (p.name, str(p), str(p.with_suffix(".params")) if p.with_suffix(".params").exists() else None) for p in wavs
+        ]
     else:
         prefix = path.strip("/")
     keys = store.list(prefix)
@@ -183,8 +185,16 @@ class Trainer:
     """One training run: `Trainer(cfg, store, "gan/run1").run()`; resumes from the run's newest checkpoint.
     With `dist` (smf.common.distributed.init() under torchrun) this process trains its shard of every batch."""
 
-    def __init__(self, cfg: GanConfig, store: Store, run_id: str, *, data: TrainingData | None = None,
-                 log=print, dist: Dist | None = None):
+    def __init__(
+        self,
+        cfg: GanConfig,
+        store: Store,
+        run_id: str,
+        *,
+        data: TrainingData | None = None,
+        log=print,
+        dist: Dist | None = None,
+    ):
         self.dist = dist or Dist()
         # ranks other than 0 get a read-only store and no log: one writer, one voice
         self.cfg, self.store, self.run_id = cfg, self.dist.store(store), run_id.strip("/")
@@ -193,15 +203,21 @@ class Trainer:
         m = cfg.model
         self.data = data if data is not None else load_training_data(cfg, store)
         if self.data.specs.shape[1:] != (cfg.transform.n_bins, cfg.transform.n_frames):
-            raise InvalidArgument("transformConfig", f"data spectrograms are {tuple(self.data.specs.shape[1:])}, "
-                                                     f"config expects {(cfg.transform.n_bins, cfg.transform.n_frames)}")
+            raise InvalidArgument(
+                "transformConfig",
+                f"data spectrograms are {tuple(self.data.specs.shape[1:])}, "
+                f"config expects {(cfg.transform.n_bins, cfg.transform.n_frames)}",
+            )
         n_classes = [len(v) for v in (self.data.classes or {}).values()]
         self.args = GanArgs.from_config(cfg, n_classes)
         for s in range(m.startScale, m.n_scales):  # miniBatchSize is the global batch: it must split over ranks
             self.dist.local_batch(m.miniBatchSize[s], f"modelConfig.miniBatchSize[{s}]")
         want = cfg.train.device
-        self.device = self.dist.device if self.dist.enabled else torch.device(
-            "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
+        self.device = (
+            self.dist.device
+            if self.dist.enabled
+            else torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
+        )
         torch.manual_seed(cfg.train.seed)  # weight init
         self.gan = ProgressiveGAN(self.args).to(self.device)
         betas = (0.0, 0.99)  # PGGAN's Adam settings
@@ -209,11 +225,19 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.gan.D.parameters(), lr=m.baseLearningRate, betas=betas, eps=1e-8)
         # All randomness of the loop (batches, noise, GP mixing) comes from this CPU generator, saved in checkpoints.
         self.gen = torch.Generator().manual_seed(cfg.train.seed)
-        self.preview_z = random_latents(self.args, cfg.train.previewCount,
-                                        torch.Generator().manual_seed(cfg.train.seed + 1))
+        self.preview_z = random_latents(
+            self.args, cfg.train.previewCount, torch.Generator().manual_seed(cfg.train.seed + 1)
+        )
         self.step = 0
-        self.metrics: dict[str, list[float]] = {"step": [], "loss_d": [], "loss_g": [], "wdist": [], "gp": [],
-                                                "lsd_step": [], "lsd": []}
+        self.metrics: dict[str, list[float]] = {
+            "step": [],
+            "loss_d": [],
+            "loss_g": [],
+            "wdist": [],
+            "gp": [],
+            "lsd_step": [],
+            "lsd": [],
+        }
         self.total = cfg.total_steps
         self._resume()
         # The networks as the loop calls them: DDP wrappers when distributed (the same parameters; checkpoints,
@@ -241,8 +265,11 @@ class Trainer:
             return
         ck = load_checkpoint(self.store, keys[-1], map_location=self.device)
         if ck["args"] != self.args.to_dict():
-            raise InvalidArgument("config", f"{keys[-1]} was trained with another network shape; "
-                                            f"use a new run name or the config stored in {self.run_id}/config.json")
+            raise InvalidArgument(
+                "config",
+                f"{keys[-1]} was trained with another network shape; "
+                f"use a new run name or the config stored in {self.run_id}/config.json",
+            )
         self.gan.load_state_dict(ck["model"])
         self.opt_g.load_state_dict(ck["optimizer"]["G"])
         self.opt_d.load_state_dict(ck["optimizer"]["D"])
@@ -272,15 +299,32 @@ class Trainer:
             real = alpha * resize(resize(real, a.scale_shapes[scale - 1]), a.scale_shapes[scale]) + (1 - alpha) * real
         with torch.no_grad():  # D's step needs no graph through G
             fake = self.gan.G(z_d.to(dev), scale, alpha)
-        loss_d, logs = d_loss(self.gan, real, fake, scale, alpha, lambda_gp=m.lambdaGP, epsilon_d=m.epsilonD,
-                              labels=labels, weight_condition=m.weightConditionD, t=t, critic=self.D)
+        loss_d, logs = d_loss(
+            self.gan,
+            real,
+            fake,
+            scale,
+            alpha,
+            lambda_gp=m.lambdaGP,
+            epsilon_d=m.epsilonD,
+            labels=labels,
+            weight_condition=m.weightConditionD,
+            t=t,
+            critic=self.D,
+        )
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()  # DDP: gradients averaged over ranks here
         self.opt_d.step()
 
         self.gan.D.requires_grad_(False)  # G's step must not accumulate grads in D (the plain D: no DDP sync)
-        loss_g, logs_g = g_loss(self.gan, self.G(z_g.to(dev), scale, alpha), scale, alpha, labels=labels,
-                                weight_condition=m.weightConditionG)
+        loss_g, logs_g = g_loss(
+            self.gan,
+            self.G(z_g.to(dev), scale, alpha),
+            scale,
+            alpha,
+            labels=labels,
+            weight_condition=m.weightConditionG,
+        )
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -323,8 +367,10 @@ class Trainer:
                 progress(self.step, self.total, logs)
             if not all(math.isfinite(logs[k]) for k in ("loss_d", "loss_g")):
                 self._progress("failed", logs, 0.0, t0, s0, error=f"loss diverged at step {self.step}: {logs}")
-                raise SmfError(f"{self.run_id}: loss diverged at step {self.step} (loss_d={logs['loss_d']}); "
-                               "lower modelConfig.baseLearningRate")
+                raise SmfError(
+                    f"{self.run_id}: loss diverged at step {self.step} (loss_d={logs['loss_d']}); "
+                    "lower modelConfig.baseLearningRate"
+                )
             if self.step % log_every == 0 or self.step == end:
                 for k in ("loss_d", "loss_g", "wdist", "gp"):
                     self.metrics[k].append(logs[k])
@@ -338,8 +384,14 @@ class Trainer:
         sps = samples / max(time.monotonic() - t0, 1e-9)
         state = "stopped" if stopped else "succeeded"
         # "cancelled" = stopped early (SIGTERM, --max-steps): the run is resumable, nothing failed
-        self._progress("cancelled" if stopped else "succeeded", logs, sps, t0, s0,
-                       message=(f"stopped at step {self.step}; run again to resume" if stopped else None))
+        self._progress(
+            "cancelled" if stopped else "succeeded",
+            logs,
+            sps,
+            t0,
+            s0,
+            message=(f"stopped at step {self.step}; run again to resume" if stopped else None),
+        )
         self._commit()
         self.dist.barrier()  # no rank reports done before rank 0's last write
         return state
@@ -371,8 +423,17 @@ class Trainer:
         }
         key = f"{self.run_id}/ckpt/step-{self.step}.pt"
         _put_torch(self.store, key, ck)
-        self._put_json("model.json", {"checkpoint": key, "step": self.step, "scale": ck["scale"], "alpha": ck["alpha"],
-                                      "args": ck["args"], "classes": ck["classes"]})
+        self._put_json(
+            "model.json",
+            {
+                "checkpoint": key,
+                "step": self.step,
+                "scale": ck["scale"],
+                "alpha": ck["alpha"],
+                "args": ck["args"],
+                "classes": ck["classes"],
+            },
+        )
         self._plots()
         for old in checkpoint_keys(self.store, self.run_id)[:-KEEP_CHECKPOINTS]:
             self.store.delete(old)
@@ -386,18 +447,33 @@ class Trainer:
         training goes on, so the final commit comes after the final progress.json."""
         if not self.dist.is_main:
             return
-        commit_artifact(self.store, "gan", self.run_id, config=self.cfg.to_dict(),
-                        inputs=[self.data.source] if self.data.source and "://" not in self.data.source else [],
-                        service="gan")
+        commit_artifact(
+            self.store,
+            "gan",
+            self.run_id,
+            config=self.cfg.to_dict(),
+            inputs=[self.data.source] if self.data.source and "://" not in self.data.source else [],
+            service="gan",
+        )
 
     def _put_json(self, name: str, obj) -> None:
         if not self.dist.is_main:
             return
-        self.store.put_bytes(f"{self.run_id}/{name}", (json.dumps(obj, indent=2) + "\n").encode(),
-                             content_type="application/json")
+        self.store.put_bytes(
+            f"{self.run_id}/{name}", (json.dumps(obj, indent=2) + "\n").encode(), content_type="application/json"
+        )
 
-    def _progress(self, state: str, logs: dict, sps: float, t0: float, s0: int, *, error: str | None = None,
-                  message: str | None = None) -> None:
+    def _progress(
+        self,
+        state: str,
+        logs: dict,
+        sps: float,
+        t0: float,
+        s0: int,
+        *,
+        error: str | None = None,
+        message: str | None = None,
+    ) -> None:
         if not self.dist.is_main:
             return
         done = self.step - s0
@@ -409,9 +485,15 @@ class Trainer:
         if self.metrics["lsd"]:
             metrics["lsd"] = float(self.metrics["lsd"][-1])
         progress = {
-            "state": state, "step": self.step, "total": self.total, "scale": scale,
-            "alpha": metrics["alpha"], "loss": metrics.get("loss_d", 0.0), "metrics": metrics,
-            "samples_per_second": sps, "eta_seconds": eta if state == "running" else 0.0,
+            "state": state,
+            "step": self.step,
+            "total": self.total,
+            "scale": scale,
+            "alpha": metrics["alpha"],
+            "loss": metrics.get("loss_d", 0.0),
+            "metrics": metrics,
+            "samples_per_second": sps,
+            "eta_seconds": eta if state == "running" else 0.0,
             "message": message or f"scale {scale}/{self.cfg.model.n_scales - 1}, step {self.step}/{self.total}",
             "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "result_uris": [self.store.key_uri(self.run_id)] if state == "succeeded" else [],
@@ -422,6 +504,7 @@ class Trainer:
 
     def _plots(self) -> None:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
@@ -490,11 +573,14 @@ def main(argv: list[str] | None = None) -> int:
 
         def on_signal(signum, frame):  # finish the current step, save, exit
             trainer.stop_requested.set()
+
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        trainer.log(f"training {run_id} in {store.uri} on {trainer.device}"
-                    f"{f' x {dist.world_size} processes ({dist.backend})' if dist.enabled else ''}: "
-                    f"{trainer.total} steps, {len(trainer.data.specs)} clips")
+        trainer.log(
+            f"training {run_id} in {store.uri} on {trainer.device}"
+            f"{f' x {dist.world_size} processes ({dist.backend})' if dist.enabled else ''}: "
+            f"{trainer.total} steps, {len(trainer.data.specs)} clips"
+        )
         state = trainer.run(args.max_steps)
     except SmfError as exc:
         print(f"smf.gan.train: error: {exc.message}", file=sys.stderr)

@@ -14,6 +14,7 @@ Files are proxied from the store — only names listed in the artifact's manifes
 browser never sees store credentials or presigned URLs. With a token, a request must carry it as
 `Authorization: Bearer`, the `smf_token` cookie, or `?token=` (which also sets the cookie, so links keep working).
 """
+
 from __future__ import annotations
 
 import hmac
@@ -37,16 +38,38 @@ log = logging.getLogger("smf.grid.http")
 WEB = Path(__file__).resolve().parent / "web"
 STATIC = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
 COOKIE = "smf_token"
-_HTTP_CODES = {"INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "PERMISSION_DENIED": 403, "UNAUTHENTICATED": 401,
-               "UNAVAILABLE": 503, "DATA_LOSS": 500}
+_HTTP_CODES = {
+    "INVALID_ARGUMENT": 400,
+    "NOT_FOUND": 404,
+    "PERMISSION_DENIED": 403,
+    "UNAUTHENTICATED": 401,
+    "UNAVAILABLE": 503,
+    "DATA_LOSS": 500,
+}
 
 
 def grid_summary(manifest: Manifest) -> dict:
     """What a grid listing shows, from the manifest alone (no grid.json read)."""
     cfg = manifest.config if isinstance(manifest.config, dict) else {}
-    return {"id": manifest.id, "kind": manifest.kind, "created_at": manifest.created_at,
-            **{k: cfg.get(k) for k in ("model", "d0", "d1", "variations", "interpolation", "sample_rate",
-                                       "duration", "latent_dim", "corners")}}
+    return {
+        "id": manifest.id,
+        "kind": manifest.kind,
+        "created_at": manifest.created_at,
+        **{
+            k: cfg.get(k)
+            for k in (
+                "model",
+                "d0",
+                "d1",
+                "variations",
+                "interpolation",
+                "sample_rate",
+                "duration",
+                "latent_dim",
+                "corners",
+            )
+        },
+    }
 
 
 def list_grids(store: Store, manifest=None) -> list[dict]:
@@ -70,8 +93,15 @@ def artifact_id(raw: str) -> str:
 class Auditioner:
     """The HTTP side of the grid service (also run alone by `smf grid open`)."""
 
-    def __init__(self, store: Store, *, token: str | None = None, host: str = "0.0.0.0", port: int = 8080,
-                 public_host: str | None = None):
+    def __init__(
+        self,
+        store: Store,
+        *,
+        token: str | None = None,
+        host: str = "0.0.0.0",
+        port: int = 8080,
+        public_host: str | None = None,
+    ):
         self.store, self.token = store, token or None
         self._manifests: OrderedDict[str, Manifest] = OrderedDict()  # committed artifacts never change
         self._lock = threading.Lock()
@@ -159,8 +189,9 @@ class _Handler(BaseHTTPRequestHandler):
         return ok, ok and from_query
 
     # --- responses ---
-    def _send(self, status: int, body: bytes, content_type: str, *, cache: bool = False,
-              set_cookie: bool = False) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str, *, cache: bool = False, set_cookie: bool = False
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -168,8 +199,9 @@ class _Handler(BaseHTTPRequestHandler):
         # artifact files never change once committed; pages and listings do
         self.send_header("Cache-Control", "private, max-age=31536000, immutable" if cache else "no-store")
         if set_cookie:
-            self.send_header("Set-Cookie", f"{COOKIE}={urllib.parse.quote(self.app.token)}; Path=/; HttpOnly; "
-                                           "SameSite=Strict")
+            self.send_header(
+                "Set-Cookie", f"{COOKIE}={urllib.parse.quote(self.app.token)}; Path=/; HttpOnly; SameSite=Strict"
+            )
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -204,14 +236,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, path: str, query: dict, set_cookie: bool) -> None:
         if path == "/" or path == "/view" or path.startswith("/grids/"):
-            return self._send(200, (WEB / "index.html").read_bytes(), "text/html; charset=utf-8",
-                              set_cookie=set_cookie)
+            return self._send(200, (WEB / "index.html").read_bytes(), "text/html; charset=utf-8", set_cookie=set_cookie)
         if path.startswith("/static/"):
-            name = path[len("/static/"):]
+            name = path[len("/static/") :]
             if name not in STATIC:
                 return self._error(404, f"no such file: {name}")
-            return self._send(200, (WEB / name).read_bytes(), STATIC[name] + "; charset=utf-8",
-                              set_cookie=set_cookie)
+            return self._send(200, (WEB / name).read_bytes(), STATIC[name] + "; charset=utf-8", set_cookie=set_cookie)
         if path == "/api/grids":
             return self._json(200, {"grids": self.app.list_grids()})
         if path == "/api/grid":
@@ -225,7 +255,10 @@ class _Handler(BaseHTTPRequestHandler):
             if name not in manifest.files:
                 return self._error(404, f"{aid} has no file {name!r}")
             body = self.app.store.get_bytes(f"{manifest.id}/{name}")
-            ctype = ("application/json" if name.endswith((".params", ".json"))
-                     else mimetypes.guess_type(name)[0] or "application/octet-stream")
+            ctype = (
+                "application/json"
+                if name.endswith((".params", ".json"))
+                else mimetypes.guess_type(name)[0] or "application/octet-stream"
+            )
             return self._send(200, body, ctype, cache=True)
         self._error(HTTPStatus.NOT_FOUND, f"no such page: {path}")

@@ -10,6 +10,7 @@
 
 Corners (z0 … z3) are store URIs, store keys, sample ids (`samples/<id>/3`) or local `.pt` files (a 1-D tensor).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,12 +26,20 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("grid", help="4-corner latent grids and the browser auditioner")
     sub = p.add_subparsers(dest="grid_command", metavar="ACTION", required=True)
 
-    g = sub.add_parser("2d4pt", parents=[store], help="render a d0 x d1 grid between four corner latents",
-                       description="Rows i step from the line z0->z1 to the line z2->z3; columns j along each row.")
+    g = sub.add_parser(
+        "2d4pt",
+        parents=[store],
+        help="render a d0 x d1 grid between four corner latents",
+        description="Rows i step from the line z0->z1 to the line z2->z3; columns j along each row.",
+    )
     g.add_argument("-m", "--model", default="", help="model (gan/NAME); default: the model the corners came from")
     for n in range(4):
-        g.add_argument(f"--z{n}", required=True, metavar="LATENT",
-                       help="store URI / key, sample id samples/<id>/<n>, or local .pt file")
+        g.add_argument(
+            f"--z{n}",
+            required=True,
+            metavar="LATENT",
+            help="store URI / key, sample id samples/<id>/<n>, or local .pt file",
+        )
     g.add_argument("--d0", type=int, required=True, help="columns (steps along each row), 2..256")
     g.add_argument("--d1", type=int, required=True, help="rows, 2..256")
     g.add_argument("--pm", action="store_true", help="write a .params file (dim0, dim1, envPt) beside each wav")
@@ -40,8 +49,13 @@ def register(subparsers) -> None:
     g.add_argument("--slerp", action="store_true", help="spherical interpolation (keeps latent norms)")
     g.add_argument("--id", default="", help="grid id (grids/NAME); default a new time-stamped id")
     g.add_argument("--remote", metavar="HOST:PORT", default=None, help="use the grid service at HOST:PORT")
-    g.add_argument("--gan", metavar="HOST:PORT", nargs="+", default=None,
-                   help="render with these GAN service replicas instead of loading the model here")
+    g.add_argument(
+        "--gan",
+        metavar="HOST:PORT",
+        nargs="+",
+        default=None,
+        help="render with these GAN service replicas instead of loading the model here",
+    )
     g.add_argument("-o", "--out", default=None, help="also copy the cells (wav + .params) into this local folder")
     g.set_defaults(func=cmd_2d4pt)
 
@@ -88,15 +102,25 @@ def cmd_2d4pt(args) -> int:
         from smf.grid.client import GridClient
 
         with GridClient(args.remote) as grid:
-            op = grid.create_grid(args.model, _corners(args), d0=args.d0, d1=args.d1, pm=args.pm,
-                                  variations=args.variations, variation_spread=args.spread, seed=args.seed,
-                                  interpolation=interpolation, grid_id=args.id)
+            op = grid.create_grid(
+                args.model,
+                _corners(args),
+                d0=args.d0,
+                d1=args.d1,
+                pm=args.pm,
+                variations=args.variations,
+                variation_spread=args.spread,
+                seed=args.seed,
+                interpolation=interpolation,
+                grid_id=args.id,
+            )
             bar = _bar(args.d0 * args.d1 * args.variations, "grid")
 
             def show(o):
                 bar.total = o.progress.total or bar.total
                 bar.n = o.progress.step
                 bar.refresh()
+
             op = grid.wait(op.id, on_progress=show)
             bar.close()
         uri = op.result_uris[0]
@@ -124,12 +148,25 @@ def _render_here(args, store, interpolation: str) -> str:
             if not found:
                 raise InvalidArgument("--model", f"{run} is not known to the GAN service")
             return found[0]
-        plan = plan_grid(store, corners=_corners(args), d0=args.d0, d1=args.d1, model=args.model, pm=args.pm,
-                         n_variations=args.variations, spread=args.spread, seed=args.seed,
-                         interpolation=interpolation, grid_id=args.id, latent_dim=lambda r: info(r).latent_dim,
-                         allow_local=True)
+
+        plan = plan_grid(
+            store,
+            corners=_corners(args),
+            d0=args.d0,
+            d1=args.d1,
+            model=args.model,
+            pm=args.pm,
+            n_variations=args.variations,
+            spread=args.spread,
+            seed=args.seed,
+            interpolation=interpolation,
+            grid_id=args.id,
+            latent_dim=lambda r: info(r).latent_dim,
+            allow_local=True,
+        )
         sample_rate = info(plan.model).sample_rate
-        render = lambda z: gan.render_latents(plan.model, z, output="inline").audio
+        def render(z):
+            return gan.render_latents(plan.model, z, output="inline").audio
         batch = 32 * len(gan.stubs)
     else:
         import torch
@@ -141,23 +178,48 @@ def _render_here(args, store, interpolation: str) -> str:
             if run not in models:
                 models[run] = load_model(store, run)
             return models[run]
-        plan = plan_grid(store, corners=_corners(args), d0=args.d0, d1=args.d1, model=args.model, pm=args.pm,
-                         n_variations=args.variations, spread=args.spread, seed=args.seed,
-                         interpolation=interpolation, grid_id=args.id, latent_dim=lambda r: model(r).latent_dim,
-                         allow_local=True)
+
+        plan = plan_grid(
+            store,
+            corners=_corners(args),
+            d0=args.d0,
+            d1=args.d1,
+            model=args.model,
+            pm=args.pm,
+            n_variations=args.variations,
+            spread=args.spread,
+            seed=args.seed,
+            interpolation=interpolation,
+            grid_id=args.id,
+            latent_dim=lambda r: model(r).latent_dim,
+            allow_local=True,
+        )
         m = model(plan.model)
         sample_rate = m.sample_rate
-        render = lambda z: m.render(torch.as_tensor(z)).numpy()
+        def render(z):
+            return m.render(torch.as_tensor(z)).numpy()
         batch = 32
     bar = _bar(plan.latents.shape[0] * plan.latents.shape[1] * plan.latents.shape[2], plan.grid_id)
 
     def progress(done, total):
         bar.n = done
         bar.refresh()
+
     try:
-        render_grid(store, plan.grid_id, plan.latents, render, model=plan.model, sample_rate=sample_rate,
-                    inputs=plan.inputs, config=plan.config, pm=plan.pm, on_progress=progress, batch_size=batch,
-                    service="cli")
+        render_grid(
+            store,
+            plan.grid_id,
+            plan.latents,
+            render,
+            model=plan.model,
+            sample_rate=sample_rate,
+            inputs=plan.inputs,
+            config=plan.config,
+            pm=plan.pm,
+            on_progress=progress,
+            batch_size=batch,
+            service="cli",
+        )
     finally:
         bar.close()
     return store.key_uri(plan.grid_id)
@@ -221,8 +283,10 @@ def cmd_ls(args) -> int:
     else:
         from smf.grid.auditioner import list_grids
 
-        rows = [(g["id"], g["model"], g["d0"], g["d1"], g["variations"], g["created_at"])
-                for g in list_grids(open_store(args.store))]
+        rows = [
+            (g["id"], g["model"], g["d0"], g["d1"], g["variations"], g["created_at"])
+            for g in list_grids(open_store(args.store))
+        ]
     if not rows:
         print("no grids")
     for gid, model, d0, d1, var, created in rows:

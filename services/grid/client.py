@@ -10,6 +10,7 @@
 Corners are store URIs / keys / sample ids (str) or latent values (a sequence of floats, a tensor or an array).
 Errors come back as `smf.common.errors` (InvalidArgument naming the field, NotFound ...).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -34,19 +35,43 @@ class GridClient(ServiceClient):
         super().__init__(target, token=token)
         self.timeout = timeout
 
-    def create_grid(self, model: str, corners: Sequence, *, d0: int, d1: int, pm: bool = True,
-                    variations: int = 1, variation_spread: float = 0.0, seed: int = 0,
-                    interpolation: str = "linear", grid_id: str = ""):
+    def create_grid(
+        self,
+        model: str,
+        corners: Sequence,
+        *,
+        d0: int,
+        d1: int,
+        pm: bool = True,
+        variations: int = 1,
+        variation_spread: float = 0.0,
+        seed: int = 0,
+        interpolation: str = "linear",
+        grid_id: str = "",
+    ):
         """Start rendering a grid; returns the Operation (its result URI is the grid artifact)."""
-        req = grid_pb2.CreateGridRequest(model=model, corners=[_corner(c) for c in corners], d0=d0, d1=d1, pm=pm,
-                                         variations=variations, variation_spread=variation_spread, seed=seed,
-                                         interpolation=interpolation, grid_id=grid_id)
+        req = grid_pb2.CreateGridRequest(
+            model=model,
+            corners=[_corner(c) for c in corners],
+            d0=d0,
+            d1=d1,
+            pm=pm,
+            variations=variations,
+            variation_spread=variation_spread,
+            seed=seed,
+            interpolation=interpolation,
+            grid_id=grid_id,
+        )
         return call(self.stub.CreateGrid, req, timeout=self.timeout).operation
 
     def get_grid(self, grid_id: str) -> grid_pb2.Grid:
-        return call(self.stub.GetGrid, grid_pb2.GetGridRequest(grid_id=grid_id), timeout=self.timeout,
-                    idempotent=True).grid
+        return call(
+            self.stub.GetGrid, grid_pb2.GetGridRequest(grid_id=grid_id), timeout=self.timeout, idempotent=True
+        ).grid
 
     def list_grids(self, model: str = "") -> list[grid_pb2.Grid]:
-        return list(call(self.stub.ListGrids, grid_pb2.ListGridsRequest(model=model), timeout=self.timeout,
-                         idempotent=True).grids)
+        return list(
+            call(
+                self.stub.ListGrids, grid_pb2.ListGridsRequest(model=model), timeout=self.timeout, idempotent=True
+            ).grids
+        )

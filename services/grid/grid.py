@@ -9,6 +9,7 @@ included, so the four corners are the given latents bit for bit:
 Spherical interpolation (keeps latent norms, useful for Gaussian latents whose linear midpoints shrink towards the
 origin) is offered as `interpolation="slerp"`; linear is the default because it is what the seed tool did.
 """
+
 from __future__ import annotations
 
 import torch
@@ -51,7 +52,7 @@ def validate_corners(corners: list[torch.Tensor], *, fields=("z0", "z1", "z2", "
     if len(corners) != 4:
         raise InvalidArgument("corners", f"need exactly 4 corner latents, got {len(corners)}")
     dim = None
-    for name, z in zip(fields, corners):
+    for name, z in zip(fields, corners, strict=False):
         if z.dim() != 1:
             raise InvalidArgument(name, f"latent must be a 1-D vector, got shape {tuple(z.shape)}")
         if not torch.isfinite(z).all():

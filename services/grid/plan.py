@@ -8,6 +8,7 @@ is rendered or written, and every error names the request field at fault:
     render_grid(store, plan.grid_id, plan.latents, render_fn, model=plan.model, inputs=plan.inputs,
                 config=plan.config, pm=plan.pm, sample_rate=16000)
 """
+
 from __future__ import annotations
 
 import io
@@ -30,16 +31,16 @@ DEFAULT_SPREAD = 0.1
 @dataclass
 class Corner:
     latent: torch.Tensor
-    source: str                      # what the user gave ("inline" for values)
-    artifact: str | None = None      # the samples/<id> artifact it came from, when there is one
-    model: str | None = None         # "gan/<name>" that made it, when its manifest says so
+    source: str  # what the user gave ("inline" for values)
+    artifact: str | None = None  # the samples/<id> artifact it came from, when there is one
+    model: str | None = None  # "gan/<name>" that made it, when its manifest says so
 
 
 @dataclass
 class GridPlan:
     grid_id: str
-    model: str                       # "gan/<name>"
-    latents: torch.Tensor            # [d1, d0, K, dim]
+    model: str  # "gan/<name>"
+    latents: torch.Tensor  # [d1, d0, K, dim]
     pm: bool
     inputs: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)
@@ -60,7 +61,7 @@ def split_uri(store: Store, uri: str) -> tuple[Store, str]:
     """(store holding it, key) for a full URI; URIs inside `store` resolve to it (parse_uri alone cannot know
     where an s3 store's prefix ends)."""
     if uri.startswith(store.uri + "/"):
-        return store, uri[len(store.uri) + 1:]
+        return store, uri[len(store.uri) + 1 :]
     store_uri, key = parse_uri(uri)
     return (store if store_uri == store.uri else open_store(store_uri)), key
 
@@ -114,10 +115,22 @@ def resolve_corner(store: Store, corner, *, fld: str, allow_local: bool = False)
     return Corner(latent, corner, artifact if src_store is store else src_store.key_uri(artifact or ""), model)
 
 
-def plan_grid(store: Store, *, corners: Sequence, d0: int, d1: int, model: str = "", pm: bool = True,
-              n_variations: int = 1, spread: float = 0.0, seed: int = 0, interpolation: str = "linear",
-              grid_id: str = "", latent_dim: Callable[[str], int] | None = None,
-              allow_local: bool = False) -> GridPlan:
+def plan_grid(
+    store: Store,
+    *,
+    corners: Sequence,
+    d0: int,
+    d1: int,
+    model: str = "",
+    pm: bool = True,
+    n_variations: int = 1,
+    spread: float = 0.0,
+    seed: int = 0,
+    interpolation: str = "linear",
+    grid_id: str = "",
+    latent_dim: Callable[[str], int] | None = None,
+    allow_local: bool = False,
+) -> GridPlan:
     """Check a grid request and build its latents. `latent_dim(model)` gives the model's latent length (NotFound
     for an unknown model); corners must match it."""
     validate_shape(d0, d1)
@@ -128,8 +141,10 @@ def plan_grid(store: Store, *, corners: Sequence, d0: int, d1: int, model: str =
     if not 1 <= n_variations <= MAX_VARIATIONS:
         raise InvalidArgument("variations", f"must be in 1..{MAX_VARIATIONS}, got {n_variations}")
     if d0 * d1 * n_variations > MAX_CELLS:
-        raise InvalidArgument("variations", f"{d0} x {d1} x {n_variations} = {d0 * d1 * n_variations} sounds; "
-                                            f"at most {MAX_CELLS} per grid")
+        raise InvalidArgument(
+            "variations",
+            f"{d0} x {d1} x {n_variations} = {d0 * d1 * n_variations} sounds; at most {MAX_CELLS} per grid",
+        )
     spread = spread or DEFAULT_SPREAD
     if not (spread > 0 and spread < 100):
         raise InvalidArgument("variation_spread", f"must be a finite number > 0, got {spread}")
@@ -148,10 +163,10 @@ def plan_grid(store: Store, *, corners: Sequence, d0: int, d1: int, model: str =
     if len(corners) != 4:
         raise InvalidArgument("corners", f"need exactly 4 corners (z0, z1, z2, z3), got {len(corners)}")
     fields = tuple(f"corners[{n}]" for n in range(4))
-    resolved = [resolve_corner(store, c, fld=f, allow_local=allow_local) for c, f in zip(corners, fields)]
+    resolved = [resolve_corner(store, c, fld=f, allow_local=allow_local) for c, f in zip(corners, fields, strict=False)]
     dim = validate_corners([c.latent for c in resolved], fields=fields)
 
-    known = [(f, c.model) for f, c in zip(fields, resolved) if c.model]
+    known = [(f, c.model) for f, c in zip(fields, resolved, strict=False) if c.model]
     if model:
         run = model_id(model)
         for f, m in known:
@@ -161,8 +176,7 @@ def plan_grid(store: Store, *, corners: Sequence, d0: int, d1: int, model: str =
         run = known[0][1]
         for f, m in known[1:]:
             if m != run:
-                raise InvalidArgument(f, f"corners come from different models: {known[0][0]} from {run}, "
-                                         f"{f} from {m}")
+                raise InvalidArgument(f, f"corners come from different models: {known[0][0]} from {run}, {f} from {m}")
     else:
         raise InvalidArgument("model", "give the model: the corners do not say which model made them")
     if latent_dim is not None:
@@ -173,7 +187,11 @@ def plan_grid(store: Store, *, corners: Sequence, d0: int, d1: int, model: str =
     z = grid_latents(*[c.latent for c in resolved], d0=d0, d1=d1, interpolation=interpolation)
     z = variations(z, n_variations, spread=spread, seed=seed)
     inputs = [run] + sorted({c.artifact for c in resolved if c.artifact})
-    config = {"corners": [c.source for c in resolved], "corner_latents": [c.latent.tolist() for c in resolved],
-              "interpolation": interpolation, "variation_spread": spread if n_variations > 1 else 0.0,
-              "seed": seed}
+    config = {
+        "corners": [c.source for c in resolved],
+        "corner_latents": [c.latent.tolist() for c in resolved],
+        "interpolation": interpolation,
+        "variation_spread": spread if n_variations > 1 else 0.0,
+        "seed": seed,
+    }
     return GridPlan(grid_id=grid_id, model=run, latents=z, pm=pm, inputs=inputs, config=config)

@@ -12,6 +12,7 @@ function, so the same code serves an in-process GAN, one GAN service or several 
 batches of `batch_size`, written as they come, and the manifest is written last (the commit point). If anything
 fails — or `on_progress` raises (e.g. Cancelled) — everything written under the grid id is deleted again.
 """
+
 from __future__ import annotations
 
 import io
@@ -47,9 +48,17 @@ def cell_table(d0: int, d1: int, variations: int, *, pm: bool, prefix: str = "gr
         for j in range(d0):
             for k in range(variations):
                 name = cell_filename(i, j, k, prefix=prefix)
-                cells.append({"i": i, "j": j, "k": k, "dim0": j / (d0 - 1), "dim1": i / (d1 - 1),
-                              "file": f"{CELLS}/{name}",
-                              "params": f"{CELLS}/{name[:-4]}.params" if pm else None})
+                cells.append(
+                    {
+                        "i": i,
+                        "j": j,
+                        "k": k,
+                        "dim0": j / (d0 - 1),
+                        "dim1": i / (d1 - 1),
+                        "file": f"{CELLS}/{name}",
+                        "params": f"{CELLS}/{name[:-4]}.params" if pm else None,
+                    }
+                )
     return cells
 
 
@@ -80,7 +89,7 @@ def mosaic_png(tiles: np.ndarray) -> bytes:
             t = tiles[i, j].copy()
             t[-1, :] = 0
             t[:, -1] = 0
-            canvas[i * h:(i + 1) * h, j * w:(j + 1) * w] = t
+            canvas[i * h : (i + 1) * h, j * w : (j + 1) * w] = t
     buf = io.BytesIO()
     matplotlib.image.imsave(buf, canvas, cmap="magma", vmin=0, vmax=1, format="png")
     return buf.getvalue()
@@ -92,10 +101,23 @@ def latents_bytes(latents: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
-def render_grid(store: Store, grid_id: str, latents, render_fn: Callable[[np.ndarray], np.ndarray], *,
-                model: str, sample_rate: int, inputs, config: dict | None = None, kind: str = "grid",
-                pm: bool = True, on_progress: Callable[[int, int], None] | None = None,
-                batch_size: int = DEFAULT_BATCH, service: str = "grid", file_prefix: str = "grid") -> Manifest:
+def render_grid(
+    store: Store,
+    grid_id: str,
+    latents,
+    render_fn: Callable[[np.ndarray], np.ndarray],
+    *,
+    model: str,
+    sample_rate: int,
+    inputs,
+    config: dict | None = None,
+    kind: str = "grid",
+    pm: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    service: str = "grid",
+    file_prefix: str = "grid",
+) -> Manifest:
     """Render `latents` [d1, d0, dim] or [d1, d0, K, dim] into the artifact `grid_id`; returns its manifest.
 
     `on_progress(done, total)` is called after every batch (cells rendered so far); raising from it aborts the
@@ -132,20 +154,32 @@ def render_grid(store: Store, grid_id: str, latents, render_fn: Callable[[np.nda
     inflight: list[Future] = []
     try:
         for start in range(0, total, batch_size):
-            batch = flat[start:start + batch_size].numpy()
+            batch = flat[start : start + batch_size].numpy()
             audio = np.asarray(render_fn(batch), dtype=np.float32)
             if audio.ndim != 2 or len(audio) != len(batch):
                 raise InvalidArgument("render_fn", f"returned shape {audio.shape} for {len(batch)} latents")
             if duration is None:
                 duration = audio.shape[1] / sample_rate
             submitted = []
-            for cell, a in zip(cells[start:start + len(batch)], audio):
-                submitted.append(pool.submit(store.put_bytes, f"{grid_id}/{cell['file']}",
-                                             wav_bytes(a, sample_rate), content_type="audio/wav"))
+            for cell, a in zip(cells[start : start + len(batch)], audio, strict=False):
+                submitted.append(
+                    pool.submit(
+                        store.put_bytes,
+                        f"{grid_id}/{cell['file']}",
+                        wav_bytes(a, sample_rate),
+                        content_type="audio/wav",
+                    )
+                )
                 if pm:
                     pf = grid_cell_params(cell["file"].rsplit("/", 1)[1], cell["i"], cell["j"], d0, d1, duration)
-                    submitted.append(pool.submit(store.put_bytes, f"{grid_id}/{cell['params']}",
-                                                 params_json(pf).encode(), content_type="application/json"))
+                    submitted.append(
+                        pool.submit(
+                            store.put_bytes,
+                            f"{grid_id}/{cell['params']}",
+                            params_json(pf).encode(),
+                            content_type="application/json",
+                        )
+                    )
                 if cell["k"] == 0:
                     tiles[cell["i"], cell["j"]] = spectrogram_tile(a)
             for f in inflight:
@@ -156,14 +190,28 @@ def render_grid(store: Store, grid_id: str, latents, render_fn: Callable[[np.nda
         for f in inflight:
             f.result()
         # the caller's config first, so it cannot overwrite what describes the files
-        header = {**(config or {}), "kind": kind, "id": grid_id, "model": model, "d0": d0, "d1": d1,
-                  "variations": n_var, "latent_dim": dim, "sample_rate": sample_rate, "duration": duration,
-                  "pm": pm, "latents": LATENTS,
-                  "mosaic": {"file": MOSAIC, "tile_width": TILE_W, "tile_height": TILE_H}}
+        header = {
+            **(config or {}),
+            "kind": kind,
+            "id": grid_id,
+            "model": model,
+            "d0": d0,
+            "d1": d1,
+            "variations": n_var,
+            "latent_dim": dim,
+            "sample_rate": sample_rate,
+            "duration": duration,
+            "pm": pm,
+            "latents": LATENTS,
+            "mosaic": {"file": MOSAIC, "tile_width": TILE_W, "tile_height": TILE_H},
+        }
         store.put_bytes(f"{grid_id}/{LATENTS}", latents_bytes(z if n_var > 1 else z[:, :, 0]))
         store.put_bytes(f"{grid_id}/{MOSAIC}", mosaic_png(tiles), content_type="image/png")
-        store.put_bytes(f"{grid_id}/{GRID_JSON}", json.dumps({**header, "cells": cells}, indent=1).encode(),
-                        content_type="application/json")
+        store.put_bytes(
+            f"{grid_id}/{GRID_JSON}",
+            json.dumps({**header, "cells": cells}, indent=1).encode(),
+            content_type="application/json",
+        )
         manifest_config = {k: v for k, v in header.items() if k not in ("kind", "id", "latents", "mosaic")}
         return commit_artifact(store, kind, grid_id, config=manifest_config, inputs=list(inputs), service=service)
     except BaseException:

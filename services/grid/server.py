@@ -7,6 +7,7 @@ operation (`render.render_grid`) with the GAN service as the render function —
 which splits each one over the GAN replicas given. GetGrid / ListGrids read the store. The same process serves the
 auditioner page and its read-only API (`auditioner.Auditioner`) on the HTTP port.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,7 @@ GAN_BATCH = 32  # latents per replica per request: the GAN service's default for
 class GridServicer(grid_pb2_grpc.GridServiceServicer):
     """`gan` is a GanClient (several replicas allowed) or anything with render_latents / list_models."""
 
-    def __init__(self, store: Store, gan, *, registry: OperationRegistry | None = None,
-                 batch_size: int | None = None):
+    def __init__(self, store: Store, gan, *, registry: OperationRegistry | None = None, batch_size: int | None = None):
         self.store, self.gan = store, gan
         self.registry = registry or OperationRegistry(max_running=2)
         replicas = len(getattr(gan, "stubs", [None]))
@@ -70,10 +70,20 @@ class GridServicer(grid_pb2_grpc.GridServiceServicer):
             infos[run] = self._model_info(run)
             return infos[run].latent_dim
 
-        plan = plan_grid(self.store, corners=corners, d0=request.d0, d1=request.d1, model=request.model,
-                         pm=request.pm, n_variations=request.variations, spread=request.variation_spread,
-                         seed=request.seed, interpolation=request.interpolation, grid_id=request.grid_id,
-                         latent_dim=latent_dim)
+        plan = plan_grid(
+            self.store,
+            corners=corners,
+            d0=request.d0,
+            d1=request.d1,
+            model=request.model,
+            pm=request.pm,
+            n_variations=request.variations,
+            spread=request.variation_spread,
+            seed=request.seed,
+            interpolation=request.interpolation,
+            grid_id=request.grid_id,
+            latent_dim=latent_dim,
+        )
         info = infos.get(plan.model) or self._model_info(plan.model)
         if info.sample_rate <= 0:
             raise NotFound(f"model {plan.model} has no config in the store (sample rate unknown)")
@@ -90,9 +100,20 @@ class GridServicer(grid_pb2_grpc.GridServiceServicer):
             def progress(done: int, total: int) -> None:
                 ctx.report(step=done, total=total, message=f"rendered {done}/{total} cells")
                 ctx.check_cancelled()  # raising here makes render_grid delete what it wrote
-            render_grid(self.store, plan.grid_id, plan.latents, render, model=plan.model, sample_rate=sample_rate,
-                        inputs=plan.inputs, config=plan.config, pm=plan.pm, on_progress=progress,
-                        batch_size=self.batch_size)
+
+            render_grid(
+                self.store,
+                plan.grid_id,
+                plan.latents,
+                render,
+                model=plan.model,
+                sample_rate=sample_rate,
+                inputs=plan.inputs,
+                config=plan.config,
+                pm=plan.pm,
+                on_progress=progress,
+                batch_size=self.batch_size,
+            )
             return [self.store.key_uri(plan.grid_id)]
 
         op = self.registry.start("grid.render", work, metadata={"grid": plan.grid_id, "model": plan.model})
@@ -105,7 +126,7 @@ class GridServicer(grid_pb2_grpc.GridServiceServicer):
         if "://" in raw:
             if not raw.startswith(self.store.uri + "/"):
                 raise InvalidArgument("grid_id", f"{raw} is not in this service's store ({self.store.uri})")
-            raw = raw[len(self.store.uri) + 1:]
+            raw = raw[len(self.store.uri) + 1 :]
         try:
             return artifact_id(raw)
         except InvalidArgument as exc:
@@ -114,12 +135,19 @@ class GridServicer(grid_pb2_grpc.GridServiceServicer):
     def _grid_message(self, aid: str, cfg: dict, created_at: str) -> grid_pb2.Grid:
         uri = self.store.key_uri(aid)
         return grid_pb2.Grid(
-            artifact=common_pb2.ArtifactRef(uri=uri, id=aid, kind="grid"), model=cfg.get("model") or "",
-            d0=cfg.get("d0") or 0, d1=cfg.get("d1") or 0, variations=cfg.get("variations") or 1,
-            interpolation=cfg.get("interpolation") or "", sample_rate=cfg.get("sample_rate") or 0,
-            duration=cfg.get("duration") or 0.0, latent_dim=cfg.get("latent_dim") or 0,
-            corners=[str(c) for c in cfg.get("corners") or []], create_time=created_at,
-            mosaic_uri=f"{uri}/mosaic.png")
+            artifact=common_pb2.ArtifactRef(uri=uri, id=aid, kind="grid"),
+            model=cfg.get("model") or "",
+            d0=cfg.get("d0") or 0,
+            d1=cfg.get("d1") or 0,
+            variations=cfg.get("variations") or 1,
+            interpolation=cfg.get("interpolation") or "",
+            sample_rate=cfg.get("sample_rate") or 0,
+            duration=cfg.get("duration") or 0.0,
+            latent_dim=cfg.get("latent_dim") or 0,
+            corners=[str(c) for c in cfg.get("corners") or []],
+            create_time=created_at,
+            mosaic_uri=f"{uri}/mosaic.png",
+        )
 
     def GetGrid(self, request, context):
         from smf.grid.render import read_grid
@@ -128,10 +156,17 @@ class GridServicer(grid_pb2_grpc.GridServiceServicer):
         doc = read_grid(self.store, aid)
         grid = self._grid_message(aid, doc, doc["created_at"])
         for c in doc["cells"]:
-            grid.cells.append(grid_pb2.Cell(
-                i=c["i"], j=c["j"], k=c["k"], dim0=c["dim0"], dim1=c["dim1"],
-                wav_uri=self.store.key_uri(f"{aid}/{c['file']}"),
-                params_uri=self.store.key_uri(f"{aid}/{c['params']}") if c.get("params") else ""))
+            grid.cells.append(
+                grid_pb2.Cell(
+                    i=c["i"],
+                    j=c["j"],
+                    k=c["k"],
+                    dim0=c["dim0"],
+                    dim1=c["dim1"],
+                    wav_uri=self.store.key_uri(f"{aid}/{c['file']}"),
+                    params_uri=self.store.key_uri(f"{aid}/{c['params']}") if c.get("params") else "",
+                )
+            )
         return grid_pb2.GetGridResponse(grid=grid)
 
     def ListGrids(self, request, context):
@@ -166,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     add_gan_targets_argument(parser)
     parser.add_argument("--http-port", type=int, default=8080, help="auditioner HTTP port (default 8080; -1 = off)")
     parser.add_argument("--public-host", default=None, help="host name to print in page URLs")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="latents per render request (default 32 per GAN replica)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="latents per render request (default 32 per GAN replica)"
+    )
     args = parser.parse_args(argv)
     options = server_options(args)
     store = open_store(args.store)
@@ -176,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     servicer = GridServicer(store, gan, batch_size=args.batch_size)
     http = None
     if args.http_port >= 0:
-        http = Auditioner(store, token=token, host=args.host, port=args.http_port,
-                          public_host=args.public_host).start()
+        http = Auditioner(store, token=token, host=args.host, port=args.http_port, public_host=args.public_host).start()
         print(f"grid: auditioner on {http.url}/", flush=True)
     try:
         run_server(name="grid", servicers=servicers(servicer), service_names=SERVICE_NAMES, **options)

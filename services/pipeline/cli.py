@@ -1,10 +1,11 @@
 """`smf pipeline run [CONFIG] [--demo]` and `smf pipeline status RUN`.
 
-    smf pipeline run --demo                                   # built-in tones, tiny configs, local services
-    smf pipeline run my.json --store s3://smf/team
-    smf pipeline run my.json --remote gan=h:50051,grid=h:50052,som=h:50053,rnn=h:50054   # token from $SMF_TOKEN
-    smf pipeline status demo
+smf pipeline run --demo                                   # built-in tones, tiny configs, local services
+smf pipeline run my.json --store s3://smf/team
+smf pipeline run my.json --remote gan=h:50051,grid=h:50052,som=h:50053,rnn=h:50054   # token from $SMF_TOKEN
+smf pipeline status demo
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,14 +18,20 @@ __all__ = ["register"]
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("pipeline", help="folder of sounds -> playable synth, every stage through the services",
-                              description=__doc__.splitlines()[0])
+    p = subparsers.add_parser(
+        "pipeline",
+        help="folder of sounds -> playable synth, every stage through the services",
+        description=__doc__.splitlines()[0],
+    )
     sub = p.add_subparsers(dest="pipeline_command", metavar="COMMAND")
     run = sub.add_parser("run", help="run (or resume) a pipeline; unchanged stages are skipped")
     run.add_argument("config", nargs="?", help="pipeline config JSON (see services/pipeline/configs/demo.json)")
     run.add_argument("--demo", action="store_true", help="the built-in demo config (tiny models, < 10 min on 2 CPUs)")
-    run.add_argument("--remote", metavar="gan=H:P,grid=H:P,som=H:P,rnn=H:P",
-                     help="use running services instead of starting them locally (token from $SMF_TOKEN)")
+    run.add_argument(
+        "--remote",
+        metavar="gan=H:P,grid=H:P,som=H:P,rnn=H:P",
+        help="use running services instead of starting them locally (token from $SMF_TOKEN)",
+    )
     add_store_argument(run)
     run.add_argument("--name", help="run name (default: the config's name)")
     run.add_argument("--logs", help="folder for the local services' logs (default: a temp folder)")
@@ -57,18 +64,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = open_store(args.store)
     t0 = time.monotonic()
     print(f"pipeline {cfg.name}: store {store.uri}", flush=True)
-    log = lambda msg: print(f"{time.monotonic() - t0:7.1f}s {msg}", flush=True)
+    def log(msg):
+        return print(f"{time.monotonic() - t0:7.1f}s {msg}", flush=True)
     if args.remote:
         state = Pipeline(cfg, store, remote_services(parse_remote(args.remote)), log=log).run()
     else:
         log_dir = Path(args.logs) if args.logs else None
         with local_services(store.uri, log_dir=log_dir) as svc:
-            log(f"services up: {', '.join(f'{k} {v}' for k, v in svc.targets.items())} "
-                f"(logs {svc.logs['gan'].parent})")
+            log(f"services up: {', '.join(f'{k} {v}' for k, v in svc.targets.items())} (logs {svc.logs['gan'].parent})")
             state = Pipeline(cfg, store, svc, log=log).run()
     wall = time.monotonic() - t0
-    print(f"\npipeline {cfg.name} finished in {wall:.0f} s "
-          f"({len(state['ran'])} stages run, {len(state['skipped'])} skipped)")
+    print(
+        f"\npipeline {cfg.name} finished in {wall:.0f} s "
+        f"({len(state['ran'])} stages run, {len(state['skipped'])} skipped)"
+    )
     print(f"report: {_file_path(store, state['report'])}")
     for name, r in state["stages"]["renders"]["outputs"]["renders"].items():
         for w in r["wavs"]:

@@ -10,6 +10,7 @@
 Errors come back as `smf.common.errors` (InvalidArgument naming the config key, FailedPrecondition when a run of
 that name is already going, ...).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,14 @@ __all__ = ["PipelineClient"]
 class PipelineClient(ServiceClient):
     stub_class = pipeline_pb2_grpc.PipelineServiceStub  # PipelineClient(target, *, token=None, tls=None)
 
-    def start(self, config: dict | str | os.PathLike | None = None, *, config_uri: str = "", name: str = "",
-              remote: dict[str, str] | None = None):
+    def start(
+        self,
+        config: dict | str | os.PathLike | None = None,
+        *,
+        config_uri: str = "",
+        name: str = "",
+        remote: dict[str, str] | None = None,
+    ):
         """Start (or resume) a pipeline; returns the Operation.
 
         `config`: a config dict, its JSON text, or a local config file (read here, so a `gan` path in it is resolved

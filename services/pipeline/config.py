@@ -18,6 +18,7 @@
 
 Unknown keys are an error that names them: a typo must not silently fall back to a default.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,15 +42,15 @@ DATASET_KEYS = {"builtin", "n_files", "seed", "sample_rate", "duration", "folder
 class PipelineConfig:
     name: str = "pipeline"
     dataset: dict = field(default_factory=lambda: {"builtin": "tones"})
-    gan: dict = field(default_factory=dict)                      # the SMF GAN config itself (resolved)
+    gan: dict = field(default_factory=dict)  # the SMF GAN config itself (resolved)
     samples: dict = field(default_factory=lambda: {"count": 16, "seed": 0})
-    corners: Any = "auto"                                       # "auto" or 4 sample indices
+    corners: Any = "auto"  # "auto" or 4 sample indices
     grid: dict = field(default_factory=lambda: {"d0": 5, "d1": 5})
     som: dict = field(default_factory=dict)
     rnn: dict = field(default_factory=dict)
     gestures: list = field(default_factory=list)
     report: dict = field(default_factory=lambda: {"max_cells": 25})
-    source: str = ""                                            # where the config came from (not hashed)
+    source: str = ""  # where the config came from (not hashed)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -137,7 +138,7 @@ def parse_config(raw: dict, *, source: str = "config", base_dir: Path | None = N
         names.add(g["name"])
         cols = g.get("columns")
         if not isinstance(cols, list) or len(cols) != 2:
-            raise bad(f"{where}.columns", "two column specs: dim0 then dim1 (e.g. \"ramp:0,1\", \"const:0.5\")")
+            raise bad(f"{where}.columns", 'two column specs: dim0 then dim1 (e.g. "ramp:0,1", "const:0.5")')
         for spec in cols:
             try:
                 parse_column(str(spec))

@@ -13,6 +13,7 @@ still committed in the store is skipped, so a re-run of a finished pipeline does
 resumes at the stage that was running. Training stages use names derived from their key, so a restarted training
 job resumes from its newest checkpoint instead of starting over.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -59,20 +60,22 @@ def _now() -> str:
 class Pipeline:
     """Runs the stages of `cfg` against `services`, recording each one in the store."""
 
-    def __init__(self, cfg: PipelineConfig, store: Store, services: Services, *,
-                 log: Callable[[str], None] = print):
+    def __init__(self, cfg: PipelineConfig, store: Store, services: Services, *, log: Callable[[str], None] = print):
         self.cfg, self.store, self.svc, self.log = cfg, store, services, log
         self.state = read_state(store, cfg.name)
         self.state.setdefault("stages", {})
-        self.ran: list[str] = []       # stages that did work in this call
-        self.skipped: list[str] = []   # stages found done
+        self.ran: list[str] = []  # stages that did work in this call
+        self.skipped: list[str] = []  # stages found done
         self._clients: dict = {}
 
     # --- bookkeeping ---------------------------------------------------------------------------------------------
     def _save_state(self) -> None:
         self.state["updated_at"] = _now()
-        self.store.put_bytes(state_key(self.cfg.name), (json.dumps(self.state, indent=2) + "\n").encode(),
-                             content_type="application/json")
+        self.store.put_bytes(
+            state_key(self.cfg.name),
+            (json.dumps(self.state, indent=2) + "\n").encode(),
+            content_type="application/json",
+        )
 
     def _artifacts_present(self, outputs: dict) -> bool:
         for aid in outputs.get("artifacts", []):
@@ -92,8 +95,13 @@ class Pipeline:
             return done["outputs"]
         self.log(f"[{name}] running ({key[:12]})")
         t0 = time.monotonic()
-        self.state["stages"][name] = {"key": key, "state": "running", "config": config, "inputs": inputs,
-                                      "started_at": _now()}
+        self.state["stages"][name] = {
+            "key": key,
+            "state": "running",
+            "config": config,
+            "inputs": inputs,
+            "started_at": _now(),
+        }
         self.state["status"] = "running"
         self._save_state()
         try:
@@ -104,8 +112,9 @@ class Pipeline:
             self.state.update(status="failed", error=f"{name}: {rec['error']}")
             self._save_state()
             raise
-        self.state["stages"][name].update(state="done", outputs=outputs, finished_at=_now(),
-                                          seconds=round(time.monotonic() - t0, 2))
+        self.state["stages"][name].update(
+            state="done", outputs=outputs, finished_at=_now(), seconds=round(time.monotonic() - t0, 2)
+        )
         self._save_state()
         self.ran.append(name)
         self.log(f"[{name}] done in {time.monotonic() - t0:.1f} s")
@@ -116,11 +125,13 @@ class Pipeline:
         if "://" not in uri:
             return uri
         if uri.startswith(self.store.uri + "/"):
-            return uri[len(self.store.uri) + 1:]
+            return uri[len(self.store.uri) + 1 :]
         store_uri, key = parse_uri(uri)
         if store_uri != self.store.uri:
-            raise FailedPrecondition(f"service wrote {uri}, outside the pipeline's store {self.store.uri}; start the "
-                                     "services with the same --store")
+            raise FailedPrecondition(
+                f"service wrote {uri}, outside the pipeline's store {self.store.uri}; start the "
+                "services with the same --store"
+            )
         return key
 
     def _client(self, name: str):
@@ -128,15 +139,19 @@ class Pipeline:
             target, token = self.svc.targets[name], self.svc.token
             if name == "gan":
                 from smf.gan.client import GanClient
+
                 self._clients[name] = GanClient(target, token=token)
             elif name == "grid":
                 from smf.grid.client import GridClient
+
                 self._clients[name] = GridClient(target, token=token)
             elif name == "rnn":
                 from smf.rnn.client import RnnClient
+
                 self._clients[name] = RnnClient(target, token=token, timeout=60.0)
             elif name == "som":
                 from smf.som.client import SomClient
+
                 self._clients[name] = SomClient(target, token=token)
         return self._clients[name]
 
@@ -156,6 +171,7 @@ class Pipeline:
                 loss = f" loss {p.loss:.4f}" if p.loss else ""
                 total = f"/{p.total}" if p.total else ""
                 self.log(f"[{stage}] step {p.step}{total}{loss} {p.message}".rstrip())
+
         return show
 
     # --- the run -------------------------------------------------------------------------------------------------
@@ -168,23 +184,23 @@ class Pipeline:
             gan_cfg = self._gan_config(dataset)
             model = self._stage("gan", gan_cfg, [dataset], lambda k: self._run_gan(k, gan_cfg))["model"]
             samples = self._stage("samples", cfg.samples, [model], lambda k: self._run_samples(model))["samples"]
-            corners = self._stage("corners", {"corners": cfg.corners}, [samples],
-                                  lambda k: self._run_corners(samples))
-            grid = self._stage("grid", cfg.grid, [model, corners["artifact"]],
-                               lambda k: self._run_grid(k, model, corners))["grid"]
+            corners = self._stage("corners", {"corners": cfg.corners}, [samples], lambda k: self._run_corners(samples))
+            grid = self._stage(
+                "grid", cfg.grid, [model, corners["artifact"]], lambda k: self._run_grid(k, model, corners)
+            )["grid"]
             som = self._stage("som", cfg.som, [grid], lambda k: self._run_som(k, grid))["som"]
-            lin_grid = self._stage("som_render", {"pm": True}, [som],
-                                   lambda k: self._run_som_render(k, som))["grid"]
-            rnn = self._stage("rnn", {**cfg.rnn, "props": RNN_PROPS}, [lin_grid],
-                              lambda k: self._run_rnn(k, lin_grid))["model"]
+            lin_grid = self._stage("som_render", {"pm": True}, [som], lambda k: self._run_som_render(k, som))["grid"]
+            rnn = self._stage("rnn", {**cfg.rnn, "props": RNN_PROPS}, [lin_grid], lambda k: self._run_rnn(k, lin_grid))[
+                "model"
+            ]
             renders = self._stage("renders", cfg.gestures, [rnn], lambda k: self._run_renders(rnn))
-            inputs = [dataset, model, samples, corners["artifact"], grid, som, lin_grid, rnn,
-                      *renders["artifacts"]]
+            inputs = [dataset, model, samples, corners["artifact"], grid, som, lin_grid, rnn, *renders["artifacts"]]
             report = self._stage("report", cfg.report, inputs, lambda k: self._run_report())
         finally:
             self.close()
-        self.state.update(status="succeeded", finished_at=_now(), report=report["report"],
-                          ran=self.ran, skipped=self.skipped)
+        self.state.update(
+            status="succeeded", finished_at=_now(), report=report["report"], ran=self.ran, skipped=self.skipped
+        )
         self._save_state()
         return self.state
 
@@ -194,6 +210,7 @@ class Pipeline:
         if "folder" in ds:
             # a folder is hashed by its listing (names, sizes, mtimes): editing a file changes the key
             from pathlib import Path
+
             root = Path(ds["folder"])
             if not root.is_dir():
                 raise InvalidArgument(f"{self.cfg.source}: dataset.folder", f"{root} is not a folder")
@@ -210,12 +227,26 @@ class Pipeline:
 
         ds = self.cfg.dataset
         if "builtin" in ds:
-            aid = make_dataset(ds["builtin"], self.store, n_files=ds.get("n_files"), seed=ds.get("seed", 0),
-                               sample_rate=ds.get("sample_rate", 16000), duration=ds.get("duration"),
-                               out_name=ds.get("name"), overwrite=True)
+            aid = make_dataset(
+                ds["builtin"],
+                self.store,
+                n_files=ds.get("n_files"),
+                seed=ds.get("seed", 0),
+                sample_rate=ds.get("sample_rate", 16000),
+                duration=ds.get("duration"),
+                out_name=ds.get("name"),
+                overwrite=True,
+            )
         else:
-            aid = import_dataset(ds["folder"], self.store, name=ds["name"], sample_rate=ds.get("sample_rate"),
-                                 mono=ds.get("mono", "error"), require_params=True, overwrite=True)
+            aid = import_dataset(
+                ds["folder"],
+                self.store,
+                name=ds["name"],
+                sample_rate=ds.get("sample_rate"),
+                mono=ds.get("mono", "error"),
+                require_params=True,
+                overwrite=True,
+            )
         return {"dataset": aid, "artifacts": [aid]}
 
     def _gan_config(self, dataset: str) -> dict:
@@ -254,9 +285,11 @@ class Pipeline:
             feats = clip_features(clips, sr)
             idx = farthest_four(feats)
             d = np.linalg.norm(feats[:, None] - feats[None], axis=-1)
-            chosen = {"method": "auto: 4 mutually distant samples (log-mel/centroid/loudness statistics)",
-                      "min_pairwise_distance": float(min(d[a, b] for a in idx for b in idx if a < b)),
-                      "median_pairwise_distance": float(np.median(d[np.triu_indices(n, 1)]))}
+            chosen = {
+                "method": "auto: 4 mutually distant samples (log-mel/centroid/loudness statistics)",
+                "min_pairwise_distance": float(min(d[a, b] for a in idx for b in idx if a < b)),
+                "median_pairwise_distance": float(np.median(d[np.triu_indices(n, 1)])),
+            }
         else:
             idx = list(self.cfg.corners)
             chosen = {"method": "given"}
@@ -266,8 +299,15 @@ class Pipeline:
         ids = [f"{samples}/{i}" for i in idx]
         aid = f"pipelines/{self.cfg.name}/corners"
         doc = {"indices": idx, "corners": ids, **chosen}
-        write_artifact(self.store, "corners", aid, {"corners.json": json.dumps(doc, indent=2).encode()},
-                       config={"corners": self.cfg.corners}, inputs=[samples], service="pipeline")
+        write_artifact(
+            self.store,
+            "corners",
+            aid,
+            {"corners.json": json.dumps(doc, indent=2).encode()},
+            config={"corners": self.cfg.corners},
+            inputs=[samples],
+            service="pipeline",
+        )
         self.log(f"[corners] {idx} ({chosen['method']})")
         return {"corners": ids, "indices": idx, "artifact": aid, "artifacts": [aid]}
 
@@ -276,8 +316,15 @@ class Pipeline:
         if not self._exists(grid_id):
             grid = self._client("grid")
             g = self.cfg.grid
-            op = grid.create_grid(model, corners["corners"], d0=g["d0"], d1=g["d1"], pm=True, grid_id=grid_id,
-                                  interpolation=g.get("interpolation", "linear"))
+            op = grid.create_grid(
+                model,
+                corners["corners"],
+                d0=g["d0"],
+                d1=g["d1"],
+                pm=True,
+                grid_id=grid_id,
+                interpolation=g.get("interpolation", "linear"),
+            )
             grid.wait(op.id, on_progress=self._progress("grid"))
         return {"grid": grid_id, "artifacts": [grid_id]}
 
@@ -322,8 +369,11 @@ class Pipeline:
             arr = columns(*(parse_column(spec) for spec in g["columns"]))
             result, _ = rnn.generate(model, arr, float(g.get("duration", 2.0)), seed=int(g.get("seed", 0)))
             aid = result.render.id or self._key_of(result.render.uri)
-            out[g["name"]] = {"render": aid, "wavs": [self._key_of(u) for u in result.wav_uris],
-                              "seconds_taken": result.seconds_taken}
+            out[g["name"]] = {
+                "render": aid,
+                "wavs": [self._key_of(u) for u in result.wav_uris],
+                "seconds_taken": result.seconds_taken,
+            }
             artifacts.append(aid)
             self.log(f"[renders] {g['name']}: {aid} ({result.seconds_taken:.1f} s)")
         return {"renders": out, "artifacts": artifacts}
@@ -335,16 +385,24 @@ class Pipeline:
         # the artifact is the run folder itself: report.html sits at pipelines/<name>/report.html
         aid = f"pipelines/{self.cfg.name}"
         inputs = [a for s in STAGES[:-1] for a in self.state["stages"][s]["outputs"]["artifacts"]]
-        write_artifact(self.store, "pipeline-report", aid,
-                       {"report.html": html.encode(), "scores.json": (json.dumps(scores, indent=2) + "\n").encode()},
-                       config=self.cfg.report, inputs=inputs, service="pipeline")
+        write_artifact(
+            self.store,
+            "pipeline-report",
+            aid,
+            {"report.html": html.encode(), "scores.json": (json.dumps(scores, indent=2) + "\n").encode()},
+            config=self.cfg.report,
+            inputs=inputs,
+            service="pipeline",
+        )
         return {"report": f"{aid}/report.html", "scores": scores, "artifacts": [aid]}
 
 
 def describe(state: dict) -> str:
     """A human summary of a state.json (for `smf pipeline status`)."""
-    lines = [f"pipeline {state.get('name')}: {state.get('status', 'never ran')}"
-             + (f" — {state['error']}" if state.get("error") else "")]
+    lines = [
+        f"pipeline {state.get('name')}: {state.get('status', 'never ran')}"
+        + (f" — {state['error']}" if state.get("error") else "")
+    ]
     for name in STAGES:
         rec = state.get("stages", {}).get(name)
         if not rec:
@@ -356,4 +414,3 @@ def describe(state: dict) -> str:
     if state.get("report"):
         lines.append(f"  report: {state['report']}")
     return "\n".join(lines)
-

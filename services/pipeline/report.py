@@ -6,6 +6,7 @@ store, from an S3 presigned URL or as an e-mail attachment alike.
 Sections: stage table, objective scores, loss curves (GAN, RNN), grid mosaics raw vs linearized, SOM evenness
 before/after, audio players (data, GAN samples, grid cells, RNN renders), the lineage graph from the manifests.
 """
+
 from __future__ import annotations
 
 import base64
@@ -32,8 +33,10 @@ def _esc(x) -> str:
 
 def _audio_tag(wav: bytes, label: str) -> str:
     b64 = base64.b64encode(wav).decode()
-    return (f'<figure class="snd"><figcaption>{_esc(label)}</figcaption>'
-            f'<audio controls preload="none" src="data:audio/wav;base64,{b64}"></audio></figure>')
+    return (
+        f'<figure class="snd"><figcaption>{_esc(label)}</figcaption>'
+        f'<audio controls preload="none" src="data:audio/wav;base64,{b64}"></audio></figure>'
+    )
 
 
 def _img_tag(png: bytes, alt: str, width: int | None = None) -> str:
@@ -41,8 +44,14 @@ def _img_tag(png: bytes, alt: str, width: int | None = None) -> str:
     return f'<img alt="{_esc(alt)}"{w} src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
-def svg_lines(series: dict[str, tuple[list[float], list[float]]], *, title: str, width: int = 560,
-              height: int = 220, log_y: bool = False) -> str:
+def svg_lines(
+    series: dict[str, tuple[list[float], list[float]]],
+    *,
+    title: str,
+    width: int = 560,
+    height: int = 220,
+    log_y: bool = False,
+) -> str:
     """A line chart as inline SVG: {label: (x, y)}; one colour per series, axes labelled with min/max."""
     colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
     pts = {k: (np.asarray(x, float), np.asarray(y, float)) for k, (x, y) in series.items() if len(x)}
@@ -57,19 +66,23 @@ def svg_lines(series: dict[str, tuple[list[float], list[float]]], *, title: str,
     if y1 == y0:
         y1 = y0 + 1.0
     m = 40
-    sx = lambda v: m + (v - x0) / max(x1 - x0, 1e-12) * (width - 2 * m)
-    sy = lambda v: height - m + (y0 - v) / (y1 - y0) * (height - 2 * m)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="chart">',
-             f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13">{_esc(title)}</text>',
-             f'<rect x="{m}" y="{m}" width="{width - 2 * m}" height="{height - 2 * m}" fill="none" stroke="#ccc"/>',
-             f'<text x="{m}" y="{height - m + 14}" font-size="10">{x0:g}</text>',
-             f'<text x="{width - m}" y="{height - m + 14}" font-size="10" text-anchor="end">{x1:g}</text>',
-             f'<text x="{m - 4}" y="{m + 4}" font-size="10" text-anchor="end">{y1:.3g}</text>',
-             f'<text x="{m - 4}" y="{height - m}" font-size="10" text-anchor="end">{y0:.3g}</text>']
+    def sx(v):
+        return m + (v - x0) / max(x1 - x0, 1e-12) * (width - 2 * m)
+    def sy(v):
+        return height - m + (y0 - v) / (y1 - y0) * (height - 2 * m)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="chart">',
+        f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13">{_esc(title)}</text>',
+        f'<rect x="{m}" y="{m}" width="{width - 2 * m}" height="{height - 2 * m}" fill="none" stroke="#ccc"/>',
+        f'<text x="{m}" y="{height - m + 14}" font-size="10">{x0:g}</text>',
+        f'<text x="{width - m}" y="{height - m + 14}" font-size="10" text-anchor="end">{x1:g}</text>',
+        f'<text x="{m - 4}" y="{m + 4}" font-size="10" text-anchor="end">{y1:.3g}</text>',
+        f'<text x="{m - 4}" y="{height - m}" font-size="10" text-anchor="end">{y0:.3g}</text>',
+    ]
     for n, (label, (x, y)) in enumerate(pts.items()):
         keep = np.isfinite(y)
         stride = max(1, int(keep.sum()) // 800)  # a few hundred points draw the same curve as thousands
-        coords = " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(x[keep][::stride], y[keep][::stride]))
+        coords = " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(x[keep][::stride], y[keep][::stride], strict=False))
         c = colours[n % len(colours)]
         parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.2" points="{coords}"/>')
         parts.append(f'<text x="{width - m + 4}" y="{m + 12 + 13 * n}" font-size="11" fill="{c}">{_esc(label)}</text>')
@@ -112,12 +125,15 @@ def compute_scores(store: Store, dataset: str, samples: str, render_wavs: list[s
     from smf.pipeline.scores import frame_features, frechet_distance, mrstft_distance
 
     data, sr = _clips(store, _wavs(store, dataset, limit=MAX_DATA_CLIPS))
-    sets = {"gan_samples": _clips(store, _wavs(store, samples, limit=MAX_DATA_CLIPS))[0],
-            "rnn_renders": _clips(store, render_wavs)[0]}
+    sets = {
+        "gan_samples": _clips(store, _wavs(store, samples, limit=MAX_DATA_CLIPS))[0],
+        "rnn_renders": _clips(store, render_wavs)[0],
+    }
     # RNN renders are long: cut them to clips of the data's length, so both sets are compared frame by frame alike
     clip_len = max(len(data[0]), 1)
-    sets["rnn_renders"] = [r[i:i + clip_len] for r in sets["rnn_renders"] for i in range(0, len(r) - clip_len + 1,
-                                                                                            clip_len)] or sets["rnn_renders"]
+    sets["rnn_renders"] = [
+        r[i : i + clip_len] for r in sets["rnn_renders"] for i in range(0, len(r) - clip_len + 1, clip_len)
+    ] or sets["rnn_renders"]
     sets["data_half_b"] = data[1::2]
     ref = data[0::2] if len(data) > 1 else data
     ref_frames = frame_features(ref, sr)
@@ -125,9 +141,11 @@ def compute_scores(store: Store, dataset: str, samples: str, render_wavs: list[s
     for name, clips in sets.items():
         if not clips:
             continue
-        out["sets"][name] = {"clips": len(clips),
-                             "mrstft": round(mrstft_distance(ref, clips, sr), 4),
-                             "frechet": round(frechet_distance(ref_frames, frame_features(clips, sr)), 4)}
+        out["sets"][name] = {
+            "clips": len(clips),
+            "mrstft": round(mrstft_distance(ref, clips, sr), 4),
+            "frechet": round(frechet_distance(ref_frames, frame_features(clips, sr)), 4),
+        }
     return out
 
 
@@ -139,8 +157,10 @@ def lineage_tree(store: Store, aid: str, seen: set | None = None, depth: int = 0
         m = read_manifest(store, aid)
     except NotFound:
         return f"<li><code>{_esc(aid)}</code> <em>(no manifest)</em></li>"
-    label = (f"<code>{_esc(aid)}</code> <span class=k>{_esc(m.kind)}</span> "
-             f"<small>by {_esc(m.created_by.get('service'))} {_esc(m.created_at)}, {len(m.files)} files</small>")
+    label = (
+        f"<code>{_esc(aid)}</code> <span class=k>{_esc(m.kind)}</span> "
+        f"<small>by {_esc(m.created_by.get('service'))} {_esc(m.created_at)}, {len(m.files)} files</small>"
+    )
     if aid in seen or depth > 12:
         return f"<li>{label} <small>(above)</small></li>"
     seen.add(aid)
@@ -166,67 +186,99 @@ def build_report(store: Store, state: dict, cfg) -> tuple[str, dict]:
     render_wavs = [w for r in renders.values() for w in r["wavs"]]
     scores = compute_scores(store, dataset, samples, render_wavs)
     max_cells = int(cfg.report.get("max_cells", 25))
-    body = [f"<h1>smf pipeline <code>{_esc(cfg.name)}</code></h1>",
-            f"<p>store <code>{_esc(store.uri)}</code> · started {_esc(state.get('started_at'))}</p>"]
+    body = [
+        f"<h1>smf pipeline <code>{_esc(cfg.name)}</code></h1>",
+        f"<p>store <code>{_esc(store.uri)}</code> · started {_esc(state.get('started_at'))}</p>",
+    ]
 
     # stages
-    rows = "".join(f"<tr><td>{_esc(n)}</td><td>{_esc(r.get('state'))}</td><td>{r.get('seconds', '')}</td>"
-                   f"<td><code>{_esc(r.get('key', '')[:12])}</code></td>"
-                   f"<td>{'<br>'.join(_esc(a) for a in r.get('outputs', {}).get('artifacts', []))}</td></tr>"
-                   for n, r in state["stages"].items() if n != "report")
-    body.append("<h2>Stages</h2><table><tr><th>stage</th><th>state</th><th>seconds (last run)</th><th>key</th>"
-                f"<th>artifacts</th></tr>{rows}</table>")
+    rows = "".join(
+        f"<tr><td>{_esc(n)}</td><td>{_esc(r.get('state'))}</td><td>{r.get('seconds', '')}</td>"
+        f"<td><code>{_esc(r.get('key', '')[:12])}</code></td>"
+        f"<td>{'<br>'.join(_esc(a) for a in r.get('outputs', {}).get('artifacts', []))}</td></tr>"
+        for n, r in state["stages"].items()
+        if n != "report"
+    )
+    body.append(
+        "<h2>Stages</h2><table><tr><th>stage</th><th>state</th><th>seconds (last run)</th><th>key</th>"
+        f"<th>artifacts</th></tr>{rows}</table>"
+    )
 
     # scores
-    rows = "".join(f"<tr><td>{_esc(n)}</td><td>{v['clips']}</td><td>{v['mrstft']}</td><td>{v['frechet']}</td></tr>"
-                   for n, v in scores["sets"].items())
-    body.append("<h2>Objective scores</h2><p>Against the data ("
-                f"{_esc(scores['reference'])}); lower is closer. <code>data_half_b</code> (the other half of the "
-                "data) shows the scale of a perfect model. MR-STFT: spectral convergence + log distance of mean "
-                "magnitude spectra at 3 resolutions. Fréchet: Gaussians fitted to per-frame log-mel (32), "
-                "log-centroid and loudness features.</p>"
-                "<table><tr><th>set</th><th>clips</th><th>MR-STFT distance</th><th>Fréchet feature distance</th>"
-                f"</tr>{rows}</table>")
+    rows = "".join(
+        f"<tr><td>{_esc(n)}</td><td>{v['clips']}</td><td>{v['mrstft']}</td><td>{v['frechet']}</td></tr>"
+        for n, v in scores["sets"].items()
+    )
+    body.append(
+        "<h2>Objective scores</h2><p>Against the data ("
+        f"{_esc(scores['reference'])}); lower is closer. <code>data_half_b</code> (the other half of the "
+        "data) shows the scale of a perfect model. MR-STFT: spectral convergence + log distance of mean "
+        "magnitude spectra at 3 resolutions. Fréchet: Gaussians fitted to per-frame log-mel (32), "
+        "log-centroid and loudness features.</p>"
+        "<table><tr><th>set</th><th>clips</th><th>MR-STFT distance</th><th>Fréchet feature distance</th>"
+        f"</tr>{rows}</table>"
+    )
 
     # loss curves
     charts = []
     ck = _load_checkpoint(store, gan_run)
     if ck and ck.get("metrics"):
         m = ck["metrics"]
-        charts.append(svg_lines({k: (m["step"], m[k]) for k in ("loss_d", "loss_g") if k in m},
-                                title=f"GAN losses ({gan_run})"))
+        charts.append(
+            svg_lines({k: (m["step"], m[k]) for k in ("loss_d", "loss_g") if k in m}, title=f"GAN losses ({gan_run})")
+        )
         if m.get("lsd"):
             charts.append(svg_lines({"lsd": (m["lsd_step"], m["lsd"])}, title="GAN preview log-spectral distance"))
     ck = _load_checkpoint(store, rnn_run)
     if ck and ck.get("metrics"):
-        charts.append(svg_lines({"loss": (ck["metrics"]["steps"], ck["metrics"]["loss"])},
-                                title=f"RNN loss ({rnn_run})"))
+        charts.append(
+            svg_lines({"loss": (ck["metrics"]["steps"], ck["metrics"]["loss"])}, title=f"RNN loss ({rnn_run})")
+        )
     body.append(f"<h2>Loss curves</h2><div class=row>{''.join(charts)}</div>")
 
     # mosaics + SOM
     mos = []
     for label, gid in (("raw grid", grid), ("linearized grid", lin_grid)):
         try:
-            mos.append(f"<figure><figcaption>{label} <code>{_esc(gid)}</code></figcaption>"
-                       f"{_img_tag(store.get_bytes(f'{gid}/mosaic.png'), label, 480)}</figure>")
+            mos.append(
+                f"<figure><figcaption>{label} <code>{_esc(gid)}</code></figcaption>"
+                f"{_img_tag(store.get_bytes(f'{gid}/mosaic.png'), label, 480)}</figure>"
+            )
         except NotFound:
             mos.append(f"<p>{label}: no mosaic</p>")
     body.append(f"<h2>Grid mosaics: raw vs linearized</h2><div class=row>{''.join(mos)}</div>")
     try:
         metrics = json.loads(store.get_bytes(f"{som}/metrics.json"))
         b, a = metrics.get("before", {}), metrics.get("after", {})
-        rows = "".join(f"<tr><td>{k}</td><td>{b.get(k, 0):.4g}</td><td>{a.get(k, 0):.4g}</td></tr>"
-                       for k in ("cov", "max_min_ratio", "mean_distance") if k in b)
+        rows = "".join(
+            f"<tr><td>{k}</td><td>{b.get(k, 0):.4g}</td><td>{a.get(k, 0):.4g}</td></tr>"
+            for k in ("cov", "max_min_ratio", "mean_distance")
+            if k in b
+        )
         hist = metrics.get("history") or []
-        curve = svg_lines({"cov": ([h.get("iteration", i) for i, h in enumerate(hist)],
-                                   [h.get("cov", h.get("evenness", {}).get("cov", np.nan)) if isinstance(h, dict)
-                                    else np.nan for h in hist])}, title="SOM evenness (CoV) per iteration")
-        plots = "".join(_img_tag(store.get_bytes(f"{som}/{n}"), n, 360)
-                        for n in read_manifest(store, som).files if n.endswith(".png"))
-        body.append(f"<h2>SOM evenness before / after</h2><p>{metrics.get('iterations')} iterations, features "
-                    f"{_esc(json.dumps(metrics.get('features')))}; CoV reduction "
-                    f"{100 * metrics.get('cov_reduction', 0):.1f} %.</p><table><tr><th>adjacent distances</th>"
-                    f"<th>before</th><th>after</th></tr>{rows}</table><div class=row>{curve}{plots}</div>")
+        curve = svg_lines(
+            {
+                "cov": (
+                    [h.get("iteration", i) for i, h in enumerate(hist)],
+                    [
+                        h.get("cov", h.get("evenness", {}).get("cov", np.nan)) if isinstance(h, dict) else np.nan
+                        for h in hist
+                    ],
+                )
+            },
+            title="SOM evenness (CoV) per iteration",
+        )
+        plots = "".join(
+            _img_tag(store.get_bytes(f"{som}/{n}"), n, 360)
+            for n in read_manifest(store, som).files
+            if n.endswith(".png")
+        )
+        body.append(
+            f"<h2>SOM evenness before / after</h2><p>{metrics.get('iterations')} iterations, features "
+            f"{_esc(json.dumps(metrics.get('features')))}; CoV reduction "
+            f"{100 * metrics.get('cov_reduction', 0):.1f} %.</p><table><tr><th>adjacent distances</th>"
+            f"<th>before</th><th>after</th></tr>{rows}</table><div class=row>{curve}{plots}</div>"
+        )
     except NotFound:
         body.append("<h2>SOM evenness</h2><p>no metrics.json</p>")
 
@@ -239,16 +291,22 @@ def build_report(store: Store, state: dict, cfg) -> tuple[str, dict]:
     body.append(f"<h3>RNN renders (gestures over dim0, dim1) <code>{_esc(rnn_run)}</code></h3>")
     for name, r in renders.items():
         g = next((g for g in cfg.gestures if g["name"] == name), {})
-        body.append(f"<p><b>{_esc(name)}</b>: dim0 <code>{_esc(g.get('columns', ['?'])[0])}</code>, dim1 "
-                    f"<code>{_esc(g.get('columns', ['?', '?'])[1])}</code>, {g.get('duration')} s</p>"
-                    + players(r["wavs"]))
+        body.append(
+            f"<p><b>{_esc(name)}</b>: dim0 <code>{_esc(g.get('columns', ['?'])[0])}</code>, dim1 "
+            f"<code>{_esc(g.get('columns', ['?', '?'])[1])}</code>, {g.get('duration')} s</p>" + players(r["wavs"])
+        )
     for label, gid in (("Raw grid cells", grid), ("Linearized grid cells", lin_grid)):
         body.append(f"<h3>{label} <code>{_esc(gid)}</code></h3>" + players(_wavs(store, gid, limit=max_cells)))
 
     # lineage
-    body.append("<h2>Lineage</h2><p>Every artifact with what it was made from (manifests' <code>inputs</code>)."
-                "</p><ul>" + "".join(lineage_tree(store, a, set()) for a in
-                                     [*(r["render"] for r in renders.values()), lin_grid]) + "</ul>")
-    page = (f"<!doctype html><html><head><meta charset=utf-8><title>smf pipeline {_esc(cfg.name)}</title>"
-            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>\n")
+    body.append(
+        "<h2>Lineage</h2><p>Every artifact with what it was made from (manifests' <code>inputs</code>)."
+        "</p><ul>"
+        + "".join(lineage_tree(store, a, set()) for a in [*(r["render"] for r in renders.values()), lin_grid])
+        + "</ul>"
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset=utf-8><title>smf pipeline {_esc(cfg.name)}</title>"
+        f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>\n"
+    )
     return page, scores

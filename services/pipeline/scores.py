@@ -11,6 +11,7 @@ distance compares the sets' mean magnitude spectra at several resolutions (spect
 the Fréchet distance compares Gaussians fitted to per-frame features (log-mel bands, spectral centroid, loudness).
 The matrix square root is computed with eigh on symmetric PSD matrices (no scipy needed).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -40,7 +41,7 @@ def frame_features(clips, sample_rate: int, *, n_fft: int = 512, hop: int = 128)
         if len(x) < n_fft:
             x = torch.nn.functional.pad(x, (0, n_fft - len(x)))
         power = torch.stft(x, n_fft, hop, window=window, return_complex=True).abs().pow(2)  # [F, N]
-        logmel = torch.log10(mel(x) + EPS)                                                   # [M, N]
+        logmel = torch.log10(mel(x) + EPS)  # [M, N]
         centroid = (freqs[:, None] * power).sum(0) / (power.sum(0) + EPS)
         loud = 10 * torch.log10(power.mean(0) + EPS)
         rows.append(torch.cat([logmel, torch.log10(centroid + 1.0)[None], loud[None] / 10]).T)
@@ -65,8 +66,10 @@ def farthest_four(features: np.ndarray) -> list[int]:
         raise ValueError(f"need at least 4 clips to choose corners, got {n}")
     d = np.linalg.norm(features[:, None] - features[None], axis=-1)
     if n <= 40:
-        best = max(itertools.combinations(range(n), 4),
-                   key=lambda c: (min(d[a, b] for a, b in itertools.combinations(c, 2)), sum(d[np.ix_(c, c)].flat)))
+        best = max(
+            itertools.combinations(range(n), 4),
+            key=lambda c: (min(d[a, b] for a, b in itertools.combinations(c, 2)), sum(d[np.ix_(c, c)].flat)),
+        )
     else:  # greedy farthest-point from the two most distant clips
         a, b = np.unravel_index(np.argmax(d), d.shape)
         best = [int(a), int(b)]

@@ -13,6 +13,7 @@ One run per name at a time: a second StartPipeline for a name this server is run
 ALREADY_EXISTS: starting a finished or crashed run again is allowed and resumes it). The check is per server
 process; two replicas sharing a store must not be given the same name at once.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,10 +43,16 @@ log = logging.getLogger("smf.pipeline")
 DEFAULT_PORT = 50056
 MAX_RUNNING = 2  # each run drives four services (or spawns them): more at once only queues behind the GPU/CPU
 
-_STAGE_STATES = {"running": pipeline_pb2.STAGE_STATE_RUNNING, "done": pipeline_pb2.STAGE_STATE_DONE,
-                 "failed": pipeline_pb2.STAGE_STATE_FAILED}
-_STATUSES = {"running": pipeline_pb2.PIPELINE_STATUS_RUNNING, "succeeded": pipeline_pb2.PIPELINE_STATUS_SUCCEEDED,
-             "failed": pipeline_pb2.PIPELINE_STATUS_FAILED}
+_STAGE_STATES = {
+    "running": pipeline_pb2.STAGE_STATE_RUNNING,
+    "done": pipeline_pb2.STAGE_STATE_DONE,
+    "failed": pipeline_pb2.STAGE_STATE_FAILED,
+}
+_STATUSES = {
+    "running": pipeline_pb2.PIPELINE_STATUS_RUNNING,
+    "succeeded": pipeline_pb2.PIPELINE_STATUS_SUCCEEDED,
+    "failed": pipeline_pb2.PIPELINE_STATUS_FAILED,
+}
 
 
 class _ReportingPipeline(Pipeline):
@@ -80,29 +87,47 @@ def pipeline_message(store: Store, state: dict, *, operation_id: str = "") -> pi
     """A Pipeline message from a state.json document (see smf.pipeline.pipeline)."""
     name = state.get("name", "")
     msg = pipeline_pb2.Pipeline(
-        name=name, status=_STATUSES.get(state.get("status", ""), pipeline_pb2.PIPELINE_STATUS_UNSPECIFIED),
-        report_uri=store.key_uri(state["report"]) if state.get("report") else "", error=state.get("error", ""),
-        operation_id=operation_id, ran=state.get("ran", []), skipped=state.get("skipped", []),
-        started_at=state.get("started_at", ""), updated_at=state.get("updated_at", ""),
-        state_uri=store.key_uri(state_key(name)) if name else "")
+        name=name,
+        status=_STATUSES.get(state.get("status", ""), pipeline_pb2.PIPELINE_STATUS_UNSPECIFIED),
+        report_uri=store.key_uri(state["report"]) if state.get("report") else "",
+        error=state.get("error", ""),
+        operation_id=operation_id,
+        ran=state.get("ran", []),
+        skipped=state.get("skipped", []),
+        started_at=state.get("started_at", ""),
+        updated_at=state.get("updated_at", ""),
+        state_uri=store.key_uri(state_key(name)) if name else "",
+    )
     for stage in STAGES:
         rec = state.get("stages", {}).get(stage)
         if rec is None:
             msg.stages.append(pipeline_pb2.Stage(name=stage, state=pipeline_pb2.STAGE_STATE_PENDING))
             continue
-        msg.stages.append(pipeline_pb2.Stage(
-            name=stage, state=_STAGE_STATES.get(rec.get("state", ""), pipeline_pb2.STAGE_STATE_UNSPECIFIED),
-            seconds=float(rec.get("seconds", 0.0)), key=rec.get("key", ""),
-            artifact_uris=[store.key_uri(a) for a in rec.get("outputs", {}).get("artifacts", [])],
-            started_at=rec.get("started_at", ""), finished_at=rec.get("finished_at", ""), error=rec.get("error", "")))
+        msg.stages.append(
+            pipeline_pb2.Stage(
+                name=stage,
+                state=_STAGE_STATES.get(rec.get("state", ""), pipeline_pb2.STAGE_STATE_UNSPECIFIED),
+                seconds=float(rec.get("seconds", 0.0)),
+                key=rec.get("key", ""),
+                artifact_uris=[store.key_uri(a) for a in rec.get("outputs", {}).get("artifacts", [])],
+                started_at=rec.get("started_at", ""),
+                finished_at=rec.get("finished_at", ""),
+                error=rec.get("error", ""),
+            )
+        )
     return msg
 
 
 def result_uris(store: Store, state: dict) -> list[str]:
     """The report first, then what a user wants from a run: GAN model, linearized grid, RNN model, renders."""
     st = state["stages"]
-    keys = [state["report"], st["gan"]["outputs"]["model"], st["som_render"]["outputs"]["grid"],
-            st["rnn"]["outputs"]["model"], *st["renders"]["outputs"]["artifacts"]]
+    keys = [
+        state["report"],
+        st["gan"]["outputs"]["model"],
+        st["som_render"]["outputs"]["grid"],
+        st["rnn"]["outputs"]["model"],
+        *st["renders"]["outputs"]["artifacts"],
+    ]
     return [store.key_uri(k) for k in keys]
 
 
@@ -114,8 +139,15 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
     pipeline sends to remote services (None: $SMF_TOKEN).
     """
 
-    def __init__(self, store: Store, *, targets: dict[str, str] | None = None, token: str | None = None,
-                 registry: OperationRegistry | None = None, log_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        store: Store,
+        *,
+        targets: dict[str, str] | None = None,
+        token: str | None = None,
+        registry: OperationRegistry | None = None,
+        log_dir: str | os.PathLike | None = None,
+    ):
         self.store, self.targets, self.token = store, dict(targets) if targets else None, token
         self.registry = registry or OperationRegistry(max_running=MAX_RUNNING)
         self.log_dir = Path(log_dir) if log_dir else None
@@ -160,15 +192,19 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
             # the folder is read by this server: there is no config file to be relative to
             path = Path(os.path.expanduser(str(folder)))
             if not path.is_absolute() or not path.is_dir():
-                raise InvalidArgument(f"{source}: dataset.folder",
-                                      f"{folder!r} must be an absolute path to a folder on the pipeline server")
+                raise InvalidArgument(
+                    f"{source}: dataset.folder",
+                    f"{folder!r} must be an absolute path to a folder on the pipeline server",
+                )
         return parse_config(raw, source=source)
 
     def _gan_config(self, ref: str, source: str, config_key: str | None) -> dict:
         """A GAN config named by a path: only a store key relative to a config that is itself in the store."""
         if config_key is None:
-            raise InvalidArgument(f"{source}: gan", "over gRPC give the GAN config object itself (a path is not "
-                                                    "read from the server's disk)")
+            raise InvalidArgument(
+                f"{source}: gan",
+                "over gRPC give the GAN config object itself (a path is not read from the server's disk)",
+            )
         key = posixpath.normpath(posixpath.join(posixpath.dirname(config_key), ref))
         try:
             return json.loads(self.store.get_bytes(self._key(f"{source}: gan", key)))
@@ -182,7 +218,7 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
                 raise InvalidArgument(field, f"{uri_or_key!r}: give a store key or URI")
             return uri_or_key
         if uri_or_key.startswith(self.store.uri + "/"):
-            return uri_or_key[len(self.store.uri) + 1:]
+            return uri_or_key[len(self.store.uri) + 1 :]
         store_uri, key = parse_uri(uri_or_key)
         if store_uri != self.store.uri:
             raise InvalidArgument(field, f"{uri_or_key} is outside this server's store {self.store.uri}")
@@ -197,8 +233,11 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
         missing = [s for s in SERVICES if s not in targets]
         bad = sorted(k for k, v in targets.items() if ":" not in v)
         if unknown or missing or bad:
-            raise InvalidArgument("remote", f"give HOST:PORT for each of {', '.join(SERVICES)} "
-                                            f"(unknown {unknown}, missing {missing}, not HOST:PORT {bad})")
+            raise InvalidArgument(
+                "remote",
+                f"give HOST:PORT for each of {', '.join(SERVICES)} "
+                f"(unknown {unknown}, missing {missing}, not HOST:PORT {bad})",
+            )
         return targets
 
     # --- RPCs ------------------------------------------------------------------------------------------------
@@ -212,10 +251,15 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
                 del self._running[name]
                 running = None
             if running is not None:
-                raise FailedPrecondition(f"pipeline {name!r} is already running (operation {running}); follow it, "
-                                         "or cancel it before starting it again")
-            op = self.registry.start("pipeline.run", lambda ctx: self._run(ctx, cfg, targets),
-                                     metadata={"pipeline": name, "services": "remote" if targets else "local"})
+                raise FailedPrecondition(
+                    f"pipeline {name!r} is already running (operation {running}); follow it, "
+                    "or cancel it before starting it again"
+                )
+            op = self.registry.start(
+                "pipeline.run",
+                lambda ctx: self._run(ctx, cfg, targets),
+                metadata={"pipeline": name, "services": "remote" if targets else "local"},
+            )
             self._running[name] = op.id
         log.info("pipeline %s: started as %s (%s services)", name, op.id, "remote" if targets else "local")
         return pipeline_pb2.StartPipelineResponse(operation=op, name=name)
@@ -249,8 +293,11 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
             pipe.state.update(status="failed", error="cancelled")
             pipe._save_state()
             raise
-        ctx.report(step=len(STAGES), total=len(STAGES),
-                   message=f"done: {len(state['ran'])} stages run, {len(state['skipped'])} skipped")
+        ctx.report(
+            step=len(STAGES),
+            total=len(STAGES),
+            message=f"done: {len(state['ran'])} stages run, {len(state['skipped'])} skipped",
+        )
         return result_uris(self.store, state)
 
     def GetPipeline(self, request, context):
@@ -264,12 +311,12 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
         return pipeline_pb2.GetPipelineResponse(pipeline=pipeline_message(self.store, state, operation_id=op_id))
 
     def ListPipelines(self, request, context):
-        names = sorted({k.split("/")[1] for k in self.store.list("pipelines")
-                        if k.count("/") == 2 and k.endswith("/state.json")})
+        names = sorted(
+            {k.split("/")[1] for k in self.store.list("pipelines") if k.count("/") == 2 and k.endswith("/state.json")}
+        )
         with self._lock:
             running = dict(self._running)
-        out = [pipeline_message(self.store, read_state(self.store, n), operation_id=running.get(n, ""))
-               for n in names]
+        out = [pipeline_message(self.store, read_state(self.store, n), operation_id=running.get(n, "")) for n in names]
         return pipeline_pb2.ListPipelinesResponse(pipelines=out)
 
     def close(self) -> None:
@@ -296,17 +343,21 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="smf serve pipeline", description=__doc__.splitlines()[0])
     add_server_arguments(parser, default_port=DEFAULT_PORT)
-    parser.add_argument("--remote", metavar="gan=H:P,grid=H:P,som=H:P,rnn=H:P",
-                        help="services the runs use (default: $SMF_GAN/GRID/SOM/RNN_TARGETS when all four are set, "
-                             "else four services spawned on loopback per run)")
+    parser.add_argument(
+        "--remote",
+        metavar="gan=H:P,grid=H:P,som=H:P,rnn=H:P",
+        help="services the runs use (default: $SMF_GAN/GRID/SOM/RNN_TARGETS when all four are set, "
+        "else four services spawned on loopback per run)",
+    )
     parser.add_argument("--logs", help="folder for the logs of locally spawned services (default: temp folders)")
     args = parser.parse_args(argv)
     options = server_options(args)
     token = resolve_token(None, args.insecure)  # fails before anything starts when no token and no --insecure
     targets = parse_remote(args.remote) if args.remote else env_targets()
     # the services' token: their own where they have one, else the one this server requires
-    servicer = PipelineServicer(open_store(args.store), targets=targets,
-                                token=os.environ.get("SMF_SERVICES_TOKEN") or token, log_dir=args.logs)
+    servicer = PipelineServicer(
+        open_store(args.store), targets=targets, token=os.environ.get("SMF_SERVICES_TOKEN") or token, log_dir=args.logs
+    )
     try:
         run_server(name="pipeline", servicers=servicers(servicer), service_names=SERVICE_NAMES, **options)
     finally:

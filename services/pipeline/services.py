@@ -6,6 +6,7 @@
 
 Local services are real servers (auth, health, the lot), so the pipeline exercises exactly what a cluster runs.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,7 +46,7 @@ class Services:
 
 
 def parse_remote(spec: str) -> dict[str, str]:
-    """"gan=host:port,grid=host:port,..." -> {"gan": "host:port", ...}; every service must be named."""
+    """ "gan=host:port,grid=host:port,..." -> {"gan": "host:port", ...}; every service must be named."""
     out = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         name, sep, target = part.partition("=")
@@ -79,8 +80,9 @@ def wait_healthy(svc: Services, *, timeout: float = START_TIMEOUT_S) -> None:
             while True:
                 proc = svc.processes.get(name)
                 if proc is not None and proc.poll() is not None:
-                    raise Unavailable(f"service {name} exited with status {proc.returncode} while starting:\n"
-                                      f"{svc.log_tail(name)}")
+                    raise Unavailable(
+                        f"service {name} exited with status {proc.returncode} while starting:\n{svc.log_tail(name)}"
+                    )
                 try:
                     resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2.0)
                     if resp.status == health_pb2.HealthCheckResponse.SERVING:
@@ -88,8 +90,9 @@ def wait_healthy(svc: Services, *, timeout: float = START_TIMEOUT_S) -> None:
                 except grpc.RpcError:
                     pass
                 if time.monotonic() > deadline:
-                    raise Unavailable(f"service {name} at {target} not healthy after {timeout:.0f} s\n"
-                                      f"{svc.log_tail(name)}")
+                    raise Unavailable(
+                        f"service {name} at {target} not healthy after {timeout:.0f} s\n{svc.log_tail(name)}"
+                    )
                 time.sleep(0.3)
 
 
@@ -97,6 +100,7 @@ def _die_with_parent() -> None:
     """In the child: get SIGTERM when the pipeline process dies (even by SIGKILL), so no service outlives it."""
     try:
         import ctypes
+
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux only)
     except (OSError, AttributeError):
         pass
@@ -107,9 +111,15 @@ def _spawn(name: str, args: list[str], env: dict, log_dir: Path) -> tuple[subpro
     with open(log, "ab") as f:
         # own process group: tear-down signals the service and the workers it started, nothing else.
         # preexec_fn only makes one prctl call (no locks), which is safe even with threads around.
-        proc = subprocess.Popen([sys.executable, "-m", "smf.cli", "serve", name, *args], stdout=f,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "smf.cli", "serve", name, *args],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )  # noqa: PLW1509
     return proc, log
 
 
@@ -128,8 +138,14 @@ def _children(pid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def local_services(store_uri: str, *, log_dir: str | os.PathLike | None = None, env: dict | None = None,
-                   names: tuple[str, ...] = SERVICES, extra_args: dict[str, list[str]] | None = None):
+def local_services(
+    store_uri: str,
+    *,
+    log_dir: str | os.PathLike | None = None,
+    env: dict | None = None,
+    names: tuple[str, ...] = SERVICES,
+    extra_args: dict[str, list[str]] | None = None,
+):
     """Start gan, grid, som and rnn (or `names`) as `smf serve` subprocesses on free loopback ports; yields Services.
 
     Every service uses `store_uri`; the S3 settings and anything else come from the environment (plus `env`).
@@ -138,8 +154,14 @@ def local_services(store_uri: str, *, log_dir: str | os.PathLike | None = None, 
     token = secrets.token_urlsafe(24)
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="smf-pipeline-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    child_env = {**os.environ, **(env or {}), "SMF_TOKEN": token, "SMF_STORE": store_uri,
-                 "SMF_JOB_DIR": str(log_dir / "jobs"), "PYTHONUNBUFFERED": "1"}
+    child_env = {
+        **os.environ,
+        **(env or {}),
+        "SMF_TOKEN": token,
+        "SMF_STORE": store_uri,
+        "SMF_JOB_DIR": str(log_dir / "jobs"),
+        "PYTHONUNBUFFERED": "1",
+    }
     ports = {name: _free_port() for name in SERVICES}
     targets = {name: f"127.0.0.1:{p}" for name, p in ports.items()}
     common = ["--host", "127.0.0.1", "--metrics-port", "-1", "--store", store_uri]

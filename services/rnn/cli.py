@@ -15,6 +15,7 @@
 Every command runs against the embedded store (--store, $SMF_STORE) or, with --remote HOST:PORT, against a
 running RnnService.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,24 +33,48 @@ from smf.rnn import conditioning as cond
 
 def register(subparsers) -> None:
     common = store_parent()
-    common.add_argument("--remote", metavar="HOST:PORT", default=None,
-                        help="use a running RnnService instead of this process (token from $SMF_TOKEN)")
+    common.add_argument(
+        "--remote",
+        metavar="HOST:PORT",
+        default=None,
+        help="use a running RnnService instead of this process (token from $SMF_TOKEN)",
+    )
 
     p = subparsers.add_parser("rnn", help="train, generate from, play and export conditional RNN models")
     sub = p.add_subparsers(dest="rnn_command", metavar="ACTION", required=True)
 
     t = sub.add_parser("train", parents=[common], help="train an MTCRNN tier (audio, or parameter with --generate)")
     t.add_argument("--data", required=True, help="dataset or grid id (datasets/tones), store URI, or local folder")
-    t.add_argument("--prop", nargs="+", required=True, metavar="NAME",
-                   help="conditioning params, in column order; rms and centroid are analysed from the audio")
-    t.add_argument("--generate", nargs="+", default=None, metavar="NAME",
-                   help="train a parameter tier generating these controls (e.g. rms centroid) at --rate")
+    t.add_argument(
+        "--prop",
+        nargs="+",
+        required=True,
+        metavar="NAME",
+        help="conditioning params, in column order; rms and centroid are analysed from the audio",
+    )
+    t.add_argument(
+        "--generate",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="train a parameter tier generating these controls (e.g. rms centroid) at --rate",
+    )
     t.add_argument("--rate", type=int, default=None, help="a parameter tier's step rate in Hz (e.g. 125)")
     t.add_argument("-n", "--name", default=None, help="run name (rnn/NAME); resumes if it exists; default new id")
     t.add_argument("--config", default=None, help="JSON file of further TrainConfig fields")
-    for flag, typ in (("--hidden", int), ("--layers", int), ("--seq-len", int), ("--batch", int), ("--steps", int),
-                      ("--lr", float), ("--tfr", float), ("--tfr-end", float), ("--checkpoint-every", int),
-                      ("--seed", int), ("--sample-rate", int)):
+    for flag, typ in (
+        ("--hidden", int),
+        ("--layers", int),
+        ("--seq-len", int),
+        ("--batch", int),
+        ("--steps", int),
+        ("--lr", float),
+        ("--tfr", float),
+        ("--tfr-end", float),
+        ("--checkpoint-every", int),
+        ("--seed", int),
+        ("--sample-rate", int),
+    ):
         t.add_argument(flag, type=typ, default=None)
     t.add_argument("--device", default=None, help="auto (default), cpu, cuda")
     t.set_defaults(func=cmd_train)
@@ -58,8 +83,14 @@ def register(subparsers) -> None:
     g.add_argument("-m", "--model", required=True, help="run id (rnn/NAME) or artifact URI")
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--cond", help=".npy [N, C] or [B, N, C], columns in the model's param order")
-    src.add_argument("--const", nargs="+", action="append", type=float, metavar="V",
-                     help="constant values, one per param; repeat for more voices")
+    src.add_argument(
+        "--const",
+        nargs="+",
+        action="append",
+        type=float,
+        metavar="V",
+        help="constant values, one per param; repeat for more voices",
+    )
     src.add_argument("--params", help="a .params file: its model params are sampled at 1000 points/s")
     g.add_argument("--duration", type=float, default=None, help="seconds (default: 1 s per 1000 points)")
     g.add_argument("--voices", type=int, default=0, help="voices for an [N, C] array (default: its B)")
@@ -67,11 +98,19 @@ def register(subparsers) -> None:
     g.add_argument("--seed", type=int, default=None, help="same seed -> same audio")
     g.add_argument("--step", type=int, default=0, help="checkpoint step (default newest)")
     g.add_argument("-o", "--out", default="rnn-out", help="output folder for voice-<i>.wav (local mode)")
-    g.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
-                   help="compiled CPU loop: int8 is ~3x faster than fp32 at the same validation loss (local mode)")
-    g.add_argument("--chain", metavar="PARAM_MODEL", default=None,
-                   help="a parameter tier run: it turns the conditioning (its params) into the controls the audio "
-                        "model (-m) is conditioned on; writes controls.npy too (local mode)")
+    g.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "int8"),
+        default="fp32",
+        help="compiled CPU loop: int8 is ~3x faster than fp32 at the same validation loss (local mode)",
+    )
+    g.add_argument(
+        "--chain",
+        metavar="PARAM_MODEL",
+        default=None,
+        help="a parameter tier run: it turns the conditioning (its params) into the controls the audio "
+        "model (-m) is conditioned on; writes controls.npy too (local mode)",
+    )
     g.add_argument("--chain-step", type=int, default=0, help="checkpoint step of --chain (default newest)")
     g.set_defaults(func=cmd_generate)
 
@@ -96,22 +135,29 @@ def register(subparsers) -> None:
 
     c = subparsers.add_parser("conditioning", help="make conditioning arrays (gestures) for `smf rnn generate`")
     csub = c.add_subparsers(dest="conditioning_command", metavar="ACTION", required=True)
-    mk = csub.add_parser("make", help="write a conditioning .npy",
-                         description="Columns are given in the model's param order. Column specs: "
-                                     + cond._SPEC_HELP)
+    mk = csub.add_parser(
+        "make",
+        help="write a conditioning .npy",
+        description="Columns are given in the model's param order. Column specs: " + cond._SPEC_HELP,
+    )
     mk.add_argument("out", help="output .npy")
     kind = mk.add_mutually_exclusive_group(required=True)
     kind.add_argument("--col", action="append", metavar="SPEC", help="one column (repeat per param)")
-    kind.add_argument("--grid", action="append", metavar="V1,V2,...",
-                      help="values of one param (repeat per param): one constant voice per combination")
+    kind.add_argument(
+        "--grid",
+        action="append",
+        metavar="V1,V2,...",
+        help="values of one param (repeat per param): one constant voice per combination",
+    )
     kind.add_argument("--path", metavar="JSON", help="auditioner path export: cells [[dim0, dim1], ...]")
     mk.add_argument("--points", type=int, default=cond.POINTS, help="points of a --col gesture (default 1000)")
     mk.add_argument("--duration", type=float, default=None, help="--path: nominal seconds (1000 points/s)")
     mk.add_argument("--d0", type=int, default=None, help="--path: grid width when cells are integer indices")
     mk.add_argument("--d1", type=int, default=None, help="--path: grid height")
     mk.add_argument("--glide", action="store_true", help="--path: glide between cells instead of holding each")
-    mk.add_argument("--params-names", nargs="+", default=None, metavar="NAME",
-                    help="check the columns against these param names")
+    mk.add_argument(
+        "--params-names", nargs="+", default=None, metavar="NAME", help="check the columns against these param names"
+    )
     mk.set_defaults(func=cmd_conditioning_make)
 
 
@@ -127,8 +173,21 @@ def _train_fields(args) -> dict:
     fields["props"] = args.prop
     if args.generate:
         fields["generate"] = args.generate
-    for name in ("rate", "hidden", "layers", "seq_len", "batch", "steps", "lr", "tfr", "tfr_end", "checkpoint_every",
-                 "seed", "sample_rate", "device"):
+    for name in (
+        "rate",
+        "hidden",
+        "layers",
+        "seq_len",
+        "batch",
+        "steps",
+        "lr",
+        "tfr",
+        "tfr_end",
+        "checkpoint_every",
+        "seed",
+        "sample_rate",
+        "device",
+    ):
         v = getattr(args, name)
         if v is not None:
             fields[name] = v
@@ -167,8 +226,13 @@ def cmd_train(args) -> int:
         bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         bar.update(0)
 
-    progress = train(cfg, store, run_id, log=lambda m: tqdm.write(m) if m.startswith(("resumed", "stopped"))
-                     else None, on_step=on_step)
+    progress = train(
+        cfg,
+        store,
+        run_id,
+        log=lambda m: tqdm.write(m) if m.startswith(("resumed", "stopped")) else None,
+        on_step=on_step,
+    )
     bar.close()
     print(f"{progress['state']} at step {progress['step']}, loss {progress['loss']:.4f}: {store.key_uri(run_id)}")
     return 0
@@ -181,8 +245,11 @@ def _conditioning_from_args(args, names: list[str] | None) -> np.ndarray:
     if args.cond:
         return cond.load_array(args.cond, field="--cond")
     if args.const:
-        return cond.constant_batch([[v] for v in args.const[0]]) if len(args.const) == 1 else \
-            np.stack([np.repeat(np.asarray(v, np.float32)[None], 2, axis=0) for v in args.const])
+        return (
+            cond.constant_batch([[v] for v in args.const[0]])
+            if len(args.const) == 1
+            else np.stack([np.repeat(np.asarray(v, np.float32)[None], 2, axis=0) for v in args.const])
+        )
     from smf.common.params import read_params, sample_param
 
     pf = read_params(args.params)
@@ -219,9 +286,17 @@ def cmd_generate(args) -> int:
             if arr is None:
                 raise InvalidArgument("--params", "use --cond or --const with --remote")
             duration = args.duration or arr.shape[-2] / cond.POINTS
-            result, _ = rnn.generate(args.model, arr, duration, step=args.step, temperature=args.temperature,
-                                     seed=args.seed, voices=args.voices, chain_model=args.chain or "",
-                                     chain_step=args.chain_step or 0)
+            result, _ = rnn.generate(
+                args.model,
+                arr,
+                duration,
+                step=args.step,
+                temperature=args.temperature,
+                seed=args.seed,
+                voices=args.voices,
+                chain_model=args.chain or "",
+                chain_step=args.chain_step or 0,
+            )
             print(f"{result.voices} voice(s), {result.samples} samples in {result.seconds_taken:.2f} s:")
             for uri in result.wav_uris:
                 print(f"  {uri}")
@@ -240,12 +315,15 @@ def cmd_generate(args) -> int:
         arr = np.repeat(arr, args.voices, axis=0)
     duration = args.duration or arr.shape[1] / cond.POINTS
     t0 = time.monotonic()
-    audio = np.asarray(generate(model, arr, duration, temperature=args.temperature, seed=args.seed,
-                                precision=args.precision))
+    audio = np.asarray(
+        generate(model, arr, duration, temperature=args.temperature, seed=args.seed, precision=args.precision)
+    )
     taken = time.monotonic() - t0
     _write_voices(args.out, audio, model.config.sample_rate, arr)
-    print(f"{len(audio)} voice(s) x {duration:g} s in {taken:.2f} s "
-          f"({len(audio) * duration / taken:.2f}x real time): {os.path.abspath(args.out)}/voice-*.wav")
+    print(
+        f"{len(audio)} voice(s) x {duration:g} s in {taken:.2f} s "
+        f"({len(audio) * duration / taken:.2f}x real time): {os.path.abspath(args.out)}/voice-*.wav"
+    )
     return 0
 
 
@@ -263,14 +341,23 @@ def _generate_chain(args) -> int:
     arr = cond.check_array(_conditioning_from_args(args, names), names)
     duration = args.duration or arr.shape[1] / cond.POINTS
     t0 = time.monotonic()
-    audio, controls = generate_chain(param_tier, audio_tier, arr, duration, seed=args.seed,
-                                     temperature=args.temperature, voices=args.voices or None,
-                                     precision=args.precision)
+    audio, controls = generate_chain(
+        param_tier,
+        audio_tier,
+        arr,
+        duration,
+        seed=args.seed,
+        temperature=args.temperature,
+        voices=args.voices or None,
+        precision=args.precision,
+    )
     taken = time.monotonic() - t0
     _write_voices(args.out, audio, audio_tier.config.sample_rate, arr)
     cond.save_array(os.path.join(args.out, "controls.npy"), controls)
-    print(f"{len(audio)} voice(s) x {duration:g} s in {taken:.2f} s via {param_tier.config.generate} at "
-          f"{param_tier.config.step_rate} Hz: {os.path.abspath(args.out)}/voice-*.wav, controls.npy")
+    print(
+        f"{len(audio)} voice(s) x {duration:g} s in {taken:.2f} s via {param_tier.config.generate} at "
+        f"{param_tier.config.step_rate} Hz: {os.path.abspath(args.out)}/voice-*.wav, controls.npy"
+    )
     return 0
 
 
@@ -301,8 +388,9 @@ def _read_updates(names: list[str] | None, q: queue.Queue, stop_on_eof: bool = T
                 except ValueError:
                     print(f"ignored: {part} (expected NAME=VALUE [GLIDE_MS])", file=sys.stderr)
         if names is not None and set(update) - set(names) - {"_glide_ms"}:
-            print(f"unknown params {sorted(set(update) - set(names) - {'_glide_ms'})}; params: {names}",
-                  file=sys.stderr)
+            print(
+                f"unknown params {sorted(set(update) - set(names) - {'_glide_ms'})}; params: {names}", file=sys.stderr
+            )
             continue
         q.put(update)
     if stop_on_eof:
@@ -321,9 +409,16 @@ def cmd_play(args) -> int:
         for m in client.list_models():
             if m.ref.id == args.model or m.ref.id == f"rnn/{args.model}":
                 names, sr = list(m.param_names), m.sample_rate or 16000
-        chunks = client.play(args.model, args.values, updates=q, step=args.step,
-                             chunk_samples=int(sr * args.chunk_ms / 1000), temperature=args.temperature,
-                             seed=args.seed, max_seconds=args.seconds)
+        chunks = client.play(
+            args.model,
+            args.values,
+            updates=q,
+            step=args.step,
+            chunk_samples=int(sr * args.chunk_ms / 1000),
+            temperature=args.temperature,
+            seed=args.seed,
+            max_seconds=args.seconds,
+        )
     else:
         from smf.common.store import open_store
         from smf.rnn.server import RnnServicer, run_id_of
@@ -331,14 +426,13 @@ def cmd_play(args) -> int:
         loaded = RnnServicer(open_store(args.store)).load(run_id_of(args.model), args.step)
         names, sr = list(loaded.config.param_names), loaded.config.sample_rate
         chunks = _local_play(loaded, args, q, sr)
-    print(f"params {names}; type NAME=VALUE [GLIDE_MS] and Enter, 'q' to stop; writing {args.out}",
-          file=sys.stderr)
+    print(f"params {names}; type NAME=VALUE [GLIDE_MS] and Enter, 'q' to stop; writing {args.out}", file=sys.stderr)
     threading.Thread(target=_read_updates, args=(names, q, args.seconds <= 0), daemon=True).start()
     with sf.SoundFile(args.out, "w", samplerate=sr, channels=1, subtype="PCM_16") as out:
         for audio, values in chunks:
             out.write(audio)
             out.flush()
-            print("\r" + "  ".join(f"{n}={v:.3f}" for n, v in zip(names or [], values)), end="", file=sys.stderr)
+            print("\r" + "  ".join(f"{n}={v:.3f}" for n, v in zip(names or [], values, strict=False)), end="", file=sys.stderr)
     print(file=sys.stderr)
     return 0
 
@@ -390,8 +484,10 @@ def cmd_ls(args) -> int:
 
         models = RnnServicer(open_store(args.store)).ListModels(None, None).models
     for m in models:
-        print(f"{m.ref.id}  params={list(m.param_names)}  H{m.hidden} L{m.layers}  steps={list(m.steps)[-3:]}"
-              f"  {m.state} loss={m.loss:.4f}")
+        print(
+            f"{m.ref.id}  params={list(m.param_names)}  H{m.hidden} L{m.layers}  steps={list(m.steps)[-3:]}"
+            f"  {m.state} loss={m.loss:.4f}"
+        )
     if not models:
         print("no RNN models")
     return 0
@@ -430,8 +526,13 @@ def cmd_conditioning_make(args) -> int:
         duration = args.duration or spec.get("duration")
         if not duration:
             raise InvalidArgument("--duration", "needed for --path (or a 'duration' in the JSON)")
-        arr = cond.path_array(spec["cells"], float(duration), d0=args.d0 or spec.get("d0"),
-                              d1=args.d1 or spec.get("d1"), glide_cells=args.glide)
+        arr = cond.path_array(
+            spec["cells"],
+            float(duration),
+            d0=args.d0 or spec.get("d0"),
+            d1=args.d1 or spec.get("d1"),
+            glide_cells=args.glide,
+        )
     if args.params_names:
         cond.check_array(arr, args.params_names)
     else:

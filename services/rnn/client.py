@@ -10,6 +10,7 @@
 
 Errors arrive as smf.common.errors classes (InvalidArgument naming the field, NotFound, ...).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,19 @@ from smf.rnn.v1 import rnn_pb2, rnn_pb2_grpc
 
 __all__ = ["RnnClient", "chunk_audio"]
 
-_OPTION_FIELDS = ("hidden", "layers", "seq_len", "batch", "steps", "lr", "tfr", "tfr_end", "checkpoint_every",
-                  "seed", "sample_rate")
+_OPTION_FIELDS = (
+    "hidden",
+    "layers",
+    "seq_len",
+    "batch",
+    "steps",
+    "lr",
+    "tfr",
+    "tfr_end",
+    "checkpoint_every",
+    "seed",
+    "sample_rate",
+)
 
 
 def chunk_audio(chunk) -> np.ndarray:
@@ -39,8 +51,9 @@ def chunk_audio(chunk) -> np.ndarray:
 class RnnClient(ServiceClient):
     stub_class = rnn_pb2_grpc.RnnServiceStub
 
-    def __init__(self, target: str | grpc.Channel, *, token: str | None = None, tls: bool | None = None,
-                 timeout: float = 30.0):
+    def __init__(
+        self, target: str | grpc.Channel, *, token: str | None = None, tls: bool | None = None, timeout: float = 30.0
+    ):
         super().__init__(target, token=token, tls=tls)
         self.timeout = timeout
 
@@ -50,26 +63,50 @@ class RnnClient(ServiceClient):
         any other TrainConfig field goes through config_json."""
         typed = {k: v for k, v in options.items() if k in _OPTION_FIELDS and v is not None}
         extra = {k: v for k, v in options.items() if k not in _OPTION_FIELDS}
-        req = rnn_pb2.StartTrainingRequest(data=data, props=props, run_id=run_id,
-                                           options=rnn_pb2.TrainingOptions(**typed),
-                                           config_json=json.dumps(extra) if extra else "")
+        req = rnn_pb2.StartTrainingRequest(
+            data=data,
+            props=props,
+            run_id=run_id,
+            options=rnn_pb2.TrainingOptions(**typed),
+            config_json=json.dumps(extra) if extra else "",
+        )
         return call(self.stub.StartTraining, req, timeout=self.timeout).operation
 
     def list_models(self) -> list:
-        return list(call(self.stub.ListModels, rnn_pb2.ListModelsRequest(), timeout=self.timeout,
-                         idempotent=True).models)
+        return list(
+            call(self.stub.ListModels, rnn_pb2.ListModelsRequest(), timeout=self.timeout, idempotent=True).models
+        )
 
     # -- generation --
-    def generate(self, model: str, conditioning: np.ndarray | str, duration: float, *, step: int = 0,
-                 temperature: float = 1.0, seed: int | None = None, voices: int = 0, stream: bool = False,
-                 chain_model: str = "", chain_step: int = 0, timeout: float | None = 600.0) -> tuple:
+    def generate(
+        self,
+        model: str,
+        conditioning: np.ndarray | str,
+        duration: float,
+        *,
+        step: int = 0,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        voices: int = 0,
+        stream: bool = False,
+        chain_model: str = "",
+        chain_step: int = 0,
+        timeout: float | None = 600.0,
+    ) -> tuple:
         """Render `conditioning` (an array [N, C] / [B, N, C], or a store URI/key of a .npy) over `duration` s.
         With `chain_model` (a parameter tier), the conditioning drives that tier and its controls drive `model`.
 
         Returns (GenerateResult, audio [B, T] float32 or None when not streamed)."""
-        req = rnn_pb2.GenerateRequest(model=model, step=step, duration=duration, temperature=temperature,
-                                      voices=voices, stream_audio=stream, chain_model=chain_model,
-                                      chain_step=chain_step)
+        req = rnn_pb2.GenerateRequest(
+            model=model,
+            step=step,
+            duration=duration,
+            temperature=temperature,
+            voices=voices,
+            stream_audio=stream,
+            chain_model=chain_model,
+            chain_step=chain_step,
+        )
         if seed is not None:
             req.seed = seed
         if isinstance(conditioning, str):
@@ -79,8 +116,11 @@ class RnnClient(ServiceClient):
             a = a[None] if a.ndim == 2 else a
             if a.ndim != 3:
                 raise ValueError(f"conditioning must be [N, C] or [B, N, C], got shape {a.shape}")
-            req.array.CopyFrom(rnn_pb2.ConditioningArray(values=a.ravel().tolist(), batch=a.shape[0],
-                                                         points=a.shape[1], columns=a.shape[2]))
+            req.array.CopyFrom(
+                rnn_pb2.ConditioningArray(
+                    values=a.ravel().tolist(), batch=a.shape[0], points=a.shape[1], columns=a.shape[2]
+                )
+            )
         parts, result = [], None
         try:
             for resp in self.stub.Generate(req, timeout=timeout):
@@ -94,15 +134,32 @@ class RnnClient(ServiceClient):
         return result, audio
 
     # -- live --
-    def play(self, model: str, values: list[float] | None = None, *, updates: queue.Queue | Iterable | None = None,
-             step: int = 0, chunk_samples: int = 0, temperature: float = 1.0, seed: int | None = None,
-             max_ahead_ms: int = 0, max_seconds: float = 0.0) -> Iterator[tuple[np.ndarray, list[float]]]:
+    def play(
+        self,
+        model: str,
+        values: list[float] | None = None,
+        *,
+        updates: queue.Queue | Iterable | None = None,
+        step: int = 0,
+        chunk_samples: int = 0,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        max_ahead_ms: int = 0,
+        max_seconds: float = 0.0,
+    ) -> Iterator[tuple[np.ndarray, list[float]]]:
         """A live session: yields (audio [n] float32, values) per chunk as the server makes them.
 
         `updates` feeds parameter changes: a queue.Queue of dicts ({"name": value, ...}, optional "_glide_ms")
         — put None to end the session — or any iterable of such dicts."""
-        start = rnn_pb2.PlayStart(model=model, step=step, values=values or [], chunk_samples=chunk_samples,
-                                  temperature=temperature, max_ahead_ms=max_ahead_ms, max_seconds=max_seconds)
+        start = rnn_pb2.PlayStart(
+            model=model,
+            step=step,
+            values=values or [],
+            chunk_samples=chunk_samples,
+            temperature=temperature,
+            max_ahead_ms=max_ahead_ms,
+            max_seconds=max_seconds,
+        )
         if seed is not None:
             start.seed = seed
 

@@ -13,6 +13,7 @@ interpolation and a float rate (the original's integer `--external_sr` cut or sl
 
 Column specs (`parse_column("glide:0.2,0.8,0.2")`) give the CLI (`smf conditioning make`) the same generators.
 """
+
 from __future__ import annotations
 
 import io
@@ -102,8 +103,15 @@ def constant_batch(values_per_param: Sequence[Sequence[float]]) -> np.ndarray:
     return np.repeat(combos[:, None, :], 2, axis=1)
 
 
-def path_array(cells: Sequence[Sequence[float]], duration: float, *, points_per_second: float = POINTS,
-               d0: int | None = None, d1: int | None = None, glide_cells: bool = False) -> np.ndarray:
+def path_array(
+    cells: Sequence[Sequence[float]],
+    duration: float,
+    *,
+    points_per_second: float = POINTS,
+    d0: int | None = None,
+    d1: int | None = None,
+    glide_cells: bool = False,
+) -> np.ndarray:
     """An auditioner path (ordered grid cells) as a [N, 2] (dim0, dim1) array lasting `duration` nominal seconds.
 
     Cells are (dim0, dim1) pairs, normalised to [0, 1]; with `d0`/`d1` given they are integer cell indices (j, i) and
@@ -222,8 +230,10 @@ def load_array(source: str | bytes | os.PathLike, *, field: str = "conditioning"
 
 # --- column specs for the CLI ---------------------------------------------------------------------------------
 
-_SPEC_HELP = ("const:V | ramp:A,B | glide:A,B,C... | bump:CENTER,WIDTH[,LOW,HIGH] | steps:A,B,C... (staircase) | "
-              "notes:M1,M2,...@LOW-HIGH (MIDI)")
+_SPEC_HELP = (
+    "const:V | ramp:A,B | glide:A,B,C... | bump:CENTER,WIDTH[,LOW,HIGH] | steps:A,B,C... (staircase) | "
+    "notes:M1,M2,...@LOW-HIGH (MIDI)"
+)
 
 
 def parse_column(spec: str, n: int = POINTS) -> np.ndarray:

@@ -15,6 +15,7 @@ conditioned on them) is windowed like any other param. `data.features` holds the
 Windows never straddle files; files may have different lengths (a window start is uniform over all valid
 positions of the corpus). The conditioning at step t is the params' value at the time of input sample t.
 """
+
 from __future__ import annotations
 
 import os
@@ -79,8 +80,11 @@ class WindowDataset:
         short = [f for f in files if len(f) < seq_len + 1]
         if short:
             f = short[0]
-            raise InvalidArgument(f.name, f"has {len(f)} steps, shorter than one training window (seq_len "
-                                          f"{seq_len} + 1); lower seq_len below {len(f)}")
+            raise InvalidArgument(
+                f.name,
+                f"has {len(f)} steps, shorter than one training window (seq_len "
+                f"{seq_len} + 1); lower seq_len below {len(f)}",
+            )
         self.files = list(files)
         self.config = config
         self.seq_len = seq_len
@@ -91,8 +95,9 @@ class WindowDataset:
     def __len__(self) -> int:
         return len(self.files)
 
-    def sample(self, batch: int, seq_len: int | None = None, generator: torch.Generator | None = None
-               ) -> tuple[Tensor, Tensor]:
+    def sample(
+        self, batch: int, seq_len: int | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         """A batch of random windows -> (x [B, T, G+C] float32, target): target [B, T] int64 classes (audio tier)
         or [B, T, G] float32 (param tier). x row t = [series t, cond t]; target row t = series t+1."""
         T = seq_len or self.seq_len
@@ -101,12 +106,12 @@ class WindowDataset:
         for i in idx.tolist():
             f = self.files[i]
             off = int(torch.randint(0, len(f) - T, (1,), generator=generator))
-            s = f.series[off:off + T + 1]
+            s = f.series[off : off + T + 1]
             if self.config.is_audio:
                 s = s.long()
-                xs.append(torch.cat([audio_input(s[:-1], self.config.classes)[:, None], f.cond[off:off + T]], 1))
+                xs.append(torch.cat([audio_input(s[:-1], self.config.classes)[:, None], f.cond[off : off + T]], 1))
             else:
-                xs.append(torch.cat([s[:-1], f.cond[off:off + T]], 1))
+                xs.append(torch.cat([s[:-1], f.cond[off : off + T]], 1))
             ys.append(s[1:])
         return torch.stack(xs), torch.stack(ys)
 
@@ -119,8 +124,9 @@ def artifact_id(data: str) -> str:
     try:
         aid = validate_prefix(data)  # a leading '/' is refused: such a string was meant as a (missing) folder
     except InvalidArgument as exc:
-        raise InvalidArgument("data", f"{data!r} is not a folder, an artifact id or a store URI: "
-                                      f"{exc.message.split(': ', 1)[-1]}") from None
+        raise InvalidArgument(
+            "data", f"{data!r} is not a folder, an artifact id or a store URI: {exc.message.split(': ', 1)[-1]}"
+        ) from None
     if not aid:
         raise InvalidArgument("data", "is empty")
     return aid if "/" in aid else f"datasets/{aid}"
@@ -163,9 +169,10 @@ def artifact_files(store, aid: str) -> list[tuple[str, str | None]]:
         manifest = read_manifest(store, aid)
     except NotFound:
         if store.list(aid):
-            raise FailedPrecondition(f"{aid} in {store.uri} has files but no {MANIFEST}: it is still being written "
-                                     "or its writer stopped half-way; wait for it to finish or create it again"
-                                     ) from None
+            raise FailedPrecondition(
+                f"{aid} in {store.uri} has files but no {MANIFEST}: it is still being written "
+                "or its writer stopped half-way; wait for it to finish or create it again"
+            ) from None
         raise NotFound(f"training data {aid!r} not found in {store.uri}") from None
     out = audio_pairs(aid, manifest.files)
     if not out:
@@ -182,8 +189,7 @@ def add_features(entries: list[tuple[str, np.ndarray | Tensor, int, object]], co
     from smf.common.params import ParamFile
     from smf.rnn import features
 
-    names = [n for n in features.wanted(config)
-             if not any(p is not None and n in p.params for _, _, _, p in entries)]
+    names = [n for n in features.wanted(config) if not any(p is not None and n in p.params for _, _, _, p in entries)]
     if not names:
         return {}
     rate = features.feature_rate(config)
@@ -195,7 +201,7 @@ def add_features(entries: list[tuple[str, np.ndarray | Tensor, int, object]], co
             raise InvalidArgument(name, f"audio must be mono, got shape {list(torch.as_tensor(audio).shape)}")
         raw.append(features.analyse(audio, sr, rate, names))
     stats = features.fit_stats(raw)
-    for i, ((name, audio, sr, params), tracks) in enumerate(zip(entries, raw)):
+    for i, ((name, audio, sr, params), tracks) in enumerate(zip(entries, raw, strict=False)):
         if params is None:  # a tier on analysis controls alone needs no .params file
             params = ParamFile(name, {})
         params.params.update(features.to_params(tracks, stats, sr, rate))
@@ -203,8 +209,9 @@ def add_features(entries: list[tuple[str, np.ndarray | Tensor, int, object]], co
     return {n: {**s, "rate": rate} for n, s in stats.items()}
 
 
-def prepare_files(entries: list[tuple[str, np.ndarray | Tensor, int, object]], config: RNNConfig, seq_len: int
-                  ) -> WindowDataset:
+def prepare_files(
+    entries: list[tuple[str, np.ndarray | Tensor, int, object]], config: RNNConfig, seq_len: int
+) -> WindowDataset:
     """(name, audio, sample rate, ParamFile or None) for every file -> the validated WindowDataset, with analysis
     controls computed first when the tier asks for them (its `features` attribute holds their normalisation)."""
     stats = add_features(entries, config)

@@ -15,6 +15,7 @@ same samples as that backend on the same device. The compiled backend agrees up 
 described in smf.rnn.generate. `generate` takes a duration in seconds (not a sample count) because the stretch is
 defined by the duration: n = round(duration * sample_rate).
 """
+
 from __future__ import annotations
 
 import io

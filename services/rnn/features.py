@@ -13,6 +13,7 @@ run's checkpoint and manifest so a trajectory can be mapped back to dB / octaves
 Frames: a Hann-windowed STFT (window 2 x hop, centred) with hop = sample_rate / rate samples, so frame k describes
 time k / rate exactly and a parameter tier at `rate` sees one frame per step.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,13 +35,15 @@ def is_feature(name: str) -> bool:
 def hop_of(sample_rate: int, rate: int) -> int:
     hop = sample_rate / rate
     if rate <= 0 or hop != int(hop):
-        raise InvalidArgument("rate", f"the analysis rate must divide the sample rate {sample_rate} Hz "
-                                      f"(e.g. 125, 250, 500), got {rate}")
+        raise InvalidArgument(
+            "rate", f"the analysis rate must divide the sample rate {sample_rate} Hz (e.g. 125, 250, 500), got {rate}"
+        )
     return int(hop)
 
 
-def analyse(audio: np.ndarray | torch.Tensor, sample_rate: int, rate: int, names=tuple(FEATURES)
-            ) -> dict[str, np.ndarray]:
+def analyse(
+    audio: np.ndarray | torch.Tensor, sample_rate: int, rate: int, names=tuple(FEATURES)
+) -> dict[str, np.ndarray]:
     """Raw analysis tracks of a mono signal: one value per frame at times k / rate, k = 0 .. len(audio) // hop."""
     unknown = [n for n in names if n not in FEATURES]
     if unknown:
@@ -50,12 +53,13 @@ def analyse(audio: np.ndarray | torch.Tensor, sample_rate: int, rate: int, names
     n_fft = 2 * hop
     if len(x) <= n_fft // 2:  # reflect padding needs more samples than half a window
         x = torch.nn.functional.pad(x, (0, n_fft // 2 + 1 - len(x)))
-    spec = torch.stft(x, n_fft, hop_length=hop, window=torch.hann_window(n_fft), center=True,
-                      return_complex=True).abs()  # [F, frames]
+    spec = torch.stft(
+        x, n_fft, hop_length=hop, window=torch.hann_window(n_fft), center=True, return_complex=True
+    ).abs()  # [F, frames]
     out = {}
     if "rms" in names:
         # Parseval over the Hann window: mean power of the windowed frame, corrected for the window's mean square
-        power = (spec ** 2).sum(0) / (n_fft ** 2 * 0.375) * 2
+        power = (spec**2).sum(0) / (n_fft**2 * 0.375) * 2
         out["rms"] = np.maximum(10 * np.log10(power.double().numpy() + 1e-20), RMS_FLOOR_DB)
     if "centroid" in names:
         freqs = torch.fft.rfftfreq(n_fft, 1 / sample_rate)[:, None]
@@ -96,9 +100,15 @@ def to_params(raw: dict[str, np.ndarray], stats: dict[str, dict], sample_rate: i
         if len(v) < 2:  # a Param needs two points; a one-frame file holds its value
             v = np.repeat(v, 2)
         times = np.arange(len(v), dtype=np.float64) / rate
-        out[name] = Param(times=times.tolist(), values=v.tolist(), units="norm",
-                          orig_units=FEATURES[name], orig_minval=stats[name]["min"], orig_maxval=stats[name]["max"],
-                          extra={"analysis": f"smf.rnn.features at {rate} Hz"})
+        out[name] = Param(
+            times=times.tolist(),
+            values=v.tolist(),
+            units="norm",
+            orig_units=FEATURES[name],
+            orig_minval=stats[name]["min"],
+            orig_maxval=stats[name]["max"],
+            extra={"analysis": f"smf.rnn.features at {rate} Hz"},
+        )
     return out
 
 

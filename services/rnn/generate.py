@@ -26,6 +26,7 @@ centroid) at its low rate, and an audio tier conditioned on those controls rende
 
     audio, controls = generate_chain(param_tier, audio_tier, arr, 4.0, seed=1)   # arr columns = param tier's props
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,16 @@ from smf.rnn.fastgen.torch_loop import StepLoop
 from smf.rnn.model import mulaw_decode, mulaw_encode
 from torch import Tensor, nn
 
-__all__ = ["BACKENDS", "Generator", "LiveSession", "generate", "generate_chain", "generate_controls", "silence_class",
-           "stretch"]
+__all__ = [
+    "BACKENDS",
+    "Generator",
+    "LiveSession",
+    "generate",
+    "generate_chain",
+    "generate_controls",
+    "silence_class",
+    "stretch",
+]
 
 BACKENDS = ("auto", "torch", "cpp")
 MAX_SEED = 2**63 - 1
@@ -69,8 +78,16 @@ class Generator:
         for one voice on idle cores, much slower on a loaded machine, hence off by default.
     """
 
-    def __init__(self, model: nn.Module, *, device: str | torch.device | None = None, backend: str = "auto",
-                 precision: str = "fp32", threads: int | None = None, split: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        device: str | torch.device | None = None,
+        backend: str = "auto",
+        precision: str = "fp32",
+        threads: int | None = None,
+        split: bool = False,
+    ):
         if backend not in BACKENDS:
             raise InvalidArgument("backend", f"must be one of {list(BACKENDS)}, got {backend!r}")
         cfg = model.config
@@ -90,8 +107,11 @@ class Generator:
         elif backend == "cpp":
             raise InvalidArgument("backend", f"'cpp' runs on the CPU only, the device is {self.device}")
         if self.engine is None and precision != "fp32":
-            warnings.warn(f"precision {precision!r} applies to the compiled loop only; the torch loop runs fp32",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"precision {precision!r} applies to the compiled loop only; the torch loop runs fp32",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self.backend = "cpp" if self.engine is not None else "torch"
         self.precision = precision if self.engine is not None else "fp32"
         self.loop = StepLoop(model).to(self.device).eval() if self.engine is None else None
@@ -131,16 +151,24 @@ class Generator:
             if arr.shape[0] == 1 and voices > 1:
                 arr = np.repeat(arr, voices, axis=0)
             elif arr.shape[0] != voices:
-                raise InvalidArgument("voices", f"is {voices} but the conditioning has {arr.shape[0]} voices "
-                                                f"(give 1 or {arr.shape[0]})")
+                raise InvalidArgument(
+                    "voices", f"is {voices} but the conditioning has {arr.shape[0]} voices (give 1 or {arr.shape[0]})"
+                )
         if duration is None:  # the original convention: 1000 points per nominal second
             duration = arr.shape[1] / POINTS
         if not duration > 0:
             raise InvalidArgument("duration", f"must be > 0 seconds, got {duration}")
         return stretch(arr, duration, self.config.sample_rate)
 
-    def generate(self, conditioning: np.ndarray, duration: float | None = None, *, temperature: float = 1.0,
-                 seed: int | None = None, voices: int | None = None) -> np.ndarray:
+    def generate(
+        self,
+        conditioning: np.ndarray,
+        duration: float | None = None,
+        *,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        voices: int | None = None,
+    ) -> np.ndarray:
         """conditioning [N, C] or [B, N, C] in [0, 1], played over `duration` seconds (None: N/1000 s) ->
         float32 audio [B, round(duration * sample_rate)]. seed None draws a fresh one."""
         cond = torch.from_numpy(self.prepare(conditioning, duration, voices))
@@ -150,8 +178,15 @@ class Generator:
             classes = self.run(cond, state, seed=seed, t0=0, temperature=temperature)
         return mulaw_decode(classes, self.config.classes).cpu().numpy().astype(np.float32)
 
-    def stream(self, *, voices: int = 1, temperature: float = 1.0, seed: int | None = None,
-               chunk: int = 1024, values: np.ndarray | None = None) -> LiveSession:
+    def stream(
+        self,
+        *,
+        voices: int = 1,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        chunk: int = 1024,
+        values: np.ndarray | None = None,
+    ) -> LiveSession:
         """A live session: parameters change between chunks, the GRU state and the step counter carry over."""
         return LiveSession(self, voices=voices, temperature=temperature, seed=seed, chunk=chunk, values=values)
 
@@ -165,8 +200,16 @@ class LiveSession:
     as one Generator.generate call over the concatenated conditioning (the uniforms are keyed by absolute step).
     """
 
-    def __init__(self, gen: Generator, *, voices: int, temperature: float, seed: int | None, chunk: int,
-                 values: np.ndarray | None = None):
+    def __init__(
+        self,
+        gen: Generator,
+        *,
+        voices: int,
+        temperature: float,
+        seed: int | None,
+        chunk: int,
+        values: np.ndarray | None = None,
+    ):
         if voices < 1:
             raise InvalidArgument("voices", f"must be >= 1, got {voices}")
         if chunk < 1:
@@ -191,8 +234,11 @@ class LiveSession:
         if v.ndim == 1:
             v = np.broadcast_to(v, (self.voices, v.shape[0]))
         if v.shape != (self.voices, len(names)):
-            raise InvalidArgument("values", f"must be [C] or [B, C] = [{self.voices}, {len(names)}] for params "
-                                            f"{names}, got shape {list(np.shape(values))}")
+            raise InvalidArgument(
+                "values",
+                f"must be [C] or [B, C] = [{self.voices}, {len(names)}] for params "
+                f"{names}, got shape {list(np.shape(values))}",
+            )
         if not np.all(np.isfinite(v)) or v.min() < 0 or v.max() > 1:
             raise InvalidArgument("values", f"must be finite and in [0, 1] (params {names})")
         return v.copy()
@@ -205,11 +251,13 @@ class LiveSession:
         """Render len(cond[0]) samples with per-sample conditioning cond [B, n, C] -> float32 [B, n]."""
         c = np.asarray(cond, dtype=np.float32)
         if c.ndim != 3 or c.shape[0] != self.voices or c.shape[2] != self.gen.config.cond_size:
-            raise InvalidArgument("conditioning", f"must be [{self.voices}, n, {self.gen.config.cond_size}], "
-                                                  f"got {list(c.shape)}")
+            raise InvalidArgument(
+                "conditioning", f"must be [{self.voices}, n, {self.gen.config.cond_size}], got {list(c.shape)}"
+            )
         with self._lock, self.gen.lock:
-            classes = self.gen.run(torch.from_numpy(c), self.state, seed=self.seed, t0=self.t,
-                                   temperature=self.temperature)
+            classes = self.gen.run(
+                torch.from_numpy(c), self.state, seed=self.seed, t0=self.t, temperature=self.temperature
+            )
             self.t += c.shape[1]
             self.values = c[:, -1].copy()
         return mulaw_decode(classes, self.gen.config.classes).cpu().numpy().astype(np.float32)
@@ -236,8 +284,15 @@ CONTROL_START = 0.5  # the "previous controls" of a parameter tier's first step:
 
 
 @torch.no_grad()
-def generate_controls(param_tier: nn.Module, conditioning: np.ndarray, duration: float, *, seed: int,
-                      temperature: float = 1.0, voices: int | None = None) -> np.ndarray:
+def generate_controls(
+    param_tier: nn.Module,
+    conditioning: np.ndarray,
+    duration: float,
+    *,
+    seed: int,
+    temperature: float = 1.0,
+    voices: int | None = None,
+) -> np.ndarray:
     """Run a parameter tier at its own rate: conditioning [N, C] / [B, N, C] (columns = its props) played over
     `duration` s -> controls float32 [B, round(duration * rate), G] in [0, 1] (columns = config.generate).
 
@@ -267,10 +322,18 @@ def generate_controls(param_tier: nn.Module, conditioning: np.ndarray, duration:
     return out.cpu().numpy()
 
 
-def generate_chain(param_tier: nn.Module, audio_tier: nn.Module | Generator, conditioning: np.ndarray,
-                   duration: float, *, seed: int | None = None, temperature: float = 1.0,
-                   param_temperature: float | None = None, voices: int | None = None, **generator_opts
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def generate_chain(
+    param_tier: nn.Module,
+    audio_tier: nn.Module | Generator,
+    conditioning: np.ndarray,
+    duration: float,
+    *,
+    seed: int | None = None,
+    temperature: float = 1.0,
+    param_temperature: float | None = None,
+    voices: int | None = None,
+    **generator_opts,
+) -> tuple[np.ndarray, np.ndarray]:
     """Two tiers chained: the parameter tier makes controls from the user's `conditioning` (columns = its props) at
     its rate; they are stretched to the audio rate by linear interpolation and condition the audio tier, whose props
     must be the parameter tier's generated names (same order). -> (audio float32 [B, round(duration * sr)],
@@ -279,15 +342,27 @@ def generate_chain(param_tier: nn.Module, audio_tier: nn.Module | Generator, con
     `audio_tier` may be a ready Generator (the service's cached one); otherwise one is built with `generator_opts`
     (backend, precision, device, threads). `param_temperature` defaults to `temperature`."""
     if param_tier.config.is_audio:
-        raise InvalidArgument("chain", "the parameter tier given is an audio tier (it generates audio, not "
-                                       f"controls; its params are {param_tier.config.param_names})")
+        raise InvalidArgument(
+            "chain",
+            "the parameter tier given is an audio tier (it generates audio, not "
+            f"controls; its params are {param_tier.config.param_names})",
+        )
     made, wanted = list(param_tier.config.generate), list(audio_tier.config.param_names)
     if made != wanted:  # checked before the audio tier's kernel is built
-        raise InvalidArgument("chain", f"the parameter tier generates {made} but the audio tier is conditioned on "
-                                       f"{wanted}; chain tiers whose lists are equal (same order)")
+        raise InvalidArgument(
+            "chain",
+            f"the parameter tier generates {made} but the audio tier is conditioned on "
+            f"{wanted}; chain tiers whose lists are equal (same order)",
+        )
     gen = audio_tier if isinstance(audio_tier, Generator) else Generator(audio_tier, **generator_opts)
     seed = _new_seed() if seed is None else int(seed)
-    controls = generate_controls(param_tier, conditioning, duration, seed=seed, voices=voices,
-                                 temperature=temperature if param_temperature is None else param_temperature)
+    controls = generate_controls(
+        param_tier,
+        conditioning,
+        duration,
+        seed=seed,
+        voices=voices,
+        temperature=temperature if param_temperature is None else param_temperature,
+    )
     audio = gen.generate(controls, duration, temperature=temperature, seed=seed)
     return audio, controls

@@ -16,6 +16,7 @@ Conditioning enters only through the input concatenation, at every step. The sam
     model = build_model(config)
     logits, h = model(torch.zeros(2, 100, 1 + 1))          # [B=2, T=100, Q=256], h [L, B, H]
 """
+
 from __future__ import annotations
 
 import math

@@ -7,6 +7,7 @@ followed through the run's progress.json (so local and Kubernetes jobs look the 
 smf.rnn.generate; conditioning arrays are checked by smf.rnn.conditioning (INVALID_ARGUMENT naming the expected
 params). The server base (smf.common.server) supplies auth, health, metrics, error mapping and shutdown.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,9 +70,18 @@ class LoadedModel:
 
 
 class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
-    def __init__(self, store: Store, registry: OperationRegistry | None = None, *, job_backend=None,
-                 job_env: dict[str, str] | None = None, train_gpus: int = 0, device: str = "cpu",
-                 cache_size: int = 4, precision: str = "fp32"):
+    def __init__(
+        self,
+        store: Store,
+        registry: OperationRegistry | None = None,
+        *,
+        job_backend=None,
+        job_env: dict[str, str] | None = None,
+        train_gpus: int = 0,
+        device: str = "cpu",
+        cache_size: int = 4,
+        precision: str = "fp32",
+    ):
         self.store = store
         self.registry = registry or OperationRegistry()
         self.job_backend = job_backend
@@ -132,12 +142,18 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
             config = self._json(f"{run_id}/config.json")
             progress = self._json(f"{run_id}/progress.json")
             mcfg = config.get("model", {})
-            models.append(rnn_pb2.ModelInfo(
-                ref=common_pb2.ArtifactRef(uri=self.store.key_uri(run_id), id=run_id, kind="rnn"),
-                param_names=mcfg.get("param_names", config.get("props", [])),
-                steps=checkpoint_steps(self.store, run_id), sample_rate=mcfg.get("sample_rate", 0),
-                hidden=mcfg.get("hidden", 0), layers=mcfg.get("layers", 0), state=progress.get("state", ""),
-                loss=progress.get("loss") or 0.0))
+            models.append(
+                rnn_pb2.ModelInfo(
+                    ref=common_pb2.ArtifactRef(uri=self.store.key_uri(run_id), id=run_id, kind="rnn"),
+                    param_names=mcfg.get("param_names", config.get("props", [])),
+                    steps=checkpoint_steps(self.store, run_id),
+                    sample_rate=mcfg.get("sample_rate", 0),
+                    hidden=mcfg.get("hidden", 0),
+                    layers=mcfg.get("layers", 0),
+                    state=progress.get("state", ""),
+                    loss=progress.get("loss") or 0.0,
+                )
+            )
         return rnn_pb2.ListModelsResponse(models=models)
 
     # -- training ------------------------------------------------------------------------------------------
@@ -172,8 +188,14 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
         cfg = TrainConfig.from_dict(fields)  # unknown keys and bad values fail here, before a job starts
         run_id = run_id_of(request.run_id) if request.run_id else lineage.new_id("rnn/")
         args = ["--config", json.dumps(cfg.__dict__), "--out", self.store.key_uri(run_id)]
-        job = jobs.launch("rnn", args, name=run_id.split("/", 1)[1][:63].strip("._-") or "rnn",
-                          env=self.job_env, gpus=self.train_gpus, backend=self.job_backend)
+        job = jobs.launch(
+            "rnn",
+            args,
+            name=run_id.split("/", 1)[1][:63].strip("._-") or "rnn",
+            env=self.job_env,
+            gpus=self.train_gpus,
+            backend=self.job_backend,
+        )
         progress_key = f"{run_id}/progress.json"
         started = time.time()
 
@@ -182,8 +204,13 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
             # a progress.json left by an earlier run of the same id says nothing about this job yet
             return p if p.get("updated_at", 0) >= started - 1 else {}
 
-        op = self.registry.start_external("rnn.train", lambda: jobs.poll_job(job, read_progress), interval=1.0,
-                                          on_cancel=job.cancel, metadata={"run": run_id, "job": job.id})
+        op = self.registry.start_external(
+            "rnn.train",
+            lambda: jobs.poll_job(job, read_progress),
+            interval=1.0,
+            on_cancel=job.cancel,
+            metadata={"run": run_id, "job": job.id},
+        )
         return rnn_pb2.StartTrainingResponse(operation=op)
 
     # -- generation ----------------------------------------------------------------------------------------
@@ -198,11 +225,16 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
             a = request.array
             n = a.batch * a.points * a.columns
             if len(a.values) > MAX_INLINE_VALUES:
-                raise InvalidArgument("array", f"{len(a.values)} values inline; send arrays above "
-                                               f"{MAX_INLINE_VALUES} values as a store URI")
+                raise InvalidArgument(
+                    "array",
+                    f"{len(a.values)} values inline; send arrays above {MAX_INLINE_VALUES} values as a store URI",
+                )
             if a.batch < 1 or a.points < 1 or a.columns < 0 or n != len(a.values):
-                raise InvalidArgument("array", f"batch*points*columns = {a.batch}*{a.points}*{a.columns} does "
-                                               f"not match {len(a.values)} values; expected columns {names}")
+                raise InvalidArgument(
+                    "array",
+                    f"batch*points*columns = {a.batch}*{a.points}*{a.columns} does "
+                    f"not match {len(a.values)} values; expected columns {names}",
+                )
             arr = np.asarray(a.values, dtype=np.float32).reshape(a.batch, a.points, a.columns)
         else:
             raise InvalidArgument("conditioning", f"give conditioning_uri or array (columns {names})")
@@ -223,8 +255,9 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
         if arr.shape[0] == 1 and voices > 1:
             arr = np.repeat(arr, voices, axis=0)
         if voices != arr.shape[0]:
-            raise InvalidArgument("voices", f"is {voices} but the array has {arr.shape[0]} voices (use 1 or "
-                                            f"{arr.shape[0]})")
+            raise InvalidArgument(
+                "voices", f"is {voices} but the array has {arr.shape[0]} voices (use 1 or {arr.shape[0]})"
+            )
         if voices > MAX_VOICES:
             raise InvalidArgument("voices", f"at most {MAX_VOICES} voices per request, got {voices}")
         seed = request.seed if request.HasField("seed") else None
@@ -233,40 +266,70 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
         if chain is not None:
             from smf.rnn.generate import generate_chain
 
-            audio, controls = generate_chain(chain.model, loaded.generator, arr, request.duration, seed=seed,
-                                             temperature=request.temperature or 1.0)
+            audio, controls = generate_chain(
+                chain.model, loaded.generator, arr, request.duration, seed=seed, temperature=request.temperature or 1.0
+            )
         else:
-            audio = loaded.generator.generate(arr, request.duration, temperature=request.temperature or 1.0,
-                                              seed=seed)  # float32 [B, T]
+            audio = loaded.generator.generate(
+                arr, request.duration, temperature=request.temperature or 1.0, seed=seed
+            )  # float32 [B, T]
         taken = time.monotonic() - t0
         sr = loaded.config.sample_rate
         if request.stream_audio:
             interleaved = np.ascontiguousarray(audio.T)  # [T, B]: voices as channels
             frames = max(1, CHUNK_BYTES // (4 * voices))
             for seq, start in enumerate(range(0, len(interleaved), frames)):
-                part = interleaved[start:start + frames]
-                yield rnn_pb2.GenerateResponse(chunk=common_pb2.AudioChunk(
-                    data=part.astype("<f4").tobytes(), encoding=common_pb2.AUDIO_ENCODING_PCM_F32LE,
-                    sample_rate=sr, channels=voices, sequence=seq, offset=start,
-                    last=start + frames >= len(interleaved)))
+                part = interleaved[start : start + frames]
+                yield rnn_pb2.GenerateResponse(
+                    chunk=common_pb2.AudioChunk(
+                        data=part.astype("<f4").tobytes(),
+                        encoding=common_pb2.AUDIO_ENCODING_PCM_F32LE,
+                        sample_rate=sr,
+                        channels=voices,
+                        sequence=seq,
+                        offset=start,
+                        last=start + frames >= len(interleaved),
+                    )
+                )
         render_id = lineage.new_id("renders/")
         files = {f"voice-{i}.wav": wav_bytes(torch.from_numpy(audio[i]), sr) for i in range(voices)}
         # the conditioning actually used, at the array's own resolution plus the duration it was played over
         files["conditioning.npy"] = cond.array_bytes(arr)
         if controls is not None:  # what the parameter tier generated, at its rate
             files["controls.npy"] = cond.array_bytes(controls)
-        lineage.write_artifact(self.store, "render", render_id, files, service="rnn",
-                               config={"model": loaded.run_id, "step": loaded.step, "duration": request.duration,
-                                       "temperature": request.temperature or 1.0, "seed": seed, "voices": voices,
-                                       "param_names": names, "sample_rate": sr,
-                                       **({"chain_model": chain.run_id, "chain_step": chain.step,
-                                           "controls": chain.config.generate} if chain else {})},
-                               inputs=[loaded.run_id] + ([chain.run_id] if chain else []))
-        yield rnn_pb2.GenerateResponse(result=rnn_pb2.GenerateResult(
-            render=common_pb2.ArtifactRef(uri=self.store.key_uri(render_id), id=render_id, kind="render"),
-            wav_uris=[self.store.key_uri(f"{render_id}/voice-{i}.wav") for i in range(voices)],
-            conditioning_uri=self.store.key_uri(f"{render_id}/conditioning.npy"), samples=audio.shape[1],
-            voices=voices, seconds_taken=taken))
+        lineage.write_artifact(
+            self.store,
+            "render",
+            render_id,
+            files,
+            service="rnn",
+            config={
+                "model": loaded.run_id,
+                "step": loaded.step,
+                "duration": request.duration,
+                "temperature": request.temperature or 1.0,
+                "seed": seed,
+                "voices": voices,
+                "param_names": names,
+                "sample_rate": sr,
+                **(
+                    {"chain_model": chain.run_id, "chain_step": chain.step, "controls": chain.config.generate}
+                    if chain
+                    else {}
+                ),
+            },
+            inputs=[loaded.run_id] + ([chain.run_id] if chain else []),
+        )
+        yield rnn_pb2.GenerateResponse(
+            result=rnn_pb2.GenerateResult(
+                render=common_pb2.ArtifactRef(uri=self.store.key_uri(render_id), id=render_id, kind="render"),
+                wav_uris=[self.store.key_uri(f"{render_id}/voice-{i}.wav") for i in range(voices)],
+                conditioning_uri=self.store.key_uri(f"{render_id}/conditioning.npy"),
+                samples=audio.shape[1],
+                voices=voices,
+                seconds_taken=taken,
+            )
+        )
 
     # -- live ----------------------------------------------------------------------------------------------
 
@@ -284,8 +347,12 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
         if not 16 <= chunk <= sr * 2:
             raise InvalidArgument("start.chunk_samples", f"must be in [16, {sr * 2}], got {chunk}")
         max_ahead = (start.max_ahead_ms or 300) / 1000
-        voice = LiveVoice(loaded.generator, values, temperature=start.temperature or 1.0,
-                          seed=start.seed if start.HasField("seed") else None)
+        voice = LiveVoice(
+            loaded.generator,
+            values,
+            temperature=start.temperature or 1.0,
+            seed=start.seed if start.HasField("seed") else None,
+        )
         updates: queue.Queue = queue.Queue()
         closed = threading.Event()
 
@@ -308,10 +375,17 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
             n = chunk if limit is None else min(chunk, limit - produced)
             audio = voice.next_chunk(n, sr)
             yield rnn_pb2.PlayResponse(
-                chunk=common_pb2.AudioChunk(data=audio.astype("<f4").tobytes(), sample_rate=sr, channels=1,
-                                            encoding=common_pb2.AUDIO_ENCODING_PCM_F32LE, sequence=seq,
-                                            offset=produced, last=limit is not None and produced + n >= limit),
-                values=voice.values.tolist())
+                chunk=common_pb2.AudioChunk(
+                    data=audio.astype("<f4").tobytes(),
+                    sample_rate=sr,
+                    channels=1,
+                    encoding=common_pb2.AUDIO_ENCODING_PCM_F32LE,
+                    sequence=seq,
+                    offset=produced,
+                    last=limit is not None and produced + n >= limit,
+                ),
+                values=voice.values.tolist(),
+            )
             produced += n
             seq += 1
             if limit is not None and produced >= limit:
@@ -332,8 +406,9 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
         model = build_model(loaded.config)
         model.load_state_dict({k: v.cpu() for k, v in loaded.model.state_dict().items()})
         uri = export_to_store(model.eval(), store, f"{run_id}/export/model.ts")
-        return rnn_pb2.ExportResponse(artifact=common_pb2.ArtifactRef(uri=store.key_uri(run_id), id=run_id,
-                                                                      kind="rnn"), uri=uri)
+        return rnn_pb2.ExportResponse(
+            artifact=common_pb2.ArtifactRef(uri=store.key_uri(run_id), id=run_id, kind="rnn"), uri=uri
+        )
 
 
 class LiveVoice:
@@ -388,12 +463,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="smf serve rnn", description=__doc__.split("\n\n")[0])
     add_server_arguments(ap, default_port=DEFAULT_PORT)
     ap.add_argument("--device", default="auto", help="generation device: auto, cpu, cuda")
-    ap.add_argument("--precision", choices=PRECISIONS, default=os.environ.get("SMF_RNN_PRECISION", "fp32"),
-                    help="weights/activations of the compiled CPU generation loop (default $SMF_RNN_PRECISION or "
-                         "fp32; int8 runs one H256/L4 voice ~2.5x faster than real time on one AVX-512 VNNI core)")
+    ap.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=os.environ.get("SMF_RNN_PRECISION", "fp32"),
+        help="weights/activations of the compiled CPU generation loop (default $SMF_RNN_PRECISION or "
+        "fp32; int8 runs one H256/L4 voice ~2.5x faster than real time on one AVX-512 VNNI core)",
+    )
     args = ap.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     pairs, rnn = servicers(open_store(args.store), device=device, precision=args.precision)
-    run_server(name="rnn", servicers=pairs, service_names=[SERVICE_NAME, OPERATION_SERVICE_NAME],
-               on_stop=[rnn.registry.cancel_all], **server_options(args))
+    run_server(
+        name="rnn",
+        servicers=pairs,
+        service_names=[SERVICE_NAME, OPERATION_SERVICE_NAME],
+        on_stop=[rnn.registry.cancel_all],
+        **server_options(args),
+    )
     return 0

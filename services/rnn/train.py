@@ -30,6 +30,7 @@ A parameter tier (MTCRNN's upper tier): {"generate": ["rms", "centroid"], "rate"
 learns control trajectories at 125 Hz from the user's params; an audio tier with {"props": ["rms", "centroid"]}
 learns audio from those controls; smf.rnn.generate.generate_chain plays one into the other.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,8 +77,15 @@ class TrainConfig:
     device: str = "auto"  # auto -> cuda if present else cpu
 
     def model_config(self) -> RNNConfig:
-        return RNNConfig(param_names=list(self.props), hidden=self.hidden, layers=self.layers, classes=self.classes,
-                         sample_rate=self.sample_rate, generate=list(self.generate), rate=self.rate)
+        return RNNConfig(
+            param_names=list(self.props),
+            hidden=self.hidden,
+            layers=self.layers,
+            classes=self.classes,
+            sample_rate=self.sample_rate,
+            generate=list(self.generate),
+            rate=self.rate,
+        )
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -97,8 +105,11 @@ class TrainConfig:
         if cfg.generate and not cfg.rate:
             raise InvalidArgument("rate", "a parameter tier needs its step rate (e.g. 125)")
         if cfg.rate and not cfg.generate:
-            raise InvalidArgument("rate", "only a parameter tier (--generate NAMES) has its own rate; the audio "
-                                          f"tier runs at sample_rate ({cfg.sample_rate} Hz)")
+            raise InvalidArgument(
+                "rate",
+                "only a parameter tier (--generate NAMES) has its own rate; the audio "
+                f"tier runs at sample_rate ({cfg.sample_rate} Hz)",
+            )
         overlap = sorted(set(cfg.props) & set(cfg.generate))
         if overlap:
             raise InvalidArgument("generate", f"{overlap} are both generated and conditioning (props {cfg.props})")
@@ -154,8 +165,16 @@ def _run(model, x, h):
     return (mean, std), h
 
 
-def window_loss(model, x: Tensor, target: Tensor, tf: Tensor, *, temperature: float = 1.0,
-                generator: torch.Generator | None = None, dist: Dist | None = None) -> Tensor:
+def window_loss(
+    model,
+    x: Tensor,
+    target: Tensor,
+    tf: Tensor,
+    *,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    dist: Dist | None = None,
+) -> Tensor:
     """Mean loss of one batch of windows with teacher forcing `tf` [T]: teacher-forced spans run as one fused GRU
     call each, free-running steps one at a time on the model's own (sampled, detached) previous output.
     `model` may be DDP-wrapped; with `dist`, x/target are this rank's shard of the global batch."""
@@ -176,14 +195,15 @@ def window_loss(model, x: Tensor, target: Tensor, tf: Tensor, *, temperature: fl
     return _loss(model, outs, target)
 
 
-def stepwise_loss(model, x: Tensor, target: Tensor, tf: Tensor, *, temperature: float = 1.0,
-                  generator: torch.Generator | None = None) -> Tensor:
+def stepwise_loss(
+    model, x: Tensor, target: Tensor, tf: Tensor, *, temperature: float = 1.0, generator: torch.Generator | None = None
+) -> Tensor:
     """The reference's training loop: the GRU called once per sample (seq len 1). Same result as `window_loss`
     for the same `tf` and generator state; kept as the baseline for tests and bench/rnn.py."""
     G = unwrap(model).config.gen_size
     outs, h, fed = [], None, None
     for t in range(x.shape[1]):
-        xt = x[:, t:t + 1] if bool(tf[t]) else torch.cat([fed, x[:, t, G:]], dim=-1)[:, None]
+        xt = x[:, t : t + 1] if bool(tf[t]) else torch.cat([fed, x[:, t, G:]], dim=-1)[:, None]
         out, h = _run(model, xt, h)
         outs.append(out)
         if t + 1 < x.shape[1] and not bool(tf[t + 1]):
@@ -218,8 +238,9 @@ def load_checkpoint(store, run_id: str, step: int | None = None, map_location="c
     step = steps[-1] if step is None else step
     if step not in steps:
         raise NotFound(f"run {run_id} has no checkpoint at step {step} (has {steps})")
-    return torch.load(io.BytesIO(store.get_bytes(_ckpt_key(run_id, step))), map_location=map_location,
-                      weights_only=True)
+    return torch.load(
+        io.BytesIO(store.get_bytes(_ckpt_key(run_id, step))), map_location=map_location, weights_only=True
+    )
 
 
 def load_run(store, run_id: str, step: int | None = None, map_location="cpu"):
@@ -241,7 +262,7 @@ def _plot_loss(steps: list[int], losses: list[float]) -> bytes:
     if len(losses) >= 20:
         k = max(len(losses) // 50, 5)
         smooth = torch.tensor(losses).unfold(0, k, 1).mean(1).tolist()
-        ax.plot(steps[k - 1:], smooth, lw=1.5, label=f"mean of {k}")
+        ax.plot(steps[k - 1 :], smooth, lw=1.5, label=f"mean of {k}")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats per step)")
     ax.grid(alpha=0.3)
@@ -263,8 +284,14 @@ def _write_manifest(store, run_id: str, cfg: TrainConfig, ckpt_step: int, featur
     from smf.common import lineage
     from smf.rnn.dataset import lineage_input
 
-    config = {**asdict(cfg), "param_names": list(cfg.props), "generate": list(cfg.generate),
-              "model": cfg.model_config().to_dict(), "features": features or {}, "latest_step": ckpt_step}
+    config = {
+        **asdict(cfg),
+        "param_names": list(cfg.props),
+        "generate": list(cfg.generate),
+        "model": cfg.model_config().to_dict(),
+        "features": features or {},
+        "latest_step": ckpt_step,
+    }
     data = lineage_input(cfg.data, store)  # the dataset or grid artifact trained on; none for a local folder
     lineage.commit_artifact(store, "rnn", run_id, config=config, inputs=[data] if data else [], service="rnn")
 
@@ -288,8 +315,17 @@ class _Stop:
         self.requested = True
 
 
-def train(cfg: TrainConfig, store, run_id: str, *, data=None, log=print, stop: _Stop | None = None,
-          on_step=None, dist: Dist | None = None) -> dict:
+def train(
+    cfg: TrainConfig,
+    store,
+    run_id: str,
+    *,
+    data=None,
+    log=print,
+    stop: _Stop | None = None,
+    on_step=None,
+    dist: Dist | None = None,
+) -> dict:
     """Train (or resume) run `run_id` ("rnn/<run>") in `store`. Returns the final progress dict.
 
     `data` may be a prepared WindowDataset (tests); otherwise cfg.data is loaded and validated first.
@@ -321,8 +357,11 @@ def train(cfg: TrainConfig, store, run_id: str, *, data=None, log=print, stop: _
         ck = load_checkpoint(store, run_id, map_location=device)
         saved = ck["config"]
         if saved["model"] != mcfg.to_dict():
-            raise InvalidArgument("config", f"run {run_id} was trained with model {saved['model']}, "
-                                            f"this config asks for {mcfg.to_dict()}; use a new --out")
+            raise InvalidArgument(
+                "config",
+                f"run {run_id} was trained with model {saved['model']}, "
+                f"this config asks for {mcfg.to_dict()}; use a new --out",
+            )
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         step, metrics = ck["step"], ck["metrics"]
@@ -337,7 +376,9 @@ def train(cfg: TrainConfig, store, run_id: str, *, data=None, log=print, stop: _
         if not dist.is_main:
             return
         state = {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
             "config": {"train": asdict(cfg), "model": mcfg.to_dict(), "features": features},
             "rng": {"data": data_gen.get_state(), "sample": sample_gen.get_state().cpu()},
             "metrics": metrics,
@@ -346,10 +387,11 @@ def train(cfg: TrainConfig, store, run_id: str, *, data=None, log=print, stop: _
         torch.save(state, buf)
         store.put_bytes(_ckpt_key(run_id, step), buf.getvalue())
         if metrics["loss"]:
-            store.put_bytes(f"{run_id}/plots/loss.png", _plot_loss(metrics["steps"], metrics["loss"]),
-                            content_type="image/png")
+            store.put_bytes(
+                f"{run_id}/plots/loss.png", _plot_loss(metrics["steps"], metrics["loss"]), content_type="image/png"
+            )
         if cfg.keep_checkpoints:
-            for old in checkpoint_steps(store, run_id)[:-cfg.keep_checkpoints]:
+            for old in checkpoint_steps(store, run_id)[: -cfg.keep_checkpoints]:
                 store.delete(_ckpt_key(run_id, old))
 
     t0, start_step, last_ckpt = time.monotonic(), step, step
@@ -360,14 +402,24 @@ def train(cfg: TrainConfig, store, run_id: str, *, data=None, log=print, stop: _
         elapsed = time.monotonic() - t0
         rate = (step - start_step) / elapsed if elapsed > 0 else 0.0
         loss = metrics["loss"][-1] if metrics["loss"] else None
-        p = {"run": run_id, "state": state, "step": step, "total": cfg.steps, "loss": loss,
-             "message": f"step {step}/{cfg.steps}" + (f" loss {loss:.4f}" if loss is not None else ""),
-             "metrics": {"tfr": tfr_at(step), "steps_per_second": rate},
-             "samples_per_second": rate * cfg.batch * cfg.seq_len,
-             "eta_seconds": (cfg.steps - step) / rate if rate > 0 else None, "elapsed_seconds": elapsed,
-             "checkpoint": _ckpt_key(run_id, last_ckpt) if last_ckpt else None, "device": str(device),
-             "param_names": list(cfg.props), "generate": list(cfg.generate), "updated_at": time.time(),
-             "result_uris": [store.key_uri(run_id)] if state == "succeeded" else []}
+        p = {
+            "run": run_id,
+            "state": state,
+            "step": step,
+            "total": cfg.steps,
+            "loss": loss,
+            "message": f"step {step}/{cfg.steps}" + (f" loss {loss:.4f}" if loss is not None else ""),
+            "metrics": {"tfr": tfr_at(step), "steps_per_second": rate},
+            "samples_per_second": rate * cfg.batch * cfg.seq_len,
+            "eta_seconds": (cfg.steps - step) / rate if rate > 0 else None,
+            "elapsed_seconds": elapsed,
+            "checkpoint": _ckpt_key(run_id, last_ckpt) if last_ckpt else None,
+            "device": str(device),
+            "param_names": list(cfg.props),
+            "generate": list(cfg.generate),
+            "updated_at": time.time(),
+            "result_uris": [store.key_uri(run_id)] if state == "succeeded" else [],
+        }
         if dist.is_main:
             _put_json(store, f"{run_id}/progress.json", p)
         return p
@@ -386,8 +438,15 @@ def train(cfg: TrainConfig, store, run_id: str, *, data=None, log=print, stop: _
         # every rank draws the global batch (same generator state everywhere) and keeps its shard
         x, target = data.sample(cfg.batch, cfg.seq_len, generator=data_gen)
         tf = tf_mask(cfg.seq_len, tfr_at(step), generator=data_gen)
-        loss = window_loss(net, dist.shard(x).to(device), dist.shard(target).to(device), tf,
-                           temperature=cfg.temperature, generator=sample_gen, dist=dist)
+        loss = window_loss(
+            net,
+            dist.shard(x).to(device),
+            dist.shard(target).to(device),
+            tf,
+            temperature=cfg.temperature,
+            generator=sample_gen,
+            dist=dist,
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:  # after DDP's all-reduce: the global batch's gradient, clipped the same on every rank
@@ -407,8 +466,10 @@ def train(cfg: TrainConfig, store, run_id: str, *, data=None, log=print, stop: _
         elif step % cfg.progress_every == 0:
             progress = report("running")
         if step % cfg.progress_every == 0:
-            log(f"step {step}/{cfg.steps} loss {metrics['loss'][-1]:.4f} tfr {tfr_at(step):.3f} "
-                f"{progress.get('samples_per_second', 0):.0f} samples/s")
+            log(
+                f"step {step}/{cfg.steps} loss {metrics['loss'][-1]:.4f} tfr {tfr_at(step):.3f} "
+                f"{progress.get('samples_per_second', 0):.0f} samples/s"
+            )
     if last_ckpt != step:  # stopped early (SIGTERM) or nothing left to do: make the current state durable
         save()
         last_ckpt = step
@@ -460,8 +521,17 @@ def main(argv: list[str] | None = None) -> int:
     except SmfError as exc:
         # the service relays this to the operation with its status code (e.g. INVALID_ARGUMENT naming a file)
         if dist.is_main:
-            _put_json(store, f"{run_id}/progress.json", {"run": run_id, "state": "failed", "error": exc.message,
-                                                          "error_code": exc.code.name, "updated_at": time.time()})
+            _put_json(
+                store,
+                f"{run_id}/progress.json",
+                {
+                    "run": run_id,
+                    "state": "failed",
+                    "error": exc.message,
+                    "error_code": exc.code.name,
+                    "updated_at": time.time(),
+                },
+            )
         print(f"smf.rnn.train: error: {exc.message}", file=sys.stderr)
         return 2
     finally:

@@ -1,11 +1,12 @@
 """`smf som …` — linearize a grid with the GAN in the loop, render the linearized grid, list linearizations.
 
-    smf som linearize grids/<id> --iterations 100 --features perceptual      # -> som/<id> (here, GAN in-process)
-    smf som linearize grids/<id> --gan localhost:50051                        # renders through GAN replicas
-    smf som linearize grids/<id> --remote localhost:50053                     # as an operation of the SOM service
-    smf som render som/<id> --d0 21 --d1 21 --pm                              # -> grids/<id>, kind "som-grid"
-    smf som ls
+smf som linearize grids/<id> --iterations 100 --features perceptual      # -> som/<id> (here, GAN in-process)
+smf som linearize grids/<id> --gan localhost:50051                        # renders through GAN replicas
+smf som linearize grids/<id> --remote localhost:50053                     # as an operation of the SOM service
+smf som render som/<id> --d0 21 --d1 21 --pm                              # -> grids/<id>, kind "som-grid"
+smf som ls
 """
+
 from __future__ import annotations
 
 import sys
@@ -17,28 +18,53 @@ from smf.common.store_cli import store_parent
 
 def register(subparsers) -> None:
     common = store_parent()
-    common.add_argument("--remote", metavar="HOST:PORT", default=None,
-                        help="use the SOM service at HOST:PORT instead of running here")
-    common.add_argument("--gan", metavar="HOST:PORT", nargs="+", default=None,
-                        help="when running here: render through these GAN service replicas instead of loading "
-                             "the model in-process")
+    common.add_argument(
+        "--remote", metavar="HOST:PORT", default=None, help="use the SOM service at HOST:PORT instead of running here"
+    )
+    common.add_argument(
+        "--gan",
+        metavar="HOST:PORT",
+        nargs="+",
+        default=None,
+        help="when running here: render through these GAN service replicas instead of loading the model in-process",
+    )
     p = subparsers.add_parser("som", help="linearize grids so neighbouring cells sound equally far apart")
     sub = p.add_subparsers(dest="som_command", metavar="ACTION", required=True)
 
     lz = sub.add_parser("linearize", parents=[common], help="relax a grid's latents (GAN in the loop) -> som/<id>")
     lz.add_argument("grid", help="grid id (grids/<id> or <id>) or artifact URI")
     lz.add_argument("--iterations", type=int, default=200, help="maximum iterations (default 200)")
-    lz.add_argument("--tolerance", type=float, default=1e-4,
-                    help="stop when the mean move falls below this many mesh spacings (default 1e-4)")
-    lz.add_argument("--features", default="spectrogram",
-                    help="spectrogram (default), logmel, mfcc, centroid, loudness or perceptual")
-    lz.add_argument("--weight", metavar="GROUP=W", action="append", default=[],
-                    help="feature group weight, e.g. --weight loudness=0.5 (perceptual: logmel, centroid, loudness)")
-    lz.add_argument("--rule", default="even", choices=["even", "original"],
-                    help="even (scale-free, default) or original (the seed notebook's rule)")
+    lz.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="stop when the mean move falls below this many mesh spacings (default 1e-4)",
+    )
+    lz.add_argument(
+        "--features",
+        default="spectrogram",
+        help="spectrogram (default), logmel, mfcc, centroid, loudness or perceptual",
+    )
+    lz.add_argument(
+        "--weight",
+        metavar="GROUP=W",
+        action="append",
+        default=[],
+        help="feature group weight, e.g. --weight loudness=0.5 (perceptual: logmel, centroid, loudness)",
+    )
+    lz.add_argument(
+        "--rule",
+        default="even",
+        choices=["even", "original"],
+        help="even (scale-free, default) or original (the seed notebook's rule)",
+    )
     lz.add_argument("--step", type=float, default=None, help="step size (default 0.1 even, 0.025 original)")
-    lz.add_argument("--axes", default="both", choices=["both", "dim0", "dim1"],
-                    help="which way points move: both (default), dim0 (along rows) or dim1 (along columns)")
+    lz.add_argument(
+        "--axes",
+        default="both",
+        choices=["both", "dim0", "dim1"],
+        help="which way points move: both (default), dim0 (along rows) or dim1 (along columns)",
+    )
     lz.add_argument("--seed", type=int, default=0, help="recorded with the result")
     lz.add_argument("--id", default="", help="artifact id to create (som/<name>); default a new id")
     lz.set_defaults(func=cmd_linearize)
@@ -71,6 +97,7 @@ def parse_weights(items: list[str]) -> dict[str, float]:
 
 def _bar(total: int, desc: str, unit: str):
     from tqdm import tqdm
+
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
 
@@ -95,6 +122,7 @@ def _follow(client, op, desc: str, unit: str):
         bar.total = o.progress.total or bar.total
         bar.n = o.progress.step
         bar.set_postfix_str(o.progress.message, refresh=True)
+
     try:
         return client.wait(op.id, on_progress=show)
     finally:
@@ -107,15 +135,25 @@ def cmd_linearize(args) -> int:
         from smf.som.client import SomClient
 
         with SomClient(args.remote) as som:
-            op = som.start_linearize(args.grid, iterations=args.iterations, tolerance=args.tolerance,
-                                     rule=args.rule, step=args.step, features=args.features,
-                                     feature_weights=weights, axes=args.axes, seed=args.seed,
-                                     linearization_id=args.id)
+            op = som.start_linearize(
+                args.grid,
+                iterations=args.iterations,
+                tolerance=args.tolerance,
+                rule=args.rule,
+                step=args.step,
+                features=args.features,
+                feature_weights=weights,
+                axes=args.axes,
+                seed=args.seed,
+                linearization_id=args.id,
+            )
             op = _follow(som, op, "linearize", "it")
             lz = som.get(op.result_uris[0])
-            print(f"evenness (CoV of adjacent distances): {lz.before.cov:.3f} -> {lz.after.cov:.3f}, "
-                  f"max/min {lz.before.max_min_ratio:.2f} -> {lz.after.max_min_ratio:.2f} "
-                  f"after {lz.iterations} iterations")
+            print(
+                f"evenness (CoV of adjacent distances): {lz.before.cov:.3f} -> {lz.after.cov:.3f}, "
+                f"max/min {lz.before.max_min_ratio:.2f} -> {lz.after.max_min_ratio:.2f} "
+                f"after {lz.iterations} iterations"
+            )
             print(f"linearized: {op.result_uris[0]}")
         return 0
     from smf.som import linearize as lin
@@ -125,8 +163,9 @@ def cmd_linearize(args) -> int:
     store = open_store(args.store)
     grid = lin.load_grid(store, lin.artifact_ref(store, args.grid, "grids", field="grid"))
     lin.require_model(store, grid.model, used_by=grid.grid_id)
-    config = SomConfig(rule=args.rule, step=args.step, iterations=args.iterations, tolerance=args.tolerance,
-                       axes=args.axes)
+    config = SomConfig(
+        rule=args.rule, step=args.step, iterations=args.iterations, tolerance=args.tolerance, axes=args.axes
+    )
     config.validate()
     FeatureExtractor(args.features, sample_rate=grid.sample_rate, weights=weights)  # bad kind/weights: fail now
     bar = _bar(args.iterations, "linearize", "it")
@@ -134,16 +173,27 @@ def cmd_linearize(args) -> int:
     def show(it: int, m: dict) -> None:
         bar.n = it
         bar.set_postfix_str(f"CoV {m['cov']:.3f}", refresh=True)
+
     try:
-        out = lin.linearize(store, grid, _render_fn(store, grid.model, args.gan), config=config,
-                            features=args.features, feature_weights=weights, seed=args.seed, som_id=args.id,
-                            on_iteration=show)
+        out = lin.linearize(
+            store,
+            grid,
+            _render_fn(store, grid.model, args.gan),
+            config=config,
+            features=args.features,
+            feature_weights=weights,
+            seed=args.seed,
+            som_id=args.id,
+            on_iteration=show,
+        )
     finally:
         bar.close()
     m = out.metrics
-    print(f"evenness (CoV of adjacent distances): {m['before']['cov']:.3f} -> {m['after']['cov']:.3f}, "
-          f"max/min {m['before']['max_min_ratio']:.2f} -> {m['after']['max_min_ratio']:.2f} "
-          f"after {m['iterations']} iterations")
+    print(
+        f"evenness (CoV of adjacent distances): {m['before']['cov']:.3f} -> {m['after']['cov']:.3f}, "
+        f"max/min {m['before']['max_min_ratio']:.2f} -> {m['after']['max_min_ratio']:.2f} "
+        f"after {m['iterations']} iterations"
+    )
     print(f"linearized: {store.key_uri(out.som_id)}")
     return 0
 
@@ -168,9 +218,18 @@ def cmd_render(args) -> int:
     def show(done: int, total: int) -> None:
         bar.n = done
         bar.refresh()
+
     try:
-        manifest = lin.render_linearized(store, som_id, _render_fn(store, metrics["model"], args.gan), d0=args.d0,
-                                         d1=args.d1, pm=args.pm, grid_id=args.id, on_progress=show)
+        manifest = lin.render_linearized(
+            store,
+            som_id,
+            _render_fn(store, metrics["model"], args.gan),
+            d0=args.d0,
+            d1=args.d1,
+            pm=args.pm,
+            grid_id=args.id,
+            on_progress=show,
+        )
     finally:
         bar.close()
     print(f"grid: {store.key_uri(manifest.id)}  (smf grid open {manifest.id})")
@@ -182,8 +241,17 @@ def cmd_ls(args) -> int:
         from smf.som.client import SomClient
 
         with SomClient(args.remote) as som:
-            rows = [{"id": x.artifact.id, "grid": x.grid_id, "features": x.features, "iterations": x.iterations,
-                     "before": x.before.cov, "after": x.after.cov} for x in som.list(args.grid)]
+            rows = [
+                {
+                    "id": x.artifact.id,
+                    "grid": x.grid_id,
+                    "features": x.features,
+                    "iterations": x.iterations,
+                    "before": x.before.cov,
+                    "after": x.after.cov,
+                }
+                for x in som.list(args.grid)
+            ]
     else:
         from smf.common.lineage import list_artifacts, read_manifest
         from smf.som.linearize import artifact_ref
@@ -195,14 +263,23 @@ def cmd_ls(args) -> int:
             cfg = read_manifest(store, aid).config or {}
             if want and cfg.get("grid") != want:
                 continue
-            rows.append({"id": aid, "grid": cfg.get("grid", ""), "features": (cfg.get("features") or {}).get("kind"),
-                         "iterations": cfg.get("iterations", 0), "before": (cfg.get("before") or {}).get("cov", 0),
-                         "after": (cfg.get("after") or {}).get("cov", 0)})
+            rows.append(
+                {
+                    "id": aid,
+                    "grid": cfg.get("grid", ""),
+                    "features": (cfg.get("features") or {}).get("kind"),
+                    "iterations": cfg.get("iterations", 0),
+                    "before": (cfg.get("before") or {}).get("cov", 0),
+                    "after": (cfg.get("after") or {}).get("cov", 0),
+                }
+            )
     if not rows:
         print("no linearizations yet (smf som linearize GRID)")
         return 0
     print(f"{'id':34} {'grid':34} {'features':12} {'iter':>5}  CoV before -> after")
     for r in rows:
-        print(f"{r['id']:34} {r['grid']:34} {r['features'] or '-':12} {r['iterations']:>5}  "
-              f"{r['before']:.3f} -> {r['after']:.3f}")
+        print(
+            f"{r['id']:34} {r['grid']:34} {r['features'] or '-':12} {r['iterations']:>5}  "
+            f"{r['before']:.3f} -> {r['after']:.3f}"
+        )
     return 0

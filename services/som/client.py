@@ -9,6 +9,7 @@
 
 Errors come back as `smf.common.errors` (InvalidArgument naming the field, NotFound, FailedPrecondition ...).
 """
+
 from __future__ import annotations
 
 from smf.common.client import ServiceClient, call
@@ -20,14 +21,30 @@ __all__ = ["SomClient"]
 class SomClient(ServiceClient):
     stub_class = som_pb2_grpc.SomServiceStub  # SomClient(target, *, token=None, tls=None)
 
-    def start_linearize(self, grid_id: str, *, iterations: int | None = None, tolerance: float | None = None,
-                        rule: str = "", step: float | None = None, features: str = "",
-                        feature_weights: dict[str, float] | None = None, axes: str = "", seed: int = 0,
-                        linearization_id: str = ""):
+    def start_linearize(
+        self,
+        grid_id: str,
+        *,
+        iterations: int | None = None,
+        tolerance: float | None = None,
+        rule: str = "",
+        step: float | None = None,
+        features: str = "",
+        feature_weights: dict[str, float] | None = None,
+        axes: str = "",
+        seed: int = 0,
+        linearization_id: str = "",
+    ):
         """Start linearizing a grid; returns the Operation (its result is the som/<id> URI)."""
-        req = som_pb2.StartLinearizeRequest(grid_id=grid_id, rule=rule, features=features, axes=axes, seed=seed,
-                                            feature_weights=feature_weights or {},
-                                            linearization_id=linearization_id)
+        req = som_pb2.StartLinearizeRequest(
+            grid_id=grid_id,
+            rule=rule,
+            features=features,
+            axes=axes,
+            seed=seed,
+            feature_weights=feature_weights or {},
+            linearization_id=linearization_id,
+        )
         if iterations is not None:
             req.iterations = iterations
         if tolerance is not None:

@@ -20,6 +20,7 @@ distance: with weights {"logmel": 2, "centroid": 1, "loudness": 0}, d² = 2·d²
 features are scaled by sqrt(weight)). Weights apply to every kind; for a single-group kind they only scale the
 distance, which the scale-free "even" rule ignores and the "original" rule's step feels.
 """
+
 from __future__ import annotations
 
 import functools
@@ -47,8 +48,9 @@ def _mel(sample_rate: int, n_mels: int) -> torchaudio.transforms.MelSpectrogram:
 @functools.lru_cache(maxsize=8)
 def _mfcc(sample_rate: int, n_mfcc: int) -> torchaudio.transforms.MFCC:
     n_fft, hop = _frames(sample_rate)
-    return torchaudio.transforms.MFCC(sample_rate, n_mfcc=n_mfcc,
-                                      melkwargs={"n_fft": n_fft, "hop_length": hop, "n_mels": 40})
+    return torchaudio.transforms.MFCC(
+        sample_rate, n_mfcc=n_mfcc, melkwargs={"n_fft": n_fft, "hop_length": hop, "n_mels": 40}
+    )
 
 
 def logmel_stats(audio: torch.Tensor, sample_rate: int, n_mels: int = 40) -> torch.Tensor:
@@ -64,8 +66,14 @@ def mfcc_stats(audio: torch.Tensor, sample_rate: int, n_mfcc: int = 20) -> torch
 def centroid_stats(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
     n_fft, hop = _frames(sample_rate)
     c = torchaudio.functional.spectral_centroid(
-        audio, sample_rate, pad=0, window=torch.hann_window(n_fft).to(audio), n_fft=n_fft, hop_length=hop,
-        win_length=n_fft)
+        audio,
+        sample_rate,
+        pad=0,
+        window=torch.hann_window(n_fft).to(audio),
+        n_fft=n_fft,
+        hop_length=hop,
+        win_length=n_fft,
+    )
     octaves = torch.log2(c.nan_to_num(0.0).clamp_min(20.0))  # silent frames give NaN centroids
     return torch.stack([octaves.mean(-1), octaves.std(-1)], dim=-1)
 
@@ -83,8 +91,9 @@ GROUPS = {"logmel": logmel_stats, "mfcc": mfcc_stats, "centroid": centroid_stats
 class FeatureExtractor:
     """Maps a batch of rendered cells to feature vectors; see the module docstring for the kinds."""
 
-    def __init__(self, kind: str = "spectrogram", *, sample_rate: int, weights: dict[str, float] | None = None,
-                 transform=None):
+    def __init__(
+        self, kind: str = "spectrogram", *, sample_rate: int, weights: dict[str, float] | None = None, transform=None
+    ):
         if kind not in KINDS:
             raise InvalidArgument("features", f"must be one of {KINDS}, got {kind!r}")
         if not isinstance(sample_rate, int) or sample_rate <= 0:
@@ -127,8 +136,11 @@ class FeatureExtractor:
             return self.weights["spectrogram"] ** 0.5 * spectrograms.reshape(spectrograms.shape[0], -1).double()
         n_fft, _ = _frames(self.sample_rate)
         if audio.shape[1] < n_fft:
-            raise InvalidArgument("audio", f"clips of {audio.shape[1]} samples are shorter than one analysis frame "
-                                           f"({n_fft} samples at {self.sample_rate} Hz)")
+            raise InvalidArgument(
+                "audio",
+                f"clips of {audio.shape[1]} samples are shorter than one analysis frame "
+                f"({n_fft} samples at {self.sample_rate} Hz)",
+            )
         audio = audio.float()
         parts = []
         for group, weight in self.weights.items():
@@ -140,5 +152,5 @@ class FeatureExtractor:
                     self._stats[group] = (f.mean(0), spread if spread > 1e-9 else torch.ones_like(spread))
                 mean, spread = self._stats[group]
                 f = (f - mean) / spread
-            parts.append(weight ** 0.5 * f)
+            parts.append(weight**0.5 * f)
         return torch.cat(parts, dim=-1)

@@ -16,6 +16,7 @@ Functions take a store and a render function; gRPC lives in server.py. Departure
 generator's raw output spectrogram, because the GAN service returns audio; re-analysing a consistent signal gives
 the spectrogram the listener hears, close to but not bit-equal with the generator's output.
 """
+
 from __future__ import annotations
 
 import io
@@ -40,7 +41,7 @@ METRICS = "metrics.json"
 PLOT_FILES = {"mesh": "plots/mesh.png", "distances": "plots/distances.png", "convergence": "plots/convergence.png"}
 RENDER_CHUNK = 1024  # latents per render call: below the GAN service's 4096 per request, and a bounded message
 
-RenderFn = Callable[[np.ndarray], np.ndarray]   # latents [N, dim] float32 -> audio [N, T] float32
+RenderFn = Callable[[np.ndarray], np.ndarray]  # latents [N, dim] float32 -> audio [N, T] float32
 
 
 @dataclass
@@ -48,11 +49,11 @@ class GridSource:
     """What linearizing needs from a stored grid."""
 
     grid_id: str
-    model: str              # "gan/<name>"
+    model: str  # "gan/<name>"
     d0: int
     d1: int
     sample_rate: int
-    latents: torch.Tensor   # [d1, d0, dim]; variation 0 of each cell (the cell's own latent)
+    latents: torch.Tensor  # [d1, d0, dim]; variation 0 of each cell (the cell's own latent)
     doc: dict = field(repr=False, default_factory=dict)
 
     @property
@@ -127,8 +128,15 @@ def load_grid(store: Store, grid_id: str) -> GridSource:
     model = doc.get("model") or ""
     if not model:
         raise FailedPrecondition(f"{grid_id}: grid.json names no model")
-    return GridSource(grid_id=grid_id, model=model, d0=d0, d1=d1, sample_rate=int(doc["sample_rate"]),
-                      latents=latents.float(), doc=doc)
+    return GridSource(
+        grid_id=grid_id,
+        model=model,
+        d0=d0,
+        d1=d1,
+        sample_rate=int(doc["sample_rate"]),
+        latents=latents.float(),
+        doc=doc,
+    )
 
 
 def require_model(store: Store, model: str, *, used_by: str) -> None:
@@ -136,8 +144,10 @@ def require_model(store: Store, model: str, *, used_by: str) -> None:
     from smf.gan.train import checkpoint_keys
 
     if not checkpoint_keys(store, model):
-        raise FailedPrecondition(f"{used_by} was made with model {model}, which no longer exists in {store.uri} "
-                                 "(deleted?); linearize a grid of an existing model")
+        raise FailedPrecondition(
+            f"{used_by} was made with model {model}, which no longer exists in {store.uri} "
+            "(deleted?); linearize a grid of an existing model"
+        )
 
 
 def model_transform(store: Store, model: str):
@@ -156,7 +166,7 @@ def model_transform(store: Store, model: str):
 def render_in_chunks(render_fn: RenderFn, latents: torch.Tensor | np.ndarray) -> np.ndarray:
     """Render [N, dim] latents RENDER_CHUNK at a time; FAILED_PRECONDITION on NaN/inf audio (never passed on)."""
     z = np.asarray(torch.as_tensor(latents).detach().float().cpu().numpy(), dtype=np.float32)
-    parts = [np.asarray(render_fn(z[i:i + RENDER_CHUNK]), dtype=np.float32) for i in range(0, len(z), RENDER_CHUNK)]
+    parts = [np.asarray(render_fn(z[i : i + RENDER_CHUNK]), dtype=np.float32) for i in range(0, len(z), RENDER_CHUNK)]
     audio = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
     if audio.ndim != 2 or len(audio) != len(z):
         raise FailedPrecondition(f"the renderer returned audio of shape {audio.shape} for {len(z)} latents")
@@ -167,24 +177,35 @@ def render_in_chunks(render_fn: RenderFn, latents: torch.Tensor | np.ndarray) ->
 
 def features_fn(render_fn: RenderFn, extractor: FeatureExtractor) -> Callable[[torch.Tensor], torch.Tensor]:
     """latents [N, dim] -> features [N, K]: render through the GAN, then measure."""
+
     def measure(latents: torch.Tensor) -> torch.Tensor:
         return extractor(torch.from_numpy(render_in_chunks(render_fn, latents)))
+
     return measure
 
 
 # --- linearize -------------------------------------------------------------------------------------------------------
 def adjacent_maps(dist: torch.Tensor) -> dict[str, list]:
     """Feature distances between 4-adjacent cells from relax's [R, C, 8]: horizontal [R, C-1], vertical [R-1, C]."""
-    right = DIRECTIONS.index((0, -1))   # shift (0, -1) = the neighbour at j + 1
-    down = DIRECTIONS.index((-1, 0))    # shift (-1, 0) = the neighbour at i + 1
+    right = DIRECTIONS.index((0, -1))  # shift (0, -1) = the neighbour at j + 1
+    down = DIRECTIONS.index((-1, 0))  # shift (-1, 0) = the neighbour at i + 1
     return {"horizontal": dist[:, :-1, right].tolist(), "vertical": dist[:-1, :, down].tolist()}
 
 
-def linearize(store: Store, grid: GridSource, render_fn: RenderFn, *, config: SomConfig | None = None,
-              features: str = "spectrogram", feature_weights: dict[str, float] | None = None, transform=None,
-              seed: int = 0, som_id: str = "",
-              on_iteration: Callable[[int, dict[str, float]], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> Linearized:
+def linearize(
+    store: Store,
+    grid: GridSource,
+    render_fn: RenderFn,
+    *,
+    config: SomConfig | None = None,
+    features: str = "spectrogram",
+    feature_weights: dict[str, float] | None = None,
+    transform=None,
+    seed: int = 0,
+    som_id: str = "",
+    on_iteration: Callable[[int, dict[str, float]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Linearized:
     """Relax `grid`'s latents with `render_fn` in the loop and store som/<id>; returns it with its metrics.
 
     `should_stop()` returning True cancels the run: nothing is stored (CANCELLED). Divergence is INVALID_ARGUMENT
@@ -194,12 +215,12 @@ def linearize(store: Store, grid: GridSource, render_fn: RenderFn, *, config: So
     config.validate()
     if features == "spectrogram" and transform is None:
         transform = model_transform(store, grid.model)
-    extractor = FeatureExtractor(features, sample_rate=grid.sample_rate, weights=feature_weights,
-                                 transform=transform)
+    extractor = FeatureExtractor(features, sample_rate=grid.sample_rate, weights=feature_weights, transform=transform)
     som_id = new_artifact_id(store, som_id, "som", field="linearization_id")
     started = time.monotonic()
-    result = relax(features_fn(render_fn, extractor), grid.latents, config, on_iteration=on_iteration,
-                   should_stop=should_stop)
+    result = relax(
+        features_fn(render_fn, extractor), grid.latents, config, on_iteration=on_iteration, should_stop=should_stop
+    )
     if should_stop is not None and should_stop():
         raise Cancelled(f"linearization of {grid.grid_id} cancelled after {result.iterations} iterations")
     elapsed = time.monotonic() - started
@@ -208,16 +229,27 @@ def linearize(store: Store, grid: GridSource, render_fn: RenderFn, *, config: So
     torch.save(latents.clone(), buf)
     before, after = result.before, result.after
     metrics = {
-        "grid": grid.grid_id, "model": grid.model, "d0": grid.d0, "d1": grid.d1, "latent_dim": grid.latent_dim,
-        "sample_rate": grid.sample_rate, "features": extractor.describe(),
-        "config": {**asdict(config), "effective_step": config.effective_step}, "seed": seed,
-        "iterations": result.iterations, "converged": result.converged, "elapsed_s": round(elapsed, 3),
-        "before": before, "after": after,
+        "grid": grid.grid_id,
+        "model": grid.model,
+        "d0": grid.d0,
+        "d1": grid.d1,
+        "latent_dim": grid.latent_dim,
+        "sample_rate": grid.sample_rate,
+        "features": extractor.describe(),
+        "config": {**asdict(config), "effective_step": config.effective_step},
+        "seed": seed,
+        "iterations": result.iterations,
+        "converged": result.converged,
+        "elapsed_s": round(elapsed, 3),
+        "before": before,
+        "after": after,
         "cov_reduction": (1 - after["cov"] / before["cov"]) if before["cov"] > 0 else 0.0,
         "max_min_ratio_reduction": 1 - after["max_min_ratio"] / before["max_min_ratio"],
         "history": result.history,
-        "adjacent_distances": {"before": adjacent_maps(result.distances_before),
-                               "after": adjacent_maps(result.distances_after)},
+        "adjacent_distances": {
+            "before": adjacent_maps(result.distances_before),
+            "after": adjacent_maps(result.distances_after),
+        },
         "corners": grid.doc.get("corners"),
         "plots": list(PLOT_FILES.values()),
     }
@@ -228,10 +260,27 @@ def linearize(store: Store, grid: GridSource, render_fn: RenderFn, *, config: So
         PLOT_FILES["distances"]: plots.distances_png(metrics["adjacent_distances"]),
         PLOT_FILES["convergence"]: plots.convergence_png(result.history),
     }
-    summary = {k: metrics[k] for k in ("grid", "model", "d0", "d1", "latent_dim", "sample_rate", "features",
-                                       "config", "seed", "iterations", "converged", "before", "after")}
-    manifest = write_artifact(store, "som", som_id, files, config=summary, inputs=[grid.grid_id, grid.model],
-                              service="som")
+    summary = {
+        k: metrics[k]
+        for k in (
+            "grid",
+            "model",
+            "d0",
+            "d1",
+            "latent_dim",
+            "sample_rate",
+            "features",
+            "config",
+            "seed",
+            "iterations",
+            "converged",
+            "before",
+            "after",
+        )
+    }
+    manifest = write_artifact(
+        store, "som", som_id, files, config=summary, inputs=[grid.grid_id, grid.model], service="som"
+    )
     return Linearized(som_id=som_id, manifest=manifest, metrics=metrics, result=result)
 
 
@@ -257,16 +306,42 @@ def load_linearized(store: Store, som_id: str, *, d0: int = 0, d1: int = 0) -> t
     return latents.float(), metrics
 
 
-def render_linearized(store: Store, som_id: str, render_fn: RenderFn, *, d0: int = 0, d1: int = 0, pm: bool = True,
-                      grid_id: str = "", on_progress: Callable[[int, int], None] | None = None,
-                      batch_size: int = 64) -> Manifest:
+def render_linearized(
+    store: Store,
+    som_id: str,
+    render_fn: RenderFn,
+    *,
+    d0: int = 0,
+    d1: int = 0,
+    pm: bool = True,
+    grid_id: str = "",
+    on_progress: Callable[[int, int], None] | None = None,
+    batch_size: int = 64,
+) -> Manifest:
     """Render som/<id> through `render_fn` into a new grid artifact (kind "som-grid"), exactly like a grid."""
     latents, metrics = load_linearized(store, som_id, d0=d0, d1=d1)
     grid_id = new_artifact_id(store, grid_id, "grids", field="grid_id")
     model = metrics["model"]
-    config = {"interpolation": "som", "linearization": som_id, "source_grid": metrics["grid"],
-              "corners": metrics.get("corners") or [], "features": metrics["features"]["kind"],
-              "evenness": {"before": metrics["before"], "after": metrics["after"]}}
-    return render_grid(store, grid_id, latents, render_fn, model=model, sample_rate=int(metrics["sample_rate"]),
-                       inputs=[som_id, model], config=config, kind="som-grid", pm=pm, on_progress=on_progress,
-                       batch_size=batch_size, service="som")
+    config = {
+        "interpolation": "som",
+        "linearization": som_id,
+        "source_grid": metrics["grid"],
+        "corners": metrics.get("corners") or [],
+        "features": metrics["features"]["kind"],
+        "evenness": {"before": metrics["before"], "after": metrics["after"]},
+    }
+    return render_grid(
+        store,
+        grid_id,
+        latents,
+        render_fn,
+        model=model,
+        sample_rate=int(metrics["sample_rate"]),
+        inputs=[som_id, model],
+        config=config,
+        kind="som-grid",
+        pm=pm,
+        on_progress=on_progress,
+        batch_size=batch_size,
+        service="som",
+    )

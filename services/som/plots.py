@@ -1,9 +1,10 @@
 """The SOM's figures, as PNG bytes (matplotlib, Agg backend — servers have no display).
 
-    mesh_png(result.mesh2d_initial, result.mesh2d)          # the 2-D visualisation mesh before / after
-    distances_png(metrics["adjacent_distances"])            # heatmaps of adjacent-cell feature distances
-    convergence_png(result.history)                         # CoV and max/min ratio per iteration
+mesh_png(result.mesh2d_initial, result.mesh2d)          # the 2-D visualisation mesh before / after
+distances_png(metrics["adjacent_distances"])            # heatmaps of adjacent-cell feature distances
+convergence_png(result.history)                         # CoV and max/min ratio per iteration
 """
+
 from __future__ import annotations
 
 import io
@@ -28,7 +29,7 @@ def _png(fig) -> bytes:
 
 
 def _draw_mesh(ax, mesh: np.ndarray, **style) -> None:
-    for row in mesh:                   # lines along dim0
+    for row in mesh:  # lines along dim0
         ax.plot(row[:, 0], row[:, 1], **style)
     for col in mesh.transpose(1, 0, 2):  # lines along dim1
         ax.plot(col[:, 0], col[:, 1], **style)

@@ -7,6 +7,7 @@ so bad input comes back as a status code at once; the work itself (`linearize.li
 `linearize.render_linearized`) runs as an operation whose renders go through `GanClient`, which splits each batch
 over the GAN replicas given.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,35 +45,51 @@ GAN_BATCH = 32  # latents per replica per render request (the GAN service's defa
 
 def _evenness(d: dict | None) -> som_pb2.Evenness:
     d = d or {}
-    return som_pb2.Evenness(cov=d.get("cov", 0.0), max_min_ratio=d.get("max_min_ratio", 0.0),
-                            mean_distance=d.get("mean_distance", 0.0))
+    return som_pb2.Evenness(
+        cov=d.get("cov", 0.0), max_min_ratio=d.get("max_min_ratio", 0.0), mean_distance=d.get("mean_distance", 0.0)
+    )
 
 
-def linearization_message(store: Store, som_id: str, doc: dict, created_at: str, *,
-                          history: bool = False) -> som_pb2.Linearization:
+def linearization_message(
+    store: Store, som_id: str, doc: dict, created_at: str, *, history: bool = False
+) -> som_pb2.Linearization:
     """A Linearization from metrics.json (history included) or the manifest's summary (no history)."""
     uri = store.key_uri(som_id)
     cfg, feats = doc.get("config") or {}, doc.get("features") or {}
     msg = som_pb2.Linearization(
-        artifact=common_pb2.ArtifactRef(uri=uri, id=som_id, kind="som"), grid_id=doc.get("grid", ""),
-        model=doc.get("model", ""), d0=doc.get("d0", 0), d1=doc.get("d1", 0), latent_dim=doc.get("latent_dim", 0),
-        features=feats.get("kind", ""), feature_weights=feats.get("weights") or {}, rule=cfg.get("rule", ""),
-        step=cfg.get("effective_step") or 0.0, axes=cfg.get("axes", ""), tolerance=cfg.get("tolerance") or 0.0,
-        seed=doc.get("seed", 0), iterations=doc.get("iterations", 0), converged=bool(doc.get("converged")),
-        before=_evenness(doc.get("before")), after=_evenness(doc.get("after")), create_time=created_at,
-        linearized_uri=f"{uri}/{lin.LINEARIZED}", plot_uris=[f"{uri}/{p}" for p in lin.PLOT_FILES.values()])
+        artifact=common_pb2.ArtifactRef(uri=uri, id=som_id, kind="som"),
+        grid_id=doc.get("grid", ""),
+        model=doc.get("model", ""),
+        d0=doc.get("d0", 0),
+        d1=doc.get("d1", 0),
+        latent_dim=doc.get("latent_dim", 0),
+        features=feats.get("kind", ""),
+        feature_weights=feats.get("weights") or {},
+        rule=cfg.get("rule", ""),
+        step=cfg.get("effective_step") or 0.0,
+        axes=cfg.get("axes", ""),
+        tolerance=cfg.get("tolerance") or 0.0,
+        seed=doc.get("seed", 0),
+        iterations=doc.get("iterations", 0),
+        converged=bool(doc.get("converged")),
+        before=_evenness(doc.get("before")),
+        after=_evenness(doc.get("after")),
+        create_time=created_at,
+        linearized_uri=f"{uri}/{lin.LINEARIZED}",
+        plot_uris=[f"{uri}/{p}" for p in lin.PLOT_FILES.values()],
+    )
     if history:
         for h in doc.get("history") or []:
-            msg.history.append(som_pb2.IterationMetrics(iteration=h["iteration"], evenness=_evenness(h),
-                                                        move=h.get("move", 0.0)))
+            msg.history.append(
+                som_pb2.IterationMetrics(iteration=h["iteration"], evenness=_evenness(h), move=h.get("move", 0.0))
+            )
     return msg
 
 
 class SomServicer(som_pb2_grpc.SomServiceServicer):
     """`gan` is a GanClient (several replicas allowed) or anything with `render_latents(model, z, output=)`."""
 
-    def __init__(self, store: Store, gan, *, registry: OperationRegistry | None = None,
-                 batch_size: int | None = None):
+    def __init__(self, store: Store, gan, *, registry: OperationRegistry | None = None, batch_size: int | None = None):
         self.store, self.gan = store, gan
         # SOM runs render the whole mesh every iteration: two at a time keep the GAN replicas busy, not swamped
         self.registry = registry or OperationRegistry(max_running=2)
@@ -85,13 +102,17 @@ class SomServicer(som_pb2_grpc.SomServiceServicer):
                 return self.gan.render_latents(model, latents, output="inline").audio
             except NotFound as exc:  # deleted while we were running
                 raise FailedPrecondition(f"{used_by}: model {model} is gone from the GAN service ({exc.message})")
+
         return render
 
     # --- linearize ---
     def StartLinearize(self, request, context):
         grid_id = lin.artifact_ref(self.store, request.grid_id, "grids", field="grid_id")
-        config = SomConfig(rule=request.rule or "even", axes=request.axes or "both",
-                           step=request.step if request.HasField("step") else None)
+        config = SomConfig(
+            rule=request.rule or "even",
+            axes=request.axes or "both",
+            step=request.step if request.HasField("step") else None,
+        )
         if request.HasField("iterations"):
             config.iterations = request.iterations
         if request.HasField("tolerance"):
@@ -111,23 +132,44 @@ class SomServicer(som_pb2_grpc.SomServiceServicer):
 
             def progress(it: int, m: dict) -> None:
                 first.setdefault("cov", m["cov"])
-                ctx.report(step=it, total=config.iterations, loss=m["cov"],
-                           message=f"iteration {it}/{config.iterations}: CoV {first['cov']:.3f} -> {m['cov']:.3f}, "
-                                   f"max/min {m['max_min_ratio']:.2f}",
-                           metrics={"cov": m["cov"], "cov_before": first["cov"],
-                                    "max_min_ratio": m["max_min_ratio"], "move": m.get("move", 0.0)})
+                ctx.report(
+                    step=it,
+                    total=config.iterations,
+                    loss=m["cov"],
+                    message=f"iteration {it}/{config.iterations}: CoV {first['cov']:.3f} -> {m['cov']:.3f}, "
+                    f"max/min {m['max_min_ratio']:.2f}",
+                    metrics={
+                        "cov": m["cov"],
+                        "cov_before": first["cov"],
+                        "max_min_ratio": m["max_min_ratio"],
+                        "move": m.get("move", 0.0),
+                    },
+                )
 
-            out = lin.linearize(self.store, grid, render, config=config, features=features, feature_weights=weights,
-                                transform=transform, seed=request.seed, som_id=som_id, on_iteration=progress,
-                                should_stop=lambda: ctx.cancelled)
+            out = lin.linearize(
+                self.store,
+                grid,
+                render,
+                config=config,
+                features=features,
+                feature_weights=weights,
+                transform=transform,
+                seed=request.seed,
+                som_id=som_id,
+                on_iteration=progress,
+                should_stop=lambda: ctx.cancelled,
+            )
             m = out.metrics
-            ctx.report(message=f"done after {m['iterations']} iterations: CoV {m['before']['cov']:.3f} -> "
-                               f"{m['after']['cov']:.3f}, max/min {m['before']['max_min_ratio']:.2f} -> "
-                               f"{m['after']['max_min_ratio']:.2f}")
+            ctx.report(
+                message=f"done after {m['iterations']} iterations: CoV {m['before']['cov']:.3f} -> "
+                f"{m['after']['cov']:.3f}, max/min {m['before']['max_min_ratio']:.2f} -> "
+                f"{m['after']['max_min_ratio']:.2f}"
+            )
             return [self.store.key_uri(som_id)]
 
-        op = self.registry.start("som.linearize", work,
-                                 metadata={"grid": grid_id, "model": grid.model, "linearization": som_id})
+        op = self.registry.start(
+            "som.linearize", work, metadata={"grid": grid_id, "model": grid.model, "linearization": som_id}
+        )
         return som_pb2.StartLinearizeResponse(operation=op)
 
     # --- reading ---
@@ -161,12 +203,22 @@ class SomServicer(som_pb2_grpc.SomServiceServicer):
                 ctx.report(step=done, total=total, message=f"rendered {done}/{total} cells")
                 ctx.check_cancelled()  # raising here makes render_grid delete what it wrote
 
-            lin.render_linearized(self.store, som_id, render, d0=request.d0, d1=request.d1, pm=request.pm,
-                                  grid_id=grid_id, on_progress=progress, batch_size=self.batch_size)
+            lin.render_linearized(
+                self.store,
+                som_id,
+                render,
+                d0=request.d0,
+                d1=request.d1,
+                pm=request.pm,
+                grid_id=grid_id,
+                on_progress=progress,
+                batch_size=self.batch_size,
+            )
             return [self.store.key_uri(grid_id)]
 
-        op = self.registry.start("som.render", work, metadata={"linearization": som_id, "grid": grid_id,
-                                                               "model": metrics["model"]})
+        op = self.registry.start(
+            "som.render", work, metadata={"linearization": som_id, "grid": grid_id, "model": metrics["model"]}
+        )
         return som_pb2.StartRenderResponse(operation=op)
 
     def close(self) -> None:
@@ -188,8 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="smf serve som", description=__doc__.splitlines()[0])
     add_server_arguments(parser, default_port=50053)
     add_gan_targets_argument(parser)
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="latents per render request when rendering a grid (default 32 per GAN replica)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="latents per render request when rendering a grid (default 32 per GAN replica)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads for features (0 = default)")
     args = parser.parse_args(argv)
     if args.threads:

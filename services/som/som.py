@@ -17,6 +17,7 @@ Two update rules:
     result = relax(features_fn, latents0, iterations=200)     # latents0: [d1, d0, dim], e.g. grid_latents(...)
     result.latents                                            # [d1, d0, dim] -> linearized.pt
 """
+
 from __future__ import annotations
 
 import functools
@@ -99,10 +100,10 @@ def neighbour_distances(features: torch.Tensor, *, faithful: bool = False, norm:
         return out if norm == "l1" else out.sqrt_()
 
     # distance from (i, j) to (i + a, j + b) for each offset, 0 where the neighbour is off the mesh
-    down = dist(feats[:-1], feats[1:])                 # (i,j) <-> (i+1,j)
-    right = dist(feats[:, :-1], feats[:, 1:])          # (i,j) <-> (i,j+1)
-    diag = dist(feats[:-1, :-1], feats[1:, 1:])        # (i,j) <-> (i+1,j+1)
-    anti = dist(feats[:-1, 1:], feats[1:, :-1])        # (i,j+1) <-> (i+1,j)
+    down = dist(feats[:-1], feats[1:])  # (i,j) <-> (i+1,j)
+    right = dist(feats[:, :-1], feats[:, 1:])  # (i,j) <-> (i,j+1)
+    diag = dist(feats[:-1, :-1], feats[1:, 1:])  # (i,j) <-> (i+1,j+1)
+    anti = dist(feats[:-1, 1:], feats[1:, :-1])  # (i,j+1) <-> (i+1,j)
     by_offset = {(a, b): features.new_zeros((R, C)) for a in (-1, 0, 1) for b in (-1, 0, 1)}
     by_offset[(1, 0)][:-1] = down
     by_offset[(-1, 0)][1:] = down
@@ -143,10 +144,10 @@ def clamp_to_edges(dv: torch.Tensor, pos: torch.Tensor, *, faithful: bool) -> to
     """Pin the corners; let edge points move only along their edge line."""
     dv = dv.clone()
     edges = [
-        ((0, slice(1, -1)), pos[0, -1] - pos[0, 0]),      # top row
-        ((-1, slice(1, -1)), pos[-1, -1] - pos[-1, 0]),   # bottom row
-        ((slice(1, -1), 0), pos[-1, 0] - pos[0, 0]),      # left column
-        ((slice(1, -1), -1), pos[-1, -1] - pos[0, -1]),   # right column
+        ((0, slice(1, -1)), pos[0, -1] - pos[0, 0]),  # top row
+        ((-1, slice(1, -1)), pos[-1, -1] - pos[-1, 0]),  # bottom row
+        ((slice(1, -1), 0), pos[-1, 0] - pos[0, 0]),  # left column
+        ((slice(1, -1), -1), pos[-1, -1] - pos[0, -1]),  # right column
     ]
     for index, edge in edges:
         length = edge.norm()
@@ -201,13 +202,13 @@ def mesh_2d(rows: int, cols: int, pos: torch.Tensor, *, dtype=torch.float64) -> 
 @dataclass
 class SomConfig:
     rule: str = "even"
-    step: float | None = None          # None -> 0.1 for "even", 0.025 for "original"
+    step: float | None = None  # None -> 0.1 for "even", 0.025 for "original"
     iterations: int = 200
-    tolerance: float = 1e-4            # stop when the mean move (in mesh spacings) falls below this
+    tolerance: float = 1e-4  # stop when the mean move (in mesh spacings) falls below this
     clamp_edges: bool = True
-    axes: str = "both"                 # "dim0": move only along rows (e.g. dim1 is pitch), "dim1": only along columns
-    max_move: float = 0.25             # "even": cap a move at this fraction of the nearest-neighbour gap
-    faithful_features: bool = False    # reproduce the seed tool's feature-axis padding quirk
+    axes: str = "both"  # "dim0": move only along rows (e.g. dim1 is pitch), "dim1": only along columns
+    max_move: float = 0.25  # "even": cap a move at this fraction of the nearest-neighbour gap
+    faithful_features: bool = False  # reproduce the seed tool's feature-axis padding quirk
 
     def validate(self) -> None:
         if self.rule not in RULES:
@@ -227,7 +228,7 @@ class SomConfig:
 
     def direction_indices(self) -> list[int]:
         if self.axes == "dim0":
-            return [2, 6]     # left/right neighbours only: points slide along their row
+            return [2, 6]  # left/right neighbours only: points slide along their row
         if self.axes == "dim1":
             return [0, 4]
         return list(range(8))
@@ -235,13 +236,13 @@ class SomConfig:
 
 @dataclass
 class SomResult:
-    latents: torch.Tensor              # [d1, d0, dim]
-    mesh2d: torch.Tensor               # [d1, d0, 2], the visualisation mesh after relaxation
+    latents: torch.Tensor  # [d1, d0, dim]
+    mesh2d: torch.Tensor  # [d1, d0, 2], the visualisation mesh after relaxation
     mesh2d_initial: torch.Tensor
     before: dict[str, float]
     after: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
-    distances_before: torch.Tensor | None = None   # [R, C, 8]
+    distances_before: torch.Tensor | None = None  # [R, C, 8]
     distances_after: torch.Tensor | None = None
     iterations: int = 0
     converged: bool = False
@@ -355,6 +356,14 @@ def relax(
     if config.rule == "even":
         _, pos, mesh, feats, dist = best
     return SomResult(
-        latents=pos.to(latents.dtype), mesh2d=mesh, mesh2d_initial=mesh0, before=before, after=evenness(feats),
-        history=history, distances_before=dist_before, distances_after=dist, iterations=it, converged=converged,
+        latents=pos.to(latents.dtype),
+        mesh2d=mesh,
+        mesh2d_initial=mesh0,
+        before=before,
+        after=evenness(feats),
+        history=history,
+        distances_before=dist_before,
+        distances_after=dist,
+        iterations=it,
+        converged=converged,
     )

@@ -1,4 +1,5 @@
 """ArtifactService over a real loopback gRPC channel, on the file store and on a real S3 server."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,10 +16,15 @@ TOKEN = "artifact-token"
 
 
 def serve(store):
-    return ServerThread(name="artifact", servicers=[(artifact_pb2_grpc.add_ArtifactServiceServicer_to_server,
-                                                     ArtifactServicer(store))],
-                        service_names=["smf.common.v1.ArtifactService"], port=0, metrics_port=None, token=TOKEN,
-                        host="127.0.0.1").start()
+    return ServerThread(
+        name="artifact",
+        servicers=[(artifact_pb2_grpc.add_ArtifactServiceServicer_to_server, ArtifactServicer(store))],
+        service_names=["smf.common.v1.ArtifactService"],
+        port=0,
+        metrics_port=None,
+        token=TOKEN,
+        host="127.0.0.1",
+    ).start()
 
 
 @pytest.fixture
@@ -41,7 +47,7 @@ def status_of(fn):
 def upload_messages(key, data, sha256, *, chunk=256 << 10, **header):
     yield artifact_pb2.UploadArtifactRequest(header=artifact_pb2.UploadHeader(key=key, sha256=sha256, **header))
     for i in range(0, len(data), chunk):
-        yield artifact_pb2.UploadArtifactRequest(data=data[i:i + chunk])
+        yield artifact_pb2.UploadArtifactRequest(data=data[i : i + chunk])
 
 
 @pytest.mark.parametrize("client", ["file_store", "s3_store"], indirect=True)
@@ -86,8 +92,9 @@ def test_upload_validation(client):
 
     code, details = status_of(lambda: stub.UploadArtifact(upload_messages("../escape", b"x", sha), timeout=10))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("key:")
-    code, details = status_of(lambda: stub.UploadArtifact(upload_messages("up/s.bin", b"new", sha, size=99),
-                                                           timeout=10))
+    code, details = status_of(
+        lambda: stub.UploadArtifact(upload_messages("up/s.bin", b"new", sha, size=99), timeout=10)
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("size:")
     assert not store.exists("up/s.bin")
     no_header = iter([artifact_pb2.UploadArtifactRequest(data=b"x")])
@@ -99,15 +106,20 @@ def test_upload_validation(client):
 
 def test_not_found_and_traversal(client):
     stub, _ = client
-    for rpc in (lambda k: stub.StatArtifact(artifact_pb2.StatArtifactRequest(key=k), timeout=10),
-                lambda k: list(stub.DownloadArtifact(artifact_pb2.DownloadArtifactRequest(key=k), timeout=10))):
+    for rpc in (
+        lambda k: stub.StatArtifact(artifact_pb2.StatArtifactRequest(key=k), timeout=10),
+        lambda k: list(stub.DownloadArtifact(artifact_pb2.DownloadArtifactRequest(key=k), timeout=10)),
+    ):
         code, details = status_of(lambda: rpc("samples/missing.wav"))  # noqa: B023 - called at once
         assert code == grpc.StatusCode.NOT_FOUND and "samples/missing.wav" in details
         for bad in ("../../etc/passwd", "/etc/passwd", "a/../../b"):
             code, details = status_of(lambda: rpc(bad))  # noqa: B023 - called at once
             assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("key:")
-    code, _ = status_of(lambda: list(stub.DownloadArtifact(
-        artifact_pb2.DownloadArtifactRequest(key="x", chunk_size=2 << 20), timeout=10)))
+    code, _ = status_of(
+        lambda: list(
+            stub.DownloadArtifact(artifact_pb2.DownloadArtifactRequest(key="x", chunk_size=2 << 20), timeout=10)
+        )
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -118,8 +130,9 @@ def test_list_and_stat_with_paging(client):
         store.put_bytes(k, k.encode())
     pages, token = [], ""
     while True:
-        reply = stub.ListArtifacts(artifact_pb2.ListArtifactsRequest(prefix="grids/", page_size=2, page_token=token),
-                                   timeout=10)
+        reply = stub.ListArtifacts(
+            artifact_pb2.ListArtifactsRequest(prefix="grids/", page_size=2, page_token=token), timeout=10
+        )
         pages.append(list(reply.keys))
         token = reply.next_page_token
         if not token:

@@ -1,4 +1,5 @@
 """Audio I/O, resampling and the SMF "pghi" spectrogram transform."""
+
 import math
 
 import numpy as np
@@ -14,8 +15,9 @@ def _tone(sr=16000, seconds=0.5, freq=440.0, amp=0.5, n=None):
     return (amp * torch.sin(2 * math.pi * freq * t)).float()
 
 
-@pytest.mark.parametrize("fmt,ext,subtype", [("WAV", "wav", "PCM_16"), ("FLAC", "flac", "PCM_16"),
-                                             ("OGG", "ogg", "VORBIS")])
+@pytest.mark.parametrize(
+    "fmt,ext,subtype", [("WAV", "wav", "PCM_16"), ("FLAC", "flac", "PCM_16"), ("OGG", "ogg", "VORBIS")]
+)
 def test_load_formats_from_path_and_bytes(tmp_path, fmt, ext, subtype):
     x = _tone().numpy()
     path = tmp_path / f"a.{ext}"
@@ -115,7 +117,9 @@ def test_transform_round_trip_shapes():
     tf = SpectrogramTransform(stft_channels=512, hop_size=256, n_frames=128, sample_rate=22050)
     assert tf.audio_length == 128 * 256
     bin10 = 10 * 22050 / 512  # on a bin centre, so the peak is exactly the sine's level
-    x = torch.stack([_tone(22050, freq=bin10, n=tf.audio_length), _tone(22050, freq=1234.5, amp=0.1, n=tf.audio_length)])
+    x = torch.stack(
+        [_tone(22050, freq=bin10, n=tf.audio_length), _tone(22050, freq=1234.5, amp=0.1, n=tf.audio_length)]
+    )
     spec = tf.to_spectrogram(x)
     assert spec.shape == (2, 257, 128) and spec.dtype == torch.float32
     assert spec.min() >= -1.0 and spec.max() <= 1.0 + 1e-6

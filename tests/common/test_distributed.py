@@ -1,5 +1,6 @@
 """smf.common.distributed: sharding, the single-process defaults, the read-only store of ranks > 0, and real
 collectives in two gloo processes started by the local job backend's torchrun launch."""
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,12 @@ def test_ranks_other_than_0_get_a_read_only_store(tmp_path):
     assert isinstance(view, ReadOnlyStore) and view.uri == store.uri
     assert view.get_bytes("gan/run/config.json") == b"{}" and view.list("gan") == ["gan/run/config.json"]
     assert view.exists("gan/run/config.json") and view.key_uri("gan/x") == store.key_uri("gan/x")
-    for write in (lambda: view.put_bytes("gan/run/progress.json", b"{}"), lambda: view.delete("gan/run/config.json"),
-                  lambda: view.put_file("gan/run/a", tmp_path / "x"), lambda: view.delete_prefix("gan/run")):
+    for write in (
+        lambda: view.put_bytes("gan/run/progress.json", b"{}"),
+        lambda: view.delete("gan/run/config.json"),
+        lambda: view.put_file("gan/run/a", tmp_path / "x"),
+        lambda: view.delete_prefix("gan/run"),
+    ):
         with pytest.raises(RuntimeError, match="rank 1 tried to write .*only rank 0 writes"):
             write()
     assert store.list("gan") == ["gan/run/config.json"]
@@ -69,15 +74,20 @@ def test_ranks_other_than_0_get_a_read_only_store(tmp_path):
 
 def test_local_command_uses_torchrun_for_several_processes():
     def spec(gpus=0, **options):
-        return jobs.JobSpec(name="r", kind="gan", module="smf.gan.train", args=["--config", "c"], gpus=gpus,
-                            options=options)
+        return jobs.JobSpec(
+            name="r", kind="gan", module="smf.gan.train", args=["--config", "c"], gpus=gpus, options=options
+        )
 
     assert jobs.local_command(spec()) == [sys.executable, "-m", "smf.gan.train", "--config", "c"]
-    assert jobs.local_command(spec(gpus=1, image="ignored:1")) == [sys.executable, "-m", "smf.gan.train",
-                                                                    "--config", "c"]
+    assert jobs.local_command(spec(gpus=1, image="ignored:1")) == [
+        sys.executable,
+        "-m",
+        "smf.gan.train",
+        "--config",
+        "c",
+    ]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    assert jobs.local_command(spec(gpus=4)) == [*torchrun, "--nproc-per-node=4", "-m", "smf.gan.train",
-                                                "--config", "c"]
+    assert jobs.local_command(spec(gpus=4)) == [*torchrun, "--nproc-per-node=4", "-m", "smf.gan.train", "--config", "c"]
     assert jobs.local_command(spec(nproc=2))[:6] == [*torchrun, "--nproc-per-node=2", "-m"]
     for bad in (0, "2", True):
         with pytest.raises(InvalidArgument) as exc:

@@ -1,4 +1,5 @@
 """The local job backend with a tiny stand-in trainer, the backend registry, and following a job as an operation."""
+
 from __future__ import annotations
 
 import json
@@ -80,16 +81,20 @@ def test_local_job_failure(trainer, backend):
 
 
 def test_cancel_sends_sigterm_then_kills_the_process_group(trainer, backend, tmp_path):
-    polite = jobs.launch("gan", ["--steps", "1000", "--delay", "0.1"], name="polite", module=trainer,
-                         backend=backend)
+    polite = jobs.launch("gan", ["--steps", "1000", "--delay", "0.1"], name="polite", module=trainer, backend=backend)
     _wait_for_log(polite, "args")
     polite.cancel(grace=10)
     assert polite.wait(timeout=15) == "failed"  # cancelled: it did not finish its work
     assert "checkpoint saved" in polite.logs()
 
     pid_file = tmp_path / "child.pid"
-    stubborn = jobs.launch("gan", ["--steps", "1000", "--delay", "0.1", "--ignore-term", "--child-pid",
-                                   str(pid_file)], name="stubborn", module=trainer, backend=backend)
+    stubborn = jobs.launch(
+        "gan",
+        ["--steps", "1000", "--delay", "0.1", "--ignore-term", "--child-pid", str(pid_file)],
+        name="stubborn",
+        module=trainer,
+        backend=backend,
+    )
     _wait_for_log(stubborn, "args")
     child = int(pid_file.read_text())
     start = time.monotonic()
@@ -140,23 +145,30 @@ def test_launch_validation():
 
 def test_job_followed_as_external_operation(trainer, backend, tmp_path):
     progress = tmp_path / "progress.json"
-    job = jobs.launch("gan", ["--steps", "5", "--delay", "0.05", "--progress", str(progress)], name="op",
-                      module=trainer, backend=backend)
+    job = jobs.launch(
+        "gan",
+        ["--steps", "5", "--delay", "0.05", "--progress", str(progress)],
+        name="op",
+        module=trainer,
+        backend=backend,
+    )
 
     def read_progress():
         return json.loads(progress.read_text()) if progress.exists() else None
 
     registry = OperationRegistry()
-    op = registry.start_external("gan.train", lambda: jobs.poll_job(job, read_progress), interval=0.05,
-                                 on_cancel=job.cancel)
+    op = registry.start_external(
+        "gan.train", lambda: jobs.poll_job(job, read_progress), interval=0.05, on_cancel=job.cancel
+    )
     op = registry.wait(op.id, timeout=30)
     assert op.state == common_pb2.Operation.STATE_SUCCEEDED, op
     assert (op.progress.step, op.progress.total) == (5, 5)
     assert list(op.result_uris) == ["file:///store/gan/run"]
 
     failing = jobs.launch("gan", ["--exit", "2"], name="opfail", module=trainer, backend=backend)
-    op = registry.wait(registry.start_external("gan.train", lambda: jobs.poll_job(failing), interval=0.05).id,
-                       timeout=30)
+    op = registry.wait(
+        registry.start_external("gan.train", lambda: jobs.poll_job(failing), interval=0.05).id, timeout=30
+    )
     assert op.state == common_pb2.Operation.STATE_FAILED and "last log lines" in op.error.message
 
 

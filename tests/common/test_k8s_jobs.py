@@ -12,6 +12,7 @@ What runs against what:
   the foregroundDeletion finalizer until its pods are gone). It is a test double, not Kubernetes: no controller
   runs; each test moves the Job's status the way the Job controller would.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,12 +52,18 @@ def gpu_pool_template() -> k8s.V1Job:
 
 
 def spec(kind="gan", name="mygan", gpus=0, **options) -> jobs.JobSpec:
-    return jobs.JobSpec(name=name, kind=kind, module=f"smf.{kind}.train",
-                        args=["--config", f"s3://smf/store/{kind}/{name}/config.json", "--out",
-                              f"s3://smf/store/{kind}/{name}"], gpus=gpus, options=options)
+    return jobs.JobSpec(
+        name=name,
+        kind=kind,
+        module=f"smf.{kind}.train",
+        args=["--config", f"s3://smf/store/{kind}/{name}/config.json", "--out", f"s3://smf/store/{kind}/{name}"],
+        gpus=gpus,
+        options=options,
+    )
 
 
 # ---- building -----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["gan", "rnn"])
 def test_single_pod_job_for_each_trainer_is_schema_valid(template, kind):
@@ -64,8 +71,17 @@ def test_single_pod_job_for_each_trainer_is_schema_valid(template, kind):
     kubernetes_validate.validate(manifest, "1.30", strict=True)
     pod = manifest["spec"]["template"]["spec"]
     (trainer,) = pod["containers"]
-    assert trainer["command"] == ["tini", "--", "python", "-m", f"smf.{kind}.train", "--config",
-                                  f"s3://smf/store/{kind}/mygan/config.json", "--out", f"s3://smf/store/{kind}/mygan"]
+    assert trainer["command"] == [
+        "tini",
+        "--",
+        "python",
+        "-m",
+        f"smf.{kind}.train",
+        "--config",
+        f"s3://smf/store/{kind}/mygan/config.json",
+        "--out",
+        f"s3://smf/store/{kind}/mygan",
+    ]
     assert trainer["resources"]["limits"]["nvidia.com/gpu"] == "1"  # gpus=0 keeps the chart's count
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert "completionMode" not in manifest["spec"]
@@ -85,25 +101,38 @@ def test_indexed_job_wires_torchrun_rendezvous(template):
     s = manifest["spec"]
     assert (s["completionMode"], s["completions"], s["parallelism"]) == ("Indexed", 4, 4)
     (trainer,) = s["template"]["spec"]["containers"]
-    assert trainer["command"][:9] == ["tini", "--", "torchrun", "--nnodes=4", "--nproc-per-node=8",
-                                      "--node-rank=$(NODE_RANK)", "--master-addr=$(MASTER_ADDR)",
-                                      "--master-port=$(MASTER_PORT)", "-m"]
+    assert trainer["command"][:9] == [
+        "tini",
+        "--",
+        "torchrun",
+        "--nnodes=4",
+        "--nproc-per-node=8",
+        "--node-rank=$(NODE_RANK)",
+        "--master-addr=$(MASTER_ADDR)",
+        "--master-port=$(MASTER_PORT)",
+        "-m",
+    ]
     assert trainer["resources"]["limits"]["nvidia.com/gpu"] == "8"
     env = {e["name"]: e for e in trainer["env"]}
     # Pod 0 of the Indexed Job is hosted as <job>-0 under the headless Service named by the template's subdomain.
     assert s["template"]["spec"]["subdomain"] == "lab-smf-training"
     assert env["MASTER_ADDR"]["value"] == "lab-smf-train-gan-big-abc123-0.lab-smf-training"
     assert env["MASTER_PORT"]["value"] == "29500"
-    assert env["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == \
-        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    assert (
+        env["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
+        == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    )
     # Env vars referenced as $(VAR) must be defined before the kubelet expands the command.
     assert all(v in env for v in ("NODE_RANK", "MASTER_ADDR", "MASTER_PORT"))
 
 
 def test_single_node_multi_gpu_uses_standalone_torchrun(template, gpu_pool_template):
     job = k8s_jobs.to_manifest(k8s_jobs.build_job(template, spec("rnn", gpus=2)))
-    assert job["spec"]["template"]["spec"]["containers"][0]["command"][2:5] == \
-        ["torchrun", "--standalone", "--nproc-per-node=2"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"][2:5] == [
+        "torchrun",
+        "--standalone",
+        "--nproc-per-node=2",
+    ]
     # The GPU pool's own count (4) and placement come from the chart when the caller does not ask.
     job = k8s_jobs.to_manifest(k8s_jobs.build_job(gpu_pool_template, spec("gan")))
     kubernetes_validate.validate(job, "1.30", strict=True)
@@ -135,53 +164,101 @@ def test_template_errors_name_the_file(tmp_path):
 
 # ---- reading status: real V1Job objects as the API server returns them ----------------------------------------
 
+
 def job_json(status: dict, **meta) -> k8s.V1Job:
-    body = {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": "j", "namespace": NS, "uid": str(uuid.uuid4()), "creationTimestamp": NOW, **meta},
-            "spec": {"template": {"spec": {"containers": [{"name": "trainer", "image": "smf"}],
-                                           "restartPolicy": "Never"}}},
-            "status": status}
+    body = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "j", "namespace": NS, "uid": str(uuid.uuid4()), "creationTimestamp": NOW, **meta},
+        "spec": {"template": {"spec": {"containers": [{"name": "trainer", "image": "smf"}], "restartPolicy": "Never"}}},
+        "status": status,
+    }
     return k8s.ApiClient().deserialize(json.dumps(body), "V1Job", "application/json")
 
 
 def cond(type_, reason="", message=""):
-    return {"type": type_, "status": "True", "reason": reason, "message": message,
-            "lastProbeTime": NOW, "lastTransitionTime": NOW}
+    return {
+        "type": type_,
+        "status": "True",
+        "reason": reason,
+        "message": message,
+        "lastProbeTime": NOW,
+        "lastTransitionTime": NOW,
+    }
 
 
-@pytest.mark.parametrize("status,meta,phase", [
-    ({}, {}, "pending"),                                                    # just created
-    ({"active": 1, "ready": 0, "startTime": NOW, "terminating": 0}, {}, "pending"),  # waiting for a GPU node
-    ({"active": 1, "ready": 1, "startTime": NOW}, {}, "running"),
-    ({"active": 1, "ready": 0, "failed": 1, "startTime": NOW}, {}, "pending"),   # retry pod after a failure
-    ({"succeeded": 1, "startTime": NOW, "conditions": [cond("SuccessCriteriaMet", "CompletionsReached")]},
-     {}, "succeeded"),
-    ({"succeeded": 1, "completionTime": NOW, "startTime": NOW,
-      "conditions": [cond("SuccessCriteriaMet", "CompletionsReached"), cond("Complete", "CompletionsReached")]},
-     {}, "succeeded"),
-    ({"failed": 4, "startTime": NOW, "terminating": 1,
-      "conditions": [cond("FailureTarget", "BackoffLimitExceeded", "Job has reached the specified backoff limit")]},
-     {}, "failed"),
-    ({"failed": 1, "startTime": NOW, "conditions": [cond("Failed", "DeadlineExceeded",
-                                                          "Job was active longer than specified deadline")]},
-     {}, "failed"),
-    ({"failed": 1, "conditions": [cond("Failed", "PodFailurePolicy", "Container trainer exited with 2")]},
-     {}, "failed"),
-    ({"active": 1, "ready": 1, "conditions": [{**cond("Complete"), "status": "False"}]}, {}, "running"),
-    ({"active": 1, "ready": 1, "terminating": 1}, {"deletionTimestamp": NOW, "finalizers": ["foregroundDeletion"]},
-     "deleted"),
-])
+@pytest.mark.parametrize(
+    "status,meta,phase",
+    [
+        ({}, {}, "pending"),  # just created
+        ({"active": 1, "ready": 0, "startTime": NOW, "terminating": 0}, {}, "pending"),  # waiting for a GPU node
+        ({"active": 1, "ready": 1, "startTime": NOW}, {}, "running"),
+        ({"active": 1, "ready": 0, "failed": 1, "startTime": NOW}, {}, "pending"),  # retry pod after a failure
+        (
+            {"succeeded": 1, "startTime": NOW, "conditions": [cond("SuccessCriteriaMet", "CompletionsReached")]},
+            {},
+            "succeeded",
+        ),
+        (
+            {
+                "succeeded": 1,
+                "completionTime": NOW,
+                "startTime": NOW,
+                "conditions": [
+                    cond("SuccessCriteriaMet", "CompletionsReached"),
+                    cond("Complete", "CompletionsReached"),
+                ],
+            },
+            {},
+            "succeeded",
+        ),
+        (
+            {
+                "failed": 4,
+                "startTime": NOW,
+                "terminating": 1,
+                "conditions": [
+                    cond("FailureTarget", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+                ],
+            },
+            {},
+            "failed",
+        ),
+        (
+            {
+                "failed": 1,
+                "startTime": NOW,
+                "conditions": [cond("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")],
+            },
+            {},
+            "failed",
+        ),
+        (
+            {"failed": 1, "conditions": [cond("Failed", "PodFailurePolicy", "Container trainer exited with 2")]},
+            {},
+            "failed",
+        ),
+        ({"active": 1, "ready": 1, "conditions": [{**cond("Complete"), "status": "False"}]}, {}, "running"),
+        (
+            {"active": 1, "ready": 1, "terminating": 1},
+            {"deletionTimestamp": NOW, "finalizers": ["foregroundDeletion"]},
+            "deleted",
+        ),
+    ],
+)
 def test_phase_from_job_status(status, meta, phase):
     assert k8s_jobs.job_phase(job_json(status, **meta)) == phase
 
 
 def test_failure_message_carries_reason():
-    job = job_json({"conditions": [cond("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff "
-                                                                          "limit")]})
+    job = job_json(
+        {"conditions": [cond("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")]}
+    )
     assert k8s_jobs.failure_message(job) == "BackoffLimitExceeded: Job has reached the specified backoff limit"
 
 
 # ---- the launcher over HTTP against recorded API semantics ------------------------------------------------------
+
 
 class RecordedApiServer:
     """Loopback HTTP server answering the Job/Pod endpoints the backend uses, with the API server's semantics.
@@ -208,22 +285,39 @@ class RecordedApiServer:
 
     @staticmethod
     def status_obj(code, reason, message, name=None, kind="jobs"):
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-                "reason": reason, "details": {"name": name, "group": "batch", "kind": kind}, "code": code}
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": reason,
+            "details": {"name": name, "group": "batch", "kind": kind},
+            "code": code,
+        }
 
     def finish_foreground_deletion(self, name):
         with self.lock:
             self.jobs.pop(name)
-            for pod in [p for p, o in self.pods.items() if o["metadata"]["labels"].get(k8s_jobs.JOB_NAME_LABEL) == name]:
+            for pod in [
+                p for p, o in self.pods.items() if o["metadata"]["labels"].get(k8s_jobs.JOB_NAME_LABEL) == name
+            ]:
                 self.pods.pop(pod)
 
     def add_pod(self, job_name, index=0, log=""):
         name = f"{job_name}-{index}-{uuid.uuid4().hex[:5]}"
-        self.pods[name] = {"apiVersion": "v1", "kind": "Pod", "metadata": {
-            "name": name, "namespace": NS, "creationTimestamp": NOW,
-            "labels": {k8s_jobs.JOB_NAME_LABEL: job_name},
-            "annotations": {k8s_jobs.COMPLETION_INDEX_ANNOTATION: str(index)}},
-            "spec": {"containers": [{"name": "trainer", "image": "smf"}]}}
+        self.pods[name] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": NS,
+                "creationTimestamp": NOW,
+                "labels": {k8s_jobs.JOB_NAME_LABEL: job_name},
+                "annotations": {k8s_jobs.COMPLETION_INDEX_ANNOTATION: str(index)},
+            },
+            "spec": {"containers": [{"name": "trainer", "image": "smf"}]},
+        }
         self.logs[name] = log
 
     def _handler(server):
@@ -249,25 +343,39 @@ class RecordedApiServer:
                 with server.lock:
                     server.requests.append((method, self.path, body))
                     if server.forbidden:
-                        return self.reply(403, server.status_obj(403, "Forbidden", "jobs.batch is forbidden: User "
-                                                                 "\"system:serviceaccount:sound:default\" cannot create"))
+                        return self.reply(
+                            403,
+                            server.status_obj(
+                                403,
+                                "Forbidden",
+                                'jobs.batch is forbidden: User "system:serviceaccount:sound:default" cannot create',
+                            ),
+                        )
                     if m := re.fullmatch(rf"/apis/batch/v1/namespaces/{NS}/jobs", url.path):
                         if method != "POST":
                             return self.reply(405, {})
                         name = body["metadata"]["name"]
                         if name in server.jobs:
-                            return self.reply(409, server.status_obj(409, "AlreadyExists",
-                                                                     f'jobs.batch "{name}" already exists', name))
-                        body["metadata"].update(uid=str(uuid.uuid4()), resourceVersion="1", generation=1,
-                                                creationTimestamp=NOW, namespace=NS)
+                            return self.reply(
+                                409,
+                                server.status_obj(409, "AlreadyExists", f'jobs.batch "{name}" already exists', name),
+                            )
+                        body["metadata"].update(
+                            uid=str(uuid.uuid4()),
+                            resourceVersion="1",
+                            generation=1,
+                            creationTimestamp=NOW,
+                            namespace=NS,
+                        )
                         body["status"] = {}
                         server.jobs[name] = body
                         return self.reply(201, body)
                     if m := re.fullmatch(rf"/apis/batch/v1/namespaces/{NS}/jobs/([^/]+)(/status)?", url.path):
                         name = m.group(1)
                         if name not in server.jobs:
-                            return self.reply(404, server.status_obj(404, "NotFound",
-                                                                     f'jobs.batch "{name}" not found', name))
+                            return self.reply(
+                                404, server.status_obj(404, "NotFound", f'jobs.batch "{name}" not found', name)
+                            )
                         job = server.jobs[name]
                         if method == "GET":
                             return self.reply(200, job)
@@ -278,19 +386,33 @@ class RecordedApiServer:
                                 job["metadata"]["finalizers"] = ["foregroundDeletion"]
                                 return self.reply(200, job)
                             server.jobs.pop(name)
-                            return self.reply(200, {"kind": "Status", "apiVersion": "v1", "status": "Success",
-                                                    "details": {"name": name, "group": "batch", "kind": "jobs"}})
+                            return self.reply(
+                                200,
+                                {
+                                    "kind": "Status",
+                                    "apiVersion": "v1",
+                                    "status": "Success",
+                                    "details": {"name": name, "group": "batch", "kind": "jobs"},
+                                },
+                            )
                     if url.path == f"/api/v1/namespaces/{NS}/pods" and method == "GET":
                         selector = parse_qs(url.query).get("labelSelector", [""])[0]
                         key, _, value = selector.partition("=")
                         items = [p for p in server.pods.values() if p["metadata"]["labels"].get(key) == value]
-                        return self.reply(200, {"kind": "PodList", "apiVersion": "v1",
-                                                "metadata": {"resourceVersion": "1"}, "items": items})
+                        return self.reply(
+                            200,
+                            {
+                                "kind": "PodList",
+                                "apiVersion": "v1",
+                                "metadata": {"resourceVersion": "1"},
+                                "items": items,
+                            },
+                        )
                     if m := re.fullmatch(rf"/api/v1/namespaces/{NS}/pods/([^/]+)/log", url.path):
                         text = server.logs.get(m.group(1), "")
                         tail = parse_qs(url.query).get("tailLines")
                         if tail:
-                            text = "".join(text.splitlines(keepends=True)[-int(tail[0]):])
+                            text = "".join(text.splitlines(keepends=True)[-int(tail[0]) :])
                         return self.reply(200, text, "text/plain")
                 return self.reply(404, server.status_obj(404, "NotFound", f"no route {self.path}"))
 
@@ -315,8 +437,9 @@ def api():
 
 @pytest.fixture
 def backend(api, template):
-    return k8s_jobs.KubernetesBackend(template=template, namespace=NS,
-                                      api_client=k8s.ApiClient(k8s.Configuration(host=api.host)))
+    return k8s_jobs.KubernetesBackend(
+        template=template, namespace=NS, api_client=k8s.ApiClient(k8s.Configuration(host=api.host))
+    )
 
 
 def test_lifecycle_create_running_succeeded(api, backend):
@@ -329,9 +452,12 @@ def test_lifecycle_create_running_succeeded(api, backend):
     stored = api.jobs[job.id]
     stored["status"] = {"active": 1, "ready": 1, "startTime": NOW}
     assert job.status() == "running" and not job.done
-    stored["status"] = {"succeeded": 1, "startTime": NOW, "completionTime": NOW,
-                        "conditions": [cond("SuccessCriteriaMet", "CompletionsReached"),
-                                       cond("Complete", "CompletionsReached")]}
+    stored["status"] = {
+        "succeeded": 1,
+        "startTime": NOW,
+        "completionTime": NOW,
+        "conditions": [cond("SuccessCriteriaMet", "CompletionsReached"), cond("Complete", "CompletionsReached")],
+    }
     assert job.wait(timeout=5, poll=0.01) == "succeeded"
     api.finish_foreground_deletion(job.id)  # ttlSecondsAfterFinished removed it: the outcome is remembered
     assert job.status() == "succeeded"
@@ -341,9 +467,14 @@ def test_lifecycle_create_running_succeeded(api, backend):
 def test_lifecycle_failed_with_reason_and_logs(api, backend):
     job = jobs.launch("rnn", ["--config", "c.json"], name="r", backend=backend)
     api.add_pod(job.id, log="step 1 loss 3.2\nTraceback ...\nInvalidArgument: config: unknown key 'lr2'\n")
-    api.jobs[job.id]["status"] = {"failed": 1, "startTime": NOW, "conditions": [
-        cond("FailureTarget", "PodFailurePolicy", "Container trainer for pod sound/x failed with exit code 2"),
-        cond("Failed", "PodFailurePolicy", "Container trainer for pod sound/x failed with exit code 2")]}
+    api.jobs[job.id]["status"] = {
+        "failed": 1,
+        "startTime": NOW,
+        "conditions": [
+            cond("FailureTarget", "PodFailurePolicy", "Container trainer for pod sound/x failed with exit code 2"),
+            cond("Failed", "PodFailurePolicy", "Container trainer for pod sound/x failed with exit code 2"),
+        ],
+    }
     assert job.status() == "failed"
     assert job.logs(tail=1) == "InvalidArgument: config: unknown key 'lr2'\n"
     status = jobs.poll_job(job)
@@ -389,15 +520,23 @@ def test_api_errors_map_to_smf_errors(api, backend, template):
 def test_backend_is_registered_for_smf_job_backend(monkeypatch, tmp_path, api):
     template_file = tmp_path / "job.yaml"
     import yaml
+
     template_file.write_text(yaml.safe_dump(training_job(render({}))))
     monkeypatch.setenv("SMF_JOB_TEMPLATE", str(template_file))
     monkeypatch.setenv("SMF_JOB_NAMESPACE", NS)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
-    (tmp_path / "kubeconfig").write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "t",
-        "clusters": [{"name": "t", "cluster": {"server": api.host}}],
-        "users": [{"name": "u", "user": {"token": "x"}}],
-        "contexts": [{"name": "t", "context": {"cluster": "t", "user": "u"}}]}))
+    (tmp_path / "kubeconfig").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "t",
+                "clusters": [{"name": "t", "cluster": {"server": api.host}}],
+                "users": [{"name": "u", "user": {"token": "x"}}],
+                "contexts": [{"name": "t", "context": {"cluster": "t", "user": "u"}}],
+            }
+        )
+    )
     monkeypatch.setenv("SMF_JOB_BACKEND", "kubernetes")
     try:
         backend = jobs.get_backend()

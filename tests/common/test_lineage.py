@@ -1,4 +1,5 @@
 """Artifact manifests on both store backends: write, read, verify, and what breaks verification."""
+
 from __future__ import annotations
 
 import hashlib
@@ -25,10 +26,19 @@ def test_write_read_verify(store, tmp_path):
     latent = tmp_path / "0.pt"
     latent.write_bytes(b"latent-bytes")
     aid = "samples/" + new_id()
-    m = write_artifact(store, "samples", aid, {"0.wav": b"RIFFwav", "0.pt": latent}, config={"n": 1, "seed": 3},
-                       inputs=["gan/run1"], service="gan")
-    assert m.files == {"0.pt": hashlib.sha256(b"latent-bytes").hexdigest(),
-                       "0.wav": hashlib.sha256(b"RIFFwav").hexdigest()}
+    m = write_artifact(
+        store,
+        "samples",
+        aid,
+        {"0.wav": b"RIFFwav", "0.pt": latent},
+        config={"n": 1, "seed": 3},
+        inputs=["gan/run1"],
+        service="gan",
+    )
+    assert m.files == {
+        "0.pt": hashlib.sha256(b"latent-bytes").hexdigest(),
+        "0.wav": hashlib.sha256(b"RIFFwav").hexdigest(),
+    }
     assert store.list(aid) == [f"{aid}/0.pt", f"{aid}/0.wav", f"{aid}/manifest.json"]
 
     raw = json.loads(store.get_bytes(f"{aid}/manifest.json"))
@@ -77,9 +87,13 @@ def test_commit_artifact_records_files_written_earlier(store):
 
 
 def test_bad_arguments_write_nothing(store, tmp_path):
-    for files, field in [({"../x": b"1"}, "files['../x']"), ({"manifest.json": b"{}"}, "files['manifest.json']"),
-                         ({"a": "text"}, "files['a']"), ({"a": tmp_path / "absent"}, "files['a']"),
-                         ({"a": 3}, "files['a']")]:
+    for files, field in [
+        ({"../x": b"1"}, "files['../x']"),
+        ({"manifest.json": b"{}"}, "files['manifest.json']"),
+        ({"a": "text"}, "files['a']"),
+        ({"a": tmp_path / "absent"}, "files['a']"),
+        ({"a": 3}, "files['a']"),
+    ]:
         with pytest.raises(InvalidArgument) as e:
             write_artifact(store, "k", "art/x", {"ok.bin": b"1", **files})
         assert e.value.field == field
@@ -120,7 +134,13 @@ def test_created_by_git_sha(monkeypatch):
 
 
 def test_manifest_json_round_trip():
-    m = Manifest(kind="rnn", id="rnn/r1", created_at="2026-11-25T20:30:00+00:00",
-                 created_by={"service": "rnn", "version": "0.1.0", "git_sha": "unknown"}, config={"a": [1, 2]},
-                 inputs=["grids/g1"], files={"export/model.ts": "0" * 64})
+    m = Manifest(
+        kind="rnn",
+        id="rnn/r1",
+        created_at="2026-11-25T20:30:00+00:00",
+        created_by={"service": "rnn", "version": "0.1.0", "git_sha": "unknown"},
+        config={"a": [1, 2]},
+        inputs=["grids/g1"],
+        files={"export/model.ts": "0" * 64},
+    )
     assert Manifest.from_json(m.to_json()) == m

@@ -1,5 +1,6 @@
 """Long-running operations: registry lifecycle, progress/ETA, failures, cancellation, history, external work, and
 OperationService over a real gRPC channel (watch streams, wait_operation)."""
+
 from __future__ import annotations
 
 import logging
@@ -29,6 +30,7 @@ def stepper(n=5, delay=0.05, uris=("file:///store/x",)):
             time.sleep(delay)
             ctx.report(step=i + 1, total=n, loss=1.0 / (i + 1), message=f"step {i + 1}/{n}", metrics={"lr": 0.1})
         return list(uris)
+
     return fn
 
 
@@ -39,10 +41,15 @@ def registry():
 
 @pytest.fixture
 def served(registry):
-    srv = ServerThread(name="ops", servicers=[(operations_pb2_grpc.add_OperationServiceServicer_to_server,
-                                               OperationServicer(registry))],
-                       service_names=["smf.common.v1.OperationService"], port=0, metrics_port=None, token=TOKEN,
-                       host="127.0.0.1").start()
+    srv = ServerThread(
+        name="ops",
+        servicers=[(operations_pb2_grpc.add_OperationServiceServicer_to_server, OperationServicer(registry))],
+        service_names=["smf.common.v1.OperationService"],
+        port=0,
+        metrics_port=None,
+        token=TOKEN,
+        host="127.0.0.1",
+    ).start()
     channel = connect(f"127.0.0.1:{srv.port}", token=TOKEN)
     yield channel, operations_pb2_grpc.OperationServiceStub(channel)
     channel.close()
@@ -122,17 +129,25 @@ def test_bounded_history_and_list():
 
 
 def test_external_operation_follows_polls():
-    statuses = iter([ExternalStatus("pending"),
-                     ExternalStatus.from_progress({"step": 10, "total": 100, "loss": 0.5, "state": "running"}),
-                     ExternalStatus.from_progress({"step": 100, "total": 100, "state": "succeeded",
-                                                   "result_uris": ["s3://b/gan/run1"]})])
+    statuses = iter(
+        [
+            ExternalStatus("pending"),
+            ExternalStatus.from_progress({"step": 10, "total": 100, "loss": 0.5, "state": "running"}),
+            ExternalStatus.from_progress(
+                {"step": 100, "total": 100, "state": "succeeded", "result_uris": ["s3://b/gan/run1"]}
+            ),
+        ]
+    )
     registry = OperationRegistry()
     op = registry.wait(registry.start_external("gan.train", lambda: next(statuses), interval=0.01).id, timeout=5)
     assert op.state == Op.STATE_SUCCEEDED and list(op.result_uris) == ["s3://b/gan/run1"]
     assert op.progress.step == 100
 
-    failing = registry.start_external("gan.train", lambda: ExternalStatus(
-        "failed", error="config: unknown key 'foo'", error_code="INVALID_ARGUMENT"), interval=0.01)
+    failing = registry.start_external(
+        "gan.train",
+        lambda: ExternalStatus("failed", error="config: unknown key 'foo'", error_code="INVALID_ARGUMENT"),
+        interval=0.01,
+    )
     op = registry.wait(failing.id, timeout=5)
     assert op.state == Op.STATE_FAILED and op.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert "unknown key" in op.error.message
@@ -141,8 +156,12 @@ def test_external_operation_follows_polls():
 def test_external_cancel_calls_on_cancel_and_waits_until_gone():
     stopped = threading.Event()
     registry = OperationRegistry()
-    op = registry.start_external("rnn.train", lambda: ExternalStatus("failed" if stopped.is_set() else "running"),
-                                 interval=0.01, on_cancel=stopped.set)
+    op = registry.start_external(
+        "rnn.train",
+        lambda: ExternalStatus("failed" if stopped.is_set() else "running"),
+        interval=0.01,
+        on_cancel=stopped.set,
+    )
     time.sleep(0.05)
     registry.cancel(op.id)
     op = registry.wait(op.id, timeout=5)
@@ -160,8 +179,15 @@ def test_cancel_all_stops_owned_external_work_and_leaves_the_rest_running():
 
     registry = OperationRegistry()
     local, k8s = Job(owned=True), Job(owned=False)
-    ops = {job: registry.start_external("gan.train", lambda j=job: ExternalStatus(
-        "failed" if j.stopped.is_set() else "running"), interval=0.05, on_cancel=job.cancel) for job in (local, k8s)}
+    ops = {
+        job: registry.start_external(
+            "gan.train",
+            lambda j=job: ExternalStatus("failed" if j.stopped.is_set() else "running"),
+            interval=0.05,
+            on_cancel=job.cancel,
+        )
+        for job in (local, k8s)
+    }
     in_process = registry.start("grid.render", lambda ctx: ctx.sleep(30) and [])
     time.sleep(0.1)
     registry.cancel_all(grace=5)
@@ -207,9 +233,13 @@ print("operation", registry.get(op.id).state == 5, "job", job.status(), job.proc
 
 def test_sigterm_stops_the_local_training_job_before_exit(tmp_path):
     (tmp_path / "trapper.py").write_text(textwrap.dedent(TRAPPER))
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(tmp_path)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "SMF_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"})
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "SMF_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         assert "serving on port" in server.stdout.readline()
         deadline = time.monotonic() + 30

@@ -1,4 +1,5 @@
 """paramManager `.params` compatibility: round trips, seed-tool quirks, grid cells, sampling, validation."""
+
 import json
 
 import numpy as np
@@ -20,8 +21,17 @@ from smf.common.params import (
 # Shape of the QuickStart pops file (RegularPopRandomPitch_r03.80.params): ints for times, paramManager field order.
 QUICKSTART = {
     "meta": {"filename": "RegularPopRandomPitch_r03.80.wav"},
-    "rate": {"times": [0, 10], "values": [0.6, 0.6], "units": "norm", "nvals": 11, "minval": 0, "maxval": 1,
-             "origMinval": 2, "origUnits": "rate pow(2,n), n=[2,5]", "origMaxval": 5},
+    "rate": {
+        "times": [0, 10],
+        "values": [0.6, 0.6],
+        "units": "norm",
+        "nvals": 11,
+        "minval": 0,
+        "maxval": 1,
+        "origMinval": 2,
+        "origUnits": "rate pow(2,n), n=[2,5]",
+        "origMaxval": 5,
+    },
 }
 
 # What sonyGanFork 2D4pt.py --pm True wrote: 'null' strings, extra meta key added with addMetaParam, float nvals.
@@ -61,12 +71,15 @@ def test_seed_tool_file_with_null_strings_reads_and_keeps_extras():
     assert again["dim0"]["minval"] is None
 
 
-@pytest.mark.parametrize("bad, needle", [
-    ("{not json", "not valid JSON"),
-    ('{"rate": {"times": [0, 1], "values": [0, 1]}}', "meta"),
-    ('{"meta": {"filename": "x.wav"}, "rate": {"times": [0, "a"], "values": [0, 1]}}', "'rate'"),
-    ('{"meta": {"filename": "x.wav"}, "rate": {"times": [0, 1], "values": [0, 1], "minval": "low"}}', "minval"),
-])
+@pytest.mark.parametrize(
+    "bad, needle",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"rate": {"times": [0, 1], "values": [0, 1]}}', "meta"),
+        ('{"meta": {"filename": "x.wav"}, "rate": {"times": [0, "a"], "values": [0, 1]}}', "'rate'"),
+        ('{"meta": {"filename": "x.wav"}, "rate": {"times": [0, 1], "values": [0, 1], "minval": "low"}}', "minval"),
+    ],
+)
 def test_malformed_files_name_the_file_and_param(tmp_path, bad, needle):
     path = tmp_path / "bad.params"
     path.write_text(bad)
@@ -85,9 +98,17 @@ def test_grid_cell_params_match_2d4pt():
     doc = json.loads(params_json(grid_cell_params("c.wav", i=2, j=3, d0=21, d1=5, duration=d)))
     assert list(doc) == ["meta", "dim0", "dim1", "envPt"]
     assert doc["meta"] == {"filename": "c.wav"}
-    assert doc["dim0"] == {"times": [0.0, d], "values": [3 / 20, 3 / 20], "units": "norm, interp steps in[0,21]",
-                           "nvals": 21, "minval": 0, "maxval": 1, "origMinval": None, "origUnits": None,
-                           "origMaxval": None}
+    assert doc["dim0"] == {
+        "times": [0.0, d],
+        "values": [3 / 20, 3 / 20],
+        "units": "norm, interp steps in[0,21]",
+        "nvals": 21,
+        "minval": 0,
+        "maxval": 1,
+        "origMinval": None,
+        "origUnits": None,
+        "origMaxval": None,
+    }
     assert doc["dim1"]["values"] == [0.5, 0.5] and doc["dim1"]["units"] == "norm, interp steps in[0,5]"
     assert doc["dim1"]["nvals"] == 5
     env = doc["envPt"]
@@ -98,8 +119,11 @@ def test_grid_cell_params_match_2d4pt():
         assert env["times"][2 * k] == pytest.approx(k * seg, abs=1e-12)
         assert env["times"][2 * k + 1] == pytest.approx((k + 1) * seg - 1e-6, abs=1e-12)
         assert env["values"][2 * k] == env["values"][2 * k + 1] == pytest.approx(k / 10, abs=1e-12)
-    validate_params(read_params(params_json(grid_cell_params("c.wav", 2, 3, 21, 5, d))), ["dim0", "dim1", "envPt"],
-                    source="c.params")
+    validate_params(
+        read_params(params_json(grid_cell_params("c.wav", 2, 3, 21, 5, d))),
+        ["dim0", "dim1", "envPt"],
+        source="c.params",
+    )
 
 
 def test_grid_cell_params_1d_has_no_dim1():
@@ -129,14 +153,17 @@ def test_resample_param():
     assert p.nvals == 3 and p.orig_units == "x"
 
 
-@pytest.mark.parametrize("param, needle", [
-    (None, "missing param 'rate'"),
-    (Param(times=[0, 1], values=[0.2, 1.5]), "outside [0, 1]"),
-    (Param(times=[0, 1, 1], values=[0.2, 0.3, 0.4]), "times not increasing"),
-    (Param(times=[0, 1, 2], values=[0.2, 0.3]), "3 times but 2 values"),
-    (Param(times=[0], values=[0.2]), "at least 2 points"),
-    (Param(times=[0, 1], values=[0.2, float("nan")]), "outside [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "param, needle",
+    [
+        (None, "missing param 'rate'"),
+        (Param(times=[0, 1], values=[0.2, 1.5]), "outside [0, 1]"),
+        (Param(times=[0, 1, 1], values=[0.2, 0.3, 0.4]), "times not increasing"),
+        (Param(times=[0, 1, 2], values=[0.2, 0.3]), "3 times but 2 values"),
+        (Param(times=[0], values=[0.2]), "at least 2 points"),
+        (Param(times=[0, 1], values=[0.2, float("nan")]), "outside [0, 1]"),
+    ],
+)
 def test_validate_params_names_file_and_param(param, needle):
     pf = ParamFile("x.wav", {} if param is None else {"rate": param})
     with pytest.raises(InvalidArgument) as err:

@@ -1,4 +1,5 @@
 """PGHI phase reconstruction: quality against torchaudio Griffin-Lim, batching, shapes, devices."""
+
 import sys
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def test_pghi_beats_griffin_lim_32(batch):
     names, _, mag = batch
     ours = _sc_db(mag, pghi.reconstruct(mag, n_fft=N_FFT, hop=HOP))
     gl = _sc_db(mag, griffin_lim_torchaudio(mag, n_fft=N_FFT, hop=HOP, n_iter=32))
-    report = ", ".join(f"{n}: {o:.1f} vs {g:.1f} dB" for n, o, g in zip(names, ours.tolist(), gl.tolist()))
+    report = ", ".join(f"{n}: {o:.1f} vs {g:.1f} dB" for n, o, g in zip(names, ours.tolist(), gl.tolist(), strict=False))
     assert ours.mean() < gl.mean() - 1.0, report
     assert (ours < gl).sum() > len(names) / 2, report
     assert ours.max() < -15.0, report  # no signal falls apart
@@ -52,7 +53,7 @@ def test_plain_pghi_on_tonal_sounds(batch):
     """Without Griffin-Lim refinement, PGHI alone reconstructs steady partials well (where it is strongest)."""
     names, _, mag = batch
     sc = _sc_db(mag, pghi.reconstruct(mag, n_fft=N_FFT, hop=HOP, refine_iters=0))
-    by_name = dict(zip(names, sc.tolist()))
+    by_name = dict(zip(names, sc.tolist(), strict=False))
     for name in ("note_a3", "note_e5", "tone"):
         assert by_name[name] < -25.0, by_name
     assert all(v < -10.0 for v in by_name.values()), by_name
@@ -62,7 +63,7 @@ def test_batched_equals_one_by_one(batch):
     _, _, mag = batch
     together = pghi.reconstruct(mag, n_fft=N_FFT, hop=HOP)
     for i in range(mag.shape[0]):
-        alone = pghi.reconstruct(mag[i:i + 1], n_fft=N_FFT, hop=HOP)
+        alone = pghi.reconstruct(mag[i : i + 1], n_fft=N_FFT, hop=HOP)
         assert torch.allclose(together[i], alone[0], atol=1e-4)
     assert torch.allclose(pghi.reconstruct(mag[0], n_fft=N_FFT, hop=HOP), together[0], atol=1e-4)
 

@@ -1,4 +1,5 @@
 """The committed generated code matches the protos (what `make proto` would write), and buf lint passes."""
+
 from __future__ import annotations
 
 import shutil

@@ -1,5 +1,6 @@
 """The gRPC server base over a real loopback channel: auth, health, reflection, metrics, error mapping, limits,
 shutdown; and the client helpers (token, deadlines, retries)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -85,8 +86,15 @@ class Probe:
 
 
 def add_probe(probe: Probe, server) -> None:
-    unary = {"Ok": probe.ok, "Missing": probe.missing, "Invalid": probe.invalid, "Boom": probe.boom,
-             "SyncOk": probe.sync_ok, "Sleep": probe.sleep, "Flaky": probe.flaky}
+    unary = {
+        "Ok": probe.ok,
+        "Missing": probe.missing,
+        "Invalid": probe.invalid,
+        "Boom": probe.boom,
+        "SyncOk": probe.sync_ok,
+        "Sleep": probe.sleep,
+        "Flaky": probe.flaky,
+    }
     handlers = {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in unary.items()}
     handlers["StreamThenFail"] = grpc.unary_stream_rpc_method_handler(probe.stream_then_fail)
     handlers["SyncStream"] = grpc.unary_stream_rpc_method_handler(probe.sync_stream)
@@ -94,16 +102,26 @@ def add_probe(probe: Probe, server) -> None:
     handlers["SyncCollect"] = grpc.stream_unary_rpc_method_handler(probe.sync_collect)
     parse = operations_pb2.GetOperationRequest.FromString
     handlers["TypedCollect"] = grpc.stream_unary_rpc_method_handler(probe.typed_collect, request_deserializer=parse)
-    handlers["SyncTypedCollect"] = grpc.stream_unary_rpc_method_handler(probe.sync_typed_collect,
-                                                                        request_deserializer=parse)
+    handlers["SyncTypedCollect"] = grpc.stream_unary_rpc_method_handler(
+        probe.sync_typed_collect, request_deserializer=parse
+    )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(PROBE, handlers),))
 
 
 def serve(**overrides) -> ServerThread:
     probe = Probe()
-    kwargs = {"name": "test", "service_names": [OPS, PROBE], "port": 0, "metrics_port": 0, "token": TOKEN,
-              "host": "127.0.0.1", "servicers": [(operations_pb2_grpc.add_OperationServiceServicer_to_server,
-                                                   OperationServicer(OperationRegistry())), (add_probe, probe)]}
+    kwargs = {
+        "name": "test",
+        "service_names": [OPS, PROBE],
+        "port": 0,
+        "metrics_port": 0,
+        "token": TOKEN,
+        "host": "127.0.0.1",
+        "servicers": [
+            (operations_pb2_grpc.add_OperationServiceServicer_to_server, OperationServicer(OperationRegistry())),
+            (add_probe, probe),
+        ],
+    }
     kwargs.update(overrides)
     srv = ServerThread(**kwargs).start()
     srv.probe = probe
@@ -132,7 +150,8 @@ def code_of(fn) -> tuple[grpc.StatusCode, str]:
 def get_op(srv, token, op_id="op-unknown"):
     with connect(f"127.0.0.1:{srv.port}", token=token) as ch:
         return operations_pb2_grpc.OperationServiceStub(ch).GetOperation(
-            operations_pb2.GetOperationRequest(operation_id=op_id))
+            operations_pb2.GetOperationRequest(operation_id=op_id)
+        )
 
 
 def test_auth_required(srv, monkeypatch):
@@ -145,8 +164,11 @@ def test_auth_required(srv, monkeypatch):
     code, details = code_of(lambda: get_op(srv, TOKEN))
     assert code == grpc.StatusCode.NOT_FOUND and "op-unknown" in details
     # streaming RPCs are guarded as well
-    code, _ = code_of(lambda: list(grpc.insecure_channel(f"127.0.0.1:{srv.port}").unary_stream(
-        f"/{PROBE}/SyncStream")(b"", timeout=5)))
+    code, _ = code_of(
+        lambda: list(
+            grpc.insecure_channel(f"127.0.0.1:{srv.port}").unary_stream(f"/{PROBE}/SyncStream")(b"", timeout=5)
+        )
+    )
     assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -168,8 +190,9 @@ def test_health_without_token(srv):
 def test_reflection_lists_services_without_token(srv):
     with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
         stub = reflection_pb2_grpc.ServerReflectionStub(ch)
-        replies = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
-                                                 timeout=5))
+        replies = list(
+            stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        )
     names = {s.name for s in replies[0].list_services_response.service}
     assert {OPS, PROBE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
 
@@ -182,8 +205,10 @@ def test_error_mapping_unary_and_streams(srv, caplog):
     with caplog.at_level(logging.ERROR, logger="smf.server"):
         code, details = code_of(lambda: raw(srv, "Boom"))
     assert code == grpc.StatusCode.INTERNAL and "a real bug" not in details  # no internals leak to clients
-    assert any("a real bug" in (r.exc_text or "") or (r.exc_info and "a real bug" in str(r.exc_info[1]))
-               for r in caplog.records), "the traceback must be logged"
+    assert any(
+        "a real bug" in (r.exc_text or "") or (r.exc_info and "a real bug" in str(r.exc_info[1]))
+        for r in caplog.records
+    ), "the traceback must be logged"
 
     with connect(f"127.0.0.1:{srv.port}", token=TOKEN) as ch:
         got = []
@@ -234,14 +259,19 @@ def test_metrics_endpoint_counts_calls(srv):
     samples = [s for family in text_string_to_metric_families(body) for s in family.samples]
 
     def count(method, code):
-        return sum(s.value for s in samples if s.name == "smf_grpc_server_handled_total"
-                   and s.labels["grpc_method"] == method and s.labels["grpc_code"] == code)
+        return sum(
+            s.value
+            for s in samples
+            if s.name == "smf_grpc_server_handled_total"
+            and s.labels["grpc_method"] == method
+            and s.labels["grpc_code"] == code
+        )
+
     assert count("GetOperation", "UNAUTHENTICATED") >= 1
     assert count("Missing", "NOT_FOUND") >= 1
     assert count("Ok", "OK") >= 1
-    assert 'smf_grpc_server_handling_seconds_bucket{' in body and 'grpc_method="Ok"' in body
-    in_flight = [s.value for s in samples
-                 if s.name == "smf_grpc_server_in_flight" and s.labels["grpc_method"] == "Ok"]
+    assert "smf_grpc_server_handling_seconds_bucket{" in body and 'grpc_method="Ok"' in body
+    in_flight = [s.value for s in samples if s.name == "smf_grpc_server_in_flight" and s.labels["grpc_method"] == "Ok"]
     assert in_flight == [0.0]
 
 
@@ -249,8 +279,7 @@ def test_refuses_to_start_without_token(monkeypatch, caplog):
     monkeypatch.delenv("SMF_TOKEN", raising=False)
     monkeypatch.delenv("SMF_ALLOW_NO_AUTH", raising=False)
     with pytest.raises(errors.FailedPrecondition, match="SMF_TOKEN"):
-        asyncio.run(start_server(name="x", servicers=[], service_names=[], port=0, metrics_port=None,
-                                 host="127.0.0.1"))
+        asyncio.run(start_server(name="x", servicers=[], service_names=[], port=0, metrics_port=None, host="127.0.0.1"))
     monkeypatch.setenv("SMF_ALLOW_NO_AUTH", "1")
     with caplog.at_level(logging.WARNING, logger="smf.server"):
         srv = serve(token=None, metrics_port=None)
@@ -263,10 +292,10 @@ def test_refuses_to_start_without_token(monkeypatch, caplog):
 
 def test_message_size_limit(srv):
     big = b"x" * (9 << 20)
-    with grpc.insecure_channel(f"127.0.0.1:{srv.port}",
-                               options=[("grpc.max_send_message_length", 16 << 20)]) as ch:
-        code, _ = code_of(lambda: ch.unary_unary(f"/{PROBE}/Ok")(
-            big, metadata=[("authorization", f"Bearer {TOKEN}")], timeout=10))
+    with grpc.insecure_channel(f"127.0.0.1:{srv.port}", options=[("grpc.max_send_message_length", 16 << 20)]) as ch:
+        code, _ = code_of(
+            lambda: ch.unary_unary(f"/{PROBE}/Ok")(big, metadata=[("authorization", f"Bearer {TOKEN}")], timeout=10)
+        )
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
@@ -298,10 +327,26 @@ def test_graceful_stop_finishes_running_calls():
 def test_sigterm_stops_run_server(tmp_path):
     env = {**os.environ, "SMF_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from smf.common.artifact_server import main; sys.exit(main(sys.argv[1:]))",
-         "--port", "0", "--metrics-port", "-1", "--host", "127.0.0.1", "--grace", "2",
-         "--store", f"file://{tmp_path}/store"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        [
+            sys.executable,
+            "-c",
+            "import sys; from smf.common.artifact_server import main; sys.exit(main(sys.argv[1:]))",
+            "--port",
+            "0",
+            "--metrics-port",
+            "-1",
+            "--host",
+            "127.0.0.1",
+            "--grace",
+            "2",
+            "--store",
+            f"file://{tmp_path}/store",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     try:
         line = proc.stdout.readline()
         port = int(re.search(r"serving on port (\d+)", line).group(1))
@@ -318,6 +363,7 @@ def test_sigterm_stops_run_server(tmp_path):
 
 
 # ---- client helpers -------------------------------------------------------------------------------------------
+
 
 def test_call_retries_only_idempotent(srv):
     srv.probe.flaky_failures = 0

@@ -3,6 +3,7 @@
 Tests taking the `store` fixture run twice (file, s3). The S3-only tests at the bottom cover what only a
 server can do: credentials, an unreachable endpoint, retries across a restart, multipart uploads.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -85,23 +86,53 @@ def test_delete_and_delete_prefix(store):
 
 def test_missing_key_is_not_found(store, tmp_path):
     assert not store.exists("no/such")
-    for call in (lambda: store.get_bytes("no/such"), lambda: store.stat("no/such"),
-                 lambda: store.delete("no/such"), lambda: store.presigned_url("no/such"),
-                 lambda: list(store.iter_chunks("no/such")), lambda: store.get_file("no/such", tmp_path / "f")):
+    for call in (
+        lambda: store.get_bytes("no/such"),
+        lambda: store.stat("no/such"),
+        lambda: store.delete("no/such"),
+        lambda: store.presigned_url("no/such"),
+        lambda: list(store.iter_chunks("no/such")),
+        lambda: store.get_file("no/such", tmp_path / "f"),
+    ):
         with pytest.raises(NotFound, match="no/such"):
             call()
     assert not (tmp_path / "f").exists()
 
 
-BAD_KEYS = ["../escape", "a/../../b", "/etc/passwd", "a//b", "a/./b", "a/", "", ".", "..", "a b", "a\\b", "ü",
-            "x?y", "a:b", "%2e%2e/x", ".smf-meta/a.json", "a/.smf-tmp-1", "a\nb"]
+BAD_KEYS = [
+    "../escape",
+    "a/../../b",
+    "/etc/passwd",
+    "a//b",
+    "a/./b",
+    "a/",
+    "",
+    ".",
+    "..",
+    "a b",
+    "a\\b",
+    "ü",
+    "x?y",
+    "a:b",
+    "%2e%2e/x",
+    ".smf-meta/a.json",
+    "a/.smf-tmp-1",
+    "a\nb",
+]
 
 
 @pytest.mark.parametrize("key", BAD_KEYS)
 def test_bad_keys_rejected_before_any_io(store, key, tmp_path):
-    for call in (lambda: store.put_bytes(key, b"x"), lambda: store.get_bytes(key), lambda: store.exists(key),
-                 lambda: store.delete(key), lambda: store.stat(key), lambda: store.iter_chunks(key),
-                 lambda: store.presigned_url(key), lambda: store.key_uri(key)):
+    for call in (
+        lambda: store.put_bytes(key, b"x"),
+        lambda: store.get_bytes(key),
+        lambda: store.exists(key),
+        lambda: store.delete(key),
+        lambda: store.stat(key),
+        lambda: store.iter_chunks(key),
+        lambda: store.presigned_url(key),
+        lambda: store.key_uri(key),
+    ):
         with pytest.raises(InvalidArgument) as e:
             call()
         assert e.value.field == "key"
@@ -109,8 +140,13 @@ def test_bad_keys_rejected_before_any_io(store, key, tmp_path):
 
 
 def test_validate_key_accepts_the_architecture_layout():
-    for key in ["datasets/tones/a_1.wav", "gan/run-1/ckpt/step-100.pt", "grids/2026/cells/x_d1.0_d0.3_v.0.params",
-                ".hidden", "a..b"]:
+    for key in [
+        "datasets/tones/a_1.wav",
+        "gan/run-1/ckpt/step-100.pt",
+        "grids/2026/cells/x_d1.0_d0.3_v.0.params",
+        ".hidden",
+        "a..b",
+    ]:
         assert validate_key(key) == key
 
 

@@ -1,4 +1,5 @@
 """`smf store ls|cp|cat|url`, run through `smf.cli.main` as a user would, on both backends."""
+
 from __future__ import annotations
 
 import hashlib
@@ -31,8 +32,7 @@ def test_ls_and_ls_long(cli, store, capsys):
     store.put_bytes("gan/run1/ckpt/step-1.pt", b"12345")
     store.put_bytes("grids/g/grid.json", b"[]")
     assert cli("ls") == 0
-    assert capsys.readouterr().out.split() == ["gan/run1/ckpt/step-1.pt", "gan/run1/config.json",
-                                               "grids/g/grid.json"]
+    assert capsys.readouterr().out.split() == ["gan/run1/ckpt/step-1.pt", "gan/run1/config.json", "grids/g/grid.json"]
     assert cli("ls", "-l", "gan") == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2

@@ -1,4 +1,5 @@
 """Built-in datasets: deterministic, params in [0, 1] covering the range, and the sound does what the params say."""
+
 import io
 
 import numpy as np
@@ -28,8 +29,9 @@ def test_same_seed_same_output_and_other_seed_differs(name):
     assert [x.audio.tobytes() for x in a] != [x.audio.tobytes() for x in c]
 
 
-@pytest.mark.parametrize("name, expected", [("pops", ["rate", "pitch"]), ("tones", ["normPitch", "brightness"]),
-                                            ("wind", ["cutoff"])])
+@pytest.mark.parametrize(
+    "name, expected", [("pops", ["rate", "pitch"]), ("tones", ["normPitch", "brightness"]), ("wind", ["cutoff"])]
+)
 def test_params_valid_and_cover_unit_range(name, expected):
     n = 10
     out = clips(name, n_files=n)
@@ -52,7 +54,7 @@ def test_tones_f0_matches_norm_pitch():
         n_fft = 8 * len(x)  # zero padding: 0.125 Hz bins
         mag = np.abs(np.fft.rfft(x, n_fft))
         k = int(np.argmax(mag))
-        a, b, c = np.log(mag[k - 1:k + 2])
+        a, b, c = np.log(mag[k - 1 : k + 2])
         peak_hz = (k + 0.5 * (a - c) / (a - 2 * b + c)) * SR / n_fft  # parabolic interpolation of the peak
         assert peak_hz == pytest.approx(tone_f0(v), rel=1e-4), clip.name
         assert tone_f0(v) == pytest.approx(440 * 2 ** ((48 + 24 * v - 69) / 12))
@@ -66,7 +68,7 @@ def test_pops_come_at_the_stated_rate():
         env -= env.mean()
         ac = np.fft.irfft(np.abs(np.fft.rfft(env, 2 * len(env))) ** 2)[: len(env)]
         lo = int(SR / 40)  # above the fastest rate (32/s); the first autocorrelation peak is one period
-        lag = lo + int(np.argmax(ac[lo: int(SR / 3)]))
+        lag = lo + int(np.argmax(ac[lo : int(SR / 3)]))
         assert SR / lag == pytest.approx(rate, rel=0.005), clip.name
 
 
@@ -93,6 +95,7 @@ def test_bad_arguments():
 
 
 # ------------------------------------------------------------------------------------------------ in the store
+
 
 @pytest.fixture
 def store(tmp_path):

@@ -1,4 +1,5 @@
 """Importing a folder: every file checked before the store is touched, resampling, nothing half-imported."""
+
 import io
 import json
 
@@ -49,8 +50,10 @@ def test_import_resamples_converts_and_keeps_params(tmp_path, store):
     assert aid == "datasets/mine"
     verify_artifact(store, aid)
     pairs = list_dataset_files(store, aid)
-    assert pairs == [("datasets/mine/a.wav", "datasets/mine/a.params"),
-                     ("datasets/mine/sub_dir/b.wav", "datasets/mine/sub_dir/b.params")]
+    assert pairs == [
+        ("datasets/mine/a.wav", "datasets/mine/a.params"),
+        ("datasets/mine/sub_dir/b.wav", "datasets/mine/sub_dir/b.params"),
+    ]
     for wav_key, params_key in pairs:
         data = store.get_bytes(wav_key)
         info = sf.info(io.BytesIO(data))
@@ -110,8 +113,19 @@ def bad_case(src, case):
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case", ["corrupt", "stereo", "missing params", "params for another file",
-                                  "params out of range", "unreadable params", "other param names", "rate mismatch"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "corrupt",
+        "stereo",
+        "missing params",
+        "params for another file",
+        "params out of range",
+        "unreadable params",
+        "other param names",
+        "rate mismatch",
+    ],
+)
 def test_bad_file_is_named_and_nothing_is_written(tmp_path, store, case):
     src = tmp_path / "src"
     bad = bad_case(src, case)

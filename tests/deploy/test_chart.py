@@ -1,4 +1,5 @@
 """The Helm chart, checked offline with the real Helm engine (lint + render) and Kubernetes 1.30 OpenAPI schemas."""
+
 from __future__ import annotations
 
 import copy
@@ -38,12 +39,16 @@ def pod_specs(rendered, *, with_training=True):
             yield f"{kind}/{name}", obj["spec"]["template"]["spec"]
         elif kind == "Pod":
             yield f"Pod/{name}", obj["spec"]
-    if with_training and by_kind(rendered, "ConfigMap") and any(
-            o["metadata"]["name"].endswith("-training-template") for o in by_kind(rendered, "ConfigMap")):
+    if (
+        with_training
+        and by_kind(rendered, "ConfigMap")
+        and any(o["metadata"]["name"].endswith("-training-template") for o in by_kind(rendered, "ConfigMap"))
+    ):
         yield "training Job template", training_job(rendered)["spec"]["template"]["spec"]
 
 
 # ---- Helm lint + schema validation of every manifest --------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_lint_strict_is_clean(name):
@@ -86,14 +91,20 @@ def test_every_object_carries_the_standard_labels(value_set):
     _, _, rendered = value_set
     for obj in objects(rendered):
         labels = obj["metadata"]["labels"]
-        for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
-                    "app.kubernetes.io/managed-by", "helm.sh/chart"):
+        for key in (
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/version",
+            "app.kubernetes.io/managed-by",
+            "helm.sh/chart",
+        ):
             assert key in labels, f"{obj['kind']}/{obj['metadata']['name']} lacks {key}"
         assert labels["app.kubernetes.io/instance"] == RELEASE
         assert obj["metadata"].get("namespace", NAMESPACE) == NAMESPACE
 
 
 # ---- services -----------------------------------------------------------------------------------------------
+
 
 def test_each_service_has_deployment_and_service_with_grpc_probes(value_set):
     _, _, rendered = value_set
@@ -158,6 +169,7 @@ def test_only_job_launchers_get_an_api_token(value_set):
 
 # ---- RBAC ---------------------------------------------------------------------------------------------------
 
+
 def test_rbac_is_limited_to_jobs_in_the_namespace(value_set):
     _, values, rendered = value_set
     kinds = {o["kind"] for o in objects(rendered)}
@@ -167,19 +179,23 @@ def test_rbac_is_limited_to_jobs_in_the_namespace(value_set):
         assert roles == [] and by_kind(rendered, "RoleBinding") == []
         return
     (role,) = roles
-    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-               for v in rule["verbs"]}
+    granted = {
+        (g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+    }
     jobs = {("batch", "jobs", v) for v in ("create", "get", "list", "watch", "delete")}
     assert granted == jobs | {("", "pods", "get"), ("", "pods", "list"), ("", "pods/log", "get")}
     assert all("resourceNames" not in rule for rule in role["rules"])
     (binding,) = by_kind(rendered, "RoleBinding")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                  "name": role["metadata"]["name"]}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{FULL}-job-launcher",
-                                    "namespace": NAMESPACE}]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{FULL}-job-launcher", "namespace": NAMESPACE}]
 
 
 # ---- GPU pool: only training pods ---------------------------------------------------------------------------
+
 
 def test_gpu_limits_and_tolerations_only_on_training_pods(value_set):
     _, values, rendered = value_set
@@ -240,6 +256,7 @@ def test_training_template_loads_into_the_job_builder():
 
 # ---- storage, autoscaling, secrets, network ------------------------------------------------------------------
 
+
 def test_minio_storage_when_enabled():
     rendered = render({})
     (sts,) = by_kind(rendered, "StatefulSet")
@@ -268,8 +285,10 @@ def test_external_s3_with_existing_secrets():
         assert env["SMF_STORE"]["value"] == "s3://lab-sounds/smf/prod"
         assert env["SMF_S3_ENDPOINT"]["value"] == "https://s3.eu-west-1.amazonaws.com"
         assert env["SMF_S3_REGION"]["value"] == "eu-west-1"
-        assert env["SMF_S3_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "lab-s3-creds",
-                                                                         "key": "AWS_ACCESS_KEY_ID"}
+        assert env["SMF_S3_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": "lab-s3-creds",
+            "key": "AWS_ACCESS_KEY_ID",
+        }
         if owner.startswith("Deployment"):
             assert env["SMF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "lab-smf-token", "key": "bearer"}
 
@@ -279,12 +298,15 @@ def test_hpa_scales_gan_only_and_owns_its_replicas():
     (hpa,) = by_kind(on, "HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{FULL}-gan"}
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
-    gan = lambda r: next(d for d in by_kind(r, "Deployment") if d["metadata"]["name"] == f"{FULL}-gan")
+    def gan(r):
+        return next(d for d in by_kind(r, "Deployment") if d["metadata"]["name"] == f"{FULL}-gan")
     assert "replicas" not in gan(on)["spec"]  # the HPA owns it; a fixed value would fight it on every upgrade
     assert by_kind(off, "HorizontalPodAutoscaler") == []
     assert gan(off)["spec"]["replicas"] == 3
-    custom = {"type": "Pods", "pods": {"metric": {"name": "smf_rpc_inflight"},
-                                        "target": {"type": "AverageValue", "averageValue": "4"}}}
+    custom = {
+        "type": "Pods",
+        "pods": {"metric": {"name": "smf_rpc_inflight"}, "target": {"type": "AverageValue", "averageValue": "4"}},
+    }
     (hpa,) = by_kind(render({"services": {"gan": {"autoscaling": {"metrics": [custom]}}}}), "HorizontalPodAutoscaler")
     assert hpa["spec"]["metrics"][1] == custom
     kubernetes_validate.validate(hpa, KUBE_VERSION, strict=True)
@@ -294,6 +316,7 @@ def test_generated_secrets_and_explicit_token():
     rendered = render({"auth": {"token": "t" * 24}})
     token = next(s for s in by_kind(rendered, "Secret") if s["metadata"]["name"] == f"{FULL}-token")
     import base64
+
     assert base64.b64decode(token["data"]["token"]).decode() == "t" * 24
     s3 = next(s for s in by_kind(rendered, "Secret") if s["metadata"]["name"] == f"{FULL}-s3")
     assert len(base64.b64decode(s3["data"]["secretKey"])) == 40
@@ -308,9 +331,18 @@ def test_network_policies():
     assert grpc_ports == set(SERVICES.values()) | {8080}
     assert {p["port"] for p in services["ingress"][1]["ports"]} == {p + 1000 for p in SERVICES.values()}
     minio = policies[f"{FULL}-minio"]
-    assert minio["ingress"] == [{"from": [{"podSelector": {"matchLabels": {
-        "app.kubernetes.io/name": "smf", "app.kubernetes.io/instance": RELEASE}}}],
-        "ports": [{"port": 9000, "protocol": "TCP"}]}]
+    assert minio["ingress"] == [
+        {
+            "from": [
+                {
+                    "podSelector": {
+                        "matchLabels": {"app.kubernetes.io/name": "smf", "app.kubernetes.io/instance": RELEASE}
+                    }
+                }
+            ],
+            "ports": [{"port": 9000, "protocol": "TCP"}],
+        }
+    ]
     assert by_kind(render(VALUE_SETS["minio-off"]), "NetworkPolicy") == []
 
 

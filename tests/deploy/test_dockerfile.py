@@ -1,5 +1,6 @@
 """The container image recipe, checked without a Docker engine: stage layout, user, entrypoint, pins, and the
 non-editable install the build stage performs (a real wheel built from this tree)."""
+
 from __future__ import annotations
 
 import re
@@ -70,10 +71,26 @@ def test_wheel_the_image_installs_contains_the_package(tmp_path):
     context.mkdir()
     for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(ROOT / name, context / name)
-    shutil.copytree(ROOT / "services", context / "services",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "dist"), str(context)], check=True, timeout=300, cwd=tmp_path)
+    shutil.copytree(
+        ROOT / "services", context / "services", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(context),
+        ],
+        check=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for module in ("smf/cli.py", "smf/common/k8s_jobs.py", "smf/common/jobs.py", "smf/common/v1/__init__.py"):

@@ -1,6 +1,7 @@
 """A real Prometheus server (Debian `prometheus`) scrapes a running `smf serve artifact` on loopback; PromQL over the
 HTTP API must return smf's RPC counters and latency histogram buckets. This is what the chart's pod annotations /
 ServiceMonitor point a cluster's Prometheus at."""
+
 from __future__ import annotations
 
 import json
@@ -63,12 +64,34 @@ def smf_service(tmp_path):
     env = {**os.environ, "SMF_TOKEN": TOKEN, "SMF_STORE": (tmp_path / "store").as_uri()}
     env.pop("SMF_ALLOW_NO_AUTH", None)
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "smf.cli", "serve", "artifact", "--port", str(port),
-                                 "--metrics-port", str(metrics_port), "--host", "127.0.0.1", "--grace", "1"],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "smf.cli",
+                "serve",
+                "artifact",
+                "--port",
+                str(port),
+                "--metrics-port",
+                str(metrics_port),
+                "--host",
+                "127.0.0.1",
+                "--grace",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     try:
-        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=1).status == 200,
-                 60, "smf metrics endpoint", proc, log)
+        wait_for(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=1).status == 200,
+            60,
+            "smf metrics endpoint",
+            proc,
+            log,
+        )
         yield port, metrics_port
     finally:
         stop(proc)
@@ -79,17 +102,38 @@ def prometheus(tmp_path, smf_service):
     _, metrics_port = smf_service
     web = free_port()
     config = tmp_path / "prometheus.yml"
-    config.write_text(json.dumps({  # JSON is YAML
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "smf-artifact", "metrics_path": "/metrics",
-                            "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"],
-                                                "labels": {"app_kubernetes_io_component": "artifact"}}]}],
-    }))
+    config.write_text(
+        json.dumps(
+            {  # JSON is YAML
+                "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+                "scrape_configs": [
+                    {
+                        "job_name": "smf-artifact",
+                        "metrics_path": "/metrics",
+                        "static_configs": [
+                            {
+                                "targets": [f"127.0.0.1:{metrics_port}"],
+                                "labels": {"app_kubernetes_io_component": "artifact"},
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
     log = tmp_path / "prometheus.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                 f"--web.listen-address=127.0.0.1:{web}", "--storage.tsdb.retention.time=1h"],
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{web}",
+                "--storage.tsdb.retention.time=1h",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         yield f"http://127.0.0.1:{web}", proc, log
     finally:
@@ -120,8 +164,13 @@ def test_prometheus_scrapes_smf_rpc_metrics(smf_service, prometheus):
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
     started = time.monotonic()
-    wait_for(lambda: any(r["value"][1] == "1" for r in query(base, 'up{job="smf-artifact"}')), 60,
-             "first successful scrape", proc, log)
+    wait_for(
+        lambda: any(r["value"][1] == "1" for r in query(base, 'up{job="smf-artifact"}')),
+        60,
+        "first successful scrape",
+        proc,
+        log,
+    )
     first_scrape_s = time.monotonic() - started
 
     def handled():
@@ -143,7 +192,9 @@ def test_prometheus_scrapes_smf_rpc_metrics(smf_service, prometheus):
     inf = sum(float(r["value"][1]) for r in buckets if r["metric"]["le"] == "+Inf")
     assert inf >= 5  # every authenticated call landed in a bucket
     # The query a dashboard would run: p99 latency from the buckets.
-    (p99,) = query(base, 'histogram_quantile(0.99, sum by (le) '
-                         '(smf_grpc_server_handling_seconds_bucket{grpc_method="ListArtifacts"}))')
+    (p99,) = query(
+        base,
+        'histogram_quantile(0.99, sum by (le) (smf_grpc_server_handling_seconds_bucket{grpc_method="ListArtifacts"}))',
+    )
     assert 0 < float(p99["value"][1]) < 10
     print(f"first scrape landed {first_scrape_s:.1f}s after the RPCs")

@@ -1,4 +1,5 @@
 """Fixtures of the reliability suite (tests/e2e): a tiny trained GAN in a file store. Helpers: helpers.py."""
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ Each test records its measured figures with `record_figures("R4", {...})`: a JSO
 matching block of docs/reliability.md (between `<!-- R4:begin -->` and `<!-- R4:end -->`) are rewritten, so the doc
 always shows the last measured run. Longer variants run with SMF_SLOW=1.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,12 @@ def machine() -> str:
 
 def record_figures(name: str, figures: dict) -> None:
     """Write test-artifacts/reliability-<name>.json and the <name> block of docs/reliability.md."""
-    figures = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-               "variant": "slow (SMF_SLOW=1)" if SLOW else "CI", **figures}
+    figures = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "variant": "slow (SMF_SLOW=1)" if SLOW else "CI",
+        **figures,
+    }
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / f"reliability-{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
     fill_doc({name: figures})
@@ -39,16 +44,21 @@ def record_figures(name: str, figures: dict) -> None:
 def fill_doc(figures: dict[str, dict] | None = None) -> None:
     """Rewrite the figure blocks of docs/reliability.md (default: from every test-artifacts/reliability-*.json)."""
     if figures is None:
-        figures = {p.stem.split("-", 1)[1]: json.loads(p.read_text())
-                   for p in sorted(ARTIFACTS.glob("reliability-*.json"))}
+        figures = {
+            p.stem.split("-", 1)[1]: json.loads(p.read_text()) for p in sorted(ARTIFACTS.glob("reliability-*.json"))
+        }
     if not DOC.exists():
         return
     text = DOC.read_text()
     for name, figs in figures.items():
         begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
         block = "\n```json\n" + json.dumps(figs, indent=2) + "\n```\n"
-        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _, b=begin, e=end, k=block: b + k + e,
-                      text, flags=re.DOTALL)
+        text = re.sub(
+            re.escape(begin) + ".*?" + re.escape(end),
+            lambda _, b=begin, e=end, k=block: b + k + e,
+            text,
+            flags=re.DOTALL,
+        )
     tmp = DOC.with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(DOC)

@@ -4,6 +4,7 @@ values, nested messages) and malformed wire bytes. Pass = no INTERNAL / UNKNOWN 
 
 Requests are generated from the proto descriptors, so a new RPC or field is fuzzed without touching this file.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,24 +31,55 @@ MALFORMED = 50 if SLOW else 8
 TIMEOUT = 8.0
 BAD = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 OPS = operations_pb2.DESCRIPTOR.services_by_name["OperationService"]
-SERVICES = {"gan": gan_pb2.DESCRIPTOR.services_by_name["GanService"],
-            "grid": grid_pb2.DESCRIPTOR.services_by_name["GridService"],
-            "som": som_pb2.DESCRIPTOR.services_by_name["SomService"],
-            "rnn": rnn_pb2.DESCRIPTOR.services_by_name["RnnService"]}
-METHODS = [(svc, d, m.name) for svc, d in SERVICES.items() for m in d.methods] + \
-          [(svc, OPS, m.name) for svc in SERVICES for m in OPS.methods]
+SERVICES = {
+    "gan": gan_pb2.DESCRIPTOR.services_by_name["GanService"],
+    "grid": grid_pb2.DESCRIPTOR.services_by_name["GridService"],
+    "som": som_pb2.DESCRIPTOR.services_by_name["SomService"],
+    "rnn": rnn_pb2.DESCRIPTOR.services_by_name["RnnService"],
+}
+METHODS = [(svc, d, m.name) for svc, d in SERVICES.items() for m in d.methods] + [
+    (svc, OPS, m.name) for svc in SERVICES for m in OPS.methods
+]
 CODES: dict[str, Counter] = defaultdict(Counter)
 
 # strings that reach deeper than random text: names that exist in the store, paths that must be refused
-INTERESTING = ["", "trained", "gan/trained", "datasets/tones", "tones", "grids/x", "som/x", "rnn/x", "../../etc/passwd",
-               "/etc/passwd", "file:///etc/passwd", "s3://bucket/../x", "gan/trained/../../x", "a" * 5000, "\x00",
-               "samples/x/0", "{}", '{"steps": -1}', "dim0", "normPitch", "é€😀", "op-0000"]
+INTERESTING = [
+    "",
+    "trained",
+    "gan/trained",
+    "datasets/tones",
+    "tones",
+    "grids/x",
+    "som/x",
+    "rnn/x",
+    "../../etc/passwd",
+    "/etc/passwd",
+    "file:///etc/passwd",
+    "s3://bucket/../x",
+    "gan/trained/../../x",
+    "a" * 5000,
+    "\x00",
+    "samples/x/0",
+    "{}",
+    '{"steps": -1}',
+    "dim0",
+    "normPitch",
+    "é€😀",
+    "op-0000",
+]
 
-_INT = {D.FieldDescriptor.TYPE_INT32: (-2**31, 2**31 - 1), D.FieldDescriptor.TYPE_SINT32: (-2**31, 2**31 - 1),
-        D.FieldDescriptor.TYPE_SFIXED32: (-2**31, 2**31 - 1), D.FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
-        D.FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1), D.FieldDescriptor.TYPE_INT64: (-2**63, 2**63 - 1),
-        D.FieldDescriptor.TYPE_SINT64: (-2**63, 2**63 - 1), D.FieldDescriptor.TYPE_SFIXED64: (-2**63, 2**63 - 1),
-        D.FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1), D.FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1)}
+_INT = {
+    D.FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
+    D.FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    D.FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
+    D.FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
+    D.FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
+    D.FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
+    D.FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
+    D.FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+    D.FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
+    D.FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
+}
 
 
 def scalar(fd: D.FieldDescriptor):
@@ -141,8 +173,7 @@ def _cancel_all(channels) -> None:
             stub.CancelOperation(operations_pb2.CancelOperationRequest(operation_id=op.id), timeout=10)
 
 
-@pytest.mark.parametrize("svc_name, service, method_name", METHODS,
-                         ids=[f"{s}-{d.name}.{m}" for s, d, m in METHODS])
+@pytest.mark.parametrize("svc_name, service, method_name", METHODS, ids=[f"{s}-{d.name}.{m}" for s, d, m in METHODS])
 def test_fuzz_rpc(services, svc_name, service, method_name):
     svc, channels = services
     method = service.methods_by_name[method_name]
@@ -151,8 +182,12 @@ def test_fuzz_rpc(services, svc_name, service, method_name):
     if method.client_streaming:
         strategy = st.lists(strategy, min_size=1, max_size=3)
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(strategy)
     def fuzz(request):
         CODES[key][_invoke(channels[svc_name], service, method, request, raw=False)] += 1
@@ -165,8 +200,7 @@ def test_fuzz_rpc(services, svc_name, service, method_name):
         assert proc.poll() is None, f"service {name} died while fuzzing {key}:\n{svc.log_tail(name)}"
 
 
-@pytest.mark.parametrize("svc_name, service, method_name", METHODS,
-                         ids=[f"{s}-{d.name}.{m}" for s, d, m in METHODS])
+@pytest.mark.parametrize("svc_name, service, method_name", METHODS, ids=[f"{s}-{d.name}.{m}" for s, d, m in METHODS])
 def test_malformed_wire_bytes(services, svc_name, service, method_name):
     svc, channels = services
     method = service.methods_by_name[method_name]
@@ -201,11 +235,18 @@ def test_services_survived_and_figures(services):
     for k, c in CODES.items():
         if "malformed" not in k:
             fields.update(c)
-    record_figures("R1", {"rpcs": len({k.split(" ")[0] for k in CODES}), "calls": calls,
-                          "examples_per_rpc": EXAMPLES, "malformed_per_rpc": MALFORMED,
-                          "status_codes_fuzzed_fields": dict(fields.most_common()),
-                          "status_codes_all": dict(totals.most_common()),
-                          "internal_or_unknown_fuzzed_fields": fields["INTERNAL"] + fields["UNKNOWN"],
-                          "per_rpc": {k: dict(v) for k, v in sorted(CODES.items())}})
+    record_figures(
+        "R1",
+        {
+            "rpcs": len({k.split(" ")[0] for k in CODES}),
+            "calls": calls,
+            "examples_per_rpc": EXAMPLES,
+            "malformed_per_rpc": MALFORMED,
+            "status_codes_fuzzed_fields": dict(fields.most_common()),
+            "status_codes_all": dict(totals.most_common()),
+            "internal_or_unknown_fuzzed_fields": fields["INTERNAL"] + fields["UNKNOWN"],
+            "per_rpc": {k: dict(v) for k, v in sorted(CODES.items())},
+        },
+    )
     if os.environ.get("SMF_FUZZ_PRINT"):
         print(dict(totals))

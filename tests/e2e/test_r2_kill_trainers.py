@@ -1,6 +1,7 @@
 """R2: `kill -9` of a GAN trainer and of an RNN trainer mid-run (jobs launched by the real services), then the same
 StartTraining again: training continues from the last checkpoint, loses at most one checkpoint interval, and no
 checkpoint is torn (every one loads, every read sha256-verified)."""
+
 from __future__ import annotations
 
 import io
@@ -37,8 +38,7 @@ def _check_checkpoints(store, run: str) -> int:
     """Every checkpoint left reads back verified and loads; returns how many."""
     steps = _steps(store, run)
     for s in steps:
-        ck = torch.load(io.BytesIO(store.get_bytes(f"{run}/ckpt/step-{s}.pt")), map_location="cpu",
-                        weights_only=False)
+        ck = torch.load(io.BytesIO(store.get_bytes(f"{run}/ckpt/step-{s}.pt")), map_location="cpu", weights_only=False)
         assert ck["step"] == s and "model" in ck and "optimizer" in ck
     return len(steps)
 
@@ -46,8 +46,11 @@ def _check_checkpoints(store, run: str) -> int:
 def _kill_trainer(svc, service: str, store, run: str, every: int) -> dict:
     """Wait until the trainer has a checkpoint and is past it, then SIGKILL it; returns what it had reached."""
     proc = svc.processes[service]
-    wait_for(lambda: _steps(store, run) and _progress_step(store, run) > _steps(store, run)[-1], 240,
-             f"{run}: a checkpoint and progress past it")
+    wait_for(
+        lambda: _steps(store, run) and _progress_step(store, run) > _steps(store, run)[-1],
+        240,
+        f"{run}: a checkpoint and progress past it",
+    )
     trainers = _children(proc.pid)
     assert len(trainers) == 1, trainers
     reached = _progress_step(store, run)
@@ -56,8 +59,13 @@ def _kill_trainer(svc, service: str, store, run: str, every: int) -> dict:
     wait_for(lambda: _zombie(trainers[0]), 10, "the kill")
     last = _steps(store, run)[-1]
     assert reached - last <= every, (reached, last)
-    return {"progress_step_at_kill": reached, "last_checkpoint": last, "steps_lost": reached - last,
-            "checkpoint_interval": every, "t_kill": t_kill}
+    return {
+        "progress_step_at_kill": reached,
+        "last_checkpoint": last,
+        "steps_lost": reached - last,
+        "checkpoint_interval": every,
+        "t_kill": t_kill,
+    }
 
 
 def _resumed_from(log_dir, pattern: str) -> int:
@@ -90,8 +98,16 @@ def test_kill_gan_and_rnn_trainers_then_resume(gan_store, tmp_path):
         assert _steps(store, "gan/r2")[-1] == sum(gan_steps)
         g["checkpoints_loaded"] = _check_checkpoints(store, "gan/r2")
         # --- RNN ---
-        opts = {"hidden": 16, "layers": 1, "seq_len": 64, "batch": 4, "steps": 120 if SLOW else 60,
-                "checkpoint_every": rnn_every, "progress_every": 2, "seed": 0}
+        opts = {
+            "hidden": 16,
+            "layers": 1,
+            "seq_len": 64,
+            "batch": 4,
+            "steps": 120 if SLOW else 60,
+            "checkpoint_every": rnn_every,
+            "progress_every": 2,
+            "seed": 0,
+        }
         op = rnn.start_training("datasets/tones", ["normPitch"], run_id="rnn/r2", **opts)
         r = _kill_trainer(svc, "rnn", store, "rnn/r2", rnn_every)
         with pytest.raises(SmfError):

@@ -1,6 +1,7 @@
 """R3: the S3 server (a real SeaweedFS) is restarted twice in the middle of a pipeline run (while the GAN trains,
 then while the SOM linearizes): the run finishes, and every artifact it left verifies against its manifest
 (every store read is sha256-verified, so a torn or stale object would have failed the run)."""
+
 from __future__ import annotations
 
 import threading
@@ -31,12 +32,14 @@ def test_s3_restarts_mid_pipeline(fresh_s3_server, monkeypatch, tmp_path):
                 return bool(rec and rec["state"] == "running" and also())
             except SmfError:  # the server is down for a moment: look again
                 return False
+
         return check
 
     def ckpt():
         return any("/ckpt/" in k for k in store.list("gan"))
 
     with local_services(store.uri, log_dir=tmp_path / "logs") as svc:
+
         def run():
             try:
                 outcome["state"] = Pipeline(cfg, store, svc, log=log.append).run()
@@ -48,14 +51,16 @@ def test_s3_restarts_mid_pipeline(fresh_s3_server, monkeypatch, tmp_path):
         thread.start()
         restarts = []
         for stage, extra in (("gan", ckpt), ("som", lambda: True)):
-            wait_for(lambda s=stage, e=extra: stage_running(s, e)() or not thread.is_alive(), 400,
-                     f"stage {stage} running")
+            wait_for(
+                lambda s=stage, e=extra: stage_running(s, e)() or not thread.is_alive(), 400, f"stage {stage} running"
+            )
             if not thread.is_alive():
                 break
             r0 = time.monotonic()
             fresh_s3_server.restart()
-            restarts.append({"during_stage": stage, "at_s": round(r0 - t0, 1),
-                             "restart_s": round(time.monotonic() - r0, 1)})
+            restarts.append(
+                {"during_stage": stage, "at_s": round(r0 - t0, 1), "restart_s": round(time.monotonic() - r0, 1)}
+            )
         thread.join(600)
         wall = time.monotonic() - t0
     assert "error" not in outcome, f"{outcome.get('error')!r}\n" + "\n".join(log[-20:])
@@ -64,6 +69,13 @@ def test_s3_restarts_mid_pipeline(fresh_s3_server, monkeypatch, tmp_path):
     artifacts = list_artifacts(store)
     for aid in artifacts:
         verify_artifact(store, aid)
-    record_figures("R3", {"restarts": restarts, "pipeline_seconds": round(wall, 1),
-                          "artifacts_verified": len(artifacts), "objects": len(store.list()),
-                          "stages": list(outcome["state"]["ran"])})
+    record_figures(
+        "R3",
+        {
+            "restarts": restarts,
+            "pipeline_seconds": round(wall, 1),
+            "artifacts_verified": len(artifacts),
+            "objects": len(store.list()),
+            "stages": list(outcome["state"]["ran"]),
+        },
+    )

@@ -1,6 +1,7 @@
 """R4: 50 concurrent SampleRandom clients against one GAN service on loopback (10 s in CI, 60 s with SMF_SLOW=1):
 no error other than RESOURCE_EXHAUSTED, the service's memory stays bounded (RSS sampled), p50/p99 latency reported.
 A second phase overloads a service started with a tiny render queue: RESOURCE_EXHAUSTED appears, nothing else."""
+
 from __future__ import annotations
 
 import threading
@@ -65,22 +66,33 @@ def _hammer(target: str, token: str, seconds: float, pid: int) -> dict:
     lat = np.asarray(latencies) * 1000
     mem = np.asarray([m for _, m in rss])
     third = max(len(mem) // 3, 1)
-    return {"clients": CLIENTS, "seconds": round(wall, 1), "ok": len(latencies),
-            "throughput_per_s": round(len(latencies) / wall, 1), "errors": dict(errors),
-            "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
-                           "p99": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
-                           "max": round(float(lat.max()), 1) if len(lat) else None},
-            "rss_mb": {"start": round(float(mem[0]), 1), "max": round(float(mem.max()), 1),
-                       "first_third_mean": round(float(mem[:third].mean()), 1),
-                       "last_third_mean": round(float(mem[-third:].mean()), 1)}}
+    return {
+        "clients": CLIENTS,
+        "seconds": round(wall, 1),
+        "ok": len(latencies),
+        "throughput_per_s": round(len(latencies) / wall, 1),
+        "errors": dict(errors),
+        "latency_ms": {
+            "p50": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
+            "p99": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
+            "max": round(float(lat.max()), 1) if len(lat) else None,
+        },
+        "rss_mb": {
+            "start": round(float(mem[0]), 1),
+            "max": round(float(mem.max()), 1),
+            "first_third_mean": round(float(mem[:third].mean()), 1),
+            "last_third_mean": round(float(mem[-third:].mean()), 1),
+        },
+    }
 
 
 def test_50_concurrent_sample_clients(gan_store, tmp_path):
     seconds = 60 if SLOW else 10
     with local_services(gan_store.uri, log_dir=tmp_path / "logs", names=("gan",)) as svc:
         normal = _hammer(svc.targets["gan"], svc.token, seconds, svc.processes["gan"].pid)
-    with local_services(gan_store.uri, log_dir=tmp_path / "logs2", names=("gan",),
-                        extra_args={"gan": ["--max-queue", "4"]}) as svc:
+    with local_services(
+        gan_store.uri, log_dir=tmp_path / "logs2", names=("gan",), extra_args={"gan": ["--max-queue", "4"]}
+    ) as svc:
         overload = _hammer(svc.targets["gan"], svc.token, min(seconds, 10), svc.processes["gan"].pid)
     record_figures("R4", {"normal": normal, "overload_max_queue_4": overload})
     for phase in (normal, overload):

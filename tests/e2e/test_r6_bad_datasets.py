@@ -1,6 +1,7 @@
 """R6: bad datasets given to `smf pipeline run` (corrupt wav, stereo, wrong rate, missing / extra params, empty
 folder) fail at the dataset stage with a clear error naming the file, and leave nothing half-written: no dataset
 artifact, no stray objects, the state records the failure."""
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,14 @@ def _empty(wavs):
     return wavs[0].parent.name
 
 
-CASES = {"corrupt-wav": _corrupt, "stereo": _stereo, "wrong-rate": _wrong_rate, "missing-params": _missing_params,
-         "extra-params": _extra_params, "empty-folder": _empty}
+CASES = {
+    "corrupt-wav": _corrupt,
+    "stereo": _stereo,
+    "wrong-rate": _wrong_rate,
+    "missing-params": _missing_params,
+    "extra-params": _extra_params,
+    "empty-folder": _empty,
+}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -93,8 +100,12 @@ def test_bad_dataset_fails_clearly_and_writes_nothing(tmp_path, case):
     state = read_state(store, "bad")
     assert state["status"] == "failed" and state["stages"]["dataset"]["state"] == "failed"
     assert culprit in state["error"]
-    RESULTS[case] = {"error": message, "seconds": round(seconds, 3), "objects_left": len(keys) - 1,
-                     "code": err.value.code.name}
+    RESULTS[case] = {
+        "error": message,
+        "seconds": round(seconds, 3),
+        "objects_left": len(keys) - 1,
+        "code": err.value.code.name,
+    }
     if len(RESULTS) == len(CASES):
         record_figures("R6", {"cases": RESULTS})
 

@@ -2,6 +2,7 @@
 
 Everything runs at tiny capacity on CPU with one torch thread (the dev box has 2 shared cores).
 """
+
 from __future__ import annotations
 
 import pytest

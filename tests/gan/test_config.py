@@ -1,4 +1,5 @@
 """The SMF config: original-shaped configs load; unknown / missing / bad keys are errors naming the dotted key."""
+
 from __future__ import annotations
 
 import json
@@ -31,24 +32,29 @@ def test_every_shipped_config_builds_and_round_trips():
         assert sum(p.numel() for p in gan.G.parameters()) > 0
 
 
-@pytest.mark.parametrize("mutate, field", [
-    (lambda c: c.update(extra=1), "extra"),
-    (lambda c: c["modelConfig"].update(depthScale=[1]), "modelConfig.depthScale"),
-    (lambda c: c["modelConfig"].pop("depthScales"), "modelConfig.depthScales"),
-    (lambda c: c.pop("loaderConfig"), "loaderConfig"),
-    (lambda c: c["loaderConfig"].pop("data_path"), "loaderConfig.data_path"),
-    (lambda c: c["modelConfig"].update(depthScales=[32, 32, 16]), "modelConfig.depthScales"),
-    (lambda c: c["modelConfig"].update(depthScales=[32, 0, 16, 16]), "modelConfig.depthScales[1]"),
-    (lambda c: c["modelConfig"].update(dimLatentVector="16"), "modelConfig.dimLatentVector"),
-    (lambda c: c["modelConfig"].update(lambdaGP=float("nan")), "modelConfig.lambdaGP"),
-    (lambda c: c["modelConfig"].update(lossMode="DCGAN"), "modelConfig.lossMode"),
-    (lambda c: c["modelConfig"].update(downSamplingFactor=[[8, 8], [4, 4], [3, 2], [1, 1]]),
-     "modelConfig.downSamplingFactor[2]"),
-    (lambda c: c["modelConfig"].update(ac_gan=True, attribKeysOrder=None), "modelConfig.attribKeysOrder"),
-    (lambda c: c["transformConfig"].update(transform="specgrams"), "transformConfig.transform"),
-    (lambda c: c["transformConfig"].update(hop_size=4096), "transformConfig.hop_size"),
-    (lambda c: c["trainConfig"].update(device="tpu"), "trainConfig.device"),
-])
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda c: c.update(extra=1), "extra"),
+        (lambda c: c["modelConfig"].update(depthScale=[1]), "modelConfig.depthScale"),
+        (lambda c: c["modelConfig"].pop("depthScales"), "modelConfig.depthScales"),
+        (lambda c: c.pop("loaderConfig"), "loaderConfig"),
+        (lambda c: c["loaderConfig"].pop("data_path"), "loaderConfig.data_path"),
+        (lambda c: c["modelConfig"].update(depthScales=[32, 32, 16]), "modelConfig.depthScales"),
+        (lambda c: c["modelConfig"].update(depthScales=[32, 0, 16, 16]), "modelConfig.depthScales[1]"),
+        (lambda c: c["modelConfig"].update(dimLatentVector="16"), "modelConfig.dimLatentVector"),
+        (lambda c: c["modelConfig"].update(lambdaGP=float("nan")), "modelConfig.lambdaGP"),
+        (lambda c: c["modelConfig"].update(lossMode="DCGAN"), "modelConfig.lossMode"),
+        (
+            lambda c: c["modelConfig"].update(downSamplingFactor=[[8, 8], [4, 4], [3, 2], [1, 1]]),
+            "modelConfig.downSamplingFactor[2]",
+        ),
+        (lambda c: c["modelConfig"].update(ac_gan=True, attribKeysOrder=None), "modelConfig.attribKeysOrder"),
+        (lambda c: c["transformConfig"].update(transform="specgrams"), "transformConfig.transform"),
+        (lambda c: c["transformConfig"].update(hop_size=4096), "transformConfig.hop_size"),
+        (lambda c: c["trainConfig"].update(device="tpu"), "trainConfig.device"),
+    ],
+)
 def test_bad_configs_name_the_field(mutate, field):
     cfg = tiny_dict()
     mutate(cfg)

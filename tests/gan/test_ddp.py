@@ -6,6 +6,7 @@ batch within a rank, then over ranks by the all-reduce), which moves results by 
 losses, 3e-6 on the weights after 8 steps). 1e-4 leaves room for that, while a wrong shard, gradients not averaged
 or per-rank random draws change the losses by 1e-2 and more from the first step.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,10 @@ def test_two_processes_train_like_one_and_resume_in_one(tones_store, tmp_path):
     ref.run()
 
     # two processes, stopped after 6 of the 8 steps
-    run = torchrun(2, ["-m", "smf.gan.train", "--config", str(path), "--out", tones_store.key_uri("gan/ddp-two"),
-                       "--max-steps", "6"])
+    run = torchrun(
+        2,
+        ["-m", "smf.gan.train", "--config", str(path), "--out", tones_store.key_uri("gan/ddp-two"), "--max-steps", "6"],
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert run.stdout.count("training gan/ddp-two") == 1 and "x 2 processes (gloo)" in run.stdout  # rank 0 speaks
     # Rank 1 holds a read-only store (a write there raises and fails the run), so a clean exit means rank 0 wrote
@@ -98,13 +101,20 @@ def test_cancelling_a_two_process_local_job_checkpoints_once(tones_store, tmp_pa
 
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(tiny_dict(steps=(200, 200, 200, 200), checkpointEvery=10_000, logEvery=1)))
-    job = jobs.launch("gan", ["--config", str(path), "--out", tones_store.key_uri("gan/ddp-cancel")], name="ddpc",
-                      nproc=2, backend=jobs.LocalBackend(tmp_path / "jobs"))
+    job = jobs.launch(
+        "gan",
+        ["--config", str(path), "--out", tones_store.key_uri("gan/ddp-cancel")],
+        name="ddpc",
+        nproc=2,
+        backend=jobs.LocalBackend(tmp_path / "jobs"),
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and job.status() == "running":
-            if tones_store.exists("gan/ddp-cancel/progress.json") and \
-                    json.loads(tones_store.get_bytes("gan/ddp-cancel/progress.json"))["step"] >= 2:
+            if (
+                tones_store.exists("gan/ddp-cancel/progress.json")
+                and json.loads(tones_store.get_bytes("gan/ddp-cancel/progress.json"))["step"] >= 2
+            ):
                 break
             time.sleep(0.2)
         job.cancel(grace=60)

@@ -1,4 +1,5 @@
 """The progressive GAN's pieces: shapes per scale, fade-in, equalised lr, minibatch stddev, WGAN-GP, EMA."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Sampling and rendering: seeded determinism, wav + latent pairs with a manifest, latent validation."""
+
 from __future__ import annotations
 
 import io
@@ -36,7 +37,7 @@ def test_render_is_batched_and_matches_one_at_a_time(trained):
     model = load_model(store, run)
     z = model.random_latents(5, seed=1)
     together = model.render(z, batch_size=4)
-    alone = torch.cat([model.render(z[i:i + 1]) for i in range(5)])
+    alone = torch.cat([model.render(z[i : i + 1]) for i in range(5)])
     assert together.shape == (5, model.audio_length)
     torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-3)
     # rendering a stored latent gives the stored sound

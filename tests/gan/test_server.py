@@ -1,5 +1,6 @@
 """GanService over a real loopback gRPC channel and a real store: train -> watch -> checkpoint -> sample, renders,
 errors as status codes, micro-batching, the spreading client."""
+
 from __future__ import annotations
 
 import io
@@ -21,8 +22,15 @@ TOKEN = "gan-test-token"
 
 def serve(store, **kw) -> tuple[ServerThread, GanServicer]:
     servicer = GanServicer(store, **kw)
-    srv = ServerThread(name="gan", servicers=servicers(servicer), service_names=SERVICE_NAMES, port=0,
-                       metrics_port=None, token=TOKEN, host="127.0.0.1").start()
+    srv = ServerThread(
+        name="gan",
+        servicers=servicers(servicer),
+        service_names=SERVICE_NAMES,
+        port=0,
+        metrics_port=None,
+        token=TOKEN,
+        host="127.0.0.1",
+    ).start()
     return srv, servicer
 
 
@@ -117,8 +125,9 @@ def test_concurrent_requests_share_forward_passes_and_a_full_queue_is_resource_e
     try:
         futures = [batcher.submit(model, model.random_latents(4, seed=i)) for i in range(8)]
         for i, f in enumerate(futures):
-            torch.testing.assert_close(f.result(60), model.render(model.random_latents(4, seed=i)), atol=1e-4,
-                                       rtol=1e-3)
+            torch.testing.assert_close(
+                f.result(60), model.render(model.random_latents(4, seed=i)), atol=1e-4, rtol=1e-3
+            )
         assert batcher.batches <= 2  # 8 requests of 4 -> one or two passes of up to 32
         with pytest.raises(ResourceExhausted):
             for _ in range(100):

@@ -1,4 +1,5 @@
 """Training: checkpoints and progress in the store, exact resume, SIGTERM saves, and it learns."""
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,7 @@ def test_resume_is_exact(tones_store):
     first.run(max_steps=10)
     assert first.step == 10
     assert json.loads(tones_store.get_bytes("gan/halves/progress.json"))["state"] == "cancelled"
-    second = Trainer(cfg, tones_store, "gan/halves", **QUIET)   # a new process would do the same
+    second = Trainer(cfg, tones_store, "gan/halves", **QUIET)  # a new process would do the same
     assert second.step == 10 and second.metrics["step"] == first.metrics["step"]
     second.run()
     assert second.step == straight.step == cfg.total_steps
@@ -70,8 +71,10 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tones_store, tmp_path):
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if tones_store.exists("gan/sigterm/progress.json") and \
-                    json.loads(tones_store.get_bytes("gan/sigterm/progress.json"))["step"] >= 4:
+            if (
+                tones_store.exists("gan/sigterm/progress.json")
+                and json.loads(tones_store.get_bytes("gan/sigterm/progress.json"))["step"] >= 4
+            ):
                 break
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
@@ -95,7 +98,7 @@ def test_it_learns_the_tones(tones_store):
     cfg = parse_config(tiny_dict(steps=(40, 40, 40, 60), checkpointEvery=180, logEvery=20))
     tr = Trainer(cfg, tones_store, "gan/learns", **QUIET)
     tr.run()
-    lsd = dict(zip(tr.metrics["lsd_step"], tr.metrics["lsd"]))
+    lsd = dict(zip(tr.metrics["lsd_step"], tr.metrics["lsd"], strict=False))
     print(f"log-spectral distance to the data: step 0 {lsd[0]:.3f} -> step {tr.step} {lsd[tr.step]:.3f}")
     assert lsd[tr.step] < 0.6 * lsd[0]
 
@@ -105,8 +108,7 @@ def test_attribute_conditioning_from_params(tones_store):
     from smf.gan.sample import load_model
 
     cfg = tiny_dict(steps=(2, 2, 2, 2))
-    cfg["modelConfig"].update(ac_gan=True, attribKeysOrder={"normPitch": 0}, weightConditionD=1.0,
-                              weightConditionG=1.0)
+    cfg["modelConfig"].update(ac_gan=True, attribKeysOrder={"normPitch": 0}, weightConditionD=1.0, weightConditionG=1.0)
     tr = Trainer(parse_config(cfg), tones_store, "gan/cond", **QUIET)
     n_classes = len(tr.data.classes["normPitch"])
     assert 1 < n_classes <= 12 and tr.data.labels.shape == (12, 1)

@@ -4,6 +4,7 @@ four random corner samples, and a grid service (gRPC + HTTP) rendering through t
 The tiny-GAN recipe is the shared one in tests/support/tiny_gan.py. Everything runs on CPU with one torch thread
 (the dev box has 2 shared cores).
 """
+
 from __future__ import annotations
 
 import secrets
@@ -44,9 +45,9 @@ class Services:
     store: object
     gan_ports: list[int]
     grid_port: int
-    http: object          # Auditioner
-    servicer: object      # GridServicer
-    corners: list[str]    # sample ids samples/<id>/<n>
+    http: object  # Auditioner
+    servicer: object  # GridServicer
+    corners: list[str]  # sample ids samples/<id>/<n>
     sample_artifact: str
     gan_servicers: list
     token: str = TOKEN
@@ -69,9 +70,15 @@ def services(grid_store, s3_server):
         try:
             for _ in range(2):
                 servicer = gan_server.GanServicer(grid_store, max_batch=16)
-                srv = ServerThread(name="gan", servicers=gan_server.servicers(servicer),
-                                   service_names=gan_server.SERVICE_NAMES, port=0, metrics_port=None,
-                                   token=TOKEN, host="127.0.0.1").start()
+                srv = ServerThread(
+                    name="gan",
+                    servicers=gan_server.servicers(servicer),
+                    service_names=gan_server.SERVICE_NAMES,
+                    port=0,
+                    metrics_port=None,
+                    token=TOKEN,
+                    host="127.0.0.1",
+                ).start()
                 gans.append(servicer)
                 started.append(srv)
             targets = [f"127.0.0.1:{s.port}" for s in started]
@@ -79,15 +86,28 @@ def services(grid_store, s3_server):
             out = client.sample_random("tiny", 4, seed=1)
             sample = out.artifact_uri.split(grid_store.uri + "/", 1)[1]
             grid = grid_server.GridServicer(grid_store, client, batch_size=16)
-            gsrv = ServerThread(name="grid", servicers=grid_server.servicers(grid),
-                                service_names=grid_server.SERVICE_NAMES, port=0, metrics_port=None,
-                                token=TOKEN, host="127.0.0.1").start()
+            gsrv = ServerThread(
+                name="grid",
+                servicers=grid_server.servicers(grid),
+                service_names=grid_server.SERVICE_NAMES,
+                port=0,
+                metrics_port=None,
+                token=TOKEN,
+                host="127.0.0.1",
+            ).start()
             started.append(gsrv)
             http = Auditioner(grid_store, token=TOKEN, host="127.0.0.1", port=0).start()
             try:
-                yield Services(store=grid_store, gan_ports=[s.port for s in started[:2]], grid_port=gsrv.port,
-                               http=http, servicer=grid, corners=[f"{sample}/{n}" for n in range(4)],
-                               sample_artifact=sample, gan_servicers=gans)
+                yield Services(
+                    store=grid_store,
+                    gan_ports=[s.port for s in started[:2]],
+                    grid_port=gsrv.port,
+                    http=http,
+                    servicer=grid,
+                    corners=[f"{sample}/{n}" for n in range(4)],
+                    sample_artifact=sample,
+                    gan_servicers=gans,
+                )
             finally:
                 http.stop()
                 grid.close()

@@ -1,4 +1,5 @@
 """`smf grid 2d4pt | open | ls`, here (model loaded from the store) and against the running grid service."""
+
 from __future__ import annotations
 
 import io
@@ -23,9 +24,30 @@ def test_2d4pt_here_with_a_local_corner_file(services, s3_env, tmp_path, capsys)
     z3 = tmp_path / "z3.pt"
     torch.save(torch.load(io.BytesIO(store.get_bytes(f"{services.corners[3]}.pt"))), z3)
     c = services.corners
-    rc = main(["grid", "2d4pt", "--store", store.uri, "--z0", c[0], "--z1", store.key_uri(f"{c[1]}.pt"),
-               "--z2", c[2], "--z3", str(z3), "--d0", "3", "--d1", "2", "--pm", "--slerp",
-               "-o", str(tmp_path / "cells")])
+    rc = main(
+        [
+            "grid",
+            "2d4pt",
+            "--store",
+            store.uri,
+            "--z0",
+            c[0],
+            "--z1",
+            store.key_uri(f"{c[1]}.pt"),
+            "--z2",
+            c[2],
+            "--z3",
+            str(z3),
+            "--d0",
+            "3",
+            "--d1",
+            "2",
+            "--pm",
+            "--slerp",
+            "-o",
+            str(tmp_path / "cells"),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     gid = _grid_id(out)
@@ -43,24 +65,80 @@ def test_2d4pt_here_with_a_local_corner_file(services, s3_env, tmp_path, capsys)
 def test_2d4pt_remote_and_open_url(services, s3_env, monkeypatch, capsys):
     monkeypatch.setenv("SMF_TOKEN", services.token)
     c = services.corners
-    rc = main(["grid", "2d4pt", "--store", services.store.uri, "--remote", f"127.0.0.1:{services.grid_port}",
-               "--z0", c[0], "--z1", c[1], "--z2", c[2], "--z3", c[3], "--d0", "2", "--d1", "3", "--id", "from-cli"])
+    rc = main(
+        [
+            "grid",
+            "2d4pt",
+            "--store",
+            services.store.uri,
+            "--remote",
+            f"127.0.0.1:{services.grid_port}",
+            "--z0",
+            c[0],
+            "--z1",
+            c[1],
+            "--z2",
+            c[2],
+            "--z3",
+            c[3],
+            "--d0",
+            "2",
+            "--d1",
+            "3",
+            "--id",
+            "from-cli",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and _grid_id(out) == "grids/from-cli"
     rc = main(["grid", "ls", "--remote", f"127.0.0.1:{services.grid_port}"])
     assert rc == 0 and "grids/from-cli" in capsys.readouterr().out
     rc = main(["grid", "open", "from-cli", "--url", services.http.url + "/"])
     assert rc == 0 and capsys.readouterr().out.strip() == f"{services.http.url}/grids/from-cli"
-    rc = main(["grid", "2d4pt", "--remote", f"127.0.0.1:{services.grid_port}",
-               "--z0", c[0], "--z1", c[1], "--z2", c[2], "--z3", c[3], "--d0", "1", "--d1", "3"])
+    rc = main(
+        [
+            "grid",
+            "2d4pt",
+            "--remote",
+            f"127.0.0.1:{services.grid_port}",
+            "--z0",
+            c[0],
+            "--z1",
+            c[1],
+            "--z2",
+            c[2],
+            "--z3",
+            c[3],
+            "--d0",
+            "1",
+            "--d1",
+            "3",
+        ]
+    )
     assert rc == 1 and "d0" in capsys.readouterr().err
 
 
 def test_open_serves_the_page_here(services, small_grid, s3_env):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "smf.cli", "grid", "open", small_grid, "--store",
-                             services.store.uri, "--port", "0", "--no-browser"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "smf.cli",
+            "grid",
+            "open",
+            small_grid,
+            "--store",
+            services.store.uri,
+            "--port",
+            "0",
+            "--no-browser",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith("auditioner: http://127.0.0.1:"), line

@@ -1,4 +1,5 @@
 """The 2D4pt grid math against its formulas: corners exact, rows from z0->z1 to z2->z3, columns along each row."""
+
 from __future__ import annotations
 
 import math
@@ -32,10 +33,14 @@ def test_linear_grid_matches_the_seed_formula(d0, d1):
 
 def test_rows_and_columns_in_the_original_order():
     """Row 0 is the line z0 -> z1 (d0 steps), column 0 the line z0 -> z2 (d1 steps)."""
-    z0, z1, z2, z3 = (torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]),
-                      torch.tensor([1.0, 1.0]))
+    z0, z1, z2, z3 = (
+        torch.tensor([0.0, 0.0]),
+        torch.tensor([1.0, 0.0]),
+        torch.tensor([0.0, 1.0]),
+        torch.tensor([1.0, 1.0]),
+    )
     grid = grid_latents(z0, z1, z2, z3, d0=5, d1=3)
-    torch.testing.assert_close(grid[..., 0], torch.tensor([[0, .25, .5, .75, 1]] * 3))  # dim0 = j / (d0 - 1)
+    torch.testing.assert_close(grid[..., 0], torch.tensor([[0, 0.25, 0.5, 0.75, 1]] * 3))  # dim0 = j / (d0 - 1)
     torch.testing.assert_close(grid[..., 1], torch.tensor([[0.0] * 5, [0.5] * 5, [1.0] * 5]))  # dim1 = i / (d1 - 1)
 
 
@@ -72,8 +77,9 @@ def test_variations():
     assert err.value.field == "variations"
 
 
-@pytest.mark.parametrize("d0, d1, field", [(1, 3, "d0"), (3, 1, "d1"), (MAX_SIDE + 1, 3, "d0"),
-                                           (3, 10**6, "d1"), (0, 0, "d0")])
+@pytest.mark.parametrize(
+    "d0, d1, field", [(1, 3, "d0"), (3, 1, "d1"), (MAX_SIDE + 1, 3, "d0"), (3, 10**6, "d1"), (0, 0, "d0")]
+)
 def test_bad_shape(d0, d1, field):
     with pytest.raises(InvalidArgument) as err:
         validate_shape(d0, d1)

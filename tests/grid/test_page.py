@@ -1,6 +1,7 @@
 """The auditioner in headless Chromium against a running grid service: a real grid loads with the right layout,
 a click plays the right file, a drag builds the path in order, the path sequence is gapless, shift/ctrl-click edit
 the path, export gives a .npy of the right shape, and a screenshot is kept under test-artifacts/."""
+
 from __future__ import annotations
 
 import base64
@@ -17,8 +18,10 @@ import pytest
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
-pytestmark = pytest.mark.skipif(not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
-                                reason="needs Debian chromium + chromium-driver (make setup)")
+pytestmark = pytest.mark.skipif(
+    not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
+    reason="needs Debian chromium + chromium-driver (make setup)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +41,18 @@ def browser(tmp_path_factory):
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--autoplay-policy=no-user-gesture-required", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1280,900",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--autoplay-policy=no-user-gesture-required",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_script_timeout(30)
@@ -63,7 +74,8 @@ def _cell(driver, i, j, panel=0):
     from selenium.webdriver.common.by import By
 
     return driver.find_elements(By.CSS_SELECTOR, ".panel")[panel].find_element(
-        By.CSS_SELECTOR, f'.cell[data-i="{i}"][data-j="{j}"]')
+        By.CSS_SELECTOR, f'.cell[data-i="{i}"][data-j="{j}"]'
+    )
 
 
 def _wait_played(driver, count):
@@ -134,13 +146,23 @@ def test_page_plays_draws_and_exports(services, small_grid, browser):
     assert _path(d) == " ".join(f"{i},{j}" for i, j in path)
 
     # export: [1, N, 2] float32, columns dim0, dim1, each cell held for an equal share of the duration
-    arr = np.load(io.BytesIO(base64.b64decode(
-        d.execute_script("return window.__smf.exportPath(0, {duration: 2, rate: 50, mode: 'steps'})"))))
+    arr = np.load(
+        io.BytesIO(
+            base64.b64decode(
+                d.execute_script("return window.__smf.exportPath(0, {duration: 2, rate: 50, mode: 'steps'})")
+            )
+        )
+    )
     assert arr.shape == (1, 100, 2) and arr.dtype == np.float32
     expected = np.repeat([[j / 4, i / 2] for i, j in path], 20, axis=0)
     np.testing.assert_allclose(arr[0], expected, atol=1e-6)
-    glide = np.load(io.BytesIO(base64.b64decode(
-        d.execute_script("return window.__smf.exportPath(0, {duration: 1.5, rate: 20, mode: 'glide'})"))))
+    glide = np.load(
+        io.BytesIO(
+            base64.b64decode(
+                d.execute_script("return window.__smf.exportPath(0, {duration: 1.5, rate: 20, mode: 'glide'})")
+            )
+        )
+    )
     assert glide.shape == (1, 30, 2)
     np.testing.assert_allclose(glide[0, [0, -1]], [[0, 0], [1, 1]], atol=1e-6)
 

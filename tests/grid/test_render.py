@@ -4,6 +4,7 @@ mosaic, manifest last; linearized [d1, d0, dim] input (the SOM's use); a failing
 The render function here is a plain deterministic synthesizer (a tone whose pitch follows the latent), so these
 tests exercise the writing side without a GAN; tests/grid/test_server.py renders with the real GAN service.
 """
+
 from __future__ import annotations
 
 import io
@@ -35,25 +36,61 @@ def seed_params(filename: str, i: int, j: int, d0: int, d1: int, dur: float) -> 
     values = np.repeat(np.linspace(0, 1, 11, True), 2).tolist()
 
     def const(v, n):
-        return {"times": [0.0, dur], "values": [v, v], "units": f"norm, interp steps in[0,{n}]", "nvals": n,
-                "minval": 0, "maxval": 1, "origMinval": None, "origUnits": None, "origMaxval": None}
-    return {"meta": {"filename": filename}, "dim0": const(j / (d0 - 1), d0), "dim1": const(i / (d1 - 1), d1),
-            "envPt": {"times": times, "values": values, "units": f"norm, duration in[0,{dur}]", "nvals": 0,
-                      "minval": 0, "maxval": 1, "origMinval": None, "origUnits": None, "origMaxval": None}}
+        return {
+            "times": [0.0, dur],
+            "values": [v, v],
+            "units": f"norm, interp steps in[0,{n}]",
+            "nvals": n,
+            "minval": 0,
+            "maxval": 1,
+            "origMinval": None,
+            "origUnits": None,
+            "origMaxval": None,
+        }
+
+    return {
+        "meta": {"filename": filename},
+        "dim0": const(j / (d0 - 1), d0),
+        "dim1": const(i / (d1 - 1), d1),
+        "envPt": {
+            "times": times,
+            "values": values,
+            "units": f"norm, duration in[0,{dur}]",
+            "nvals": 0,
+            "minval": 0,
+            "maxval": 1,
+            "origMinval": None,
+            "origUnits": None,
+            "origMaxval": None,
+        },
+    }
 
 
 def test_render_writes_an_artifact(store):
     z = grid_latents(*torch.randn(4, 6, generator=torch.Generator().manual_seed(0)), d0=4, d1=3)
     seen = []
-    manifest = render_grid(store, "grids/g1", z, tone, model="gan/m", sample_rate=SR,
-                           inputs=["gan/m", "samples/s"], config={"interpolation": "linear"}, pm=True,
-                           on_progress=lambda done, total: seen.append((done, total)), batch_size=5)
+    manifest = render_grid(
+        store,
+        "grids/g1",
+        z,
+        tone,
+        model="gan/m",
+        sample_rate=SR,
+        inputs=["gan/m", "samples/s"],
+        config={"interpolation": "linear"},
+        pm=True,
+        on_progress=lambda done, total: seen.append((done, total)),
+        batch_size=5,
+    )
     assert seen == [(5, 12), (10, 12), (12, 12)]
     assert manifest.kind == "grid" and manifest.inputs == ["gan/m", "samples/s"]
     assert read_manifest(store, "grids/g1").files == manifest.files
     verify_artifact(store, "grids/g1")
-    assert sorted(manifest.files)[:3] == ["cells/grid_d1.0_d0.0_v.0.params", "cells/grid_d1.0_d0.0_v.0.wav",
-                                          "cells/grid_d1.0_d0.1_v.0.params"]
+    assert sorted(manifest.files)[:3] == [
+        "cells/grid_d1.0_d0.0_v.0.params",
+        "cells/grid_d1.0_d0.0_v.0.wav",
+        "cells/grid_d1.0_d0.1_v.0.params",
+    ]
     assert len(manifest.files) == 12 * 2 + 3  # + grid.json, latents.pt, mosaic.png
     dur = T / SR
     for i in range(3):
@@ -66,8 +103,11 @@ def test_render_writes_an_artifact(store):
             for key in expected:
                 assert list(doc[key]) == list(expected[key])  # paramManager's field order
                 for fld in expected[key]:
-                    assert doc[key][fld] == pytest.approx(expected[key][fld], abs=1e-12) \
-                        if isinstance(expected[key][fld], list) else doc[key][fld] == expected[key][fld], (key, fld)
+                    assert (
+                        doc[key][fld] == pytest.approx(expected[key][fld], abs=1e-12)
+                        if isinstance(expected[key][fld], list)
+                        else doc[key][fld] == expected[key][fld]
+                    ), (key, fld)
             assert text == json.dumps(doc, indent=4)  # paramManager's exact layout (indent 4, no newline)
             assert read_params(text).params["dim0"].values == [j / 3, j / 3]
             audio, sr = sf.read(io.BytesIO(store.get_bytes(f"grids/g1/cells/{name}.wav")))
@@ -85,8 +125,18 @@ def test_render_writes_an_artifact(store):
 def test_linearized_grid_and_variations(file_store):
     """The SOM hands over a [d1, d0, dim] tensor that is no 2D4pt grid; variations arrive as [d1, d0, K, dim]."""
     lin = torch.randn(3, 2, 5)
-    m = render_grid(file_store, "som/s1/grid", lin, tone, model="gan/m", sample_rate=SR, inputs=["som/s1"],
-                    kind="som-grid", pm=False, service="som")
+    m = render_grid(
+        file_store,
+        "som/s1/grid",
+        lin,
+        tone,
+        model="gan/m",
+        sample_rate=SR,
+        inputs=["som/s1"],
+        kind="som-grid",
+        pm=False,
+        service="som",
+    )
     assert m.kind == "som-grid" and not [f for f in m.files if f.endswith(".params")]
     assert len([f for f in m.files if f.endswith(".wav")]) == 6
     var = torch.randn(2, 2, 3, 5)
@@ -109,8 +159,17 @@ def test_failed_render_leaves_nothing(store, fail):
             raise Cancelled("stop")
 
     with pytest.raises((RuntimeError, Cancelled)):
-        render_grid(store, "grids/broken", torch.randn(4, 4, 3), render, model="gan/m", sample_rate=SR,
-                    inputs=[], batch_size=4, on_progress=progress)
+        render_grid(
+            store,
+            "grids/broken",
+            torch.randn(4, 4, 3),
+            render,
+            model="gan/m",
+            sample_rate=SR,
+            inputs=[],
+            batch_size=4,
+            on_progress=progress,
+        )
     assert len(calls) >= 2  # it did write cells before failing
     assert store.list("grids/broken") == []
 
@@ -118,13 +177,23 @@ def test_failed_render_leaves_nothing(store, fail):
 def test_bad_latents(file_store):
     from smf.common.errors import InvalidArgument
 
-    for bad, field in ((torch.randn(1, 3, 4), "d1"), (torch.randn(3, 3), "latents"),
-                       (torch.full((2, 2, 3), float("nan")), "latents")):
+    for bad, field in (
+        (torch.randn(1, 3, 4), "d1"),
+        (torch.randn(3, 3), "latents"),
+        (torch.full((2, 2, 3), float("nan")), "latents"),
+    ):
         with pytest.raises(InvalidArgument) as err:
             render_grid(file_store, "grids/bad", bad, tone, model="gan/m", sample_rate=SR, inputs=[])
         assert err.value.field == field
     with pytest.raises(InvalidArgument) as err:
-        render_grid(file_store, "grids/bad", torch.randn(2, 2, 3), lambda z: np.zeros((1, 5)), model="gan/m",
-                    sample_rate=SR, inputs=[])
+        render_grid(
+            file_store,
+            "grids/bad",
+            torch.randn(2, 2, 3),
+            lambda z: np.zeros((1, 5)),
+            model="gan/m",
+            sample_rate=SR,
+            inputs=[],
+        )
     assert err.value.field == "render_fn"
     assert file_store.list("grids") == []

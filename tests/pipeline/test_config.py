@@ -1,4 +1,5 @@
 """Pipeline configs: the shipped ones load; mistakes fail early with the field named."""
+
 from __future__ import annotations
 
 import json
@@ -19,19 +20,22 @@ def test_shipped_configs_load(name):
     assert len(cfg.gestures) >= 1 and cfg.grid["d0"] >= 2
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"grdi": {}}, "unknown keys ['grdi']"),
-    ({"grid": {"d0": 1, "d1": 5}}, "grid.d0"),
-    ({"corners": [0, 1, 2]}, "corners"),
-    ({"corners": [0, 1, 2, 99]}, "corners"),
-    ({"samples": {"count": 2}}, "samples.count"),
-    ({"dataset": {"builtin": "tones", "folder": "/x"}}, "dataset"),
-    ({"dataset": {"builtin": "tones", "nfiles": 3}}, "nfiles"),
-    ({"gestures": []}, "gestures"),
-    ({"gestures": [{"name": "a", "columns": ["ramp:0,1", "wobble:3"], "duration": 1}]}, "gestures[0].columns"),
-    ({"gestures": [{"name": "a", "columns": ["ramp:0,1"], "duration": 1}]}, "gestures[0].columns"),
-    ({"name": "../escape"}, "name"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"grdi": {}}, "unknown keys ['grdi']"),
+        ({"grid": {"d0": 1, "d1": 5}}, "grid.d0"),
+        ({"corners": [0, 1, 2]}, "corners"),
+        ({"corners": [0, 1, 2, 99]}, "corners"),
+        ({"samples": {"count": 2}}, "samples.count"),
+        ({"dataset": {"builtin": "tones", "folder": "/x"}}, "dataset"),
+        ({"dataset": {"builtin": "tones", "nfiles": 3}}, "nfiles"),
+        ({"gestures": []}, "gestures"),
+        ({"gestures": [{"name": "a", "columns": ["ramp:0,1", "wobble:3"], "duration": 1}]}, "gestures[0].columns"),
+        ({"gestures": [{"name": "a", "columns": ["ramp:0,1"], "duration": 1}]}, "gestures[0].columns"),
+        ({"name": "../escape"}, "name"),
+    ],
+)
 def test_bad_configs_name_the_field(tmp_path, change, field):
     raw = {**_demo(), **change}
     raw["gan"] = str(DEMO_CONFIG.parent / raw["gan"])

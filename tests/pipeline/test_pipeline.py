@@ -4,6 +4,7 @@ Checks: every stage ran and wrote committed, verifiable artifacts with lineage; 
 for; a re-run of a finished pipeline does no work; changing one stage's config re-runs only it and what follows;
 a pipeline killed (SIGKILL) mid-stage resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import glob
@@ -47,8 +48,19 @@ def run(tmp_path_factory):
         cfg2 = load_config(TINY)
         cfg2.gestures[0]["duration"] = 0.4
         changed = Pipeline(cfg2, store, svc, log=logs.append).run()
-    return {"store": store, "cfg": cfg, "first": first, "again": again, "changed": changed, "before": before,
-            "after": after, "first_s": first_s, "again_s": again_s, "logs": logs, "root": root}
+    return {
+        "store": store,
+        "cfg": cfg,
+        "first": first,
+        "again": again,
+        "changed": changed,
+        "before": before,
+        "after": after,
+        "first_s": first_s,
+        "again_s": again_s,
+        "logs": logs,
+        "root": root,
+    }
 
 
 def test_every_stage_ran_and_its_artifacts_verify(run):
@@ -84,8 +96,19 @@ def test_report_has_the_sections(run):
     store, state = run["store"], run["first"]
     page = store.get_bytes(state["report"]).decode()
     assert state["report"] == "pipelines/tiny/report.html"
-    for needle in ("GAN losses", "RNN loss", "raw grid", "linearized grid", "SOM evenness", "Lineage",
-                   "MR-STFT", "Fréchet", "data:audio/wav;base64,", "<svg", "data:image/png;base64,"):
+    for needle in (
+        "GAN losses",
+        "RNN loss",
+        "raw grid",
+        "linearized grid",
+        "SOM evenness",
+        "Lineage",
+        "MR-STFT",
+        "Fréchet",
+        "data:audio/wav;base64,",
+        "<svg",
+        "data:image/png;base64,",
+    ):
         assert needle in page, needle
     n_players = page.count("<audio")
     assert n_players >= 8 + 9 + 9 + 1  # samples, raw + linearized cells, one render
@@ -120,8 +143,18 @@ def test_killed_mid_stage_resumes(tmp_path):
     same GAN run from its checkpoint (the services it had spawned die with it)."""
     uri = f"file://{tmp_path}/store"
     store = open_store(uri)
-    cmd = [sys.executable, "-m", "smf.cli", "pipeline", "run", str(TINY), "--store", uri, "--logs",
-           str(tmp_path / "logs1")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "smf.cli",
+        "pipeline",
+        "run",
+        str(TINY),
+        "--store",
+        uri,
+        "--logs",
+        str(tmp_path / "logs1"),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 240
     try:
@@ -139,8 +172,7 @@ def test_killed_mid_stage_resumes(tmp_path):
     state = read_state(store, "tiny")
     assert state["stages"]["gan"]["state"] == "running"
     time.sleep(3)  # the services get SIGTERM through PR_SET_PDEATHSIG; let them (and their trainer) stop
-    out = subprocess.run(cmd[:-1] + [str(tmp_path / "logs2")], capture_output=True, text=True, timeout=600,
-                         check=False)
+    out = subprocess.run(cmd[:-1] + [str(tmp_path / "logs2")], capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     state = read_state(store, "tiny")
     assert state["status"] == "succeeded"

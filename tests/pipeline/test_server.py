@@ -6,6 +6,7 @@ the store; a second start of the same name while it runs is FAILED_PRECONDITION;
 again (config from the store, the server's own services) does no work; bad configs are INVALID_ARGUMENT naming the
 key before any operation starts; no or a wrong token is UNAUTHENTICATED.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,15 @@ TOKEN = "pipeline-test-token"
 
 
 def _server(servicer: PipelineServicer) -> ServerThread:
-    return ServerThread(name="pipeline", servicers=servicers(servicer), service_names=SERVICE_NAMES, port=0,
-                        metrics_port=None, token=TOKEN, host="127.0.0.1")
+    return ServerThread(
+        name="pipeline",
+        servicers=servicers(servicer),
+        service_names=SERVICE_NAMES,
+        port=0,
+        metrics_port=None,
+        token=TOKEN,
+        host="127.0.0.1",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +64,20 @@ def run(tmp_path_factory):
             after = {k: store.stat(k).sha256 for k in store.list() if not k.startswith("configs/")}
             got_again, listed = client.get("tiny"), client.list()
     print(f"\nPipelineService tiny run: first {first_s:.1f} s, again {again_s:.1f} s")
-    return {"store": store, "op": op, "first": first, "seen": seen, "got": got, "busy": busy.value,
-            "again": again, "got_again": got_again, "listed": listed, "before": before, "after": after,
-            "again_s": again_s}
+    return {
+        "store": store,
+        "op": op,
+        "first": first,
+        "seen": seen,
+        "got": got,
+        "busy": busy.value,
+        "again": again,
+        "got_again": got_again,
+        "listed": listed,
+        "before": before,
+        "after": after,
+        "again_s": again_s,
+    }
 
 
 def test_run_is_an_operation_with_stage_progress(run):
@@ -86,8 +105,9 @@ def test_get_pipeline_shows_every_stage_done(run):
     assert [s.name for s in p.stages] == list(STAGES)
     for s in p.stages:
         assert s.state == pipeline_pb2.STAGE_STATE_DONE and len(s.key) == 64 and s.seconds >= 0, s
-        assert s.artifact_uris and all(store.exists(u[len(store.uri) + 1:] + "/manifest.json")
-                                       for u in s.artifact_uris), s
+        assert s.artifact_uris and all(
+            store.exists(u[len(store.uri) + 1 :] + "/manifest.json") for u in s.artifact_uris
+        ), s
     assert p.report_uri == run["first"].result_uris[0]
     assert list(p.ran) == list(STAGES) and list(p.skipped) == []
 
@@ -104,6 +124,7 @@ def test_second_start_of_a_finished_pipeline_does_no_work(run):
 
 # ---- checks that need no services ----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def idle(tmp_path_factory):
     """A server with no services at all: nothing it is asked here may get as far as running."""
@@ -117,14 +138,17 @@ def _tiny() -> dict:
     return json.loads(TINY.read_text())
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    (lambda c: c["grid"].update(d0=1), "grid.d0"),
-    (lambda c: c.update(gird={"d0": 3}), "gird"),
-    (lambda c: c["gestures"][0].update(columns=["ramp:0,1"]), "gestures[0].columns"),
-    (lambda c: c.update(gan="demo-gan.json"), "gan"),
-    (lambda c: c.update(dataset={"folder": "relative/sounds"}), "dataset.folder"),
-    (lambda c: c.update(name="no spaces"), "name"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda c: c["grid"].update(d0=1), "grid.d0"),
+        (lambda c: c.update(gird={"d0": 3}), "gird"),
+        (lambda c: c["gestures"][0].update(columns=["ramp:0,1"]), "gestures[0].columns"),
+        (lambda c: c.update(gan="demo-gan.json"), "gan"),
+        (lambda c: c.update(dataset={"folder": "relative/sounds"}), "dataset.folder"),
+        (lambda c: c.update(name="no spaces"), "name"),
+    ],
+)
 def test_bad_config_is_invalid_argument_naming_the_key(idle, change, field):
     servicer, port, _ = idle
     cfg = _tiny()

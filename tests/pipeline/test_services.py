@@ -1,4 +1,5 @@
 """--remote parsing and stage keys (the local spawning is exercised by test_pipeline.py and tests/e2e)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,7 @@
 """Multi-tier chaining (MTCRNN): analysis controls computed at load, a parameter tier trained on `tones` to generate
 rms + centroid from normPitch, an audio tier trained on rms + centroid, and the two chained at generation time —
 through the library and through the `smf rnn` CLI, at tiny capacity on CPU."""
+
 import io
 import json
 import math
@@ -17,10 +18,17 @@ from smf.rnn.model import RNNConfig, build_model
 from smf.rnn.train import TrainConfig, load_checkpoint, load_run, train
 
 SR = 16000
-TINY = {"hidden": 16, "layers": 1, "batch": 4, "lr": 5e-3, "checkpoint_every": 10, "progress_every": 5,
-        "device": "cpu", "data": "datasets/tones"}
-PARAM_TIER = {**TINY, "props": ["normPitch"], "generate": ["rms", "centroid"], "rate": 125, "seq_len": 24,
-              "steps": 10}
+TINY = {
+    "hidden": 16,
+    "layers": 1,
+    "batch": 4,
+    "lr": 5e-3,
+    "checkpoint_every": 10,
+    "progress_every": 5,
+    "device": "cpu",
+    "data": "datasets/tones",
+}
+PARAM_TIER = {**TINY, "props": ["normPitch"], "generate": ["rms", "centroid"], "rate": 125, "seq_len": 24, "steps": 10}
 AUDIO_TIER = {**TINY, "props": ["rms", "centroid"], "seq_len": 64, "steps": 6}
 
 
@@ -66,14 +74,16 @@ def test_features_computed_once_and_normalised_over_the_dataset(tones, monkeypat
     from smf.common.audio import load_audio
     from smf.rnn.dataset import artifact_files
 
-    raw = [real(load_audio(tones.get_bytes(k), mono="error")[0], SR, 125) for k, _ in artifact_files(tones,
-                                                                                                        "datasets/tones")]
+    raw = [
+        real(load_audio(tones.get_bytes(k), mono="error")[0], SR, 125)
+        for k, _ in artifact_files(tones, "datasets/tones")
+    ]
     for name in ("rms", "centroid"):
         assert data.features[name]["min"] == min(float(r[name].min()) for r in raw)
         assert data.features[name]["max"] == max(float(r[name].max()) for r in raw)
         assert data.features[name]["max"] > data.features[name]["min"]
-    for f, r in zip(data.files, raw):
-        want = np.stack([features.normalise(r[n], data.features[n]) for n in ("rms", "centroid")], 1)[:len(f)]
+    for f, r in zip(data.files, raw, strict=False):
+        want = np.stack([features.normalise(r[n], data.features[n]) for n in ("rms", "centroid")], 1)[: len(f)]
         np.testing.assert_allclose(f.series.numpy(), want, atol=1e-6)
     x, y = data.sample(5, generator=torch.Generator().manual_seed(0))
     assert x.shape == (5, 24, 3) and y.shape == (5, 24, 2)
@@ -130,12 +140,20 @@ def test_train_param_and_audio_tier_then_chain(tones):
     from smf.rnn.server import SERVICE_NAME, servicers
 
     pairs, _ = servicers(tones)
-    srv = ServerThread(name="rnn", servicers=pairs, service_names=[SERVICE_NAME], port=0, metrics_port=None,
-                       token="chain-token", host="127.0.0.1").start()
+    srv = ServerThread(
+        name="rnn",
+        servicers=pairs,
+        service_names=[SERVICE_NAME],
+        port=0,
+        metrics_port=None,
+        token="chain-token",
+        host="127.0.0.1",
+    ).start()
     try:
         with RnnClient(f"127.0.0.1:{srv.port}", token="chain-token") as rnn:
-            result, streamed = rnn.generate("aud", np.array([[0.2], [0.8]], np.float32), 0.2, seed=7, voices=2,
-                                            chain_model="ctl", stream=True)
+            result, streamed = rnn.generate(
+                "aud", np.array([[0.2], [0.8]], np.float32), 0.2, seed=7, voices=2, chain_model="ctl", stream=True
+            )
             assert result.voices == 2 and result.samples == round(0.2 * SR) and streamed.shape == (2, 3200)
             render = result.render.id
             assert np.load(io.BytesIO(tones.get_bytes(f"{render}/controls.npy"))).shape == (2, 25, 2)
@@ -151,8 +169,9 @@ def test_controls_follow_the_gaussian_at_zero_temperature():
     tier = build_model(cfg).eval()
     c = generate_controls(tier, np.full((5, 1), 0.3, np.float32), 0.2, seed=1, temperature=0.0)
     # temperature 0: every step is the (clamped) mean, whatever the seed
-    np.testing.assert_array_equal(c, generate_controls(tier, np.full((5, 1), 0.3, np.float32), 0.2, seed=2,
-                                                       temperature=0.0))
+    np.testing.assert_array_equal(
+        c, generate_controls(tier, np.full((5, 1), 0.3, np.float32), 0.2, seed=2, temperature=0.0)
+    )
     assert c.shape == (1, 20, 1) and c[0, 0, 0] == 0.5
     with torch.no_grad():
         mean, _, _ = tier(torch.tensor([[[0.5, 0.3]]]))
@@ -164,13 +183,73 @@ def test_cli_train_both_tiers_and_generate_chain(tones, tmp_path, capsys):
 
     store = ["--store", tones.uri]
     tiny = ["--hidden", "16", "--layers", "1", "--batch", "4", "--steps", "3", "--device", "cpu"]
-    assert main(["rnn", "train", "--data", "datasets/tones", "--generate", "rms", "centroid", "--rate", "125",
-                 "--prop", "normPitch", "--seq-len", "16", "-n", "ctl", *tiny, *store]) == 0
-    assert main(["rnn", "train", "--data", "datasets/tones", "--prop", "rms", "centroid", "--seq-len", "32",
-                 "-n", "aud", *tiny, *store]) == 0
+    assert (
+        main(
+            [
+                "rnn",
+                "train",
+                "--data",
+                "datasets/tones",
+                "--generate",
+                "rms",
+                "centroid",
+                "--rate",
+                "125",
+                "--prop",
+                "normPitch",
+                "--seq-len",
+                "16",
+                "-n",
+                "ctl",
+                *tiny,
+                *store,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "rnn",
+                "train",
+                "--data",
+                "datasets/tones",
+                "--prop",
+                "rms",
+                "centroid",
+                "--seq-len",
+                "32",
+                "-n",
+                "aud",
+                *tiny,
+                *store,
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "render"
-    assert main(["rnn", "generate", "-m", "aud", "--chain", "ctl", "--const", "0.4", "--duration", "0.2",
-                 "--seed", "3", "-o", str(out), *store]) == 0
+    assert (
+        main(
+            [
+                "rnn",
+                "generate",
+                "-m",
+                "aud",
+                "--chain",
+                "ctl",
+                "--const",
+                "0.4",
+                "--duration",
+                "0.2",
+                "--seed",
+                "3",
+                "-o",
+                str(out),
+                *store,
+            ]
+        )
+        == 0
+    )
     import soundfile as sf
 
     wav, sr = sf.read(out / "voice-0.wav")
@@ -178,6 +257,8 @@ def test_cli_train_both_tiers_and_generate_chain(tones, tmp_path, capsys):
     assert np.load(out / "controls.npy").shape == (1, 25, 2)
     # chaining an audio tier as the parameter tier: a clear error, not a traceback
     capsys.readouterr()
-    assert main(["rnn", "generate", "-m", "aud", "--chain", "aud", "--const", "0.4", "0.4", "--duration", "0.2",
-                 *store]) == 1
+    assert (
+        main(["rnn", "generate", "-m", "aud", "--chain", "aud", "--const", "0.4", "0.4", "--duration", "0.2", *store])
+        == 1
+    )
     assert "is an audio tier" in capsys.readouterr().err

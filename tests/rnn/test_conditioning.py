@@ -1,4 +1,5 @@
 """Conditioning arrays: generators, stretching math, and column checks."""
+
 import numpy as np
 import pytest
 from smf.common.errors import InvalidArgument
@@ -29,15 +30,15 @@ def test_stretch_linear_between_points_and_batches():
 
 
 def test_generators():
-    np.testing.assert_allclose(cond.ramp(0, 1, 5), [0, .25, .5, .75, 1])
+    np.testing.assert_allclose(cond.ramp(0, 1, 5), [0, 0.25, 0.5, 0.75, 1])
     g = cond.glide([0.2, 0.8, 0.2], 1001)
     assert g[0] == pytest.approx(0.2) and g[500] == pytest.approx(0.8) and g[-1] == pytest.approx(0.2)
     b = cond.bump(0.5, 0.1, 0.1, 0.9, 1001)
     assert b.argmax() == 500 and b.max() == pytest.approx(0.9) and b[0] == pytest.approx(0.1, abs=1e-4)
     s = cond.staircase([0, 0.5, 1], 9)
-    np.testing.assert_allclose(s, [0, 0, 0, .5, .5, .5, 1, 1, 1])
+    np.testing.assert_allclose(s, [0, 0, 0, 0.5, 0.5, 0.5, 1, 1, 1])
     n = cond.note_sequence([56, 66, 76], 56, 76, 6)
-    np.testing.assert_allclose(n, [0, 0, .5, .5, 1, 1])
+    np.testing.assert_allclose(n, [0, 0, 0.5, 0.5, 1, 1])
     with pytest.raises(InvalidArgument, match="outside"):
         cond.note_sequence([50], 56, 76)
     np.testing.assert_allclose(cond.steps(11, 11), np.linspace(0, 1, 11), atol=1e-6)
@@ -50,7 +51,7 @@ def test_generators():
 def test_constant_batch_grid():
     b = cond.constant_batch([[0.0, 1.0], [0.0, 0.5, 1.0]])
     assert b.shape == (6, 2, 2)
-    np.testing.assert_allclose(b[:, 0], [[0, 0], [0, .5], [0, 1], [1, 0], [1, .5], [1, 1]])
+    np.testing.assert_allclose(b[:, 0], [[0, 0], [0, 0.5], [0, 1], [1, 0], [1, 0.5], [1, 1]])
     np.testing.assert_allclose(b[:, 0], b[:, 1])
 
 
@@ -102,8 +103,18 @@ def test_cli_conditioning_make(tmp_path):
         args = parser.parse_args(list(argv))
         return args.func(args)
 
-    run("conditioning", "make", str(tmp_path / "g.npy"), "--col", "glide:0.2,0.8,0.2", "--col", "const:0.5",
-        "--params-names", "normPitch", "instID")
+    run(
+        "conditioning",
+        "make",
+        str(tmp_path / "g.npy"),
+        "--col",
+        "glide:0.2,0.8,0.2",
+        "--col",
+        "const:0.5",
+        "--params-names",
+        "normPitch",
+        "instID",
+    )
     assert np.load(tmp_path / "g.npy").shape == (1000, 2)
     run("conditioning", "make", str(tmp_path / "grid.npy"), "--grid", "0,0.5,1", "--grid", "0,1")
     assert np.load(tmp_path / "grid.npy").shape == (6, 2, 2)
@@ -112,5 +123,14 @@ def test_cli_conditioning_make(tmp_path):
     p = np.load(tmp_path / "p.npy")
     assert p.shape == (2000, 2) and p[-1].tolist() == [1.0, 0.5]
     with pytest.raises(InvalidArgument, match=r"2 columns.*\['normPitch'\]"):
-        run("conditioning", "make", str(tmp_path / "x.npy"), "--col", "const:0.1", "--col", "const:0.2",
-            "--params-names", "normPitch")
+        run(
+            "conditioning",
+            "make",
+            str(tmp_path / "x.npy"),
+            "--col",
+            "const:0.1",
+            "--col",
+            "const:0.2",
+            "--params-names",
+            "normPitch",
+        )

@@ -1,5 +1,6 @@
 """Training data: up-front validation naming the file, window alignment, local folders, store datasets and grid
 artifacts (2D4pt and SOM-rendered, written by the real grid renderer), refusal of a grid without a manifest."""
+
 import numpy as np
 import pytest
 import torch
@@ -57,7 +58,7 @@ def test_windows_align_input_target_and_conditioning():
     classes = mulaw_encode(audio)
     for b in range(16):
         if float(x[b, 0, 2]) == 0.25:  # a window of ramp.wav: find its offset, check the ramp at those times
-            off = int(np.argmax([torch.equal(classes[o + 1:o + 101], y[b]) for o in range(n - 100)]))
+            off = int(np.argmax([torch.equal(classes[o + 1 : o + 101], y[b]) for o in range(n - 100)]))
             torch.testing.assert_close(x[b, :, 1], torch.arange(off, off + 100) / n, atol=1e-5, rtol=0)
     # longer files get proportionally more windows (uniform over valid positions)
     assert data.weights[1] > 1.9 * data.weights[0]
@@ -147,8 +148,19 @@ def test_train_on_a_grid_records_it_as_input(file_store):
     from smf.rnn.train import TrainConfig, load_checkpoint, train
 
     make_grid(file_store, "grids/g2", kind="som-grid")
-    cfg = TrainConfig.from_dict({"data": "grids/g2", "props": ["dim0", "dim1"], "hidden": 8, "layers": 1,
-                                 "seq_len": 32, "batch": 2, "steps": 3, "checkpoint_every": 3, "device": "cpu"})
+    cfg = TrainConfig.from_dict(
+        {
+            "data": "grids/g2",
+            "props": ["dim0", "dim1"],
+            "hidden": 8,
+            "layers": 1,
+            "seq_len": 32,
+            "batch": 2,
+            "steps": 3,
+            "checkpoint_every": 3,
+            "device": "cpu",
+        }
+    )
     progress = train(cfg, file_store, "rnn/ongrid", log=lambda m: None)
     assert progress["state"] == "succeeded" and load_checkpoint(file_store, "rnn/ongrid")["step"] == 3
     manifest = read_manifest(file_store, "rnn/ongrid")
@@ -157,6 +169,7 @@ def test_train_on_a_grid_records_it_as_input(file_store):
     make_grid(file_store, "grids/half")
     file_store.delete("grids/half/manifest.json")
     with pytest.raises(FailedPrecondition, match="grids/half"):
-        train(TrainConfig.from_dict({**cfg.__dict__, "data": "grids/half"}), file_store, "rnn/onhalf",
-              log=lambda m: None)
+        train(
+            TrainConfig.from_dict({**cfg.__dict__, "data": "grids/half"}), file_store, "rnn/onhalf", log=lambda m: None
+        )
     assert file_store.list("rnn/onhalf") == []

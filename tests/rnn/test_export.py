@@ -1,4 +1,5 @@
 """TorchScript export: same samples as the generator for the same seed; loads without smf installed."""
+
 import io
 import json
 import subprocess
@@ -35,7 +36,7 @@ def test_stateful_step_continues_like_one_call():
     cond = torch.rand(2, 300, 2)
     whole = m(cond, 9)
     m.reset(2, 9)
-    parts = [m.step(cond[:, i:i + 100]) for i in range(0, 300, 100)]
+    parts = [m.step(cond[:, i : i + 100]) for i in range(0, 300, 100)]
     torch.testing.assert_close(torch.cat(parts, 1), whole, rtol=0, atol=0)
 
 
@@ -56,7 +57,8 @@ def test_saved_file_runs_in_plain_torch(tmp_path):
         f"m = torch.jit.load({str(path)!r})\n"
         f"a = m.generate(torch.from_numpy(np.load({str(tmp_path / 'arr.npy')!r})), 0.005, 1)\n"
         "print(m.param_names, m.sample_rate)\n"
-        f"np.save({str(tmp_path / 'out.npy')!r}, a.numpy())\n")
+        f"np.save({str(tmp_path / 'out.npy')!r}, a.numpy())\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "['dim0', 'dim1'] 16000" in proc.stdout

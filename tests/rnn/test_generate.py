@@ -182,7 +182,7 @@ def test_stream_chunks_equal_one_shot(backend):
     full = gen.generate(arr, 0.02, seed=4)
     cond = gen.prepare(arr, 0.02, None)
     live = gen.stream(voices=2, seed=4)
-    parts = [live.next(cond[:, i:i + 57]) for i in range(0, cond.shape[1], 57)]
+    parts = [live.next(cond[:, i : i + 57]) for i in range(0, cond.shape[1], 57)]
     np.testing.assert_array_equal(np.concatenate(parts, 1), full)
 
 

@@ -1,4 +1,5 @@
 """The MTCRNN tiers at tiny capacity: shapes, state carrying, and the mu-law pair."""
+
 import torch
 from smf.rnn.model import (
     AudioTier,
@@ -15,14 +16,19 @@ def test_audio_tier_shapes_and_state():
     cfg = RNNConfig(param_names=["dim0", "dim1"], hidden=16, layers=2)
     model = build_model(cfg)
     assert isinstance(model, AudioTier)
-    assert (model.inp.in_features, model.gru.hidden_size, model.gru.num_layers, model.out.out_features) == (3, 16, 2, 256)
+    assert (model.inp.in_features, model.gru.hidden_size, model.gru.num_layers, model.out.out_features) == (
+        3,
+        16,
+        2,
+        256,
+    )
     x = torch.rand(3, 7, 3)
     logits, h = model(x)
     assert logits.shape == (3, 7, 256) and h.shape == (2, 3, 16)
     # one call over T steps == T calls of one step carrying h (what generation relies on)
     h, steps = None, []
     for t in range(7):
-        out, h = model(x[:, t:t + 1], h)
+        out, h = model(x[:, t : t + 1], h)
         steps.append(out)
     torch.testing.assert_close(torch.cat(steps, 1), logits, atol=1e-5, rtol=1e-5)
 

@@ -1,5 +1,6 @@
 """RnnService over real loopback gRPC, a real store and real training subprocesses (smf.common.jobs, local):
 train -> checkpoint -> resume -> generate, live play with mid-stream updates, export, errors as status codes."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,15 @@ def env(tmp_path_factory):
     mp.setenv("SMF_JOB_DIR", str(root / "jobs"))
     mp.setenv("OMP_NUM_THREADS", "1")  # the 2-core box: one thread per trainer
     pairs, servicer = servicers(store)
-    srv = ServerThread(name="rnn", servicers=pairs, service_names=[SERVICE_NAME], port=0, metrics_port=None,
-                       token=TOKEN, host="127.0.0.1").start()
+    srv = ServerThread(
+        name="rnn",
+        servicers=pairs,
+        service_names=[SERVICE_NAME],
+        port=0,
+        metrics_port=None,
+        token=TOKEN,
+        host="127.0.0.1",
+    ).start()
     client = RnnClient(f"127.0.0.1:{srv.port}", token=TOKEN)
     yield store, client, servicer
     client.close()
@@ -111,8 +119,9 @@ def test_play_live_updates_take_effect_next_chunk(env, trained):
     _, rnn, _ = env
     q: queue.Queue = queue.Queue()
     chunks = []
-    for audio, values in rnn.play(trained, [0.2], updates=q, chunk_samples=160, seed=3, max_ahead_ms=20,
-                                  max_seconds=0.1):
+    for audio, values in rnn.play(
+        trained, [0.2], updates=q, chunk_samples=160, seed=3, max_ahead_ms=20, max_seconds=0.1
+    ):
         chunks.append((audio, values))
         if len(chunks) == 2:
             q.put({"normPitch": 0.9})
@@ -152,8 +161,9 @@ def test_training_errors_and_cancel(env):
     with pytest.raises(InvalidArgument, match="unknown keys.*'hiden'"):
         rnn.start_training("datasets/tones", ["normPitch"], hiden=3)
     # cancel = SIGTERM: the trainer saves a checkpoint where it stopped
-    op = rnn.start_training("datasets/tones", ["normPitch"], run_id="long", steps=100000,
-                            **{**TINY, "checkpoint_every": 100000}, **EXTRA)
+    op = rnn.start_training(
+        "datasets/tones", ["normPitch"], run_id="long", steps=100000, **{**TINY, "checkpoint_every": 100000}, **EXTRA
+    )
     deadline = time.monotonic() + 120
     while not store.exists("rnn/long/progress.json") and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -173,8 +183,15 @@ def test_int8_service_generates_reproducibly(env, trained):
     """A service started with --precision int8 serves the same model through the int8 loop: valid, seeded audio."""
     store, _, _ = env
     pairs, servicer = servicers(store, precision="int8")
-    srv = ServerThread(name="rnn", servicers=pairs, service_names=[SERVICE_NAME], port=0, metrics_port=None,
-                       token=TOKEN, host="127.0.0.1").start()
+    srv = ServerThread(
+        name="rnn",
+        servicers=pairs,
+        service_names=[SERVICE_NAME],
+        port=0,
+        metrics_port=None,
+        token=TOKEN,
+        host="127.0.0.1",
+    ).start()
     try:
         with RnnClient(f"127.0.0.1:{srv.port}", token=TOKEN) as rnn:
             arr = cond.columns(cond.ramp(0.0, 1.0))

@@ -1,4 +1,5 @@
 """The training loop at tiny capacity on synthetic tensors: fused teacher forcing, learning, checkpoint/resume."""
+
 import io
 import json
 import math
@@ -28,8 +29,7 @@ def toy_files(cfg: RNNConfig, n_files=3, seconds=0.25):
         p = i / max(n_files - 1, 1)
         t = torch.arange(n) / cfg.sample_rate
         audio = 0.6 * torch.sin(2 * math.pi * (200 + 600 * p) * t)
-        files.append(TrainFile(f"toy{i}.wav", mulaw_encode(audio, cfg.classes).to(torch.int16),
-                               torch.full((n, 1), p)))
+        files.append(TrainFile(f"toy{i}.wav", mulaw_encode(audio, cfg.classes).to(torch.int16), torch.full((n, 1), p)))
     return files
 
 
@@ -59,8 +59,20 @@ def test_tf_mask_ratio():
 
 
 def tiny_cfg(**kw):
-    base = {"props": ["p"], "hidden": 24, "layers": 1, "seq_len": 64, "batch": 8, "lr": 5e-3, "steps": 60,
-            "tfr": 0.9, "checkpoint_every": 20, "progress_every": 10, "device": "cpu", "data": "toy"}
+    base = {
+        "props": ["p"],
+        "hidden": 24,
+        "layers": 1,
+        "seq_len": 64,
+        "batch": 8,
+        "lr": 5e-3,
+        "steps": 60,
+        "tfr": 0.9,
+        "checkpoint_every": 20,
+        "progress_every": 10,
+        "device": "cpu",
+        "data": "toy",
+    }
     base.update(kw)
     return TrainConfig.from_dict(base)
 

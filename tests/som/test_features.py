@@ -1,5 +1,6 @@
 """What the SOM measures distance on: shapes per kind, known values on pure tones, the perceptual normalisation
 (fitted once, on the first batch), group weights, and errors that name the field."""
+
 from __future__ import annotations
 
 import math
@@ -18,11 +19,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def tones(freqs, amps=None, *, n=T, sr=SR) -> torch.Tensor:
     t = torch.arange(n, dtype=torch.float64) / sr
     amps = amps or [0.5] * len(freqs)
-    return torch.stack([a * torch.sin(2 * math.pi * f * t) for f, a in zip(freqs, amps)]).float()
+    return torch.stack([a * torch.sin(2 * math.pi * f * t) for f, a in zip(freqs, amps, strict=False)]).float()
 
 
-@pytest.mark.parametrize("kind, dims", [("logmel", 80), ("mfcc", 40), ("centroid", 2), ("loudness", 2),
-                                        ("perceptual", 84)])
+@pytest.mark.parametrize(
+    "kind, dims", [("logmel", 80), ("mfcc", 40), ("centroid", 2), ("loudness", 2), ("perceptual", 84)]
+)
 def test_shapes_and_dtype(kind, dims):
     f = FeatureExtractor(kind, sample_rate=SR)(tones([220, 440, 880]))
     assert f.shape == (3, dims) and f.dtype == torch.float64 and torch.isfinite(f).all()
@@ -56,8 +58,9 @@ def test_spectrogram_features_use_the_transform_or_given_spectrograms():
     assert f.shape == (2, 65 * 32)
     torch.testing.assert_close(f, transform.to_spectrogram(audio).reshape(2, -1).double())
     given = torch.randn(2, 65, 32)
-    torch.testing.assert_close(FeatureExtractor("spectrogram", sample_rate=SR)(audio, spectrograms=given),
-                               given.reshape(2, -1).double())
+    torch.testing.assert_close(
+        FeatureExtractor("spectrogram", sample_rate=SR)(audio, spectrograms=given), given.reshape(2, -1).double()
+    )
 
 
 def test_perceptual_normalisation_is_fitted_once_on_the_first_batch():
@@ -70,7 +73,7 @@ def test_perceptual_normalisation_is_fitted_once_on_the_first_batch():
     sizes = {"logmel": 80, "centroid": 2, "loudness": 2}
     start = 0
     for group, n in sizes.items():
-        part = f1[:, start:start + n]
+        part = f1[:, start : start + n]
         assert part.mean(0).abs().max() < 1e-9, group
         assert part.var(0, unbiased=False).sum().item() == pytest.approx(1.0, rel=1e-6), group
         start += n
@@ -85,11 +88,12 @@ def test_perceptual_normalisation_is_fitted_once_on_the_first_batch():
 def test_group_weights_set_each_groups_share_of_the_squared_distance():
     audio = tones([200, 400, 800, 1600], [0.9, 0.5, 0.2, 0.05])
     base = FeatureExtractor("perceptual", sample_rate=SR)(audio)
-    weighted = FeatureExtractor("perceptual", sample_rate=SR,
-                                weights={"logmel": 4.0, "centroid": 1.0, "loudness": 0.0})(audio)
-    torch.testing.assert_close(weighted[:, :80], 2.0 * base[:, :80])      # sqrt(4): d² counts 4 times
+    weighted = FeatureExtractor(
+        "perceptual", sample_rate=SR, weights={"logmel": 4.0, "centroid": 1.0, "loudness": 0.0}
+    )(audio)
+    torch.testing.assert_close(weighted[:, :80], 2.0 * base[:, :80])  # sqrt(4): d² counts 4 times
     torch.testing.assert_close(weighted[:, 80:82], base[:, 80:82])
-    assert weighted[:, 82:].abs().max() == 0                               # weight 0 removes the group
+    assert weighted[:, 82:].abs().max() == 0  # weight 0 removes the group
     d2 = (weighted[0] - weighted[1]).pow(2).sum()
     parts = [(base[0, s] - base[1, s]).pow(2).sum() for s in (slice(0, 80), slice(80, 82), slice(82, 84))]
     assert d2.item() == pytest.approx((4 * parts[0] + parts[1]).item())
@@ -100,19 +104,25 @@ def test_group_weights_set_each_groups_share_of_the_squared_distance():
 
 def test_describe_records_kind_and_weights():
     ex = FeatureExtractor("perceptual", sample_rate=SR, weights={"centroid": 2})
-    assert ex.describe() == {"kind": "perceptual", "sample_rate": SR,
-                             "weights": {"logmel": 1.0, "centroid": 2.0, "loudness": 1.0}}
+    assert ex.describe() == {
+        "kind": "perceptual",
+        "sample_rate": SR,
+        "weights": {"logmel": 1.0, "centroid": 2.0, "loudness": 1.0},
+    }
     assert set(KINDS) == {"spectrogram", "logmel", "mfcc", "centroid", "loudness", "perceptual"}
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    ({"kind": "timbre"}, "features"),
-    ({"kind": "perceptual", "weights": {"pitch": 1.0}}, "feature_weights"),
-    ({"kind": "perceptual", "weights": {"logmel": -1.0}}, "feature_weights"),
-    ({"kind": "perceptual", "weights": {"logmel": float("nan")}}, "feature_weights"),
-    ({"kind": "perceptual", "weights": {"logmel": 0, "centroid": 0, "loudness": 0}}, "feature_weights"),
-    ({"kind": "logmel", "sample_rate": 0}, "sample_rate"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"kind": "timbre"}, "features"),
+        ({"kind": "perceptual", "weights": {"pitch": 1.0}}, "feature_weights"),
+        ({"kind": "perceptual", "weights": {"logmel": -1.0}}, "feature_weights"),
+        ({"kind": "perceptual", "weights": {"logmel": float("nan")}}, "feature_weights"),
+        ({"kind": "perceptual", "weights": {"logmel": 0, "centroid": 0, "loudness": 0}}, "feature_weights"),
+        ({"kind": "logmel", "sample_rate": 0}, "sample_rate"),
+    ],
+)
 def test_bad_configuration_names_the_field(kwargs, field):
     kwargs = {"sample_rate": SR, **kwargs}
     with pytest.raises(InvalidArgument) as err:

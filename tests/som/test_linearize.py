@@ -4,6 +4,7 @@ The renderer maps a 2-D latent (x, y) to a tone whose pitch rises as 4·x³ octa
 equal latent steps are very unequal steps in sound, so linearizing must even them out. The GAN-in-the-loop
 version over gRPC is tests/som/test_server.py.
 """
+
 from __future__ import annotations
 
 import io
@@ -38,8 +39,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def warped_tones(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z, dtype=np.float64)
     x, y = np.clip(z[:, 0], 0, 1), np.clip(z[:, 1], 0, 1)
-    freq = 200 * 2 ** (4 * x ** 3)
-    amp = 0.05 + 0.9 * y ** 3
+    freq = 200 * 2 ** (4 * x**3)
+    amp = 0.05 + 0.9 * y**3
     t = np.arange(T) / SR
     return (amp[:, None] * np.sin(2 * np.pi * freq[:, None] * t[None])).astype(np.float32)
 
@@ -47,8 +48,16 @@ def warped_tones(z: np.ndarray) -> np.ndarray:
 @pytest.fixture
 def grid(file_store):
     corners = [torch.tensor(v) for v in ([0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0])]
-    render_grid(file_store, "grids/g", grid_latents(*corners, d0=5, d1=5), warped_tones, model="gan/synthetic",
-                sample_rate=SR, inputs=["gan/synthetic"], config={"corners": ["inline"] * 4})
+    render_grid(
+        file_store,
+        "grids/g",
+        grid_latents(*corners, d0=5, d1=5),
+        warped_tones,
+        model="gan/synthetic",
+        sample_rate=SR,
+        inputs=["gan/synthetic"],
+        config={"corners": ["inline"] * 4},
+    )
     return file_store, load_grid(file_store, "grids/g")
 
 
@@ -62,14 +71,23 @@ def test_linearize_evens_a_warped_grid_and_stores_everything(grid):
     store, g = grid
     assert (g.d0, g.d1, g.latent_dim, g.model, g.sample_rate) == (5, 5, 2, "gan/synthetic", SR)
     seen = []
-    out = linearize(store, g, warped_tones, features="perceptual", config=SomConfig(iterations=40),
-                    on_iteration=lambda it, m: seen.append((it, m["cov"])))
+    out = linearize(
+        store,
+        g,
+        warped_tones,
+        features="perceptual",
+        config=SomConfig(iterations=40),
+        on_iteration=lambda it, m: seen.append((it, m["cov"])),
+    )
     m = out.metrics
     assert [s[0] for s in seen] == list(range(m["iterations"] + 1))
-    assert m["after"]["cov"] < 0.7 * m["before"]["cov"]             # measured: 0.72 -> 0.40
+    assert m["after"]["cov"] < 0.7 * m["before"]["cov"]  # measured: 0.72 -> 0.40
     assert m["cov_reduction"] == pytest.approx(1 - m["after"]["cov"] / m["before"]["cov"])
-    assert m["features"] == {"kind": "perceptual", "sample_rate": SR,
-                             "weights": {"logmel": 1.0, "centroid": 1.0, "loudness": 1.0}}
+    assert m["features"] == {
+        "kind": "perceptual",
+        "sample_rate": SR,
+        "weights": {"logmel": 1.0, "centroid": 1.0, "loudness": 1.0},
+    }
     assert m["config"]["rule"] == "even" and m["config"]["effective_step"] == 0.1
     assert len(m["adjacent_distances"]["before"]["horizontal"]) == 5
     assert len(m["adjacent_distances"]["before"]["horizontal"][0]) == 4
@@ -78,15 +96,20 @@ def test_linearize_evens_a_warped_grid_and_stores_everything(grid):
     # the artifact: linearized.pt [d1, d0, dim] as a plain tensor, metrics.json, plots, lineage
     manifest = read_manifest(store, out.som_id)
     assert manifest.kind == "som" and manifest.inputs == ["grids/g", "gan/synthetic"]
-    assert set(manifest.files) == {"linearized.pt", "metrics.json", "plots/mesh.png", "plots/distances.png",
-                                   "plots/convergence.png"}
+    assert set(manifest.files) == {
+        "linearized.pt",
+        "metrics.json",
+        "plots/mesh.png",
+        "plots/distances.png",
+        "plots/convergence.png",
+    }
     verify_artifact(store, out.som_id)
     z = torch.load(io.BytesIO(store.get_bytes(f"{out.som_id}/linearized.pt")), weights_only=True)
     assert z.shape == (5, 5, 2) and z.dtype == torch.float32
-    for i in (0, -1):       # corners pinned exactly
+    for i in (0, -1):  # corners pinned exactly
         for j in (0, -1):
             assert torch.equal(z[i, j], g.latents[i, j])
-    for j in range(1, 4):   # edge points stay on their edge lines
+    for j in range(1, 4):  # edge points stay on their edge lines
         assert on_segment(z[0, j], z[0, 0], z[0, -1]) and on_segment(z[-1, j], z[-1, 0], z[-1, -1])
     for i in range(1, 4):
         assert on_segment(z[i, 0], z[0, 0], z[-1, 0]) and on_segment(z[i, -1], z[0, -1], z[-1, -1])
@@ -103,8 +126,17 @@ def test_render_linearized_makes_a_grid_like_any_other(grid):
     store, g = grid
     out = linearize(store, g, warped_tones, features="loudness", config=SomConfig(iterations=3))
     done = []
-    manifest = render_linearized(store, out.som_id, warped_tones, d0=5, d1=5, pm=True, grid_id="grids/lin",
-                                 on_progress=lambda d, t: done.append((d, t)), batch_size=10)
+    manifest = render_linearized(
+        store,
+        out.som_id,
+        warped_tones,
+        d0=5,
+        d1=5,
+        pm=True,
+        grid_id="grids/lin",
+        on_progress=lambda d, t: done.append((d, t)),
+        batch_size=10,
+    )
     assert manifest.kind == "som-grid" and manifest.id == "grids/lin"
     assert manifest.inputs == [out.som_id, "gan/synthetic"]
     assert done[-1] == (25, 25)
@@ -138,8 +170,7 @@ def test_d0_d1_must_match_the_tensor(grid):
 def test_spectrogram_features_re_analyse_the_audio_with_the_models_transform(grid):
     store, g = grid
     transform = SpectrogramTransform(128, 64, 32, SR)  # 2048 samples, as the renderer makes
-    out = linearize(store, g, warped_tones, features="spectrogram", transform=transform,
-                    config=SomConfig(iterations=2))
+    out = linearize(store, g, warped_tones, features="spectrogram", transform=transform, config=SomConfig(iterations=2))
     assert out.metrics["features"]["kind"] == "spectrogram" and out.metrics["iterations"] == 2
     # without a transform, it comes from the model's config.json — which this synthetic model has not
     with pytest.raises(FailedPrecondition) as err:
@@ -158,13 +189,25 @@ def test_diverging_step_and_nan_audio_fail_before_anything_is_stored(grid):
         return warped_tones(z)
 
     with pytest.raises(InvalidArgument) as err:
-        linearize(store, g, spy, features="loudness", som_id="som/big",
-                  config=SomConfig(rule="original", step=1e12, iterations=5))
+        linearize(
+            store,
+            g,
+            spy,
+            features="loudness",
+            som_id="som/big",
+            config=SomConfig(rule="original", step=1e12, iterations=5),
+        )
     assert err.value.field == "step"
     assert all(np.abs(z).max() < 10 for z in rendered)  # the diverged mesh was never rendered
     with pytest.raises(FailedPrecondition) as err:
-        linearize(store, g, lambda z: np.full((len(z), T), np.nan, np.float32), features="loudness",
-                  som_id="som/nan", config=SomConfig(iterations=1))
+        linearize(
+            store,
+            g,
+            lambda z: np.full((len(z), T), np.nan, np.float32),
+            features="loudness",
+            som_id="som/nan",
+            config=SomConfig(iterations=1),
+        )
     assert "NaN" in err.value.message
     assert store.list("som") == []
 
@@ -173,8 +216,15 @@ def test_should_stop_cancels_and_stores_nothing(grid):
     store, g = grid
     calls = []
     with pytest.raises(Cancelled):
-        linearize(store, g, warped_tones, features="loudness", config=SomConfig(iterations=50, tolerance=0),
-                  on_iteration=lambda it, m: calls.append(it), should_stop=lambda: len(calls) > 2)
+        linearize(
+            store,
+            g,
+            warped_tones,
+            features="loudness",
+            config=SomConfig(iterations=50, tolerance=0),
+            on_iteration=lambda it, m: calls.append(it),
+            should_stop=lambda: len(calls) > 2,
+        )
     assert len(calls) == 3 and store.list("som") == []
 
 
@@ -217,8 +267,9 @@ def test_grids_with_variations_use_each_cells_own_latent(file_store):
     corners = [torch.tensor(v) for v in ([0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0])]
     base = grid_latents(*corners, d0=3, d1=3)
     with_noise = torch.stack([base, base + 0.01], dim=2)  # [d1, d0, K=2, dim]
-    render_grid(file_store, "grids/v", with_noise, warped_tones, model="gan/synthetic", sample_rate=SR,
-                inputs=["gan/synthetic"])
+    render_grid(
+        file_store, "grids/v", with_noise, warped_tones, model="gan/synthetic", sample_rate=SR, inputs=["gan/synthetic"]
+    )
     g = load_grid(file_store, "grids/v")
     assert g.latents.shape == (3, 3, 2)
     torch.testing.assert_close(g.latents, base)

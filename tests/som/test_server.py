@@ -4,6 +4,7 @@ and the SOM service all running on loopback against one file store.
 A 4x4 grid made by the grid service is linearized (a few iterations, evenness before/after reported per iteration),
 rendered as a som-grid, and opened in the auditioner over HTTP; bad inputs come back as clear status codes.
 """
+
 from __future__ import annotations
 
 import io
@@ -50,8 +51,15 @@ def stack(tmp_path_factory):
     Trainer(parse_config(tiny_dict()), store, "gan/trained", log=lambda *_: None).run()
 
     def serve(name, servicer_list, names):
-        return ServerThread(name=name, servicers=servicer_list, service_names=names, port=0, metrics_port=None,
-                            token=TOKEN, host="127.0.0.1").start()
+        return ServerThread(
+            name=name,
+            servicers=servicer_list,
+            service_names=names,
+            port=0,
+            metrics_port=None,
+            token=TOKEN,
+            host="127.0.0.1",
+        ).start()
 
     gan_servicer_objs = [GanServicer(store) for _ in range(2)]
     gan_servers = [serve("gan", gan_servicers(s), GAN_NAMES) for s in gan_servicer_objs]
@@ -62,8 +70,11 @@ def stack(tmp_path_factory):
     auditioner = Auditioner(store, token=TOKEN, host="127.0.0.1", port=0).start()
     som_servicer = SomServicer(store, gan_for_som)
     som_server = serve("som", som_servicers(som_servicer), SOM_NAMES)
-    clients = {"gan": GanClient(targets, token=TOKEN), "grid": GridClient(f"127.0.0.1:{grid_server.port}", token=TOKEN),
-               "som": SomClient(f"127.0.0.1:{som_server.port}", token=TOKEN)}
+    clients = {
+        "gan": GanClient(targets, token=TOKEN),
+        "grid": GridClient(f"127.0.0.1:{grid_server.port}", token=TOKEN),
+        "som": SomClient(f"127.0.0.1:{som_server.port}", token=TOKEN),
+    }
     yield {"store": store, "auditioner": auditioner, "som_port": som_server.port, **clients}
     for c in clients.values():
         c.close()
@@ -74,7 +85,7 @@ def stack(tmp_path_factory):
     auditioner.stop()
     gan_for_grid.close()
     gan_for_som.close()
-    for srv, s in zip(gan_servers, gan_servicer_objs):
+    for srv, s in zip(gan_servers, gan_servicer_objs, strict=False):
         srv.stop()
         s.close()
     torch.set_num_threads(threads)
@@ -103,8 +114,9 @@ def test_linearize_then_render_opens_in_the_auditioner(stack, grid_id):
     updates = []
     op = som.start_linearize(grid_id, iterations=4, features="spectrogram")
     assert op.metadata["grid"] == grid_id and op.metadata["model"] == "gan/trained"
-    done = som.wait(op.id, on_progress=lambda o: updates.append((o.progress.step, o.progress.loss,
-                                                                 o.progress.message)), timeout=180)
+    done = som.wait(
+        op.id, on_progress=lambda o: updates.append((o.progress.step, o.progress.loss, o.progress.message)), timeout=180
+    )
     som_id = done.result_uris[0].split(store.uri + "/")[1]
     assert som_id.startswith("som/")
     steps = [u[0] for u in updates]
@@ -161,8 +173,12 @@ def test_linearize_then_render_opens_in_the_auditioner(stack, grid_id):
 
 def test_perceptual_features_and_one_axis(stack, grid_id):
     som = stack["som"]
-    op = som.wait(som.start_linearize(grid_id, iterations=2, features="perceptual", axes="dim0",
-                                      feature_weights={"loudness": 0.5}).id, timeout=180)
+    op = som.wait(
+        som.start_linearize(
+            grid_id, iterations=2, features="perceptual", axes="dim0", feature_weights={"loudness": 0.5}
+        ).id,
+        timeout=180,
+    )
     lz = som.get(op.result_uris[0])
     assert lz.features == "perceptual" and lz.axes == "dim0" and lz.feature_weights["loudness"] == 0.5
     assert lz.iterations >= 1 and lz.after.cov > 0
@@ -204,8 +220,10 @@ def test_diverging_step_fails_with_step_and_writes_nothing(stack, grid_id):
 
 def test_d0_d1_must_match_the_linearized_tensor(stack, grid_id):
     som = stack["som"]
-    op = som.wait(som.start_linearize(grid_id, iterations=1, features="loudness",
-                                      linearization_id="som/shape-check").id, timeout=120)
+    op = som.wait(
+        som.start_linearize(grid_id, iterations=1, features="loudness", linearization_id="som/shape-check").id,
+        timeout=120,
+    )
     assert op.result_uris[0].endswith("som/shape-check")
     with pytest.raises(InvalidArgument) as err:
         som.start_render("som/shape-check", d0=21, d1=4)
@@ -223,7 +241,7 @@ def test_d0_d1_must_match_the_linearized_tensor(stack, grid_id):
 def test_grid_of_a_deleted_model_is_failed_precondition_naming_it(stack):
     store, som = stack["store"], stack["som"]
     for key in store.list("gan/trained"):  # a second model: a copy of the first, so nothing is trained again
-        store.put_bytes("gan/doomed/" + key[len("gan/trained/"):], store.get_bytes(key))
+        store.put_bytes("gan/doomed/" + key[len("gan/trained/") :], store.get_bytes(key))
     doomed_grid = make_grid(stack, "doomed", d0=3, d1=3, seed=1)
     lop = som.wait(som.start_linearize(doomed_grid, iterations=1, features="centroid").id, timeout=120)
     store.delete_prefix("gan/doomed")
@@ -239,8 +257,9 @@ def test_cancel_stops_the_run_and_stores_nothing(stack, grid_id):
     from smf.common.client import connect
 
     som, store = stack["som"], stack["store"]
-    op = som.start_linearize(grid_id, iterations=100000, tolerance=0.0, features="loudness",
-                             linearization_id="som/cancelled")
+    op = som.start_linearize(
+        grid_id, iterations=100000, tolerance=0.0, features="loudness", linearization_id="som/cancelled"
+    )
     channel = connect(f"127.0.0.1:{stack['som_port']}", token=TOKEN)
     try:
         stub = operations_pb2_grpc.OperationServiceStub(channel)
@@ -265,8 +284,24 @@ def test_cli_linearize_render_ls_here_and_remote(stack, grid_id, monkeypatch, ca
     store = stack["store"]
     monkeypatch.setenv("SMF_TOKEN", TOKEN)
     # here: the GAN loaded in-process, the store given by URI
-    assert main(["som", "linearize", grid_id, "--store", store.uri, "--iterations", "2", "--features", "loudness",
-                 "--id", "som/from-cli"]) == 0
+    assert (
+        main(
+            [
+                "som",
+                "linearize",
+                grid_id,
+                "--store",
+                store.uri,
+                "--iterations",
+                "2",
+                "--features",
+                "loudness",
+                "--id",
+                "som/from-cli",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "CoV of adjacent distances" in out and store.key_uri("som/from-cli") in out
     assert main(["som", "render", "som/from-cli", "--store", store.uri, "--d0", "4", "--d1", "4", "--pm"]) == 0
@@ -277,8 +312,26 @@ def test_cli_linearize_render_ls_here_and_remote(stack, grid_id, monkeypatch, ca
     assert "features" in capsys.readouterr().err
     # remote: the same through the SOM service
     remote = f"127.0.0.1:{stack['som_port']}"
-    assert main(["som", "linearize", grid_id, "--remote", remote, "--iterations", "1", "--features", "centroid",
-                 "--weight", "centroid=2", "--id", "som/remote-cli"]) == 0
+    assert (
+        main(
+            [
+                "som",
+                "linearize",
+                grid_id,
+                "--remote",
+                remote,
+                "--iterations",
+                "1",
+                "--features",
+                "centroid",
+                "--weight",
+                "centroid=2",
+                "--id",
+                "som/remote-cli",
+            ]
+        )
+        == 0
+    )
     assert store.key_uri("som/remote-cli") in capsys.readouterr().out
     assert main(["som", "ls", "--remote", remote, "--grid", grid_id]) == 0
     listing = capsys.readouterr().out

@@ -1,4 +1,5 @@
 """SOM relaxation math: known-answer fields, pinned corners, edges on their lines, the seed tool's rule reproduced."""
+
 import sys
 from pathlib import Path
 
@@ -72,7 +73,8 @@ def test_dim0_axis_moves_only_along_rows():
 
 def test_deterministic():
     mesh = square_mesh(dim=8)
-    f = lambda z: torch.tanh(z * 3)
+    def f(z):
+        return torch.tanh(z * 3)
     a = relax(f, mesh, SomConfig(iterations=20))
     b = relax(f, mesh, SomConfig(iterations=20))
     assert torch.equal(a.latents, b.latents)

@@ -1,4 +1,5 @@
 """Render the chart with the real Helm engine (helm-python-sdk binds Helm's Go SDK; no binary, no cluster)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,17 +17,25 @@ VALUE_SETS = {
     "defaults": {},
     "external-s3-existing-secret": {
         "minio": {"enabled": False},
-        "s3": {"endpoint": "https://s3.eu-west-1.amazonaws.com", "bucket": "lab-sounds", "prefix": "smf/prod",
-               "region": "eu-west-1", "existingSecret": "lab-s3-creds",
-               "existingSecretAccessKeyKey": "AWS_ACCESS_KEY_ID", "existingSecretSecretKeyKey": "AWS_SECRET_ACCESS_KEY"},
+        "s3": {
+            "endpoint": "https://s3.eu-west-1.amazonaws.com",
+            "bucket": "lab-sounds",
+            "prefix": "smf/prod",
+            "region": "eu-west-1",
+            "existingSecret": "lab-s3-creds",
+            "existingSecretAccessKeyKey": "AWS_ACCESS_KEY_ID",
+            "existingSecretSecretKeyKey": "AWS_SECRET_ACCESS_KEY",
+        },
         "auth": {"existingSecret": "lab-smf-token", "existingSecretKey": "bearer"},
     },
     "gpu-pool": {
         "training": {
             "gpu": {"resourceName": "nvidia.com/gpu", "count": 4},
             "nodeSelector": {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb", "pool": "gpu"},
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
-                            {"key": "dedicated", "operator": "Equal", "value": "training", "effect": "NoSchedule"}],
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                {"key": "dedicated", "operator": "Equal", "value": "training", "effect": "NoSchedule"},
+            ],
             "priorityClassName": "training-low",
         },
     },

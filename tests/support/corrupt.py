@@ -1,7 +1,8 @@
 """Damage a stored object behind the store's back, for tests of corruption detection.
 
-    corrupt_object(store, "gan/run1/ckpt/step-1.pt")   # one bit flipped, recorded sha256 kept
+corrupt_object(store, "gan/run1/ckpt/step-1.pt")   # one bit flipped, recorded sha256 kept
 """
+
 from __future__ import annotations
 
 import io

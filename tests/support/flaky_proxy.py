@@ -10,6 +10,7 @@ Modes for the failing connections: "slowdown" (503 + S3 SlowDown XML), "500" (50
 byte-for-byte, so request signatures (which cover the Host header) stay valid. `cut_after=N` breaks the next
 healthy connection after N bytes of response (a download dying midway); `proxy.cuts` counts those.
 """
+
 from __future__ import annotations
 
 import socket
@@ -23,13 +24,14 @@ _ERRORS = {
 
 
 class FlakyProxy:
-    def __init__(self, upstream: tuple[str, int], *, fail: int = 0, mode: str = "slowdown",
-                 cut_after: int | None = None):
+    def __init__(
+        self, upstream: tuple[str, int], *, fail: int = 0, mode: str = "slowdown", cut_after: int | None = None
+    ):
         if mode not in (*_ERRORS, "reset"):
             raise ValueError(f"mode must be one of {[*_ERRORS, 'reset']}, got {mode!r}")
         self.upstream = upstream
-        self.fail = fail      # connections still to fail
-        self.failed = 0       # connections failed so far
+        self.fail = fail  # connections still to fail
+        self.failed = 0  # connections failed so far
         self.mode = mode
         self.cut_after = cut_after  # consumed by the next healthy connection
         self.cuts = 0
@@ -78,10 +80,15 @@ class FlakyProxy:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 return  # RST on close
             status, reason, code, message = _ERRORS[self.mode]
-            body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}'
-                    f"</Message><Resource>/</Resource><RequestId>flaky</RequestId></Error>").encode()
-            conn.sendall(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n"
-                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+            body = (
+                f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}'
+                f"</Message><Resource>/</Resource><RequestId>flaky</RequestId></Error>"
+            ).encode()
+            conn.sendall(
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
 
     def _pipe(self, conn: socket.socket, cut_after: int | None = None) -> None:
         try:

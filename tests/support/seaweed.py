@@ -9,6 +9,7 @@
 Every port (master, volume, filer, s3 and their gRPC twins) is chosen free up front and pinned, so a restart
 comes back at the same endpoint — what a client sees when a real S3 service restarts.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -24,8 +25,16 @@ import time
 from pathlib import Path
 from typing import Self
 
-PORT_NAMES = ("s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-              "filer.port", "filer.port.grpc")
+PORT_NAMES = (
+    "s3.port",
+    "s3.port.grpc",
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+)
 
 
 def weed_binary() -> str:
@@ -70,13 +79,19 @@ class SeaweedServer:
     creates buckets on first use), dir (data + logs), log (the server's output file).
     """
 
-    def __init__(self, root: str | os.PathLike, *, access_key: str | None = None, secret_key: str | None = None,
-                 bucket: str = "smf-test"):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        bucket: str = "smf-test",
+    ):
         self.dir = Path(root)
         self.access_key = access_key or "smf" + secrets.token_hex(6)
         self.secret_key = secret_key or secrets.token_hex(20)
         self.bucket = bucket
-        self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
+        self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=False))
         self.endpoint = f"127.0.0.1:{self.ports['s3.port']}"
         self.log = self.dir / "weed.log"
         self.proc: subprocess.Popen | None = None
@@ -85,24 +100,40 @@ class SeaweedServer:
     def start(self, timeout: float = 60.0) -> SeaweedServer:
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
         config = self.dir / "identities.json"
-        config.write_text(json.dumps({"identities": [{
-            "name": "smf-test",
-            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}))
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "smf-test",
+                            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
         args = [
-            weed_binary(), "server", f"-dir={self.dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-s3", f"-s3.config={config}",
-            "-master.telemetry=false",      # otherwise it reports usage to the internet
-            "-master.electionTimeout=1s",   # default 10 s: the master would idle that long before serving
+            weed_binary(),
+            "server",
+            f"-dir={self.dir / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-s3",
+            f"-s3.config={config}",
+            "-master.telemetry=false",  # otherwise it reports usage to the internet
+            "-master.electionTimeout=1s",  # default 10 s: the master would idle that long before serving
             "-volume.preStopSeconds=0",
-            "-s3.port.iceberg=0", "-s3.port.lance=0",  # extra listeners we don't use
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",  # extra listeners we don't use
             # Unix sockets default to /tmp/seaweedfs-*-<port>.sock; keep them in our folder.
-            f"-filer.localSocket={self.dir / 'filer.sock'}", f"-s3.localSocket={self.dir / 's3.sock'}",
+            f"-filer.localSocket={self.dir / 'filer.sock'}",
+            f"-s3.localSocket={self.dir / 's3.sock'}",
         ] + [f"-{name}={port}" for name, port in self.ports.items()]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)  # its own group: Ctrl-C on pytest doesn't race us
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )  # its own group: Ctrl-C on pytest doesn't race us
         _started.add(self)
         self._wait_ready(timeout)
         return self
@@ -154,8 +185,11 @@ class SeaweedServer:
 
     def env(self) -> dict[str, str]:
         """The SMF_S3_* variables that point smf at this server."""
-        return {"SMF_S3_ENDPOINT": self.endpoint, "SMF_S3_ACCESS_KEY": self.access_key,
-                "SMF_S3_SECRET_KEY": self.secret_key}
+        return {
+            "SMF_S3_ENDPOINT": self.endpoint,
+            "SMF_S3_ACCESS_KEY": self.access_key,
+            "SMF_S3_SECRET_KEY": self.secret_key,
+        }
 
     def client(self):
         """A plain minio client with the server's credentials (for tests that poke at objects directly)."""
@@ -177,4 +211,3 @@ class SeaweedServer:
 
     def __repr__(self) -> str:
         return f"SeaweedServer({self.url}, running={self.running})"
-

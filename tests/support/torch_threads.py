@@ -5,6 +5,7 @@ models gain nothing from more threads.
         Trainer(...).run()
     pytestmark = pytest.mark.usefixtures("one_thread")    # every test of a module (fixture in tests/conftest.py)
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -14,6 +14,7 @@ ABI coupling to the torch build, and ctypes releases the GIL while the loop runs
 int8 runs on AVX-512 VNNI where the CPU has it (chosen at run time by cpuid, so one build serves any x86 CPU)
 and on a portable path otherwise; both give identical samples. `SMF_FASTGEN_ISA=portable` forces the portable path.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -63,8 +64,9 @@ def _cpu_id() -> str:
 def _build(cxx: str, flags: list[str]) -> Path:
     src = _SOURCE.read_bytes()
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
-    key = hashlib.sha256(src + repr((cxx, version, flags, _COMMON)).encode()
-                         + (_cpu_id().encode() if "-march=native" in flags else b"")).hexdigest()[:16]
+    key = hashlib.sha256(
+        src + repr((cxx, version, flags, _COMMON)).encode() + (_cpu_id().encode() if "-march=native" in flags else b"")
+    ).hexdigest()[:16]
     out = cache_dir() / f"kernel-{key}.so"
     if out.exists():
         return out
@@ -72,8 +74,9 @@ def _build(cxx: str, flags: list[str]) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([cxx, *flags, *_COMMON, str(_SOURCE), "-o", tmp], capture_output=True, text=True,
-                              timeout=300, check=False)
+        proc = subprocess.run(
+            [cxx, *flags, *_COMMON, str(_SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300, check=False
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"{cxx} {' '.join(flags)} failed:\n{proc.stderr[-2000:]}")
         os.replace(tmp, out)  # atomic: a concurrent builder never loads a half-written library
@@ -88,8 +91,39 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.smf_fastgen_abi.restype = i
     lib.smf_fastgen_run.restype = i
     lib.smf_fastgen_isa.restype = i
-    lib.smf_fastgen_run.argtypes = [i, i, i, i, i, i, i, i, p, p, p, p, p, p, p, p, p, p, p, p, p, p, p,
-                                    i, i, p, p, p, p, f, p]
+    lib.smf_fastgen_run.argtypes = [
+        i,
+        i,
+        i,
+        i,
+        i,
+        i,
+        i,
+        i,
+        p,
+        p,
+        p,
+        p,
+        p,
+        p,
+        p,
+        p,
+        p,
+        p,
+        p,
+        p,
+        p,
+        p,
+        p,
+        i,
+        i,
+        p,
+        p,
+        p,
+        p,
+        f,
+        p,
+    ]
     if lib.smf_fastgen_abi() != 4:
         raise RuntimeError("kernel ABI mismatch")
     return lib
@@ -117,8 +151,11 @@ def load_kernel() -> ctypes.CDLL | None:
                 except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
                     errors.append(str(exc))
         _error = "; ".join(errors)
-        warnings.warn(f"smf.rnn fast generation kernel unavailable, using the pure-torch loop: {_error}",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"smf.rnn fast generation kernel unavailable, using the pure-torch loop: {_error}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return None
 
 
@@ -170,8 +207,9 @@ def _unit_blocks(v: Tensor, H: int) -> Tensor:
     return g.reshape(Hp // UNITS, 3 * UNITS, *v.shape[1:])
 
 
-def _pack_gru(w: Tensor, b: Tensor, H: int, precision: str, isa: str
-              ) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+def _pack_gru(
+    w: Tensor, b: Tensor, H: int, precision: str, isa: str
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
     """GRU W [3H, K], bias [3H] -> weights [nb, K, 48] in the stored format (int8 on VNNI: [nb, Hp/4, 48, 4]),
     scale [nb, 48] or None, bias [nb, 48], and for VNNI the row corrections [nb, 48]."""
     q, scale = quantize(w, precision)
@@ -188,8 +226,15 @@ def _pack_gru(w: Tensor, b: Tensor, H: int, precision: str, isa: str
 class CppEngine:
     """An AudioTier's weights packed for the kernel; `run` generates T steps for B voices on the CPU."""
 
-    def __init__(self, model: nn.Module, *, precision: str = "fp32", threads: int | None = None,
-                 split: bool = False, isa: str | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        precision: str = "fp32",
+        threads: int | None = None,
+        split: bool = False,
+        isa: str | None = None,
+    ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         lib = load_kernel()
@@ -218,9 +263,13 @@ class CppEngine:
             Hp = -(-self.H // UNITS) * UNITS
             for i in range(self.L):
                 for kind in ("ih", "hh"):
-                    wq, s, b, c = _pack_gru(getattr(model.gru, f"weight_{kind}_l{i}").cpu(),
-                                            getattr(model.gru, f"bias_{kind}_l{i}").cpu(), self.H, precision,
-                                            self.isa)
+                    wq, s, b, c = _pack_gru(
+                        getattr(model.gru, f"weight_{kind}_l{i}").cpu(),
+                        getattr(model.gru, f"bias_{kind}_l{i}").cpu(),
+                        self.H,
+                        precision,
+                        self.isa,
+                    )
                     keep += [t for t in (wq, b, s, c) if t is not None]
                     for name, t in (("w", wq), ("s", s), ("b", b), ("c", c)):
                         arrays[f"{name}_{kind}"].append(t.data_ptr() if t is not None else None)
@@ -242,12 +291,38 @@ class CppEngine:
         out = torch.empty(B, T, dtype=torch.int64)
         P = self._ptrs
         rc = self._lib.smf_fastgen_run(
-            PRECISIONS.index(self.precision), ISAS.index(self.isa), self.threads, int(self.split),
-            self.H, self.L, self.C, self.Q, self._w_a.data_ptr(), self._w_c.data_ptr(), self._b_inp.data_ptr(),
-            P["w_ih"], P["s_ih"], P["b_ih"], P["c_ih"], P["w_hh"], P["s_hh"], P["b_hh"], P["c_hh"],
-            self._w_out.data_ptr(), self._s_out.data_ptr() if self._s_out is not None else None,
-            self._b_out.data_ptr(), self._c_out.data_ptr() if self._c_out is not None else None, B, T, cond.data_ptr(), u.data_ptr(), h.data_ptr(), prev.data_ptr(),
-            float(temperature), out.data_ptr())
+            PRECISIONS.index(self.precision),
+            ISAS.index(self.isa),
+            self.threads,
+            int(self.split),
+            self.H,
+            self.L,
+            self.C,
+            self.Q,
+            self._w_a.data_ptr(),
+            self._w_c.data_ptr(),
+            self._b_inp.data_ptr(),
+            P["w_ih"],
+            P["s_ih"],
+            P["b_ih"],
+            P["c_ih"],
+            P["w_hh"],
+            P["s_hh"],
+            P["b_hh"],
+            P["c_hh"],
+            self._w_out.data_ptr(),
+            self._s_out.data_ptr() if self._s_out is not None else None,
+            self._b_out.data_ptr(),
+            self._c_out.data_ptr() if self._c_out is not None else None,
+            B,
+            T,
+            cond.data_ptr(),
+            u.data_ptr(),
+            h.data_ptr(),
+            prev.data_ptr(),
+            float(temperature),
+            out.data_ptr(),
+        )
         if rc != 0:
             raise RuntimeError(f"fast kernel returned {rc}")
         return out

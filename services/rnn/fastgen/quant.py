@@ -12,6 +12,7 @@ bf16 and fp32 keep fp32 activations.
     model_q = fake_quantize(model, "int8")      # a copy whose float weights equal what the kernel computes with
     logits = teacher_forced_logits(model, x, "int8")   # [B, T, Q] as the kernel's int8 net computes them
 """
+
 from __future__ import annotations
 
 import copy

@@ -10,6 +10,7 @@ softmax over 256 mu-law classes meaningfully distinguishes.
 
     u = uniforms(seed=7, voices=2, t0=0, n=16000, device=torch.device("cpu"))   # float32 [2, 16000]
 """
+
 from __future__ import annotations
 
 import torch

@@ -9,6 +9,7 @@ Per step: x = relu(b + a*w_a + sum_c cond_c*w_c) (elementwise, so the result for
 run is chunked), L GRU cells (nn.GRU's gate equations), logits = out(h), class = inverse-CDF of softmax(logits/temp)
 at a pre-drawn uniform (see rng.py); temperature <= 0 means argmax.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,19 +40,32 @@ class StepLoop(nn.Module):
             self.register_buffer("w_a", w[:, 0].clone())
             self.register_buffer("w_c", w[:, 1:].t().contiguous())  # [C, H]
             self.register_buffer("b_inp", model.inp.bias.detach().float().clone())
-            self.register_buffer("w_ih", torch.stack([getattr(gru, f"weight_ih_l{i}").detach().t()
-                                                      for i in range(cfg.layers)]).float().contiguous())
-            self.register_buffer("w_hh", torch.stack([getattr(gru, f"weight_hh_l{i}").detach().t()
-                                                      for i in range(cfg.layers)]).float().contiguous())
-            self.register_buffer("b_ih", torch.stack([getattr(gru, f"bias_ih_l{i}").detach()
-                                                      for i in range(cfg.layers)]).float().contiguous())
-            self.register_buffer("b_hh", torch.stack([getattr(gru, f"bias_hh_l{i}").detach()
-                                                      for i in range(cfg.layers)]).float().contiguous())
+            self.register_buffer(
+                "w_ih",
+                torch.stack([getattr(gru, f"weight_ih_l{i}").detach().t() for i in range(cfg.layers)])
+                .float()
+                .contiguous(),
+            )
+            self.register_buffer(
+                "w_hh",
+                torch.stack([getattr(gru, f"weight_hh_l{i}").detach().t() for i in range(cfg.layers)])
+                .float()
+                .contiguous(),
+            )
+            self.register_buffer(
+                "b_ih",
+                torch.stack([getattr(gru, f"bias_ih_l{i}").detach() for i in range(cfg.layers)]).float().contiguous(),
+            )
+            self.register_buffer(
+                "b_hh",
+                torch.stack([getattr(gru, f"bias_hh_l{i}").detach() for i in range(cfg.layers)]).float().contiguous(),
+            )
             self.register_buffer("w_out", model.out.weight.detach().t().float().contiguous())  # [H, Q]
             self.register_buffer("b_out", model.out.bias.detach().float().clone())
 
-    def forward(self, cond: Tensor, h: Tensor, prev: Tensor, u: Tensor, temperature: float
-                ) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self, cond: Tensor, h: Tensor, prev: Tensor, u: Tensor, temperature: float
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """cond [B, T, C] float32, h [L, B, H], prev [B] int64 (last class), u [B, T] uniforms
         -> (classes [B, T] int64, h, prev)."""
         B, T = cond.shape[0], cond.shape[1]
@@ -62,7 +76,7 @@ class StepLoop(nn.Module):
             a = prev.to(torch.float32) * scale - 1.0
             x = self.b_inp + a.unsqueeze(1) * self.w_a
             for c in range(self.cond_size):
-                x = x + cond[:, t, c:c + 1] * self.w_c[c]
+                x = x + cond[:, t, c : c + 1] * self.w_c[c]
             x = torch.relu(x)
             for i in range(self.layers):
                 gi = torch.addmm(self.b_ih[i], x, self.w_ih[i])
