@@ -41,7 +41,7 @@ demo:
 	$(BIN)/smf pipeline run --demo
 
 proto:
-	$(BIN)/python -m smf.common.protogen
+	$(BIN)/python tools/protogen.py
 
 lint:
 	npx buf lint proto

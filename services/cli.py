@@ -26,7 +26,7 @@ COMMAND_MODULES = [
     "smf.som.cli",
     "smf.rnn.cli",
     "smf.pipeline.cli",
-    "smf.common.serve_cli",
+    "smf.serve",
 ]
 
 

@@ -330,7 +330,7 @@ def test_sigterm_stops_run_server(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys; from smf.common.artifact_server import main; sys.exit(main(sys.argv[1:]))",
+            "import sys; from smf.artifact.server import main; sys.exit(main(sys.argv[1:]))",
             "--port",
             "0",
             "--metrics-port",

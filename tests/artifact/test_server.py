@@ -7,7 +7,7 @@ import os
 
 import grpc
 import pytest
-from smf.common.artifact_server import MAX_CHUNK, ArtifactServicer
+from smf.artifact.server import MAX_CHUNK, ArtifactServicer
 from smf.common.client import connect
 from smf.common.server import ServerThread
 from smf.common.v1 import artifact_pb2, artifact_pb2_grpc

@@ -1,7 +1,9 @@
 """Generate the Python gRPC code of every smf API from proto/ (what `make proto` runs).
 
-    python -m smf.common.protogen            # regenerate services/<svc>/v1/*_pb2*.py(i)
-    python -m smf.common.protogen --check    # exit 1 when the committed files differ (CI)
+    .venv/bin/python tools/protogen.py            # regenerate services/<svc>/v1/*_pb2*.py(i)
+    .venv/bin/python tools/protogen.py --check    # exit 1 when the committed files differ (CI)
+
+A build tool, not part of the installed package: it needs grpcio-tools (the `test` extra) and a checkout with proto/.
 
 Proto package `smf.<svc>.v1` lives in `proto/smf/<svc>/v1/`; protoc writes `smf/<svc>/v1/x_pb2.py`, which we place
 in `services/<svc>/v1/` (the folder the import package `smf` maps to). The generated code imports absolutely
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from smf.common.errors import FailedPrecondition
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 PROTO_ROOT = REPO / "proto"
 SERVICES = REPO / "services"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
@@ -81,7 +83,7 @@ def diff(services: Path = SERVICES, proto_root: Path = PROTO_ROOT) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smf.common.protogen", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tools/protogen.py", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report differences; exit 1 if any")
     args = parser.parse_args(argv)
     if args.check:

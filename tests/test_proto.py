@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
-from smf.common import protogen
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
+# tools/ is a build folder, not a package: load the generator from its file, as `make proto` runs it
+_spec = importlib.util.spec_from_file_location("protogen", REPO / "tools/protogen.py")
+protogen = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(protogen)
 
 
 def test_generated_code_is_up_to_date():

@@ -4,7 +4,8 @@
     smf serve artifact --store s3://smf/store --insecure       # no token: only on a private network
     smf serve rnn --help                                        # the options of one service
 
-Each service parses its own options: `smf.<svc>.server.main(argv)` (artifact: `smf.common.artifact_server.main`).
+Each service parses its own options: `smf.<svc>.server.main(argv)`. This entry point holds the table of services,
+so that `smf.common` never has to name one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ SERVICES = {
     "som": "smf.som.server",
     "rnn": "smf.rnn.server",
     "pipeline": "smf.pipeline.server",
-    "artifact": "smf.common.artifact_server",
+    "artifact": "smf.artifact.server",
 }
 
 
