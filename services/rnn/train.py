@@ -5,7 +5,8 @@
 
 `run.json` holds TrainConfig fields ({"data": "datasets/tones", "props": ["normPitch"], "hidden": 256, ...}).
 Running the same command again resumes from the newest checkpoint of the run (weights, Adam moments, step, RNG
-streams and loss history), so a killed or preempted job simply continues. SIGTERM saves a checkpoint and exits.
+streams and loss history), so a killed or preempted job simply continues. SIGTERM saves a checkpoint and exits
+143 (exit codes and the run layout: smf.common.training, shared with the GAN trainer).
 
 What the loop does, per step: draw random windows (conditioning pre-sampled at every sample time), draw one
 teacher-forcing coin per time step (shared by the batch, as the reference; P(TF) = the current ratio, which
@@ -14,7 +15,8 @@ a contiguous teacher-forced span goes through nn.GRU in ONE call (cuDNN's fused 
 samples the model's previous output, feeds it back and advances one step. With tfr = 1 the whole window is one call.
 The reference stepped the GRU one sample at a time even when every input was ground truth.
 
-Several GPUs (or CPU processes, gloo): `torchrun --standalone --nproc-per-node 4 -m smf.rnn.train --config ... --out ...`.
+Several GPUs (or CPU processes, gloo):
+`torchrun --standalone --nproc-per-node 4 -m smf.rnn.train --config ... --out ...`.
 `batch` stays the GLOBAL batch: every rank draws the whole batch's windows, TF coins and free-running noise from the
 same generators and keeps its strided shard (smf.common.distributed), the model is wrapped in DistributedDataParallel
 and rank 0 alone writes. Free-running samples are drawn by inverse CDF from one uniform per row of the global batch,
@@ -34,20 +36,28 @@ learns audio from those controls; smf.rnn.generate.generate_chain plays one into
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import json
 import math
-import re
-import signal
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from smf.common.distributed import Dist, init, unwrap
-from smf.common.errors import InvalidArgument, SmfError
+from smf.common.errors import InvalidArgument, NotFound, SmfError
+from smf.common.training import (
+    EXIT_DONE,
+    RunClock,
+    RunWriter,
+    StopSignal,
+    checkpoint_steps,
+    ckpt_key,
+    exit_code,
+    loss_plot,
+    read_checkpoint,
+    run_location,
+)
 from smf.rnn.model import RNNConfig, audio_input, build_model
 from torch import Tensor
 
@@ -211,36 +221,18 @@ def stepwise_loss(
     return _loss(model, outs, target)
 
 
-# --- store I/O ------------------------------------------------------------------------------------------------
-
-
-def _ckpt_key(run_id: str, step: int) -> str:
-    return f"{run_id}/ckpt/step-{step}.pt"
-
-
-def checkpoint_steps(store, run_id: str) -> list[int]:
-    """Steps of the checkpoints stored for a run, ascending."""
-    steps = []
-    for key in store.list(f"{run_id}/ckpt/"):
-        m = re.fullmatch(re.escape(run_id) + r"/ckpt/step-(\d+)\.pt", key)
-        if m:
-            steps.append(int(m.group(1)))
-    return sorted(steps)
+# --- reading a run --------------------------------------------------------------------------------------------
 
 
 def load_checkpoint(store, run_id: str, step: int | None = None, map_location="cpu") -> dict:
     """The checkpoint dict of a run (newest if step is None); weights_only load (no pickled code)."""
-    from smf.common.errors import NotFound
-
     steps = checkpoint_steps(store, run_id)
     if not steps:
         raise NotFound(f"run {run_id} in {store.uri} has no checkpoints")
     step = steps[-1] if step is None else step
     if step not in steps:
         raise NotFound(f"run {run_id} has no checkpoint at step {step} (has {steps})")
-    return torch.load(
-        io.BytesIO(store.get_bytes(_ckpt_key(run_id, step))), map_location=map_location, weights_only=True
-    )
+    return read_checkpoint(store, ckpt_key(run_id, step), map_location=map_location)
 
 
 def load_run(store, run_id: str, step: int | None = None, map_location="cpu"):
@@ -249,51 +241,6 @@ def load_run(store, run_id: str, step: int | None = None, map_location="cpu"):
     model = build_model(RNNConfig(**ck["config"]["model"]))
     model.load_state_dict(ck["model"])
     return model.eval(), ck["step"]
-
-
-def _plot_loss(steps: list[int], losses: list[float]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    ax.plot(steps, losses, lw=0.6, alpha=0.5, label="batch loss")
-    if len(losses) >= 20:
-        k = max(len(losses) // 50, 5)
-        smooth = torch.tensor(losses).unfold(0, k, 1).mean(1).tolist()
-        ax.plot(steps[k - 1 :], smooth, lw=1.5, label=f"mean of {k}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats per step)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _put_json(store, key: str, obj) -> None:
-    store.put_bytes(key, json.dumps(obj, indent=2).encode(), content_type="application/json")
-
-
-def _write_manifest(store, run_id: str, cfg: TrainConfig, ckpt_step: int, features: dict | None = None) -> None:
-    """manifest.json of the run, listing every file now under it (= the commit point of this checkpoint).
-    `features`: the dataset normalisation of analysis controls (rms, centroid) the tier was trained on."""
-    from smf.common import lineage
-    from smf.rnn.dataset import lineage_input
-
-    config = {
-        **asdict(cfg),
-        "param_names": list(cfg.props),
-        "generate": list(cfg.generate),
-        "model": cfg.model_config().to_dict(),
-        "features": features or {},
-        "latest_step": ckpt_step,
-    }
-    data = lineage_input(cfg.data, store)  # the dataset or grid artifact trained on; none for a local folder
-    lineage.commit_artifact(store, "rnn", run_id, config=config, inputs=[data] if data else [], service="rnn")
 
 
 # --- the loop -------------------------------------------------------------------------------------------------
@@ -305,14 +252,217 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class _Stop:
-    """SIGTERM/SIGINT -> finish the current step, save, exit (a k8s preemption or a cancelled operation)."""
+class Trainer:
+    """One training run of a tier: `Trainer(cfg, store, "rnn/my-run").run()` -> the final progress dict; resumes
+    from the run's newest checkpoint.
 
-    def __init__(self):
-        self.requested = False
+    `data` may be a prepared WindowDataset (tests); otherwise cfg.data is loaded and validated first.
+    `on_step(step, loss)` is called after every step (the CLI's progress bar); `stop` (a StopSignal) ends the run
+    after the current step with a checkpoint. With `dist` (smf.common.distributed.init() under torchrun) this
+    process trains its shard of every batch.
 
-    def __call__(self, signum, frame):
-        self.requested = True
+    A step is `sample_batch()` (every random draw of the data side, from `data_gen`) then `loss(...)` (the model
+    side, free-running noise from `sample_gen`) then the optimizer: a subclass changes what a batch holds or what
+    the loss is by overriding one of them."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        store,
+        run_id: str,
+        *,
+        data=None,
+        log=print,
+        stop: StopSignal | None = None,
+        on_step=None,
+        dist: Dist | None = None,
+    ):
+        from smf.rnn.dataset import load_dataset
+
+        self.dist = dist = dist or Dist()
+        self.cfg, self.mcfg, self.run_id = cfg, cfg.model_config(), run_id.strip("/")
+        self.device = dist.device if dist.enabled else resolve_device(cfg.device)
+        dist.local_batch(cfg.batch, "batch")  # the global batch must split evenly over the ranks
+        self.store = dist.store(store)  # read-only on ranks other than 0: one writer
+        self.writer = RunWriter(self.store, self.run_id, kind="rnn", dist=dist, keep=cfg.keep_checkpoints)
+        self.log = log if dist.is_main else (lambda *_: None)
+        self.stop = stop or StopSignal()
+        self.on_step = on_step
+
+        # Validate the data before anything is written: a bad file fails the job in seconds, not after an hour.
+        self.data = data if data is not None else load_dataset(cfg.data, self.mcfg, cfg.seq_len, self.store)
+        self.features = getattr(self.data, "features", {})  # analysis-control normalisation, in every checkpoint
+
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(self.mcfg).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.data_gen = torch.Generator().manual_seed(cfg.seed)  # windows + TF coins (CPU)
+        self.sample_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)  # free-running samples
+        self.step = 0
+        self.metrics: dict[str, list] = {"steps": [], "loss": []}
+        self._resume()
+        # what the loop calls: DDP averages gradients over ranks (the same parameters as self.model)
+        self.net = dist.wrap(self.model)
+        self.last_ckpt = self.step
+        self.clock = RunClock(self.step)
+
+    def _resume(self) -> None:
+        found = self.writer.latest_checkpoint(map_location=self.device)
+        if found is None:
+            return
+        _, ck = found
+        saved = ck["config"]
+        if saved["model"] != self.mcfg.to_dict():
+            raise InvalidArgument(
+                "config",
+                f"run {self.run_id} was trained with model {saved['model']}, "
+                f"this config asks for {self.mcfg.to_dict()}; use a new --out",
+            )
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.step, self.metrics = ck["step"], ck["metrics"]
+        # generator states are CPU ByteTensors, whatever map_location did
+        self.data_gen.set_state(ck["rng"]["data"].cpu())
+        self.sample_gen.set_state(ck["rng"]["sample"].cpu())
+        self.log(f"resumed {self.run_id} at step {self.step}")
+
+    def tfr_at(self, step: int) -> float:
+        """The teacher-forcing ratio at a step: constant, or linear from tfr to tfr_end (scheduled sampling)."""
+        cfg = self.cfg
+        if cfg.tfr_end is None:
+            return cfg.tfr
+        return cfg.tfr + (cfg.tfr_end - cfg.tfr) * min(step / max(cfg.steps - 1, 1), 1.0)
+
+    # --- one step ---
+    def sample_batch(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The step's global batch (x [B, T, in], target) and TF coins [T]. Every rank draws the whole batch from
+        the same generator state and later keeps its shard, so the draws do not depend on the world size."""
+        cfg = self.cfg
+        x, target = self.data.sample(cfg.batch, cfg.seq_len, generator=self.data_gen)
+        tf = tf_mask(cfg.seq_len, self.tfr_at(self.step), generator=self.data_gen)
+        return x, target, tf
+
+    def loss(self, x: Tensor, target: Tensor, tf: Tensor) -> Tensor:
+        """This rank's loss of its shard of the global batch."""
+        shard = self.dist.shard
+        return window_loss(
+            self.net,
+            shard(x).to(self.device),
+            shard(target).to(self.device),
+            tf,
+            temperature=self.cfg.temperature,
+            generator=self.sample_gen,
+            dist=self.dist,
+        )
+
+    def train_step(self) -> float:
+        """One optimizer step; returns (and records) the global batch's loss."""
+        loss = self.loss(*self.sample_batch())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip:  # after DDP's all-reduce: the global batch's gradient, clipped the same on every rank
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        value = float(self.dist.mean(loss.detach()[None]))
+        self.metrics["steps"].append(self.step)
+        self.metrics["loss"].append(value)
+        return value
+
+    # --- outputs ---
+    def save(self) -> None:
+        """Checkpoint + loss plot (rank 0), then the checkpoint counts as the run's latest."""
+        cfg, m = self.cfg, self.metrics
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "config": {"train": asdict(cfg), "model": self.mcfg.to_dict(), "features": self.features},
+            "rng": {"data": self.data_gen.get_state(), "sample": self.sample_gen.get_state().cpu()},
+            "metrics": m,
+        }
+        if self.writer.writes:
+            self.writer.save_checkpoint(self.step, state)
+            if m["loss"]:
+                self.writer.put_png(
+                    "plots/loss.png",
+                    loss_plot(m["steps"], {"batch loss": m["loss"]}, ylabel="loss (nats per step)", smooth=True),
+                )
+        self.last_ckpt = self.step
+
+    def commit(self) -> None:
+        """manifest.json of the run, listing every file now under it (= the commit point of this checkpoint);
+        records the features normalisation and the dataset or grid artifact trained on (none for a folder)."""
+        if not self.writer.writes:
+            return
+        from smf.rnn.dataset import lineage_input
+
+        cfg = self.cfg
+        config = {
+            **asdict(cfg),
+            "param_names": list(cfg.props),
+            "generate": list(cfg.generate),
+            "model": self.mcfg.to_dict(),
+            "features": self.features or {},
+            "latest_step": self.step,
+        }
+        data = lineage_input(cfg.data, self.store)
+        self.writer.commit(config=config, inputs=[data] if data else [])
+
+    def report(self, state: str) -> dict:
+        """Write progress.json (rank 0); returns it on every rank."""
+        cfg, step = self.cfg, self.step
+        rate = self.clock.rate(step)
+        loss = self.metrics["loss"][-1] if self.metrics["loss"] else None
+        return self.writer.progress(
+            state,
+            step=step,
+            total=cfg.steps,
+            loss=loss,
+            message=f"step {step}/{cfg.steps}" + (f" loss {loss:.4f}" if loss is not None else ""),
+            metrics={"tfr": self.tfr_at(step), "steps_per_second": rate},
+            samples_per_second=rate * cfg.batch * cfg.seq_len,
+            eta_seconds=self.clock.eta(step, cfg.steps),
+            elapsed_seconds=self.clock.elapsed(),
+            checkpoint=ckpt_key(self.run_id, self.last_ckpt) if self.last_ckpt else None,
+            device=str(self.device),
+            param_names=list(cfg.props),
+            generate=list(cfg.generate),
+        )
+
+    # --- the loop ---
+    def run(self) -> dict:
+        """Train to cfg.steps (or until a stop request). Returns the final progress dict: state "succeeded" or
+        "stopped" (resumable)."""
+        cfg = self.cfg
+        self.writer.put_json("config.json", {**asdict(cfg), "model": self.mcfg.to_dict()})
+        self.clock = RunClock(self.step)
+        progress: dict = {}
+        self.model.train()
+        while self.step < cfg.steps and not self.stop.any_rank(self.dist):
+            loss = self.train_step()
+            if self.on_step is not None:
+                self.on_step(self.step, loss)
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                self.save()
+                progress = self.report("running" if self.step < cfg.steps else "succeeded")
+                self.commit()
+            elif self.step % cfg.progress_every == 0:
+                progress = self.report("running")
+            if self.step % cfg.progress_every == 0:
+                self.log(
+                    f"step {self.step}/{cfg.steps} loss {loss:.4f} tfr {self.tfr_at(self.step):.3f} "
+                    f"{progress.get('samples_per_second', 0):.0f} samples/s"
+                )
+        if self.last_ckpt != self.step:  # stopped early (SIGTERM): make the current state durable
+            self.save()
+            progress = self.report("stopped" if self.step < cfg.steps else "succeeded")
+            self.commit()
+        elif not progress:
+            progress = self.report("succeeded" if self.step >= cfg.steps else "stopped")
+        self.dist.barrier()  # no rank reports done before rank 0's last write
+        self.log(f"{progress['state']} at step {self.step}: {self.store.key_uri(ckpt_key(self.run_id, self.step))}")
+        return progress
 
 
 def train(
@@ -322,223 +472,59 @@ def train(
     *,
     data=None,
     log=print,
-    stop: _Stop | None = None,
+    stop: StopSignal | None = None,
     on_step=None,
     dist: Dist | None = None,
 ) -> dict:
-    """Train (or resume) run `run_id` ("rnn/<run>") in `store`. Returns the final progress dict.
+    """Train (or resume) run `run_id` ("rnn/<run>") in `store`; returns the final progress dict. The arguments are
+    Trainer's: `train(cfg, store, "rnn/tones", on_step=bar)`."""
+    return Trainer(cfg, store, run_id, data=data, log=log, stop=stop, on_step=on_step, dist=dist).run()
 
-    `data` may be a prepared WindowDataset (tests); otherwise cfg.data is loaded and validated first.
-    `on_step(step, loss)` is called after every step (the CLI's progress bar).
-    With `dist` (smf.common.distributed.init() under torchrun) this process trains its shard of every batch."""
-    from smf.rnn.dataset import load_dataset
 
-    dist = dist or Dist()
-    device = dist.device if dist.enabled else resolve_device(cfg.device)
-    dist.local_batch(cfg.batch, "batch")  # the global batch must split evenly over the ranks
-    store = dist.store(store)  # read-only on ranks other than 0: one writer
-    log = log if dist.is_main else (lambda *_: None)
-    mcfg = cfg.model_config()
-    stop = stop or _Stop()
-
-    # Validate the data before anything is written: a bad file fails the job in seconds, not after an hour.
-    data = data if data is not None else load_dataset(cfg.data, mcfg, cfg.seq_len, store)
-    features = getattr(data, "features", {})  # analysis-control normalisation, recorded with every checkpoint
-
-    torch.manual_seed(cfg.seed)
-    model = build_model(mcfg).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    data_gen = torch.Generator().manual_seed(cfg.seed)  # windows + TF coins (CPU)
-    sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # free-running samples (on device)
-    step, metrics = 0, {"steps": [], "loss": []}
-
-    config_key = f"{run_id}/config.json"
-    if checkpoint_steps(store, run_id):
-        ck = load_checkpoint(store, run_id, map_location=device)
-        saved = ck["config"]
-        if saved["model"] != mcfg.to_dict():
-            raise InvalidArgument(
-                "config",
-                f"run {run_id} was trained with model {saved['model']}, "
-                f"this config asks for {mcfg.to_dict()}; use a new --out",
-            )
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        step, metrics = ck["step"], ck["metrics"]
-        data_gen.set_state(ck["rng"]["data"].cpu())  # generator states are CPU ByteTensors, whatever map_location did
-        sample_gen.set_state(ck["rng"]["sample"].cpu())
-        log(f"resumed {run_id} at step {step}")
-    if dist.is_main:
-        _put_json(store, config_key, {**asdict(cfg), "model": mcfg.to_dict()})
-    net = dist.wrap(model)  # what the loop calls: DDP averages gradients over ranks (same parameters as `model`)
-
-    def save() -> None:
-        if not dist.is_main:
-            return
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "step": step,
-            "config": {"train": asdict(cfg), "model": mcfg.to_dict(), "features": features},
-            "rng": {"data": data_gen.get_state(), "sample": sample_gen.get_state().cpu()},
-            "metrics": metrics,
-        }
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        store.put_bytes(_ckpt_key(run_id, step), buf.getvalue())
-        if metrics["loss"]:
-            store.put_bytes(
-                f"{run_id}/plots/loss.png", _plot_loss(metrics["steps"], metrics["loss"]), content_type="image/png"
-            )
-        if cfg.keep_checkpoints:
-            for old in checkpoint_steps(store, run_id)[: -cfg.keep_checkpoints]:
-                store.delete(_ckpt_key(run_id, old))
-
-    t0, start_step, last_ckpt = time.monotonic(), step, step
-    progress = {}
-
-    def report(state: str) -> dict:
-        # keys follow smf.common.operations.ExternalStatus.from_progress, so the service can relay them as is
-        elapsed = time.monotonic() - t0
-        rate = (step - start_step) / elapsed if elapsed > 0 else 0.0
-        loss = metrics["loss"][-1] if metrics["loss"] else None
-        p = {
-            "run": run_id,
-            "state": state,
-            "step": step,
-            "total": cfg.steps,
-            "loss": loss,
-            "message": f"step {step}/{cfg.steps}" + (f" loss {loss:.4f}" if loss is not None else ""),
-            "metrics": {"tfr": tfr_at(step), "steps_per_second": rate},
-            "samples_per_second": rate * cfg.batch * cfg.seq_len,
-            "eta_seconds": (cfg.steps - step) / rate if rate > 0 else None,
-            "elapsed_seconds": elapsed,
-            "checkpoint": _ckpt_key(run_id, last_ckpt) if last_ckpt else None,
-            "device": str(device),
-            "param_names": list(cfg.props),
-            "generate": list(cfg.generate),
-            "updated_at": time.time(),
-            "result_uris": [store.key_uri(run_id)] if state == "succeeded" else [],
-        }
-        if dist.is_main:
-            _put_json(store, f"{run_id}/progress.json", p)
-        return p
-
-    def tfr_at(s: int) -> float:
-        if cfg.tfr_end is None:
-            return cfg.tfr
-        return cfg.tfr + (cfg.tfr_end - cfg.tfr) * min(s / max(cfg.steps - 1, 1), 1.0)
-
-    def should_stop() -> bool:  # a SIGTERM seen by any rank stops every rank after the same step
-        stop.requested = dist.any(stop.requested)
-        return stop.requested
-
-    model.train()
-    while step < cfg.steps and not should_stop():
-        # every rank draws the global batch (same generator state everywhere) and keeps its shard
-        x, target = data.sample(cfg.batch, cfg.seq_len, generator=data_gen)
-        tf = tf_mask(cfg.seq_len, tfr_at(step), generator=data_gen)
-        loss = window_loss(
-            net,
-            dist.shard(x).to(device),
-            dist.shard(target).to(device),
-            tf,
-            temperature=cfg.temperature,
-            generator=sample_gen,
-            dist=dist,
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:  # after DDP's all-reduce: the global batch's gradient, clipped the same on every rank
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        step += 1
-        metrics["steps"].append(step)
-        metrics["loss"].append(float(dist.mean(loss.detach()[None])))  # the global batch's loss
-        if on_step is not None:
-            on_step(step, metrics["loss"][-1])
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save()
-            last_ckpt = step
-            progress = report("running" if step < cfg.steps else "succeeded")
-            if dist.is_main:
-                _write_manifest(store, run_id, cfg, step, features)
-        elif step % cfg.progress_every == 0:
-            progress = report("running")
-        if step % cfg.progress_every == 0:
-            log(
-                f"step {step}/{cfg.steps} loss {metrics['loss'][-1]:.4f} tfr {tfr_at(step):.3f} "
-                f"{progress.get('samples_per_second', 0):.0f} samples/s"
-            )
-    if last_ckpt != step:  # stopped early (SIGTERM) or nothing left to do: make the current state durable
-        save()
-        last_ckpt = step
-        progress = report("stopped" if step < cfg.steps else "succeeded")
-        if dist.is_main:
-            _write_manifest(store, run_id, cfg, step, features)
-    elif not progress:
-        progress = report("succeeded" if step >= cfg.steps else "stopped")
-    dist.barrier()  # no rank reports done before rank 0's last write
-    log(f"{progress['state']} at step {step}: {store.key_uri(_ckpt_key(run_id, step))}")
-    return progress
+def _read_config(src: str) -> TrainConfig:
+    """TrainConfig from a JSON file or an inline JSON object (what the service hands to a job)."""
+    try:
+        if src.lstrip().startswith("{"):
+            text = src
+        else:
+            with open(src) as f:
+                text = f.read()
+        return TrainConfig.from_dict(json.loads(text))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidArgument("--config", str(exc)) from exc
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The job's entry point; its exit status follows smf.common.training (0 done, 2 bad config/data, 128 + signum
+    when stopped after a checkpoint)."""
     ap = argparse.ArgumentParser(prog="python -m smf.rnn.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True, help="JSON file (or inline JSON object) of TrainConfig fields")
-    ap.add_argument("--out", required=True, help="run artifact: rnn/<run> in $SMF_STORE, or a full store URI")
-    ap.add_argument("--store", default=None, help="store URI when --out is a bare artifact id")
+    ap.add_argument("--out", help="run artifact: rnn/<run> in $SMF_STORE, or a full store URI")
+    ap.add_argument("--store", default=None, help="store URI when --out is a bare artifact id (or with --run)")
+    ap.add_argument("--run", help="run name; the run is rnn/<run> in the store")
     args = ap.parse_args(argv)
 
-    from smf.common.store import open_store, parse_uri
-
     try:
-        if args.config.lstrip().startswith("{"):
-            text = args.config
-        else:
-            with open(args.config) as f:
-                text = f.read()
-        cfg = TrainConfig.from_dict(json.loads(text))
-        if "://" in args.out:
-            store_uri, run_id = parse_uri(args.out)
-            store = open_store(store_uri)
-        else:
-            store, run_id = open_store(args.store), args.out
-        run_id = run_id.strip("/")
+        cfg = _read_config(args.config)
+        store, run_id = run_location(args.out, store=args.store, run=args.run, kind="rnn")
     except SmfError as exc:
         print(f"smf.rnn.train: error: {exc.message}", file=sys.stderr)
-        return 2
-    except (OSError, json.JSONDecodeError) as exc:
-        print(f"smf.rnn.train: error: --config: {exc}", file=sys.stderr)
-        return 2
-    stop = _Stop()
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+        return exit_code(exc)
+    stop = StopSignal().install()
     dist = Dist()
     try:
         dist = init(cfg.device)  # one process, or this rank of a torchrun job
         progress = train(cfg, store, run_id, stop=stop, log=lambda m: print(m, flush=True), dist=dist)
     except SmfError as exc:
         # the service relays this to the operation with its status code (e.g. INVALID_ARGUMENT naming a file)
-        if dist.is_main:
-            _put_json(
-                store,
-                f"{run_id}/progress.json",
-                {
-                    "run": run_id,
-                    "state": "failed",
-                    "error": exc.message,
-                    "error_code": exc.code.name,
-                    "updated_at": time.time(),
-                },
-            )
+        RunWriter(store, run_id, kind="rnn", dist=dist).fail(exc)
         print(f"smf.rnn.train: error: {exc.message}", file=sys.stderr)
-        return 2
+        return exit_code(exc)
     finally:
         dist.close()
-    # stopped by SIGTERM: a non-zero exit, so a preempted Kubernetes pod is retried (and resumes) and a cancelled
+    # stopped by a signal: a non-zero exit, so a preempted Kubernetes pod is retried (and resumes) and a cancelled
     # local job reads as ended-not-finished
-    return 0 if progress["state"] == "succeeded" else 128 + signal.SIGTERM
+    return EXIT_DONE if progress["state"] == "succeeded" else stop.exit_code()
 
 
 if __name__ == "__main__":
