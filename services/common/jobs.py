@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -31,7 +32,7 @@ from pathlib import Path
 from smf.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from smf.common.operations import ExternalStatus
 
-KINDS = ("gan", "rnn")
+_KIND = re.compile(r"[a-z][a-z0-9_]{0,30}")
 STATES = ("pending", "running", "succeeded", "failed")
 DEFAULT_GRACE_S = 30.0  # time a trainer gets after SIGTERM to write its checkpoint
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -261,8 +262,8 @@ def launch(
     **options,
 ) -> JobHandle:
     """Start `python -m smf.<kind>.train <args>` as a job. `module` overrides the module (tests, tools)."""
-    if kind not in KINDS:
-        raise InvalidArgument("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
+    if not _has_trainer(kind):
+        raise InvalidArgument("kind", f"{kind!r} is not a service with a trainer (a module smf.<kind>.train)")
     if not _NAME.fullmatch(name or ""):
         raise InvalidArgument(
             "name", f"{name!r} must be 1-63 characters of [A-Za-z0-9._-], starting with a letter or digit"
@@ -280,6 +281,16 @@ def launch(
     )
     chosen = backend if isinstance(backend, JobBackend) else get_backend(backend)
     return chosen.launch(spec)
+
+
+def _has_trainer(kind: str) -> bool:
+    """Whether `smf.<kind>.train` exists: asking the package, not a list, keeps service names out of common/."""
+    if not _KIND.fullmatch(kind or ""):
+        return False
+    try:
+        return importlib.util.find_spec(f"smf.{kind}.train") is not None
+    except ModuleNotFoundError:  # no package smf.<kind> at all
+        return False
 
 
 def poll_job(job: JobHandle, read_progress: Callable[[], dict | None] | None = None) -> ExternalStatus:

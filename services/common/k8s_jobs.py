@@ -126,7 +126,8 @@ def _dropped_fields(original, kept, path: str = "") -> list[str]:
             for p in ([f"{path}.{k}".lstrip(".")] if k not in kept else _dropped_fields(v, kept[k], f"{path}.{k}"))
         ]
     if isinstance(original, list) and isinstance(kept, list):
-        return [p for i, (a, b) in enumerate(zip(original, kept, strict=False)) for p in _dropped_fields(a, b, f"{path}[{i}]")]
+        pairs = enumerate(zip(original, kept, strict=False))
+        return [p for i, (a, b) in pairs for p in _dropped_fields(a, b, f"{path}[{i}]")]
     return []
 
 
@@ -182,9 +183,38 @@ def build_job(
 ) -> k8s.V1Job:
     """The Job for one run: a copy of `template` with name, labels, command, GPUs and (nodes > 1) Indexed mode.
 
+        job = build_job(load_template(path), jobs.JobSpec("run1", "gan", "smf.gan.train", [...], gpus=1))
+
     `spec.gpus` is GPUs per pod; 0 keeps the template's count (the chart's training.gpu.count). Options:
     nodes (pods, default 1), image, active_deadline_s, backoff_limit. Anything else is an error.
     """
+    nodes = _nodes(spec)
+    job = template.model_copy(deep=True)
+    rendezvous_port = _name_and_label(job, spec, name=name, namespace=namespace)
+    if "active_deadline_s" in spec.options:
+        job.spec.active_deadline_seconds = int(spec.options["active_deadline_s"])
+    if "backoff_limit" in spec.options:
+        job.spec.backoff_limit = int(spec.options["backoff_limit"])
+
+    trainer = _trainer(job)
+    if trainer is None:
+        raise InvalidArgument("job template", f"needs a container named {TRAINER_CONTAINER!r}")
+    if "image" in spec.options:
+        trainer.image = str(spec.options["image"])
+    gpus = _set_gpus(trainer, spec.gpus)
+    env = list(trainer.env or [])
+    env += [k8s.V1EnvVar(name=k, value=str(v)) for k, v in spec.env.items()]
+    env.append(k8s.V1EnvVar(name="SMF_JOB_ID", value=job.metadata.name))
+    if nodes > 1:
+        env += _indexed(job, nodes, rendezvous_port)
+    trainer.env = env
+    trainer.command = list(trainer.command or []) + trainer_argv(spec, nodes=nodes, gpus=gpus)
+    trainer.args = None
+    return job
+
+
+def _nodes(spec: jobs.JobSpec) -> int:
+    """The pod count, after refusing options this backend does not know (a typo must not be a silent no-op)."""
     unknown = sorted(set(spec.options) - set(OPTIONS))
     if unknown:
         raise InvalidArgument(
@@ -195,8 +225,11 @@ def build_job(
         raise InvalidArgument("nodes", f"must be an integer in 1..64, got {nodes!r}")
     if spec.gpus < 0:
         raise InvalidArgument("gpus", f"must be >= 0, got {spec.gpus}")
+    return nodes
 
-    job = template.model_copy(deep=True)
+
+def _name_and_label(job: k8s.V1Job, spec: jobs.JobSpec, *, name: str | None, namespace: str | None) -> int:
+    """Name the Job, label it and its pods with the run; returns the rendezvous port (taken off the annotations)."""
     meta = job.metadata or k8s.V1ObjectMeta()
     job.metadata = meta
     prefix = (meta.name or "smf-train").rstrip("-")
@@ -215,58 +248,44 @@ def build_job(
     pod_meta = job.spec.template.metadata or k8s.V1ObjectMeta()
     pod_meta.labels = {**(pod_meta.labels or {}), **run_labels}
     job.spec.template.metadata = pod_meta
+    return rendezvous_port
 
-    if "active_deadline_s" in spec.options:
-        job.spec.active_deadline_seconds = int(spec.options["active_deadline_s"])
-    if "backoff_limit" in spec.options:
-        job.spec.backoff_limit = int(spec.options["backoff_limit"])
 
-    trainer = _trainer(job)
-    if trainer is None:
-        raise InvalidArgument("job template", f"needs a container named {TRAINER_CONTAINER!r}")
-    if "image" in spec.options:
-        trainer.image = str(spec.options["image"])
-
+def _set_gpus(trainer: k8s.V1Container, gpus: int) -> int:
+    """Set the trainer's GPU limit to `gpus` (0: keep the template's); returns the GPUs per pod it ends up with."""
     limits = dict((trainer.resources.limits if trainer.resources else None) or {})
     gpu_key = next((k for k in limits if k.endswith("/gpu")), DEFAULT_GPU_RESOURCE)
-    if spec.gpus > 0:
-        limits[gpu_key] = str(spec.gpus)
-    gpus = int(limits.get(gpu_key, "0"))
+    if gpus > 0:
+        limits[gpu_key] = str(gpus)
     if limits:
         trainer.resources = trainer.resources or k8s.V1ResourceRequirements()
         trainer.resources.limits = limits
+    return int(limits.get(gpu_key, "0"))
 
-    env = list(trainer.env or [])
-    env += [k8s.V1EnvVar(name=k, value=str(v)) for k, v in spec.env.items()]
-    env.append(k8s.V1EnvVar(name="SMF_JOB_ID", value=meta.name))
-    if nodes > 1:
-        subdomain = job.spec.template.spec.subdomain
-        if not subdomain:
-            raise InvalidArgument(
-                "job template",
-                "multi-node runs need spec.template.spec.subdomain (the headless "
-                "Service the chart creates for the rendezvous)",
-            )
-        # Indexed pods are hosted as <job>-<index>; with the subdomain, index 0 resolves as <job>-0.<subdomain>.
-        job.spec.completion_mode = "Indexed"
-        job.spec.completions = nodes
-        job.spec.parallelism = nodes
-        env += [
-            k8s.V1EnvVar(
-                name="NODE_RANK",
-                value_from=k8s.V1EnvVarSource(
-                    field_ref=k8s.V1ObjectFieldSelector(
-                        field_path=f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"
-                    )
-                ),
+
+def _indexed(job: k8s.V1Job, nodes: int, rendezvous_port: int) -> list[k8s.V1EnvVar]:
+    """Make `job` an Indexed Job of `nodes` pods; returns the rendezvous variables each pod's torchrun reads."""
+    subdomain = job.spec.template.spec.subdomain
+    if not subdomain:
+        raise InvalidArgument(
+            "job template",
+            "multi-node runs need spec.template.spec.subdomain (the headless "
+            "Service the chart creates for the rendezvous)",
+        )
+    # Indexed pods are hosted as <job>-<index>; with the subdomain, index 0 resolves as <job>-0.<subdomain>.
+    job.spec.completion_mode = "Indexed"
+    job.spec.completions = nodes
+    job.spec.parallelism = nodes
+    return [
+        k8s.V1EnvVar(
+            name="NODE_RANK",
+            value_from=k8s.V1EnvVarSource(
+                field_ref=k8s.V1ObjectFieldSelector(field_path=f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']")
             ),
-            k8s.V1EnvVar(name="MASTER_ADDR", value=f"{meta.name}-0.{subdomain}"),
-            k8s.V1EnvVar(name="MASTER_PORT", value=str(rendezvous_port)),
-        ]
-    trainer.env = env
-    trainer.command = list(trainer.command or []) + trainer_argv(spec, nodes=nodes, gpus=gpus)
-    trainer.args = None
-    return job
+        ),
+        k8s.V1EnvVar(name="MASTER_ADDR", value=f"{job.metadata.name}-0.{subdomain}"),
+        k8s.V1EnvVar(name="MASTER_PORT", value=str(rendezvous_port)),
+    ]
 
 
 def to_manifest(job: k8s.V1Job) -> dict:
@@ -319,8 +338,8 @@ def _api_error(exc: Exception, what: str) -> SmfError:
         return AlreadyExists(f"{what}: {reason}")
     if exc.status in (401, 403):
         return PermissionDenied(
-            f"{what}: forbidden by the API server ({reason}); the gan/rnn ServiceAccount needs "
-            "the chart's job-launcher Role"
+            f"{what}: forbidden by the API server ({reason}); the launching service's "
+            "ServiceAccount needs the chart's job-launcher Role"
         )
     if exc.status in (400, 422):
         return InvalidArgument("job", f"{what}: rejected by the API server: {reason}")
