@@ -32,6 +32,8 @@ __all__ = [
     "DEFAULT_STORE",
     "ObjectInfo",
     "Store",
+    "canonical_uri",
+    "default_store_uri",
     "open_store",
     "parse_uri",
     "validate_key",
@@ -207,7 +209,7 @@ def _file_uri(path: str | os.PathLike) -> str:
     return "file://" + urllib.parse.quote(os.path.abspath(os.path.expanduser(os.fspath(path))))
 
 
-def _canonical(uri: str) -> str:
+def canonical_uri(uri: str) -> str:
     """Canonical store URI: file:///abs/path (no trailing /) or s3://bucket[/prefix]."""
     if uri.startswith("s3://"):
         return uri.rstrip("/")
@@ -222,12 +224,12 @@ def _canonical(uri: str) -> str:
 
 
 def default_store_uri() -> str:
-    return _canonical(os.environ.get("SMF_STORE") or DEFAULT_STORE)
+    return canonical_uri(os.environ.get("SMF_STORE") or DEFAULT_STORE)
 
 
 def open_store(uri: str | None = None) -> Store:
     """Open the store at `uri` (None -> $SMF_STORE or file://~/.smf/store). A plain path means a file store."""
-    uri = _canonical(uri) if uri else default_store_uri()
+    uri = canonical_uri(uri) if uri else default_store_uri()
     if uri.startswith("s3://"):
         return S3Store.from_uri(uri)
     return FileStore(urllib.parse.unquote(uri[len("file://") :]))
@@ -259,7 +261,7 @@ def parse_uri(uri: str) -> tuple[str, str]:
 
 
 # The backends import the base above, so they come last.
-from smf.common._store_file import FileStore
-from smf.common._store_s3 import S3Store
+from smf.common._store_file import FileStore  # noqa: E402
+from smf.common._store_s3 import S3Store  # noqa: E402
 
 __all__ += ["FileStore", "S3Store"]
