@@ -80,14 +80,17 @@ def cmd_train(args) -> int:
     import signal
 
     from smf.gan.config import load_config
+    from smf.gan.runs import prepare_run, run_id_for
     from smf.gan.train import Trainer
 
+    run_id = run_id_for(args.name)
     cfg = load_config(args.config)
     for key in cfg.ignored:
         print(f"note: {key} is accepted for compatibility but not used by smf", file=sys.stderr)
     store = open_store(args.store)
-    bar = _bar(cfg.total_steps, f"gan/{args.name}")
-    trainer = Trainer(cfg, store, f"gan/{args.name}", log=bar.write)
+    prepare_run(store, run_id, cfg)  # the checks and config.json of StartTraining: same name, same rules
+    bar = _bar(cfg.total_steps, run_id)
+    trainer = Trainer(cfg, store, run_id, log=bar.write)
     bar.n = trainer.step
     signal.signal(signal.SIGTERM, lambda *_: trainer.stop_requested.set())
 
@@ -141,7 +144,8 @@ def cmd_sample_random(args) -> int:
 
 def cmd_render(args) -> int:
     import torch
-    from smf.gan.sample import load_model, read_latent, validate_latents, write_sounds
+    from smf.gan.runs import load_model
+    from smf.gan.sample import read_latent, validate_latents, write_sounds
 
     store = open_store(args.store)
     rows = []
@@ -190,11 +194,10 @@ def cmd_ls(args) -> int:
                 for m in gan.list_models()
             ]
     else:
-        from smf.gan.sample import model_summary
+        from smf.gan.runs import model_summary, run_names
 
         store = open_store(args.store)
-        runs = sorted({k.split("/")[1] for k in store.list("gan") if k.count("/") >= 2})
-        rows = [model_summary(store, f"gan/{r}") for r in runs]
+        rows = [model_summary(store, f"gan/{r}") for r in run_names(store)]
     if not rows:
         print("no GAN models yet (smf gan train -n NAME CONFIG)")
         return 0

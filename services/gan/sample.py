@@ -1,6 +1,6 @@
 """Turn latents into sounds with a trained GAN: random sampling and batched rendering of given latents.
 
-    model = load_model(store, "run1")                       # newest checkpoint of gan/run1, EMA generator
+    model = load_model(store, "run1")                       # smf.gan.runs: newest checkpoint, EMA generator
     z = model.random_latents(16, seed=0)                    # [16, latent_dim]
     audio = model.render(z)                                 # [16, audio_length], PGHI phase, batched
     aid = write_sounds(store, model, z, audio)              # samples/<id>/<i>.wav + <i>.pt + manifest
@@ -14,126 +14,12 @@ InvalidArgument naming the latent.
 from __future__ import annotations
 
 import io
-import threading
-from dataclasses import dataclass
 
 import torch
 from smf.common.errors import InvalidArgument, NotFound
-from smf.common.lineage import new_id, read_manifest, write_artifact
+from smf.common.lineage import new_id, write_artifact
 from smf.common.store import Store, open_store, parse_uri
-from smf.gan.config import GanConfig, parse_config
-from smf.gan.model import GanArgs, ProgressiveGAN, random_latents
-from smf.gan.train import checkpoint_keys, load_checkpoint
-
-DEFAULT_BATCH = 32
-
-
-@dataclass
-class LoadedModel:
-    """A GAN ready to render: the EMA generator at the checkpoint's scale, and the transform that inverts it."""
-
-    run_id: str  # artifact id, "gan/<name>"
-    store_uri: str
-    checkpoint: str  # key of the checkpoint it was loaded from
-    step: int
-    cfg: GanConfig
-    args: GanArgs
-    classes: dict
-    scale: int
-    alpha: float
-    gan: ProgressiveGAN
-    device: torch.device
-
-    def __post_init__(self):
-        from smf.common.audio import SpectrogramTransform
-
-        t = self.cfg.transform
-        self.transform = SpectrogramTransform(t.stft_channels, t.hop_size, t.n_frames, t.sample_rate)
-        self._lock = threading.Lock()  # one forward pass at a time per model: predictable memory, no oversubscription
-
-    @property
-    def name(self) -> str:
-        return self.run_id.split("/", 1)[1]
-
-    @property
-    def latent_dim(self) -> int:
-        return self.args.input_dim
-
-    @property
-    def sample_rate(self) -> int:
-        return self.cfg.transform.sample_rate
-
-    @property
-    def audio_length(self) -> int:
-        return self.cfg.transform.audio_length
-
-    def random_latents(self, n: int, seed: int) -> torch.Tensor:
-        return random_latents(self.args, n, torch.Generator().manual_seed(int(seed)))
-
-    @torch.no_grad()
-    def spectrogram(self, latents: torch.Tensor) -> torch.Tensor:
-        with self._lock:
-            return self.gan.spectrogram(latents.to(self.device), self.scale, self.alpha).cpu()
-
-    @torch.no_grad()
-    def render(self, latents: torch.Tensor, *, batch_size: int = DEFAULT_BATCH) -> torch.Tensor:
-        """Latents [B, latent_dim] -> audio [B, audio_length] (float32, peak <= 1), `batch_size` at a time."""
-        out = []
-        for i in range(0, len(latents), batch_size):
-            with self._lock:
-                spec = self.gan.spectrogram(latents[i : i + batch_size].to(self.device), self.scale, self.alpha)
-                audio = self.transform.to_audio(spec).cpu().float()
-            out.append(audio)
-        audio = torch.cat(out) if out else torch.zeros(0, self.audio_length)
-        # PGHI output can exceed full scale slightly; scale down (never up) so a PCM_16 wav does not clip
-        peak = audio.abs().amax(dim=1, keepdim=True).clamp_min(1.0)
-        return audio / peak
-
-
-def resolve_model(store: Store, model: str) -> tuple[Store, str]:
-    """'run1', 'gan/run1' or a full artifact URI -> (store holding it, 'gan/<name>')."""
-    if not model:
-        raise InvalidArgument("model", "name a model: 'run1', 'gan/run1' or an artifact URI")
-    if "://" in model:
-        store_uri, key = parse_uri(model)
-        store, model = open_store(store_uri), key
-    run_id = model.strip("/") if model.startswith("gan/") else f"gan/{model.strip('/')}"
-    if run_id.count("/") != 1:
-        raise InvalidArgument("model", f"{model!r} is not a model name (expected 'name' or 'gan/name')")
-    return store, run_id
-
-
-def load_model(
-    store: Store, model: str, *, device: str | torch.device = "cpu", checkpoint: str | None = None
-) -> LoadedModel:
-    """Load the newest checkpoint of a model (or `checkpoint`, a key); NotFound if it has none yet."""
-    store, run_id = resolve_model(store, model)
-    key = checkpoint
-    if key is None:
-        keys = checkpoint_keys(store, run_id)
-        if not keys:
-            raise NotFound(f"model {run_id!r} has no checkpoint in {store.uri} (not trained yet?)")
-        key = keys[-1]
-    ck = load_checkpoint(store, key, map_location=device)
-    cfg = parse_config(ck["config"], source=f"{key}:config")
-    args = GanArgs(**ck["args"])
-    gan = ProgressiveGAN(args)
-    gan.load_state_dict(ck["model"])
-    gan.D = None  # sampling never needs the discriminator; free its memory
-    gan.eval().to(device)
-    return LoadedModel(
-        run_id=run_id,
-        store_uri=store.uri,
-        checkpoint=key,
-        step=int(ck["step"]),
-        cfg=cfg,
-        args=args,
-        classes=dict(ck.get("classes") or {}),
-        scale=int(ck["scale"]),
-        alpha=float(ck["alpha"]),
-        gan=gan,
-        device=torch.device(device),
-    )
+from smf.gan.runs import DEFAULT_BATCH, LoadedModel, load_model
 
 
 def validate_latents(latents, dim: int, *, field: str = "latents") -> torch.Tensor:
@@ -247,44 +133,3 @@ def sample_random(
         if progress:
             progress(min(i + batch_size, count), count)
     return write_sounds(store, m, z, torch.cat(parts), config={"seed": seed})
-
-
-def model_summary(store: Store, run_id: str) -> dict:
-    """What ListModels / `smf gan ls` show, from the manifest, progress.json and config.json (no weights read)."""
-    import json
-
-    info = {
-        "name": run_id.split("/", 1)[1],
-        "id": run_id,
-        "uri": store.key_uri(run_id),
-        "state": "",
-        "step": 0,
-        "total": 0,
-    }
-    try:
-        progress = json.loads(store.get_bytes(f"{run_id}/progress.json"))
-        info.update(
-            state=progress.get("state", ""), step=int(progress.get("step", 0)), total=int(progress.get("total", 0))
-        )
-    except NotFound:
-        pass
-    try:
-        cfg = parse_config(store.get_bytes(f"{run_id}/config.json"), source=f"{run_id}/config.json")
-        info.update(
-            sample_rate=cfg.transform.sample_rate,
-            audio_length=cfg.transform.audio_length,
-            latent_dim=cfg.model.dimLatentVector,
-            attributes=cfg.model.attributes,
-        )
-    except NotFound:
-        pass
-    try:  # written with each checkpoint: the latent length includes the one-hot classes found in the data
-        model = json.loads(store.get_bytes(f"{run_id}/model.json"))
-        info["latent_dim"] = GanArgs(**model["args"]).input_dim
-    except NotFound:
-        pass
-    try:
-        info["created_at"] = read_manifest(store, run_id).created_at
-    except NotFound:
-        pass
-    return info

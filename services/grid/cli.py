@@ -170,7 +170,7 @@ def _render_here(args, store, interpolation: str) -> str:
         batch = 32 * len(gan.stubs)
     else:
         import torch
-        from smf.gan.sample import load_model
+        from smf.gan.runs import load_model
 
         models = {}
 

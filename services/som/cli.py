@@ -109,7 +109,7 @@ def _render_fn(store, model: str, gan_targets):
         gan = GanClient(gan_targets)
         return lambda z: gan.render_latents(model, z, output="inline").audio
     import torch
-    from smf.gan.sample import load_model
+    from smf.gan.runs import load_model
 
     loaded = load_model(store, model)
     return lambda z: loaded.render(torch.as_tensor(z)).numpy()

@@ -31,6 +31,7 @@ import torch
 from smf.common.errors import AlreadyExists, Cancelled, FailedPrecondition, InvalidArgument, NotFound
 from smf.common.lineage import Manifest, new_id, read_json_file, read_manifest, write_artifact
 from smf.common.store import Store, parse_uri, validate_prefix
+from smf.gan.runs import checkpoint_keys, model_transform
 from smf.grid.render import read_grid, render_grid
 from smf.som import plots
 from smf.som.features import FeatureExtractor
@@ -141,26 +142,11 @@ def load_grid(store: Store, grid_id: str) -> GridSource:
 
 def require_model(store: Store, model: str, *, used_by: str) -> None:
     """FAILED_PRECONDITION naming the model when it has no checkpoint left (deleted, or never trained here)."""
-    from smf.gan.train import checkpoint_keys
-
     if not checkpoint_keys(store, model):
         raise FailedPrecondition(
             f"{used_by} was made with model {model}, which no longer exists in {store.uri} "
             "(deleted?); linearize a grid of an existing model"
         )
-
-
-def model_transform(store: Store, model: str):
-    """The model's SpectrogramTransform, from gan/<name>/config.json (for the "spectrogram" features)."""
-    from smf.common.audio import SpectrogramTransform
-    from smf.gan.config import parse_config
-
-    try:
-        raw = store.get_bytes(f"{model}/config.json")
-    except NotFound:
-        raise FailedPrecondition(f"model {model} has no config.json in {store.uri}: its transform is unknown") from None
-    t = parse_config(raw, source=f"{model}/config.json").transform
-    return SpectrogramTransform(t.stft_channels, t.hop_size, t.n_frames, t.sample_rate)
 
 
 def render_in_chunks(render_fn: RenderFn, latents: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -12,9 +12,10 @@ import torch
 from smf.common.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from smf.common.lineage import read_manifest
 from smf.common.server import ServerThread
+from smf.gan.batching import RenderBatcher
 from smf.gan.client import GanClient
-from smf.gan.sample import load_model
-from smf.gan.server import SERVICE_NAMES, GanServicer, RenderBatcher, servicers
+from smf.gan.runs import load_model
+from smf.gan.server import SERVICE_NAMES, GanServicer, servicers
 from support.tiny_gan import tiny_dict
 
 TOKEN = "gan-test-token"
