@@ -374,6 +374,7 @@ def _server_credentials() -> grpc.ServerCredentials | None:
 
     def read(p):
         return Path(p).read_bytes()
+
     return grpc.ssl_server_credentials(
         [(read(key), read(cert))], root_certificates=read(ca) if ca else None, require_client_auth=bool(ca)
     )

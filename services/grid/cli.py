@@ -165,8 +165,10 @@ def _render_here(args, store, interpolation: str) -> str:
             allow_local=True,
         )
         sample_rate = info(plan.model).sample_rate
+
         def render(z):
             return gan.render_latents(plan.model, z, output="inline").audio
+
         batch = 32 * len(gan.stubs)
     else:
         import torch
@@ -196,8 +198,10 @@ def _render_here(args, store, interpolation: str) -> str:
         )
         m = model(plan.model)
         sample_rate = m.sample_rate
+
         def render(z):
             return m.render(torch.as_tensor(z)).numpy()
+
         batch = 32
     bar = _bar(plan.latents.shape[0] * plan.latents.shape[1] * plan.latents.shape[2], plan.grid_id)
 

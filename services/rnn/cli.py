@@ -432,7 +432,11 @@ def cmd_play(args) -> int:
         for audio, values in chunks:
             out.write(audio)
             out.flush()
-            print("\r" + "  ".join(f"{n}={v:.3f}" for n, v in zip(names or [], values, strict=False)), end="", file=sys.stderr)
+            print(
+                "\r" + "  ".join(f"{n}={v:.3f}" for n, v in zip(names or [], values, strict=False)),
+                end="",
+                file=sys.stderr,
+            )
     print(file=sys.stderr)
     return 0
 

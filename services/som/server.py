@@ -101,7 +101,9 @@ class SomServicer(som_pb2_grpc.SomServiceServicer):
             try:
                 return self.gan.render_latents(model, latents, output="inline").audio
             except NotFound as exc:  # deleted while we were running
-                raise FailedPrecondition(f"{used_by}: model {model} is gone from the GAN service ({exc.message})")
+                raise FailedPrecondition(
+                    f"{used_by}: model {model} is gone from the GAN service ({exc.message})"
+                ) from exc
 
         return render
 
