@@ -78,7 +78,7 @@ def artifact_id(raw: str, kind: str, *, field: str, any_kind: bool = False) -> s
 
 
 def resolve(
-    store: Store | None,
+    store: Store | str | None,
     raw: str,
     kind: str,
     *,
@@ -88,12 +88,12 @@ def resolve(
 ) -> tuple[Store, str]:
     """(store holding it, '<kind>/<name>') for a name, an id or an artifact URI.
 
-    `allowed`: the stores a URI may point into besides `store` (None: `store` only; ANY: any store). `store` None
-    means the configured store ($SMF_STORE), opened only when a name needs it.
+    `allowed`: the stores a URI may point into besides `store` (None: `store` only; ANY: any store). `store` may be
+    a URI, opened only when the answer lies in it; None means the configured store ($SMF_STORE).
     """
     if not is_uri(raw):
         aid = artifact_id(raw, kind, field=field, any_kind=any_kind)
-        return (store if store is not None else open_store()), aid
+        return _open(_home(store), None), aid
     uri = _normalise(raw, field)
     found = _known_store(store, allowed, uri)
     if found is not None:
@@ -105,7 +105,7 @@ def resolve(
     return home, artifact_id(key, kind, field=field, any_kind=any_kind)
 
 
-def resolve_key(store: Store | None, raw: str, *, field: str, allowed: Allowed = None) -> tuple[Store, str]:
+def resolve_key(store: Store | str | None, raw: str, *, field: str, allowed: Allowed = None) -> tuple[Store, str]:
     """(store holding it, key) for an object key or an object's URI (a latent, a config, a conditioning array).
 
     resolve_key(store, "samples/x/3.pt", field="latent") == (store, "samples/x/3.pt")
@@ -113,7 +113,7 @@ def resolve_key(store: Store | None, raw: str, *, field: str, allowed: Allowed =
     if not isinstance(raw, str) or not raw.strip("/"):
         raise InvalidArgument(field, "name an object: a store key or its URI")
     if not is_uri(raw):
-        home, key = (store if store is not None else open_store()), raw.strip("/")
+        home, key = _open(_home(store), None), raw.strip("/")
     else:
         uri = _normalise(raw, field)
         found = _known_store(store, allowed, uri)
@@ -157,8 +157,12 @@ def _normalise(raw: str, field: str) -> str:
     return scheme + path
 
 
-def _candidates(store: Store | None, allowed: Allowed) -> list[Store | str]:
-    out: list[Store | str] = [store] if store is not None else [default_store_uri()]
+def _home(store: Store | str | None) -> Store | str:
+    return store if store is not None else default_store_uri()
+
+
+def _candidates(store: Store | str | None, allowed: Allowed) -> list[Store | str]:
+    out: list[Store | str] = [_home(store)]
     if allowed is ANY:
         out.append(default_store_uri())  # what parse_uri trusts too: the configured store knows its own prefix
     elif allowed is not None:
@@ -170,7 +174,7 @@ def _uri_of(s: Store | str) -> str:
     return s.uri if isinstance(s, Store) else canonical_uri(s)
 
 
-def _known_store(store: Store | None, allowed: Allowed, uri: str) -> tuple[Store, str] | None:
+def _known_store(store: Store | str | None, allowed: Allowed, uri: str) -> tuple[Store, str] | None:
     """(store, key) when `uri` lies in one of the stores the caller knows, the longest match; else None."""
     matches = [(s, _uri_of(s)) for s in _candidates(store, allowed)]
     matches = [(s, u) for s, u in matches if uri.startswith(u + "/")]
@@ -180,7 +184,7 @@ def _known_store(store: Store | None, allowed: Allowed, uri: str) -> tuple[Store
     return _open(s, store), uri[len(u) + 1 :]
 
 
-def _structural_split(uri: str, field: str, store: Store | None) -> tuple[Store, str]:
+def _structural_split(uri: str, field: str, store: Store | str | None) -> tuple[Store, str]:
     """An artifact URI in a store nobody configured: the store is everything before its last two segments."""
     root, _, name = uri.rpartition("/")
     root, _, kind = root.rpartition("/")
@@ -190,15 +194,15 @@ def _structural_split(uri: str, field: str, store: Store | None) -> tuple[Store,
     return _open(root, store), f"{kind}/{name}"
 
 
-def _open(s: Store | str, store: Store | None) -> Store:
+def _open(s: Store | str, store: Store | str | None) -> Store:
     """The Store for `s`, reusing `store` when it is the same one (no second connection)."""
     if isinstance(s, Store):
         return s
     uri = canonical_uri(s)
-    return store if store is not None and store.uri == uri else open_store(uri)
+    return store if isinstance(store, Store) and store.uri == uri else open_store(uri)
 
 
-def _outside(raw: str, store: Store | None, allowed: Allowed, field: str) -> PermissionDenied:
+def _outside(raw: str, store: Store | str | None, allowed: Allowed, field: str) -> PermissionDenied:
     # Refused before the other store is opened, so the reply is the same whether or not the thing exists there.
     names = ", ".join(_uri_of(s) for s in _candidates(store, allowed)) or "none"
     return PermissionDenied(f"{field}: {raw} is outside the store(s) this service may read ({names})")

@@ -21,7 +21,8 @@ from datetime import datetime
 from pathlib import Path
 
 from smf.common.errors import InvalidArgument, NotFound
-from smf.common.store import Store, open_store, parse_uri, validate_key
+from smf.common.refs import ANY, is_uri, resolve_key
+from smf.common.store import Store, open_store, validate_key
 
 STORE_HELP = "store URI (file:///dir or s3://bucket/prefix); default $SMF_STORE or ~/.smf/store"
 
@@ -66,24 +67,22 @@ def register(subparsers) -> None:
     url.set_defaults(func=cmd_url)
 
 
-def _resolve(arg: str, store_uri: str | None) -> tuple[Store, str]:
-    """A key/URI argument -> (store, key). Keys may be given as `store:KEY` too."""
-    if "://" in arg:
-        root, key = parse_uri(arg)
-        return open_store(root), key
-    key = arg.removeprefix("store:")
-    return open_store(store_uri), key
+def _resolve(arg: str, store_uri: str | None, field: str) -> tuple[Store, str]:
+    """A key/URI argument -> (store, key). Keys may be given as `store:KEY` too; a URI may name any store (the
+    user's own rights), and one inside --store resolves to it."""
+    if is_uri(arg):
+        return resolve_key(store_uri, arg, field=field, allowed=ANY)
+    return open_store(store_uri), arg.removeprefix("store:")
 
 
 def _is_remote(arg: str) -> bool:
-    return "://" in arg or arg.startswith("store:")
+    return is_uri(arg) or arg.startswith("store:")
 
 
 def cmd_ls(args) -> int:
-    if "://" in args.prefix:
+    if is_uri(args.prefix):
         try:
-            root, prefix = parse_uri(args.prefix.rstrip("/"))
-            store = open_store(root)
+            store, prefix = _resolve(args.prefix.rstrip("/"), args.store, "prefix")
         except InvalidArgument:  # the URI of a store root itself
             store, prefix = open_store(args.prefix), ""
     else:
@@ -99,7 +98,7 @@ def cmd_ls(args) -> int:
 
 
 def cmd_cat(args) -> int:
-    store, key = _resolve(args.key, args.store)
+    store, key = _resolve(args.key, args.store, "key")
     out = sys.stdout.buffer
     # Buffer locally first: iter_chunks verifies only after the last chunk, and a pipe can't take bytes back.
     with tempfile.TemporaryFile() as tmp:
@@ -113,7 +112,7 @@ def cmd_cat(args) -> int:
 
 
 def cmd_url(args) -> int:
-    store, key = _resolve(args.key, args.store)
+    store, key = _resolve(args.key, args.store, "key")
     print(store.presigned_url(key, expires_s=args.expires))
     return 0
 
@@ -135,7 +134,7 @@ def _plan(args, src_remote: bool, dst_remote: bool) -> list:
     """The list of single-object copies `cp` will do (all validated before the first byte moves)."""
     copies = []
     if src_remote:
-        src_store, src_key = _resolve(args.src, args.store)
+        src_store, src_key = _resolve(args.src, args.store, "src")
         if args.recursive:
             src_key = src_key.rstrip("/")
             keys = src_store.list(src_key)
@@ -157,7 +156,7 @@ def _plan(args, src_remote: bool, dst_remote: bool) -> list:
             items = [(src, src.name)]
 
     if dst_remote:
-        dst_store, dst_key = _resolve(args.dst, args.store)
+        dst_store, dst_key = _resolve(args.dst, args.store, "dst")
         dst_key = dst_key.rstrip("/")
         # "cp x store:dir/" or -r: the destination is a prefix, else it is the key itself.
         as_prefix = args.recursive or args.dst.endswith("/")
