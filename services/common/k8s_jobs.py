@@ -77,23 +77,26 @@ def load_template(source: str | os.PathLike | dict | None = None) -> k8s.V1Job:
                 f"${TEMPLATE_ENV} is not set: the kubernetes job backend needs the Job template "
                 "the chart mounts (training.backend=kubernetes)"
             )
+    manifest: object = source
     if not isinstance(source, dict):
         where = os.fspath(source)
         try:
-            source = yaml.safe_load(Path(source).read_text())
+            manifest = yaml.safe_load(Path(source).read_text())
         except FileNotFoundError:
             raise FailedPrecondition(f"job template {where} does not exist") from None
         except yaml.YAMLError as exc:
             raise InvalidArgument(where, f"not valid YAML: {exc}") from None
-    if not isinstance(source, dict) or source.get("kind") != "Job" or source.get("apiVersion") != "batch/v1":
+    if not isinstance(manifest, dict) or manifest.get("kind") != "Job" or manifest.get("apiVersion") != "batch/v1":
         raise InvalidArgument(where, "must be a batch/v1 Job manifest")
-    source = _quantities_as_strings(source)
+    fixed: dict = _quantities_as_strings(manifest)
     try:
-        job = k8s.V1Job.from_dict(source)
+        job = k8s.V1Job.from_dict(fixed)
     except ValueError as exc:  # pydantic.ValidationError is a ValueError
         raise InvalidArgument(where, f"not a valid batch/v1 Job: {exc}") from None
+    if job is None:  # from_dict answers None for None only; the models type every result optional
+        raise InvalidArgument(where, "must be a batch/v1 Job manifest")
     # from_dict drops fields it does not know: compare with the round trip so a typo is an error, not a no-op.
-    unknown = _dropped_fields(source, to_manifest(job))
+    unknown = _dropped_fields(fixed, to_manifest(job))
     if unknown:
         raise InvalidArgument(where, f"not a valid batch/v1 Job: unknown field(s) {', '.join(unknown)}")
     if _trainer(job, where) is None:
@@ -132,11 +135,35 @@ def _dropped_fields(original, kept, path: str = "") -> list[str]:
 
 
 def _trainer(job: k8s.V1Job, where: str = "job template") -> k8s.V1Container | None:
-    try:
-        containers = job.spec.template.spec.containers
-    except AttributeError:
-        raise InvalidArgument(where, "spec.template.spec.containers is missing") from None
-    return next((c for c in containers if c.name == TRAINER_CONTAINER), None)
+    return next((c for c in _pod_spec(job, where).containers if c.name == TRAINER_CONTAINER), None)
+
+
+# The client models type every part of an object optional; a template that passed load_template has these parts,
+# and the API server always returns them, so these say so once instead of checking for None at every use.
+
+
+def _job_spec(job: k8s.V1Job, where: str = "job template") -> k8s.V1JobSpec:
+    if job.spec is None:
+        raise InvalidArgument(where, "spec is missing")
+    return job.spec
+
+
+def _pod_spec(job: k8s.V1Job, where: str = "job template") -> k8s.V1PodSpec:
+    pod = _job_spec(job, where).template.spec
+    if pod is None or not pod.containers:
+        raise InvalidArgument(where, "spec.template.spec.containers is missing")
+    return pod
+
+
+def _metadata(obj: k8s.V1Job | k8s.V1Pod) -> k8s.V1ObjectMeta:
+    return obj.metadata or k8s.V1ObjectMeta()
+
+
+def _name(obj: k8s.V1Job) -> str:
+    name = _metadata(obj).name
+    if not name:
+        raise Unavailable("the kubernetes API returned a Job without metadata.name")
+    return name
 
 
 # ---- building one Job -----------------------------------------------------------------------------------------
@@ -190,11 +217,11 @@ def build_job(
     """
     nodes = _nodes(spec)
     job = template.model_copy(deep=True)
-    rendezvous_port = _name_and_label(job, spec, name=name, namespace=namespace)
+    job_id, rendezvous_port = _name_and_label(job, spec, name=name, namespace=namespace)
     if "active_deadline_s" in spec.options:
-        job.spec.active_deadline_seconds = int(spec.options["active_deadline_s"])
+        _job_spec(job).active_deadline_seconds = int(spec.options["active_deadline_s"])
     if "backoff_limit" in spec.options:
-        job.spec.backoff_limit = int(spec.options["backoff_limit"])
+        _job_spec(job).backoff_limit = int(spec.options["backoff_limit"])
 
     trainer = _trainer(job)
     if trainer is None:
@@ -204,9 +231,9 @@ def build_job(
     gpus = _set_gpus(trainer, spec.gpus)
     env = list(trainer.env or [])
     env += [k8s.V1EnvVar(name=k, value=str(v)) for k, v in spec.env.items()]
-    env.append(k8s.V1EnvVar(name="SMF_JOB_ID", value=job.metadata.name))
+    env.append(k8s.V1EnvVar(name="SMF_JOB_ID", value=job_id))
     if nodes > 1:
-        env += _indexed(job, nodes, rendezvous_port)
+        env += _indexed(job, nodes, f"{job_id}-0", rendezvous_port)
     trainer.env = env
     trainer.command = list(trainer.command or []) + trainer_argv(spec, nodes=nodes, gpus=gpus)
     trainer.args = None
@@ -228,14 +255,13 @@ def _nodes(spec: jobs.JobSpec) -> int:
     return nodes
 
 
-def _name_and_label(job: k8s.V1Job, spec: jobs.JobSpec, *, name: str | None, namespace: str | None) -> int:
-    """Name the Job, label it and its pods with the run; returns the rendezvous port (taken off the annotations)."""
-    meta = job.metadata or k8s.V1ObjectMeta()
-    job.metadata = meta
+def _name_and_label(job: k8s.V1Job, spec: jobs.JobSpec, *, name: str | None, namespace: str | None) -> tuple[str, int]:
+    """Name the Job, label it and its pods with the run; returns (job name, rendezvous port off the annotations)."""
+    meta = job.metadata = _metadata(job)
     prefix = (meta.name or "smf-train").rstrip("-")
-    meta.name = name or job_name(prefix, spec.kind, spec.name)
-    if len(meta.name) > MAX_JOB_NAME:
-        raise InvalidArgument("name", f"job name {meta.name!r} is longer than {MAX_JOB_NAME} characters")
+    job_id = meta.name = name or job_name(prefix, spec.kind, spec.name)
+    if len(job_id) > MAX_JOB_NAME:
+        raise InvalidArgument("name", f"job name {job_id!r} is longer than {MAX_JOB_NAME} characters")
     meta.generate_name = None
     if namespace:
         meta.namespace = namespace
@@ -245,10 +271,10 @@ def _name_and_label(job: k8s.V1Job, spec: jobs.JobSpec, *, name: str | None, nam
     rendezvous_port = int(annotations.pop(RENDEZVOUS_PORT_ANNOTATION, DEFAULT_RENDEZVOUS_PORT))
     meta.annotations = {**annotations, "smf/run-name": spec.name}
 
-    pod_meta = job.spec.template.metadata or k8s.V1ObjectMeta()
+    pod_template = _job_spec(job).template
+    pod_meta = pod_template.metadata = pod_template.metadata or k8s.V1ObjectMeta()
     pod_meta.labels = {**(pod_meta.labels or {}), **run_labels}
-    job.spec.template.metadata = pod_meta
-    return rendezvous_port
+    return job_id, rendezvous_port
 
 
 def _set_gpus(trainer: k8s.V1Container, gpus: int) -> int:
@@ -263,9 +289,9 @@ def _set_gpus(trainer: k8s.V1Container, gpus: int) -> int:
     return int(limits.get(gpu_key, "0"))
 
 
-def _indexed(job: k8s.V1Job, nodes: int, rendezvous_port: int) -> list[k8s.V1EnvVar]:
+def _indexed(job: k8s.V1Job, nodes: int, first_pod: str, rendezvous_port: int) -> list[k8s.V1EnvVar]:
     """Make `job` an Indexed Job of `nodes` pods; returns the rendezvous variables each pod's torchrun reads."""
-    subdomain = job.spec.template.spec.subdomain
+    subdomain = _pod_spec(job).subdomain
     if not subdomain:
         raise InvalidArgument(
             "job template",
@@ -273,9 +299,10 @@ def _indexed(job: k8s.V1Job, nodes: int, rendezvous_port: int) -> list[k8s.V1Env
             "Service the chart creates for the rendezvous)",
         )
     # Indexed pods are hosted as <job>-<index>; with the subdomain, index 0 resolves as <job>-0.<subdomain>.
-    job.spec.completion_mode = "Indexed"
-    job.spec.completions = nodes
-    job.spec.parallelism = nodes
+    job_spec = _job_spec(job)
+    job_spec.completion_mode = "Indexed"
+    job_spec.completions = nodes
+    job_spec.parallelism = nodes
     return [
         k8s.V1EnvVar(
             name="NODE_RANK",
@@ -283,7 +310,7 @@ def _indexed(job: k8s.V1Job, nodes: int, rendezvous_port: int) -> list[k8s.V1Env
                 field_ref=k8s.V1ObjectFieldSelector(field_path=f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']")
             ),
         ),
-        k8s.V1EnvVar(name="MASTER_ADDR", value=f"{job.metadata.name}-0.{subdomain}"),
+        k8s.V1EnvVar(name="MASTER_ADDR", value=f"{first_pod}.{subdomain}"),
         k8s.V1EnvVar(name="MASTER_PORT", value=str(rendezvous_port)),
     ]
 
@@ -329,7 +356,7 @@ def _api_error(exc: Exception, what: str) -> SmfError:
         return Unavailable(f"kubernetes API unreachable while trying to {what}: {exc}")
     reason = exc.reason or ""
     try:  # the API server explains itself in a Status object
-        reason = json.loads(exc.body).get("message") or reason
+        reason = json.loads(exc.body or "{}").get("message") or reason
     except (TypeError, ValueError, AttributeError):
         pass
     if exc.status == 404:
@@ -408,15 +435,18 @@ class KubernetesJob(jobs.JobHandle):
             pods = core.list_namespaced_pod(ns, label_selector=f"{JOB_NAME_LABEL}={self.id}").items
         except (ApiException, *_UNREACHABLE) as exc:
             raise _api_error(exc, f"list pods of job {self.id}") from None
-        pods.sort(
-            key=lambda p: (
-                (p.metadata.annotations or {}).get(COMPLETION_INDEX_ANNOTATION, "0"),
-                -(p.metadata.creation_timestamp.timestamp() if p.metadata.creation_timestamp else 0),
-            )
+        metas = sorted(
+            (_metadata(p) for p in pods),
+            key=lambda m: (
+                (m.annotations or {}).get(COMPLETION_INDEX_ANNOTATION, "0"),
+                -(m.creation_timestamp.timestamp() if m.creation_timestamp else 0),
+            ),
         )
-        for pod in pods:
+        for pod in metas:
+            if not pod.name:
+                continue
             try:
-                text = core.read_namespaced_pod_log(pod.metadata.name, ns, container=TRAINER_CONTAINER, tail_lines=tail)
+                text = core.read_namespaced_pod_log(pod.name, ns, container=TRAINER_CONTAINER, tail_lines=tail)
             except ApiException:
                 continue  # not started yet / already garbage collected
             if text:
@@ -444,7 +474,7 @@ class KubernetesBackend(jobs.JobBackend):
     ):
         self.template = template if isinstance(template, k8s.V1Job) else load_template(template)
         self.namespace = (
-            namespace or os.environ.get(NAMESPACE_ENV) or self.template.metadata.namespace or _own_namespace()
+            namespace or os.environ.get(NAMESPACE_ENV) or _metadata(self.template).namespace or _own_namespace()
         )
         self.api_client = api_client or _default_api_client()
         self.batch = k8s.BatchV1Api(self.api_client)
@@ -460,8 +490,8 @@ class KubernetesBackend(jobs.JobBackend):
         try:
             created = self.batch.create_namespaced_job(self.namespace, job)
         except (ApiException, *_UNREACHABLE) as exc:
-            raise _api_error(exc, f"create job {job.metadata.name} in namespace {self.namespace}") from None
-        handle = KubernetesJob(self, created.metadata.name, spec)
+            raise _api_error(exc, f"create job {_name(job)} in namespace {self.namespace}") from None
+        handle = KubernetesJob(self, _name(created), spec)
         with self._lock:
             self._jobs[handle.id] = handle
         return handle
@@ -475,8 +505,8 @@ class KubernetesBackend(jobs.JobBackend):
             job = self.batch.read_namespaced_job(job_id, self.namespace)
         except (ApiException, *_UNREACHABLE) as exc:
             raise _api_error(exc, f"read job {job_id}") from None
-        labels = job.metadata.labels or {}
-        annotations = job.metadata.annotations or {}
+        labels = _metadata(job).labels or {}
+        annotations = _metadata(job).annotations or {}
         spec = jobs.JobSpec(
             name=annotations.get("smf/run-name", job_id), kind=labels.get(KIND_LABEL, ""), module="", args=[]
         )
