@@ -152,7 +152,8 @@ class RunClock:
 
 
 # --- plots ------------------------------------------------------------------------------------------------------------
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (for figures a trainer draws itself)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a training node
@@ -163,7 +164,7 @@ def _pyplot():
 
 def figure_png(fig, dpi: int = 80) -> bytes:
     """A matplotlib figure as PNG bytes (the figure is closed)."""
-    plt = _pyplot()
+    plt = pyplot()
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=dpi)
@@ -183,7 +184,7 @@ def loss_plot(
     """The loss plot of a run as PNG: one line per curve over `steps`; `smooth` adds a running mean per curve (once
     there are 20 points); `right` = (label, steps, values) on a second axis (the GAN's log-spectral distance).
     `loss_plot([1, 2, 3], {"loss": [5.1, 4.0, 3.2]})`"""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, values in curves.items():
         ax.plot(steps, values, lw=0.6 if smooth else 1, alpha=0.5 if smooth else 1, label=name)

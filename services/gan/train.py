@@ -8,9 +8,11 @@ config, args, classes, rng, metrics; the newest KEEP_CHECKPOINTS are kept), `pro
 losses, samples/s, ETA), and per checkpoint `plots/loss-step-<n>.png` + `plots/preview-step-<n>.png` (spectrogram
 mosaic of EMA samples from fixed latents). A manifest is committed with every checkpoint, so a run can be sampled
 while it trains. Running the same command again resumes exactly from the newest checkpoint (same data order, same
-noise). SIGTERM (or Ctrl-C) saves a checkpoint and exits with status 143.
+noise). SIGTERM (or Ctrl-C) saves a checkpoint and exits with status 143 (130). Checkpoints, progress.json, plots,
+the stop signal and the exit codes are smf.common.training's, shared with the RNN trainer.
 
-Several GPUs (or CPU processes, gloo): `torchrun --standalone --nproc-per-node 4 -m smf.gan.train --config ... --out ...`.
+Several GPUs (or CPU processes, gloo):
+`torchrun --standalone --nproc-per-node 4 -m smf.gan.train --config ... --out ...`.
 `miniBatchSize` stays the GLOBAL batch: every rank draws the whole batch (indices, latents, GP mixing weights) from the
 same generator and keeps its strided shard (smf.common.distributed), G and D are wrapped in DistributedDataParallel,
 and rank 0 alone writes. The training is the one-process training up to float summation order (checked in
@@ -23,26 +25,30 @@ so the double backward goes through the DDP-wrapped D unchanged (gradients check
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import math
 import os
 import random
-import re
-import signal
 import sys
-import tempfile
-import threading
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 from smf.common.distributed import Dist, init
 from smf.common.errors import InvalidArgument, SmfError
-from smf.common.lineage import commit_artifact
 from smf.common.store import Store, open_store, parse_uri
+from smf.common.training import (
+    EXIT_DONE,
+    RunClock,
+    RunWriter,
+    StopSignal,
+    exit_code,
+    figure_png,
+    loss_plot,
+    pyplot,
+    read_checkpoint,
+    run_location,
+)
+from smf.common.training import checkpoint_keys as checkpoint_keys  # re-exported: readers of gan/<run> use it
 from smf.gan.config import GanConfig, load_config, parse_config
 from smf.gan.model import (
     GanArgs,
@@ -57,7 +63,6 @@ from smf.gan.model import (
 
 KEEP_CHECKPOINTS = 3
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
-EXIT_STOPPED = 143  # 128 + SIGTERM: "not finished, resume me"
 
 
 @dataclass
@@ -70,7 +75,7 @@ class TrainingData:
     source: str = ""  # artifact id (or folder) the data came from, for lineage
 
 
-# --- data ----------------------------------------------------------------------------------------------------------
+# --- data -------------------------------------------------------------------------------------------------------------
 def load_training_data(cfg: GanConfig, store: Store) -> TrainingData:
     """Read the clips named by loaderConfig.data_path, resample, cut/pad to n_frames*hop_size, transform."""
     from smf.common.audio import SpectrogramTransform, load_audio
@@ -82,7 +87,7 @@ def load_training_data(cfg: GanConfig, store: Store) -> TrainingData:
     if cfg.loader.size:
         clips = clips[: cfg.loader.size]
     audio = torch.zeros(len(clips), t.audio_length)
-    for i, (name, src, _) in enumerate(clips):
+    for i, (_name, src, _) in enumerate(clips):
         x, _ = load_audio(src, sample_rate=t.sample_rate)
         n = min(len(x), t.audio_length)
         audio[i, :n] = x[:n]
@@ -151,7 +156,7 @@ def _labels(clips, attrs: list[str]) -> tuple[torch.Tensor, dict[str, list[float
     return labels, classes
 
 
-# --- metrics ------------------------------------------------------------------------------------------------------------
+# --- metrics ----------------------------------------------------------------------------------------------------------
 def log_spectral_distance(generated: torch.Tensor, data: torch.Tensor) -> float:
     """How far generated spectrograms are from the data: for each generated [F, N] spectrogram the RMS difference
     (in normalised log-magnitude units) to its nearest data spectrogram, averaged. Lower is closer."""
@@ -161,26 +166,13 @@ def log_spectral_distance(generated: torch.Tensor, data: torch.Tensor) -> float:
     return float(dist.min(dim=1).values.mean())
 
 
-# --- checkpoints ----------------------------------------------------------------------------------------------------
-def checkpoint_keys(store: Store, run_id: str) -> list[str]:
-    """Checkpoint keys of a run, oldest first (by step number)."""
-    keys = [k for k in store.list(f"{run_id}/ckpt") if re.fullmatch(r".*/step-\d+\.pt", k)]
-    return sorted(keys, key=lambda k: int(k.rsplit("-", 1)[1][:-3]))
-
-
+# --- checkpoints ------------------------------------------------------------------------------------------------------
 def load_checkpoint(store: Store, key: str, map_location="cpu") -> dict:
-    data = store.get_bytes(key)
-    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    """The checkpoint dict at `key` (one of checkpoint_keys(store, run)); weights_only load (no pickled code)."""
+    return read_checkpoint(store, key, map_location=map_location)
 
 
-def _put_torch(store: Store, key: str, obj) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "obj.pt"
-        torch.save(obj, path)
-        store.put_file(key, path)  # atomic: readers see the old checkpoint or the whole new one
-
-
-# --- the loop ----------------------------------------------------------------------------------------------------------
+# --- the loop ---------------------------------------------------------------------------------------------------------
 class Trainer:
     """One training run: `Trainer(cfg, store, "gan/run1").run()`; resumes from the run's newest checkpoint.
     With `dist` (smf.common.distributed.init() under torchrun) this process trains its shard of every batch."""
@@ -199,7 +191,8 @@ class Trainer:
         # ranks other than 0 get a read-only store and no log: one writer, one voice
         self.cfg, self.store, self.run_id = cfg, self.dist.store(store), run_id.strip("/")
         self.log = log if self.dist.is_main else (lambda *_: None)
-        self.stop_requested = threading.Event()
+        self.writer = RunWriter(self.store, self.run_id, kind="gan", dist=self.dist, keep=KEEP_CHECKPOINTS)
+        self.stop_requested = StopSignal()  # .set() from a signal handler or a CLI; .install() for SIGTERM/SIGINT
         m = cfg.model
         self.data = data if data is not None else load_training_data(cfg, store)
         if self.data.specs.shape[1:] != (cfg.transform.n_bins, cfg.transform.n_frames):
@@ -260,14 +253,14 @@ class Trainer:
         return alpha_at(k, s, self.cfg.model.alphaNJumps[s], self.cfg.model.alphaSizeJumps[s])
 
     def _resume(self) -> None:
-        keys = checkpoint_keys(self.store, self.run_id)
-        if not keys:
+        found = self.writer.latest_checkpoint(map_location=self.device)
+        if found is None:
             return
-        ck = load_checkpoint(self.store, keys[-1], map_location=self.device)
+        key, ck = found
         if ck["args"] != self.args.to_dict():
             raise InvalidArgument(
                 "config",
-                f"{keys[-1]} was trained with another network shape; "
+                f"{key} was trained with another network shape; "
                 f"use a new run name or the config stored in {self.run_id}/config.json",
             )
         self.gan.load_state_dict(ck["model"])
@@ -276,7 +269,7 @@ class Trainer:
         self.gen.set_state(ck["rng"].cpu())  # map_location moved it to the training device; the generator is CPU
         self.step = int(ck["step"])
         self.metrics = {k: list(v) for k, v in ck["metrics"].items()}
-        self.log(f"resumed {self.run_id} from {keys[-1]} (step {self.step}/{self.total})")
+        self.log(f"resumed {self.run_id} from {key} (step {self.step}/{self.total})")
 
     def train_step(self) -> dict[str, float]:
         m, a, dev = self.cfg.model, self.args, self.device
@@ -351,22 +344,22 @@ class Trainer:
     def run(self, max_steps: int | None = None, progress=None) -> str:
         """Train until the schedule ends (or `max_steps` more steps, or a stop request). Returns the final state:
         "succeeded" or "stopped". `progress(step, total, logs)` is called after every step (CLI bar)."""
-        self._put_json("config.json", self.cfg.to_dict())
+        self.writer.put_json("config.json", self.cfg.to_dict())
         if not self.metrics["lsd"] and self.dist.is_main:
             self.metrics["lsd_step"].append(0)
             self.metrics["lsd"].append(self.lsd())
         end = self.total if max_steps is None else min(self.total, self.step + max_steps)
         every, log_every = self.cfg.train.checkpointEvery, self.cfg.train.logEvery
-        t0, s0, samples = time.monotonic(), self.step, 0
+        clock, samples = RunClock(self.step), 0
         logs: dict[str, float] = {}
-        self._progress("running", logs, 0.0, t0, s0)
-        while self.step < end and not self._stop():
+        self._progress("running", logs, 0.0, clock)
+        while self.step < end and not self.stop_requested.any_rank(self.dist):
             logs = self.train_step()
             samples += logs["batch"]
             if progress:
                 progress(self.step, self.total, logs)
             if not all(math.isfinite(logs[k]) for k in ("loss_d", "loss_g")):
-                self._progress("failed", logs, 0.0, t0, s0, error=f"loss diverged at step {self.step}: {logs}")
+                self._progress("failed", logs, 0.0, clock, error=f"loss diverged at step {self.step}: {logs}")
                 raise SmfError(
                     f"{self.run_id}: loss diverged at step {self.step} (loss_d={logs['loss_d']}); "
                     "lower modelConfig.baseLearningRate"
@@ -375,33 +368,23 @@ class Trainer:
                 for k in ("loss_d", "loss_g", "wdist", "gp"):
                     self.metrics[k].append(logs[k])
                 self.metrics["step"].append(self.step)
-                sps = samples / max(time.monotonic() - t0, 1e-9)
-                self._progress("running", logs, sps, t0, s0)
+                self._progress("running", logs, samples / max(clock.elapsed(), 1e-9), clock)
             if self.step % every == 0 and self.step < end:
                 self.save_checkpoint(logs)
         stopped = self.step < self.total
         self.save_checkpoint(logs)
-        sps = samples / max(time.monotonic() - t0, 1e-9)
         state = "stopped" if stopped else "succeeded"
         # "cancelled" = stopped early (SIGTERM, --max-steps): the run is resumable, nothing failed
         self._progress(
             "cancelled" if stopped else "succeeded",
             logs,
-            sps,
-            t0,
-            s0,
+            samples / max(clock.elapsed(), 1e-9),
+            clock,
             message=(f"stopped at step {self.step}; run again to resume" if stopped else None),
         )
         self._commit()
         self.dist.barrier()  # no rank reports done before rank 0's last write
         return state
-
-    def _stop(self) -> bool:
-        """A stop request (SIGTERM) on any rank stops every rank after the same step."""
-        if self.dist.any(self.stop_requested.is_set()):
-            self.stop_requested.set()
-            return True
-        return False
 
     def save_checkpoint(self, logs: dict | None = None) -> str | None:
         if not self.dist.is_main:
@@ -421,9 +404,8 @@ class Trainer:
             "rng": self.gen.get_state(),
             "metrics": self.metrics,
         }
-        key = f"{self.run_id}/ckpt/step-{self.step}.pt"
-        _put_torch(self.store, key, ck)
-        self._put_json(
+        key = self.writer.save_checkpoint(self.step, ck)  # and the oldest beyond KEEP_CHECKPOINTS go
+        self.writer.put_json(
             "model.json",
             {
                 "checkpoint": key,
@@ -435,8 +417,6 @@ class Trainer:
             },
         )
         self._plots()
-        for old in checkpoint_keys(self.store, self.run_id)[:-KEEP_CHECKPOINTS]:
-            self.store.delete(old)
         self._commit()
         self.log(f"{self.run_id}: checkpoint {key} (lsd {self.metrics['lsd'][-1]:.4f})")
         return key
@@ -445,22 +425,9 @@ class Trainer:
     def _commit(self) -> None:
         """(Re)write the run's manifest over everything under gan/<run>; progress.json changes afterwards while
         training goes on, so the final commit comes after the final progress.json."""
-        if not self.dist.is_main:
-            return
-        commit_artifact(
-            self.store,
-            "gan",
-            self.run_id,
+        self.writer.commit(
             config=self.cfg.to_dict(),
             inputs=[self.data.source] if self.data.source and "://" not in self.data.source else [],
-            service="gan",
-        )
-
-    def _put_json(self, name: str, obj) -> None:
-        if not self.dist.is_main:
-            return
-        self.store.put_bytes(
-            f"{self.run_id}/{name}", (json.dumps(obj, indent=2) + "\n").encode(), content_type="application/json"
         )
 
     def _progress(
@@ -468,57 +435,46 @@ class Trainer:
         state: str,
         logs: dict,
         sps: float,
-        t0: float,
-        s0: int,
+        clock: RunClock,
         *,
         error: str | None = None,
         message: str | None = None,
     ) -> None:
         if not self.dist.is_main:
             return
-        done = self.step - s0
-        rate = done / max(time.monotonic() - t0, 1e-9)
-        eta = (self.total - self.step) / rate if rate > 0 else 0.0
+        eta = clock.eta(self.step, self.total) or 0.0
         scale, _ = self.scale_at(max(self.step - 1, 0))
         metrics = {k: float(logs[k]) for k in ("loss_d", "loss_g", "wdist", "gp") if k in logs}
         metrics.update(scale=float(scale), alpha=float(self.alpha_at(max(self.step - 1, 0))))
         if self.metrics["lsd"]:
             metrics["lsd"] = float(self.metrics["lsd"][-1])
-        progress = {
-            "state": state,
-            "step": self.step,
-            "total": self.total,
-            "scale": scale,
-            "alpha": metrics["alpha"],
-            "loss": metrics.get("loss_d", 0.0),
-            "metrics": metrics,
-            "samples_per_second": sps,
-            "eta_seconds": eta if state == "running" else 0.0,
-            "message": message or f"scale {scale}/{self.cfg.model.n_scales - 1}, step {self.step}/{self.total}",
-            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "result_uris": [self.store.key_uri(self.run_id)] if state == "succeeded" else [],
-        }
-        if error:
-            progress.update(error=error, error_code="INTERNAL")
-        self._put_json("progress.json", progress)
+        failed = {"error": error, "error_code": "INTERNAL"} if error else {}
+        self.writer.progress(
+            state,
+            step=self.step,
+            total=self.total,
+            loss=metrics.get("loss_d", 0.0),
+            message=message or f"scale {scale}/{self.cfg.model.n_scales - 1}, step {self.step}/{self.total}",
+            metrics=metrics,
+            samples_per_second=sps,
+            eta_seconds=eta if state == "running" else 0.0,
+            scale=scale,
+            alpha=metrics["alpha"],
+            **failed,
+        )
 
     def _plots(self) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         m = self.metrics
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        for k in ("loss_d", "loss_g", "wdist"):
-            ax.plot(m["step"], m[k], label=k, lw=1)
-        ax2 = ax.twinx()
-        ax2.plot(m["lsd_step"], m["lsd"], "k--o", ms=3, label="lsd (right)")
-        ax.set_xlabel("step")
-        ax.legend(loc="upper left", fontsize=7)
-        ax2.legend(loc="upper right", fontsize=7)
-        ax.set_title(f"{self.run_id} — step {self.step}")
-        self._put_png(fig, f"plots/loss-step-{self.step}.png")
+        self.writer.put_png(
+            f"plots/loss-step-{self.step}.png",
+            loss_plot(
+                m["step"],
+                {k: m[k] for k in ("loss_d", "loss_g", "wdist")},
+                title=f"{self.run_id} — step {self.step}",
+                right=("lsd (right)", m["lsd_step"], m["lsd"]),
+            ),
+        )
 
         scale, _ = self.scale_at(max(self.step - 1, 0))
         spec = self.gan.spectrogram(self.preview_z.to(self.device), scale, self.alpha_at(max(self.step - 1, 0)))
@@ -531,19 +487,10 @@ class Trainer:
             if i < len(spec):
                 ax.imshow(spec[i].numpy(), origin="lower", aspect="auto", vmin=-1, vmax=1, cmap="magma")
         fig.suptitle(f"preview, step {self.step} (scale {scale})", fontsize=8)
-        self._put_png(fig, f"plots/preview-step-{self.step}.png")
-
-    def _put_png(self, fig, name: str) -> None:
-        import matplotlib.pyplot as plt
-
-        buf = io.BytesIO()
-        fig.tight_layout()
-        fig.savefig(buf, format="png", dpi=80)
-        plt.close(fig)
-        self.store.put_bytes(f"{self.run_id}/{name}", buf.getvalue(), content_type="image/png")
+        self.writer.put_png(f"plots/preview-step-{self.step}.png", figure_png(fig))
 
 
-# --- command line ----------------------------------------------------------------------------------------------------
+# --- command line -----------------------------------------------------------------------------------------------------
 def _read_config(src: str, store: Store | None = None) -> GanConfig:
     if "://" in src:  # a config stored in the store (what the server hands to a Job)
         store_uri, key = parse_uri(src)
@@ -552,6 +499,8 @@ def _read_config(src: str, store: Store | None = None) -> GanConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The job's entry point; its exit status follows smf.common.training (0 done or --max-steps reached, 2 bad
+    config/data, 128 + signum when stopped after a checkpoint)."""
     p = argparse.ArgumentParser(prog="python -m smf.gan.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="SMF JSON config (path or store URI)")
     p.add_argument("--out", help="artifact URI of the run, e.g. file:///data/store/gan/run1 or s3://b/p/gan/run1")
@@ -559,23 +508,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", help="run name; the run is gan/<run> in the store")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (then resume later)")
     args = p.parse_args(argv)
-    dist = Dist()
+    dist, location = Dist(), None
     try:
+        location = store, run_id = run_location(args.out, store=args.store, run=args.run, kind="gan")
         cfg = _read_config(args.config)
-        location = _run_location(args)
-        if location is None:
-            raise InvalidArgument("--out", "give --out ARTIFACT_URI or --run NAME")
-        store, run_id = location
         dist = init(cfg.train.device)  # one process, or this rank of a torchrun job
         for key in cfg.ignored if dist.is_main else ():
             print(f"note: {key} is accepted for compatibility but not used by smf", file=sys.stderr)
         trainer = Trainer(cfg, store, run_id, dist=dist, log=lambda *m: print(*m, flush=True))
-
-        def on_signal(signum, frame):  # finish the current step, save, exit
-            trainer.stop_requested.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        stop = trainer.stop_requested.install()  # from here on a signal finishes the step, saves and exits
         trainer.log(
             f"training {run_id} in {store.uri} on {trainer.device}"
             f"{f' x {dist.world_size} processes ({dist.backend})' if dist.enabled else ''}: "
@@ -584,36 +525,13 @@ def main(argv: list[str] | None = None) -> int:
         state = trainer.run(args.max_steps)
     except SmfError as exc:
         print(f"smf.gan.train: error: {exc.message}", file=sys.stderr)
-        if dist.is_main:
-            _try_fail(args, exc)
-        return 1
+        if location is not None:  # so a service following the run can report it
+            RunWriter(*location, kind="gan", dist=dist).fail(exc, step=0, total=0)
+        return exit_code(exc)
     finally:
         dist.close()
     trainer.log(f"{state}: {store.key_uri(run_id)} (step {trainer.step}/{trainer.total})")
-    return EXIT_STOPPED if trainer.stop_requested.is_set() else 0
-
-
-def _run_location(args) -> tuple[Store, str] | None:
-    """(store, run id) named by --out ARTIFACT_URI or --run NAME (in --store); None when neither is given."""
-    if args.out:
-        store_uri, run_id = parse_uri(args.out)
-        return open_store(store_uri), run_id
-    if args.run:
-        return open_store(args.store), f"gan/{args.run}"
-    return None
-
-
-def _try_fail(args, exc: SmfError) -> None:
-    """Record a config/data error in progress.json so a service following the run can report it."""
-    try:
-        location = _run_location(args)
-        if location is None:
-            return
-        store, run_id = location
-        body = {"state": "failed", "error": exc.message, "error_code": exc.code.name, "step": 0, "total": 0}
-        store.put_bytes(f"{run_id}/progress.json", json.dumps(body).encode(), content_type="application/json")
-    except (SmfError, OSError):
-        pass
+    return EXIT_DONE if state == "succeeded" else stop.exit_code()
 
 
 if __name__ == "__main__":
