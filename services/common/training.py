@@ -95,7 +95,7 @@ class StopSignal:
     """SIGTERM/SIGINT -> finish the current step, save a checkpoint, exit 128 + signum (a Kubernetes preemption, a
     cancelled job, Ctrl-C). `StopSignal().install()`; `stop.set()` asks the same from code (tests, a CLI)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._event = threading.Event()
         self.signum: int | None = None
 
@@ -134,7 +134,7 @@ class StopSignal:
 class RunClock:
     """Steps per second and ETA of this process's part of a run: `RunClock(start_step)`, `.eta(step, total)`."""
 
-    def __init__(self, start_step: int = 0):
+    def __init__(self, start_step: int = 0) -> None:
         self.t0, self.start_step = time.monotonic(), start_step
 
     def elapsed(self) -> float:
@@ -213,7 +213,7 @@ class RunWriter:
     `RunWriter(store, "gan/run1", kind="gan", dist=dist, keep=3)`; `keep` = how many newest checkpoints stay in the
     store after each save (0 keeps all)."""
 
-    def __init__(self, store: Store, run_id: str, *, kind: str, dist: Dist | None = None, keep: int = 3):
+    def __init__(self, store: Store, run_id: str, *, kind: str, dist: Dist | None = None, keep: int = 3) -> None:
         self.dist = dist or Dist()
         self.store, self.run_id, self.kind, self.keep = store, run_id.strip("/"), kind, keep
 
