@@ -14,6 +14,7 @@ optional SMF_S3_REGION, and SMF_S3_RETRY_S (how long transient failures are retr
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -303,8 +304,12 @@ class S3Store(Store):
                     response = self._call(
                         "resuming a read of",
                         key,
-                        lambda at=pos: self.client.get_object(
-                            self.bucket, name, offset=at, request_headers={"If-Match": etag} if etag else None
+                        functools.partial(  # bound now: `pos` moves on as the next chunks arrive
+                            self.client.get_object,
+                            self.bucket,
+                            name,
+                            offset=pos,
+                            request_headers={"If-Match": etag} if etag else None,
                         ),
                     )
         finally:

@@ -27,7 +27,8 @@ DEFAULT_TIMEOUT = 30.0
 MAX_MESSAGE_BYTES = 8 << 20
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
-_ERROR_CLASSES = {
+# InvalidArgument is in the table for its code but built with its field (see error_from_status)
+_ERROR_CLASSES: dict[grpc.StatusCode, type[errors.SmfError]] = {
     cls.code: cls
     for cls in (
         errors.InvalidArgument,
@@ -118,8 +119,10 @@ def _channel_credentials(tls: bool | None) -> grpc.ChannelCredentials | None:
     ca = os.environ.get("SMF_TLS_CA")
     if tls is False or (tls is None and not ca):
         return None
+
     def read(name):
         return Path(os.environ[name]).read_bytes() if os.environ.get(name) else None
+
     return grpc.ssl_channel_credentials(
         root_certificates=read("SMF_TLS_CA"),
         private_key=read("SMF_TLS_CLIENT_KEY"),

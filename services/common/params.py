@@ -256,8 +256,8 @@ def resample_param(
     t1 = param.times[-1] if t1 is None else t1
     new_t = np.linspace(t0, t1, n)
     return Param(
-        times=new_t,
-        values=sample_param(param, new_t, clamp=clamp),
+        times=new_t.tolist(),
+        values=sample_param(param, new_t, clamp=clamp).tolist(),
         units=param.units,
         nvals=param.nvals,
         minval=param.minval,
@@ -281,7 +281,7 @@ def envpt_param(duration: float) -> Param:
     levels = np.linspace(0, 1, 11, True)
     times = np.stack([edges[:-1], edges[1:] - 0.000001], axis=1).reshape(-1)
     values = np.repeat(levels, 2)
-    return Param(times=times, values=values, units=f"norm, duration in[0,{duration}]", nvals=0)
+    return Param(times=times.tolist(), values=values.tolist(), units=f"norm, duration in[0,{duration}]", nvals=0)
 
 
 def grid_cell_params(filename: str, i: int, j: int, d0: int, d1: int, duration: float) -> ParamFile:

@@ -113,7 +113,7 @@ class GanClient:
         *,
         seed: int | None = None,
         output: str = "store",
-        encoding: int = common_pb2.AUDIO_ENCODING_PCM_F32LE,
+        encoding: common_pb2.AudioEncoding = common_pb2.AUDIO_ENCODING_PCM_F32LE,
     ) -> Rendered:
         req = gan_pb2.SampleRandomRequest(model=model, count=count, output=_output(output), encoding=encoding)
         if seed is not None:
@@ -126,7 +126,7 @@ class GanClient:
         latents,
         *,
         output: str = "inline",
-        encoding: int = common_pb2.AUDIO_ENCODING_PCM_F32LE,
+        encoding: common_pb2.AudioEncoding = common_pb2.AUDIO_ENCODING_PCM_F32LE,
         output_id: str = "",
     ) -> Rendered:
         """Render latents [B, D] (array-like) or a list of latent URIs (str). With several replicas and inline
@@ -199,7 +199,7 @@ class GanClient:
         return out
 
 
-def _output(name: str) -> int:
+def _output(name: str) -> gan_pb2.Output:
     if name not in _OUTPUTS:
         raise InvalidArgument("output", f"must be one of {', '.join(_OUTPUTS)}, got {name!r}")
     return _OUTPUTS[name]
