@@ -28,9 +28,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from smf.common import refs
 from smf.common.errors import SmfError
 from smf.common.lineage import Manifest, list_artifacts, read_manifest
-from smf.common.store import Store, validate_prefix
+from smf.common.store import Store
 from smf.grid.render import read_grid
 
 log = logging.getLogger("smf.grid.http")
@@ -85,9 +86,8 @@ def list_grids(store: Store, manifest=None) -> list[dict]:
 
 
 def artifact_id(raw: str) -> str:
-    """A grid id from a URL: 'grids/x', or a bare 'x' meaning grids/x."""
-    raw = raw.strip("/")
-    return validate_prefix(raw if "/" in raw else f"grids/{raw}")
+    """A grid id from a URL: 'grids/x' (or any '<kind>/x' holding a grid), or a bare 'x' meaning grids/x."""
+    return refs.artifact_id(raw, "grids", field="id", any_kind=True)
 
 
 class Auditioner:

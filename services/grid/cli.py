@@ -14,9 +14,9 @@ Corners (z0 … z3) are store URIs, store keys, sample ids (`samples/<id>/3`) or
 from __future__ import annotations
 
 import os
-import sys
 
 from smf.common.errors import InvalidArgument
+from smf.common.refs import ANY, is_uri, resolve
 from smf.common.store import open_store
 from smf.common.store_cli import store_parent
 
@@ -74,25 +74,23 @@ def register(subparsers) -> None:
 
 
 def _corners(args) -> list:
-    import torch
+    from smf.common.latents import latent_from_bytes
 
     corners = []
     for n in range(4):
         value = getattr(args, f"z{n}")
-        if args.remote and "://" not in value and os.path.isfile(value):
+        if args.remote and not is_uri(value) and os.path.isfile(value):
             # a local file means nothing to a remote service: send the values
-            t = torch.load(value, map_location="cpu", weights_only=True)
-            if not isinstance(t, torch.Tensor):
-                raise InvalidArgument(f"--z{n}", f"{value} does not hold a tensor")
-            value = t.float().flatten().tolist()
+            with open(value, "rb") as f:
+                value = latent_from_bytes(f.read(), source=value, field=f"--z{n}").tolist()
         corners.append(value)
     return corners
 
 
 def _bar(total: int, desc: str):
-    from tqdm import tqdm
+    from smf.common.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="cell", file=sys.stderr, dynamic_ncols=True)
+    return progress_bar(total=total, desc=desc, unit="cell")
 
 
 def cmd_2d4pt(args) -> int:
@@ -163,6 +161,7 @@ def _render_here(args, store, interpolation: str) -> str:
             grid_id=args.id,
             latent_dim=lambda r: info(r).latent_dim,
             allow_local=True,
+            allowed=ANY,
         )
         sample_rate = info(plan.model).sample_rate
 
@@ -195,6 +194,7 @@ def _render_here(args, store, interpolation: str) -> str:
             grid_id=args.id,
             latent_dim=lambda r: model(r).latent_dim,
             allow_local=True,
+            allowed=ANY,
         )
         m = model(plan.model)
         sample_rate = m.sample_rate
@@ -230,9 +230,7 @@ def _render_here(args, store, interpolation: str) -> str:
 
 
 def _copy_cells(store, uri: str, out: str) -> None:
-    from smf.grid.plan import split_uri
-
-    src, aid = split_uri(store, uri)
+    src, aid = resolve(store, uri, "grids", field="grid", allowed=ANY)
     os.makedirs(out, exist_ok=True)
     n = 0
     for key in src.list(f"{aid}/cells"):
@@ -246,10 +244,8 @@ def cmd_open(args) -> int:
 
     grid = args.grid
     store = open_store(args.store)
-    if "://" in grid:
-        from smf.grid.plan import split_uri
-
-        store, grid = split_uri(store, grid)
+    if is_uri(grid):
+        store, grid = resolve(store, grid, "grids", field="grid", allowed=ANY)
     if args.url:
         base = args.url.rstrip("/")
         link = f"{base}/{artifact_id(grid)}" if grid else f"{base}/"

@@ -11,7 +11,6 @@ is rendered or written, and every error names the request field at fault:
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +18,10 @@ from pathlib import Path
 
 import torch
 from smf.common.errors import InvalidArgument, NotFound
+from smf.common.latents import latent_from_bytes, read_latent
 from smf.common.lineage import new_id, read_manifest
-from smf.common.store import Store, open_store, parse_uri, validate_prefix
+from smf.common.refs import Allowed, artifact_id, is_uri, resolve, resolve_key
+from smf.common.store import Store
 from smf.grid.grid import INTERPOLATIONS, grid_latents, validate_corners, validate_shape, variations
 
 MAX_VARIATIONS = 16
@@ -46,34 +47,11 @@ class GridPlan:
     config: dict = field(default_factory=dict)
 
 
-def model_id(model: str) -> str:
-    """'run1', 'gan/run1' or an artifact URI -> 'gan/run1' (the form manifests use)."""
-    if "://" in model:
-        model = parse_uri(model)[1]
-    model = model.strip("/")
-    run = model if model.startswith("gan/") else f"gan/{model}"
-    if run.count("/") != 1 or run == "gan/":
-        raise InvalidArgument("model", f"{model!r} is not a model name (expected 'name' or 'gan/name')")
-    return run
-
-
-def split_uri(store: Store, uri: str) -> tuple[Store, str]:
-    """(store holding it, key) for a full URI; URIs inside `store` resolve to it (parse_uri alone cannot know
-    where an s3 store's prefix ends)."""
-    if uri.startswith(store.uri + "/"):
-        return store, uri[len(store.uri) + 1 :]
-    store_uri, key = parse_uri(uri)
-    return (store if store_uri == store.uri else open_store(store_uri)), key
-
-
-def _load_pt(data: bytes, source: str, fld: str) -> torch.Tensor:
-    try:
-        t = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 — torch raises many types for a file that is not a tensor
-        raise InvalidArgument(fld, f"{source} is not a torch-saved latent: {exc}") from None
-    if not isinstance(t, torch.Tensor):
-        raise InvalidArgument(fld, f"{source} holds a {type(t).__name__}, expected a 1-D tensor")
-    return t.float().squeeze() if t.dim() > 1 else t.float()
+def model_id(model: str, store: Store | None = None, *, allowed: Allowed = None) -> str:
+    """'run1', 'gan/run1' or an artifact URI (in `store` or `allowed`) -> 'gan/run1' (the form manifests use)."""
+    if is_uri(model):
+        return resolve(store, model, "gan", field="model", allowed=allowed)[1]
+    return artifact_id(model, "gan", field="model")
 
 
 def _corner_model(store: Store, artifact: str) -> str | None:
@@ -89,27 +67,20 @@ def _corner_model(store: Store, artifact: str) -> str | None:
     return gans[0] if len(gans) == 1 else None
 
 
-def resolve_corner(store: Store, corner, *, fld: str, allow_local: bool = False) -> Corner:
+def resolve_corner(store: Store, corner, *, fld: str, allow_local: bool = False, allowed: Allowed = None) -> Corner:
     """One corner from a tensor / list of floats, a store URI or key, a sample id ('samples/<id>/3'), or (CLI
-    only, `allow_local`) a local .pt file."""
+    only, `allow_local`) a local .pt file. A URI outside `store` must be in `allowed` (ANY for the CLI)."""
     if isinstance(corner, torch.Tensor) or (isinstance(corner, (list, tuple)) and corner):
         return Corner(torch.as_tensor(corner, dtype=torch.float32).flatten(), "inline")
     if not isinstance(corner, str) or not corner:
         raise InvalidArgument(fld, "give a latent: a store URI, a sample id like samples/<id>/3, or values")
-    if allow_local and "://" not in corner and Path(corner).is_file():
+    if allow_local and not is_uri(corner) and Path(corner).is_file():
         path = os.path.abspath(corner)
-        return Corner(_load_pt(Path(path).read_bytes(), path, fld), path)
-    src_store, key = split_uri(store, corner) if "://" in corner else (store, corner)
-    key = key.strip("/")
+        return Corner(latent_from_bytes(Path(path).read_bytes(), source=path, field=fld), path)
+    src_store, key = resolve_key(store, corner, field=fld, allowed=allowed)
     if not key.endswith(".pt"):
         key += ".pt"  # sample id samples/<id>/3 -> its latent samples/<id>/3.pt
-    try:
-        data = src_store.get_bytes(key)
-    except NotFound:
-        raise InvalidArgument(fld, f"{corner!r}: no latent at {src_store.key_uri(key)}") from None
-    except InvalidArgument as exc:
-        raise InvalidArgument(fld, f"{corner!r} is not a store URI, key or sample id ({exc.message})") from None
-    latent = _load_pt(data, corner, fld)
+    latent = read_latent(src_store, key, field=fld)
     artifact = key.rsplit("/", 1)[0] if "/" in key else None
     model = _corner_model(src_store, artifact) if artifact else None
     return Corner(latent, corner, artifact if src_store is store else src_store.key_uri(artifact or ""), model)
@@ -130,55 +101,22 @@ def plan_grid(
     grid_id: str = "",
     latent_dim: Callable[[str], int] | None = None,
     allow_local: bool = False,
+    allowed: Allowed = None,
 ) -> GridPlan:
     """Check a grid request and build its latents. `latent_dim(model)` gives the model's latent length (NotFound
-    for an unknown model); corners must match it."""
-    validate_shape(d0, d1)
-    interpolation = interpolation or "linear"
-    if interpolation not in INTERPOLATIONS:
-        raise InvalidArgument("interpolation", f"must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
-    n_variations = n_variations or 1
-    if not 1 <= n_variations <= MAX_VARIATIONS:
-        raise InvalidArgument("variations", f"must be in 1..{MAX_VARIATIONS}, got {n_variations}")
-    if d0 * d1 * n_variations > MAX_CELLS:
-        raise InvalidArgument(
-            "variations",
-            f"{d0} x {d1} x {n_variations} = {d0 * d1 * n_variations} sounds; at most {MAX_CELLS} per grid",
-        )
-    spread = spread or DEFAULT_SPREAD
-    if not (spread > 0 and spread < 100):
-        raise InvalidArgument("variation_spread", f"must be a finite number > 0, got {spread}")
-    if grid_id:
-        try:
-            grid_id = validate_prefix(grid_id if grid_id.startswith("grids/") else f"grids/{grid_id}")
-        except InvalidArgument as exc:
-            raise InvalidArgument("grid_id", exc.message) from None
-        if grid_id.count("/") != 1:
-            raise InvalidArgument("grid_id", f"{grid_id!r}: expected grids/<name> with no further '/'")
-        if store.exists(f"{grid_id}/manifest.json"):
-            raise InvalidArgument("grid_id", f"{grid_id} already exists; choose another id")
-    else:
-        grid_id = new_id("grids/")
-
+    for an unknown model); corners must match it. URIs (of corners, of the model) outside `store` must lie in
+    `allowed`: None for a service, ANY for the CLI."""
+    interpolation, n_variations, spread = _check_options(d0, d1, n_variations, spread, interpolation)
+    grid_id = _new_grid_id(store, grid_id)
     if len(corners) != 4:
         raise InvalidArgument("corners", f"need exactly 4 corners (z0, z1, z2, z3), got {len(corners)}")
     fields = tuple(f"corners[{n}]" for n in range(4))
-    resolved = [resolve_corner(store, c, fld=f, allow_local=allow_local) for c, f in zip(corners, fields, strict=False)]
+    resolved = [
+        resolve_corner(store, c, fld=f, allow_local=allow_local, allowed=allowed)
+        for c, f in zip(corners, fields, strict=False)
+    ]
     dim = validate_corners([c.latent for c in resolved], fields=fields)
-
-    known = [(f, c.model) for f, c in zip(fields, resolved, strict=False) if c.model]
-    if model:
-        run = model_id(model)
-        for f, m in known:
-            if m != run:
-                raise InvalidArgument(f, f"was made with {m}, not with the grid's model {run}")
-    elif known:
-        run = known[0][1]
-        for f, m in known[1:]:
-            if m != run:
-                raise InvalidArgument(f, f"corners come from different models: {known[0][0]} from {run}, {f} from {m}")
-    else:
-        raise InvalidArgument("model", "give the model: the corners do not say which model made them")
+    run = _grid_model(store, model, dict(zip(fields, resolved, strict=False)), allowed)
     if latent_dim is not None:
         want = latent_dim(run)
         if want and dim != want:
@@ -195,3 +133,52 @@ def plan_grid(
         "seed": seed,
     }
     return GridPlan(grid_id=grid_id, model=run, latents=z, pm=pm, inputs=inputs, config=config)
+
+
+def _check_options(d0: int, d1: int, n_variations: int, spread: float, interpolation: str) -> tuple[str, int, float]:
+    """The grid's shape and variation options checked, defaults filled in: (interpolation, variations, spread)."""
+    validate_shape(d0, d1)
+    interpolation = interpolation or "linear"
+    if interpolation not in INTERPOLATIONS:
+        raise InvalidArgument("interpolation", f"must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
+    n_variations = n_variations or 1
+    if not 1 <= n_variations <= MAX_VARIATIONS:
+        raise InvalidArgument("variations", f"must be in 1..{MAX_VARIATIONS}, got {n_variations}")
+    if d0 * d1 * n_variations > MAX_CELLS:
+        raise InvalidArgument(
+            "variations",
+            f"{d0} x {d1} x {n_variations} = {d0 * d1 * n_variations} sounds; at most {MAX_CELLS} per grid",
+        )
+    spread = spread or DEFAULT_SPREAD
+    if not (spread > 0 and spread < 100):
+        raise InvalidArgument("variation_spread", f"must be a finite number > 0, got {spread}")
+    return interpolation, n_variations, spread
+
+
+def _new_grid_id(store: Store, grid_id: str) -> str:
+    """The id the grid will have: the one asked for (refused if committed already), else a fresh one."""
+    if not grid_id:
+        return new_id("grids/")
+    grid_id = resolve(store, grid_id, "grids", field="grid_id")[1]
+    if store.exists(f"{grid_id}/manifest.json"):
+        raise InvalidArgument("grid_id", f"{grid_id} already exists; choose another id")
+    return grid_id
+
+
+def _grid_model(store: Store, model: str, corners: dict[str, Corner], allowed: Allowed) -> str:
+    """The grid's model: the one asked for, else the one the corners' manifests name; every corner that names
+    one must agree (field, e.g. 'corners[2]', names the one that does not)."""
+    known = [(f, c.model) for f, c in corners.items() if c.model]
+    if model:
+        run = model_id(model, store, allowed=allowed)
+        for f, m in known:
+            if m != run:
+                raise InvalidArgument(f, f"was made with {m}, not with the grid's model {run}")
+        return run
+    if not known:
+        raise InvalidArgument("model", "give the model: the corners do not say which model made them")
+    first, run = known[0]
+    for f, m in known[1:]:
+        if m != run:
+            raise InvalidArgument(f, f"corners come from different models: {first} from {run}, {f} from {m}")
+    return run

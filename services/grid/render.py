@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from smf.common.audio import wav_bytes
 from smf.common.errors import AlreadyExists, InvalidArgument, NotFound
+from smf.common.latents import tensor_bytes
 from smf.common.lineage import Manifest, commit_artifact, read_json_file, read_manifest
 from smf.common.params import grid_cell_params, params_json
 from smf.common.store import Store, validate_prefix
@@ -95,12 +96,6 @@ def mosaic_png(tiles: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def latents_bytes(latents: torch.Tensor) -> bytes:
-    buf = io.BytesIO()
-    torch.save(latents.detach().float().cpu().contiguous().clone(), buf)
-    return buf.getvalue()
-
-
 def render_grid(
     store: Store,
     grid_id: str,
@@ -124,25 +119,9 @@ def render_grid(
     render (and deletes what was written). `config` (JSON-serialisable) goes into grid.json and the manifest.
     """
     grid_id = validate_prefix(grid_id)
-    z = torch.as_tensor(latents, dtype=torch.float32)
-    if z.dim() == 3:
-        z = z.unsqueeze(2)
-    if z.dim() != 4:
-        raise InvalidArgument("latents", f"expected [d1, d0, dim] or [d1, d0, K, dim], got shape {tuple(z.shape)}")
+    z = _checked_latents(latents, sample_rate)
+    _clear_target(store, grid_id)
     d1, d0, n_var, dim = z.shape
-    validate_shape(d0, d1)
-    if not torch.isfinite(z).all():
-        raise InvalidArgument("latents", "contain NaN or inf")
-    if sample_rate <= 0:
-        raise InvalidArgument("sample_rate", f"must be > 0, got {sample_rate}")
-    try:
-        read_manifest(store, grid_id)
-        raise AlreadyExists(f"{grid_id} already exists in {store.uri}")
-    except NotFound:
-        pass
-    if store.list(grid_id):  # leftovers of a crashed render: not committed, safe to clear
-        store.delete_prefix(grid_id)
-
     cells = cell_table(d0, d1, n_var, pm=pm, prefix=file_prefix)
     flat = z.reshape(-1, dim)  # same order as `cells`: i, then j, then k
     total = len(cells)
@@ -160,26 +139,9 @@ def render_grid(
                 raise InvalidArgument("render_fn", f"returned shape {audio.shape} for {len(batch)} latents")
             if duration is None:
                 duration = audio.shape[1] / sample_rate
-            submitted = []
-            for cell, a in zip(cells[start : start + len(batch)], audio, strict=False):
-                submitted.append(
-                    pool.submit(
-                        store.put_bytes,
-                        f"{grid_id}/{cell['file']}",
-                        wav_bytes(a, sample_rate),
-                        content_type="audio/wav",
-                    )
-                )
-                if pm:
-                    pf = grid_cell_params(cell["file"].rsplit("/", 1)[1], cell["i"], cell["j"], d0, d1, duration)
-                    submitted.append(
-                        pool.submit(
-                            store.put_bytes,
-                            f"{grid_id}/{cell['params']}",
-                            params_json(pf).encode(),
-                            content_type="application/json",
-                        )
-                    )
+            batch_cells = cells[start : start + len(batch)]
+            submitted = _submit_cells(pool, store, grid_id, batch_cells, audio, sample_rate, duration, (d0, d1), pm)
+            for cell, a in zip(batch_cells, audio, strict=False):
                 if cell["k"] == 0:
                     tiles[cell["i"], cell["j"]] = spectrogram_tile(a)
             for f in inflight:
@@ -205,7 +167,7 @@ def render_grid(
             "latents": LATENTS,
             "mosaic": {"file": MOSAIC, "tile_width": TILE_W, "tile_height": TILE_H},
         }
-        store.put_bytes(f"{grid_id}/{LATENTS}", latents_bytes(z if n_var > 1 else z[:, :, 0]))
+        store.put_bytes(f"{grid_id}/{LATENTS}", tensor_bytes(z if n_var > 1 else z[:, :, 0]))
         store.put_bytes(f"{grid_id}/{MOSAIC}", mosaic_png(tiles), content_type="image/png")
         store.put_bytes(
             f"{grid_id}/{GRID_JSON}",
@@ -225,6 +187,65 @@ def render_grid(
         raise
     finally:
         pool.shutdown(wait=True)
+
+
+def _checked_latents(latents, sample_rate: int) -> torch.Tensor:
+    """The latents as [d1, d0, K, dim] float32, checked (shape, finite), with the sample rate."""
+    z = torch.as_tensor(latents, dtype=torch.float32)
+    if z.dim() == 3:
+        z = z.unsqueeze(2)
+    if z.dim() != 4:
+        raise InvalidArgument("latents", f"expected [d1, d0, dim] or [d1, d0, K, dim], got shape {tuple(z.shape)}")
+    validate_shape(int(z.shape[1]), int(z.shape[0]))
+    if not torch.isfinite(z).all():
+        raise InvalidArgument("latents", "contain NaN or inf")
+    if sample_rate <= 0:
+        raise InvalidArgument("sample_rate", f"must be > 0, got {sample_rate}")
+    return z
+
+
+def _clear_target(store: Store, grid_id: str) -> None:
+    """ALREADY_EXISTS for a committed grid; leftovers of a crashed render (no manifest) are deleted."""
+    try:
+        read_manifest(store, grid_id)
+        raise AlreadyExists(f"{grid_id} already exists in {store.uri}")
+    except NotFound:
+        pass
+    if store.list(grid_id):  # not committed, safe to clear
+        store.delete_prefix(grid_id)
+
+
+def _submit_cells(
+    pool: ThreadPoolExecutor,
+    store: Store,
+    grid_id: str,
+    cells: list[dict],
+    audio: np.ndarray,
+    sample_rate: int,
+    duration: float,
+    shape: tuple[int, int],
+    pm: bool,
+) -> list[Future]:
+    """Queue the writes of one batch of cells (wav, and .params when `pm`); returns their futures."""
+    d0, d1 = shape
+    futures = []
+    for cell, a in zip(cells, audio, strict=False):
+        futures.append(
+            pool.submit(
+                store.put_bytes, f"{grid_id}/{cell['file']}", wav_bytes(a, sample_rate), content_type="audio/wav"
+            )
+        )
+        if pm:
+            pf = grid_cell_params(cell["file"].rsplit("/", 1)[1], cell["i"], cell["j"], d0, d1, duration)
+            futures.append(
+                pool.submit(
+                    store.put_bytes,
+                    f"{grid_id}/{cell['params']}",
+                    params_json(pf).encode(),
+                    content_type="application/json",
+                )
+            )
+    return futures
 
 
 def read_grid(store: Store, grid_id: str) -> dict:
