@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 from smf.common.audio import load_audio, resample, save_wav
 from smf.common.errors import AlreadyExists, InvalidArgument, SmfError
-from smf.common.params import read_params, validate_params, write_params
+from smf.common.params import ParamFile, read_params, validate_params, write_params
 from smf.common.store import Store
 from smf.datasets.files import AUDIO_EXTS, _existing, commit, dataset_id
 from tqdm import tqdm
@@ -89,98 +89,141 @@ def import_dataset(
         raise InvalidArgument(str(src), f"no audio files ({' '.join(AUDIO_EXTS)}) found")
 
     with tempfile.TemporaryDirectory(prefix="smf-import-") as stage_dir:
-        stage = Path(stage_dir)
-        files: dict[str, Path] = {}
-        origin: dict[str, Path] = {}  # stored name -> source file, to report name collisions
-        first_rate: tuple[int, Path] | None = None
-        with_params: list[Path] = []
-        without_params: list[Path] = []
-        names_ref: tuple[list[str], Path] | None = None
+        staging = _Staging(Path(stage_dir), sample_rate=sample_rate, mono=mono, require_params=require_params)
         for rel in tqdm(sources, desc=f"checking {src.name}", unit="file", disable=not progress):
-            path = src / rel
-            label = str(path)
-            if mono == "error" and _channels(path) > 1:
-                raise InvalidArgument(
-                    label,
-                    f"has {_channels(path)} channels, expected mono (import with "
-                    f"mono='mean' or 'first', CLI --mono, to downmix)",
-                )
-            try:
-                audio, sr = load_audio(path, mono=mono)
-            except SmfError:
-                raise
-            except Exception as exc:  # a decoder error the audio module did not wrap: still name the file
-                raise InvalidArgument(label, f"cannot read audio: {exc}") from exc
-            if audio.ndim != 1:
-                raise InvalidArgument(label, f"expected mono audio, got shape {tuple(audio.shape)}")
-            if audio.numel() == 0:
-                raise InvalidArgument(label, "has no samples (duration 0)")
-            if not torch.isfinite(audio).all():
-                raise InvalidArgument(label, "contains NaN or infinite samples")
-            if sample_rate is None:
-                if first_rate is None:
-                    first_rate = (sr, path)
-                elif sr != first_rate[0]:
-                    raise InvalidArgument(
-                        label,
-                        f"sample rate {sr} Hz differs from {first_rate[0]} Hz of "
-                        f"{first_rate[1]}; pass a sample rate to resample every file",
-                    )
-            out_name = stored_name(rel)
-            if out_name in origin:
-                raise InvalidArgument(label, f"would be stored as {out_name!r}, like {origin[out_name]}; rename one")
-            origin[out_name] = path
-
-            ppath = path.with_suffix(".params")
-            pf = None
-            if ppath.is_file():
-                pf = read_params(ppath)
-                if pf.filename != path.name:
-                    raise InvalidArgument(
-                        str(ppath), f"meta filename is {pf.filename!r} but it sits beside {path.name!r}"
-                    )
-                validate_params(pf, [], source=str(ppath), all_params=True)
-                names = list(pf.params)
-                if names_ref is None:
-                    names_ref = (names, ppath)
-                elif sorted(names) != sorted(names_ref[0]):
-                    raise InvalidArgument(
-                        str(ppath),
-                        f"has params {names} but {names_ref[1]} has {names_ref[0]}; "
-                        f"every file of a dataset needs the same params",
-                    )
-                with_params.append(path)
-            elif require_params:
-                raise InvalidArgument(label, f"has no matching .params file ({ppath.name})")
-            else:
-                without_params.append(path)
-            if with_params and without_params:
-                raise InvalidArgument(
-                    str(without_params[0]),
-                    f"has no .params file but {with_params[0]} has one; give every file one, or none",
-                )
-
-            rate = sample_rate or sr
-            if sr != rate:
-                audio = resample(audio, sr, rate)
-            out = stage / out_name
-            out.parent.mkdir(parents=True, exist_ok=True)
-            save_wav(out, audio, rate)
-            files[out_name] = out
-            if pf is not None:
-                pf.filename = os.path.basename(out_name)  # may have changed: .flac -> .wav, unsafe characters
-                pname = out_name[: -len(".wav")] + ".params"
-                write_params(stage / pname, pf)
-                files[pname] = stage / pname
-
+            staging.add(src, rel)
         config = {
             "source": str(src.resolve()),
-            "sample_rate": int(sample_rate or first_rate[0]),
+            "sample_rate": staging.rate,
             "n_files": len(sources),
             "mono": mono,
-            "params": names_ref[0] if names_ref else [],
+            "params": staging.param_names,
         }
         if overwrite:
             store.delete_prefix(aid + "/")
-        commit(store, aid, files, config)
+        commit(store, aid, staging.files, config)
     return aid
+
+
+def read_clip(path: Path, mono: str) -> tuple[torch.Tensor, int]:
+    """One source file as (mono float audio, sample rate), or InvalidArgument naming the file and what is wrong.
+
+    audio, sr = read_clip(Path("rain/01.flac"), mono="error")
+    """
+    label = str(path)
+    if mono == "error" and _channels(path) > 1:
+        raise InvalidArgument(
+            label,
+            f"has {_channels(path)} channels, expected mono "
+            "(import with mono='mean' or 'first', CLI --mono, to downmix)",
+        )
+    try:
+        audio, sr = load_audio(path, mono=mono)
+    except SmfError:
+        raise
+    except Exception as exc:  # a decoder error the audio module did not wrap: still name the file
+        raise InvalidArgument(label, f"cannot read audio: {exc}") from exc
+    if audio.ndim != 1:
+        raise InvalidArgument(label, f"expected mono audio, got shape {tuple(audio.shape)}")
+    if audio.numel() == 0:
+        raise InvalidArgument(label, "has no samples (duration 0)")
+    if not torch.isfinite(audio).all():
+        raise InvalidArgument(label, "contains NaN or infinite samples")
+    return audio, sr
+
+
+class _Staging:
+    """The files of one import, each checked against those before it and converted into a local folder.
+
+    What must agree across files (sample rate, stored names, which files have .params and with which params) is
+    remembered here, so the first file that disagrees is named together with the one it disagrees with.
+    """
+
+    def __init__(self, folder: Path, *, sample_rate: int | None, mono: str, require_params: bool):
+        self.folder, self.sample_rate, self.mono, self.require_params = folder, sample_rate, mono, require_params
+        self.files: dict[str, Path] = {}  # stored name -> staged file
+        self._origin: dict[str, Path] = {}  # stored name -> source file, to report name collisions
+        self._first_rate: tuple[int, Path] | None = None
+        self._with_params: list[Path] = []
+        self._without_params: list[Path] = []
+        self._names_ref: tuple[list[str], Path] | None = None
+
+    @property
+    def rate(self) -> int:
+        """The dataset's sample rate: the one asked for, else the files' common one."""
+        if self.sample_rate is not None:
+            return int(self.sample_rate)
+        assert self._first_rate is not None, "no file added yet"
+        return int(self._first_rate[0])
+
+    @property
+    def param_names(self) -> list[str]:
+        return self._names_ref[0] if self._names_ref else []
+
+    def add(self, src: Path, rel: Path) -> None:
+        """Check `src/rel` and write it (and its .params) into the staging folder."""
+        path = src / rel
+        audio, sr = read_clip(path, self.mono)
+        self._check_rate(sr, path)
+        out_name = stored_name(rel)
+        if out_name in self._origin:
+            raise InvalidArgument(
+                str(path), f"would be stored as {out_name!r}, like {self._origin[out_name]}; rename one"
+            )
+        self._origin[out_name] = path
+        pf = self._params_of(path)
+
+        rate = self.sample_rate or sr
+        if sr != rate:
+            audio = resample(audio, sr, rate)
+        out = self.folder / out_name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_wav(out, audio, rate)
+        self.files[out_name] = out
+        if pf is not None:
+            pf.filename = os.path.basename(out_name)  # may have changed: .flac -> .wav, unsafe characters
+            pname = out_name[: -len(".wav")] + ".params"
+            write_params(self.folder / pname, pf)
+            self.files[pname] = self.folder / pname
+
+    def _check_rate(self, sr: int, path: Path) -> None:
+        if self.sample_rate is not None:
+            return  # every file is resampled to it
+        if self._first_rate is None:
+            self._first_rate = (sr, path)
+        elif sr != self._first_rate[0]:
+            raise InvalidArgument(
+                str(path),
+                f"sample rate {sr} Hz differs from {self._first_rate[0]} Hz of "
+                f"{self._first_rate[1]}; pass a sample rate to resample every file",
+            )
+
+    def _params_of(self, path: Path) -> ParamFile | None:
+        """The .params beside `path` (None if there is none and none is needed), checked against the others."""
+        ppath = path.with_suffix(".params")
+        pf = None
+        if ppath.is_file():
+            pf = read_params(ppath)
+            if pf.filename != path.name:
+                raise InvalidArgument(str(ppath), f"meta filename is {pf.filename!r} but it sits beside {path.name!r}")
+            validate_params(pf, [], source=str(ppath), all_params=True)
+            names = list(pf.params)
+            if self._names_ref is None:
+                self._names_ref = (names, ppath)
+            elif sorted(names) != sorted(self._names_ref[0]):
+                raise InvalidArgument(
+                    str(ppath),
+                    f"has params {names} but {self._names_ref[1]} has {self._names_ref[0]}; "
+                    f"every file of a dataset needs the same params",
+                )
+            self._with_params.append(path)
+        elif self.require_params:
+            raise InvalidArgument(str(path), f"has no matching .params file ({ppath.name})")
+        else:
+            self._without_params.append(path)
+        if self._with_params and self._without_params:
+            raise InvalidArgument(
+                str(self._without_params[0]),
+                f"has no .params file but {self._with_params[0]} has one; give every file one, or none",
+            )
+        return pf
