@@ -347,50 +347,10 @@ def _check_transform(d: dict) -> TransformConfig:
 
 def _check_model(d: dict) -> ModelConfig:
     p = "modelConfig."
-    dsf = d["downSamplingFactor"]
-    if not isinstance(dsf, list) or not dsf:
-        raise InvalidArgument(p + "downSamplingFactor", "must be a non-empty list of [freq, time] factors")
-    for i, f in enumerate(dsf):
-        if not (isinstance(f, list) and len(f) == 2):
-            raise InvalidArgument(f"{p}downSamplingFactor[{i}]", f"must be a pair [freq, time], got {f!r}")
-        _int(f[0], f"{p}downSamplingFactor[{i}][0]", lo=1)
-        _int(f[1], f"{p}downSamplingFactor[{i}][1]", lo=1)
-    for i in range(1, len(dsf)):
-        if dsf[i][0] > dsf[i - 1][0] or dsf[i][1] > dsf[i - 1][1]:
-            raise InvalidArgument(
-                f"{p}downSamplingFactor[{i}]", f"scales must grow: {dsf[i]} is coarser than {dsf[i - 1]}"
-            )
+    dsf, lists = _check_scales(d, p)
+    _check_supported(d, p)
+    ako, ac_gan = _check_attributes(d, p)
     n = len(dsf)
-    lists = {}
-    for key, lo in (
-        ("maxIterAtScale", 0),
-        ("alphaNJumps", 0),
-        ("alphaSizeJumps", 1),
-        ("depthScales", 1),
-        ("miniBatchSize", 1),
-    ):
-        lists[key] = _int_list(d[key], p + key, lo=lo)
-        if len(lists[key]) != n:
-            raise InvalidArgument(p + key, f"has {len(lists[key])} entries, downSamplingFactor has {n} (one per scale)")
-    if d["alphaJumpMode"] != "linear":
-        raise InvalidArgument(p + "alphaJumpMode", f'only "linear" is supported, got {d["alphaJumpMode"]!r}')
-    if d["formatLayerType"] not in ("gansynth", "default"):
-        raise InvalidArgument(p + "formatLayerType", f'must be "gansynth" or "default", got {d["formatLayerType"]!r}')
-    if _bool(d["transposed"], p + "transposed"):
-        raise InvalidArgument(p + "transposed", "transposed (time x freq) images are not supported; use false")
-    if d["lossMode"] != "WGANGP":
-        raise InvalidArgument(p + "lossMode", f'only "WGANGP" is supported, got {d["lossMode"]!r}')
-    if _int(d["dimOutput"], p + "dimOutput", lo=1) != 1:
-        raise InvalidArgument(p + "dimOutput", "the pghi transform has one channel (log-magnitude); use 1")
-    ako = d["attribKeysOrder"]
-    if ako is not None:
-        if not isinstance(ako, dict) or not all(isinstance(k, str) for k in ako):
-            raise InvalidArgument(p + "attribKeysOrder", f"must be an object {{name: order}}, got {ako!r}")
-        for k, v in ako.items():
-            _int(v, f"{p}attribKeysOrder.{k}", lo=0)
-    ac_gan = _bool(d["ac_gan"], p + "ac_gan")
-    if ac_gan and not ako:
-        raise InvalidArgument(p + "attribKeysOrder", "ac_gan is true: name the conditioning attributes here")
     start = _int(d["startScale"], p + "startScale", lo=0)
     if start >= n:
         raise InvalidArgument(p + "startScale", f"must be < number of scales ({n}), got {start}")
@@ -418,6 +378,64 @@ def _check_model(d: dict) -> ModelConfig:
         startScale=start,
         skipAttDfake=list(d["skipAttDfake"]),
     )
+
+
+def _check_scales(d: dict, p: str) -> tuple[list, dict[str, list[int]]]:
+    """downSamplingFactor (one [freq, time] pair per scale, finest last) and the lists with one entry per scale."""
+    dsf = d["downSamplingFactor"]
+    if not isinstance(dsf, list) or not dsf:
+        raise InvalidArgument(p + "downSamplingFactor", "must be a non-empty list of [freq, time] factors")
+    for i, f in enumerate(dsf):
+        if not (isinstance(f, list) and len(f) == 2):
+            raise InvalidArgument(f"{p}downSamplingFactor[{i}]", f"must be a pair [freq, time], got {f!r}")
+        _int(f[0], f"{p}downSamplingFactor[{i}][0]", lo=1)
+        _int(f[1], f"{p}downSamplingFactor[{i}][1]", lo=1)
+    for i in range(1, len(dsf)):
+        if dsf[i][0] > dsf[i - 1][0] or dsf[i][1] > dsf[i - 1][1]:
+            raise InvalidArgument(
+                f"{p}downSamplingFactor[{i}]", f"scales must grow: {dsf[i]} is coarser than {dsf[i - 1]}"
+            )
+    n = len(dsf)
+    lists = {}
+    for key, lo in (
+        ("maxIterAtScale", 0),
+        ("alphaNJumps", 0),
+        ("alphaSizeJumps", 1),
+        ("depthScales", 1),
+        ("miniBatchSize", 1),
+    ):
+        lists[key] = _int_list(d[key], p + key, lo=lo)
+        if len(lists[key]) != n:
+            raise InvalidArgument(p + key, f"has {len(lists[key])} entries, downSamplingFactor has {n} (one per scale)")
+    return dsf, lists
+
+
+def _check_supported(d: dict, p: str) -> None:
+    """Keys of the original configs whose other values this port does not implement: refused, not ignored."""
+    if d["alphaJumpMode"] != "linear":
+        raise InvalidArgument(p + "alphaJumpMode", f'only "linear" is supported, got {d["alphaJumpMode"]!r}')
+    if d["formatLayerType"] not in ("gansynth", "default"):
+        raise InvalidArgument(p + "formatLayerType", f'must be "gansynth" or "default", got {d["formatLayerType"]!r}')
+    if _bool(d["transposed"], p + "transposed"):
+        raise InvalidArgument(p + "transposed", "transposed (time x freq) images are not supported; use false")
+    if d["lossMode"] != "WGANGP":
+        raise InvalidArgument(p + "lossMode", f'only "WGANGP" is supported, got {d["lossMode"]!r}')
+    if _int(d["dimOutput"], p + "dimOutput", lo=1) != 1:
+        raise InvalidArgument(p + "dimOutput", "the pghi transform has one channel (log-magnitude); use 1")
+
+
+def _check_attributes(d: dict, p: str) -> tuple[dict | None, bool]:
+    """(attribKeysOrder, ac_gan): the conditioning attributes, which an AC-GAN must name."""
+    ako = d["attribKeysOrder"]
+    if ako is not None:
+        if not isinstance(ako, dict) or not all(isinstance(k, str) for k in ako):
+            raise InvalidArgument(p + "attribKeysOrder", f"must be an object {{name: order}}, got {ako!r}")
+        for k, v in ako.items():
+            _int(v, f"{p}attribKeysOrder.{k}", lo=0)
+    ac_gan = _bool(d["ac_gan"], p + "ac_gan")
+    if ac_gan and not ako:
+        raise InvalidArgument(p + "attribKeysOrder", "ac_gan is true: name the conditioning attributes here")
+    return ako, ac_gan
 
 
 def _check_train(d: dict) -> TrainConfig:
