@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from smf.common.errors import InvalidArgument
+from smf.common.refs import ANY, is_uri, resolve
 from smf.common.store import open_store
 from smf.common.store_cli import store_parent
 
@@ -55,9 +56,9 @@ def register(subparsers) -> None:
 
 
 def _bar(total: int, desc: str):
-    from tqdm import tqdm
+    from smf.common.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True)
+    return progress_bar(total=total, desc=desc, unit="step")
 
 
 def cmd_train(args) -> int:
@@ -124,17 +125,17 @@ def cmd_sample_random(args) -> int:
         if args.out:
             _copy_out(open_store(args.store), out.artifact_uri, args.out)
         return 0
+    from smf.common.progress import progress_bar
     from smf.gan.sample import sample_random
-    from tqdm import tqdm
 
     store = open_store(args.store)
-    bar = tqdm(total=args.count, desc="sampling", unit="sound", file=sys.stderr)
+    bar = progress_bar(total=args.count, desc="sampling", unit="sound")
 
     def show(done, total):
         bar.n = done
         bar.refresh()
 
-    aid = sample_random(store, args.model, args.count, seed=args.seed, progress=show)
+    aid = sample_random(store, args.model, args.count, seed=args.seed, progress=show, allowed=ANY)
     bar.close()
     print(f"{args.count} samples: {store.key_uri(aid)}")
     if args.out:
@@ -144,20 +145,21 @@ def cmd_sample_random(args) -> int:
 
 def cmd_render(args) -> int:
     import torch
+    from smf.common.latents import latent_from_bytes, read_latent
     from smf.gan.runs import load_model
-    from smf.gan.sample import read_latent, validate_latents, write_sounds
+    from smf.gan.sample import validate_latents, write_sounds
 
     store = open_store(args.store)
     rows = []
     for i, src in enumerate(args.latents):
-        if "://" in src:
-            rows.append(read_latent(store, src, field=f"latents[{i}]"))
+        if is_uri(src):
+            rows.append(read_latent(store, src, field=f"latents[{i}]", allowed=ANY))
         else:
             try:
-                t = torch.load(src, map_location="cpu", weights_only=True)
-            except (OSError, RuntimeError, ValueError) as exc:
-                raise InvalidArgument(f"latents[{i}]", f"{src}: not a torch-saved latent ({exc})") from None
-            rows.append(torch.as_tensor(t, dtype=torch.float32).flatten())
+                data = Path(src).read_bytes()
+            except OSError as exc:
+                raise InvalidArgument(f"latents[{i}]", f"{src}: {exc.strerror}") from None
+            rows.append(latent_from_bytes(data, source=src, field=f"latents[{i}]"))
     if args.remote:
         from smf.gan.client import GanClient
 
@@ -166,7 +168,7 @@ def cmd_render(args) -> int:
         print(f"{len(rows)} sounds: {out.artifact_uri}")
         uri = out.artifact_uri
     else:
-        model = load_model(store, args.model)
+        model = load_model(store, args.model, allowed=ANY)
         z = validate_latents(rows, model.latent_dim)
         aid = write_sounds(store, model, z, model.render(z), kind="renders")
         uri = store.key_uri(aid)
@@ -211,10 +213,7 @@ def cmd_ls(args) -> int:
 
 
 def _copy_out(store, artifact_uri: str, folder: str) -> None:
-    from smf.common.store import parse_uri
-
-    store_uri, aid = parse_uri(artifact_uri)
-    src = open_store(store_uri) if store_uri != store.uri else store
+    src, aid = resolve(store, artifact_uri, "samples", field="artifact_uri", allowed=ANY, any_kind=True)
     dest = Path(folder)
     dest.mkdir(parents=True, exist_ok=True)
     n = 0

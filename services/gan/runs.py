@@ -24,10 +24,10 @@ import threading
 from dataclasses import dataclass
 
 import torch
-from smf.common import jobs
+from smf.common import jobs, refs
 from smf.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from smf.common.lineage import read_manifest
-from smf.common.store import Store, open_store, parse_uri
+from smf.common.store import Store
 from smf.common.training import checkpoint_keys, read_checkpoint
 from smf.gan.config import GanConfig, parse_config
 from smf.gan.model import GanArgs, ProgressiveGAN, random_latents
@@ -54,17 +54,9 @@ __all__ = [
 
 
 # --- naming a run -----------------------------------------------------------------------------------------------------
-def resolve_model(store: Store, model: str) -> tuple[Store, str]:
-    """'run1', 'gan/run1' or a full artifact URI -> (store holding it, 'gan/<name>')."""
-    if not model:
-        raise InvalidArgument("model", "name a model: 'run1', 'gan/run1' or an artifact URI")
-    if "://" in model:
-        store_uri, key = parse_uri(model)
-        store, model = open_store(store_uri), key
-    run_id = model.strip("/") if model.startswith("gan/") else f"gan/{model.strip('/')}"
-    if run_id.count("/") != 1:
-        raise InvalidArgument("model", f"{model!r} is not a model name (expected 'name' or 'gan/name')")
-    return store, run_id
+def resolve_model(store: Store, model: str, *, allowed: refs.Allowed = None) -> tuple[Store, str]:
+    """'run1', 'gan/run1' or an artifact URI (in `store` or `allowed`) -> (store holding it, 'gan/<name>')."""
+    return refs.resolve(store, model, "gan", field="model", allowed=allowed)
 
 
 def run_names(store: Store) -> list[str]:
@@ -194,10 +186,16 @@ class LoadedModel:
 
 
 def load_model(
-    store: Store, model: str, *, device: str | torch.device = "cpu", checkpoint: str | None = None
+    store: Store,
+    model: str,
+    *,
+    device: str | torch.device = "cpu",
+    checkpoint: str | None = None,
+    allowed: refs.Allowed = None,
 ) -> LoadedModel:
-    """Load the newest checkpoint of a model (or `checkpoint`, a key); NotFound if it has none yet."""
-    store, run_id = resolve_model(store, model)
+    """Load the newest checkpoint of a model (or `checkpoint`, a key); NotFound if it has none yet. A model URI
+    outside `store` must lie in `allowed` (ANY for the CLI)."""
+    store, run_id = resolve_model(store, model, allowed=allowed)
     key = checkpoint
     if key is None:
         keys = checkpoint_keys(store, run_id)
@@ -261,7 +259,7 @@ def prepare_run(store: Store, run_id: str, cfg: GanConfig) -> str:
 
 def _check_data(store: Store, cfg: GanConfig) -> None:
     path = cfg.loader.data_path
-    if "://" in path or path.startswith(("/", ".")):
+    if refs.is_uri(path) or path.startswith(("/", ".")):
         return  # another store or a local folder: the trainer checks it
     if not store.list(path.strip("/")):
         raise InvalidArgument("loaderConfig.data_path", f"nothing under {path!r} in {store.uri}")

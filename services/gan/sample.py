@@ -13,12 +13,12 @@ InvalidArgument naming the latent.
 
 from __future__ import annotations
 
-import io
-
 import torch
-from smf.common.errors import InvalidArgument, NotFound
+from smf.common.errors import InvalidArgument
+from smf.common.latents import tensor_bytes
 from smf.common.lineage import new_id, write_artifact
-from smf.common.store import Store, open_store, parse_uri
+from smf.common.refs import Allowed
+from smf.common.store import Store
 from smf.gan.runs import DEFAULT_BATCH, LoadedModel, load_model
 
 
@@ -42,34 +42,6 @@ def validate_latents(latents, dim: int, *, field: str = "latents") -> torch.Tens
     return torch.stack(rows)
 
 
-def read_latent(store: Store, uri_or_key: str, *, field: str) -> torch.Tensor:
-    """A latent saved with torch.save (1-D tensor) from a store URI or key (of `store`)."""
-    if "://" in uri_or_key:
-        store_uri, key = parse_uri(uri_or_key)
-        store = open_store(store_uri)
-    else:
-        key = uri_or_key
-    try:
-        data = store.get_bytes(key)
-    except InvalidArgument:
-        raise InvalidArgument(field, f"{uri_or_key!r} is not a valid store key or URI") from None
-    except NotFound:
-        raise InvalidArgument(field, f"{uri_or_key} does not exist") from None
-    try:
-        t = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 — torch raises many types for a file that is not a tensor
-        raise InvalidArgument(field, f"{uri_or_key} is not a torch-saved latent: {exc}") from None
-    if not isinstance(t, torch.Tensor):
-        raise InvalidArgument(field, f"{uri_or_key} holds a {type(t).__name__}, expected a 1-D tensor")
-    return t.float().flatten() if t.ndim <= 2 and min(t.shape or (1,)) == 1 else t.float()
-
-
-def latent_bytes(latent: torch.Tensor) -> bytes:
-    buf = io.BytesIO()
-    torch.save(latent.detach().float().cpu().clone().contiguous(), buf)
-    return buf.getvalue()
-
-
 def sound_files(model: LoadedModel, latents: torch.Tensor, audio: torch.Tensor, start: int = 0) -> dict[str, bytes]:
     """{'<i>.wav': wav, '<i>.pt': latent} for a batch of sounds, numbered from `start`."""
     from smf.common.audio import wav_bytes
@@ -77,7 +49,7 @@ def sound_files(model: LoadedModel, latents: torch.Tensor, audio: torch.Tensor, 
     files = {}
     for j, (z, a) in enumerate(zip(latents, audio, strict=False)):
         files[f"{start + j}.wav"] = wav_bytes(a, model.sample_rate)
-        files[f"{start + j}.pt"] = latent_bytes(z)
+        files[f"{start + j}.pt"] = tensor_bytes(z)
     return files
 
 
@@ -120,11 +92,13 @@ def sample_random(
     seed: int | None = None,
     batch_size: int = DEFAULT_BATCH,
     progress=None,
+    allowed: Allowed = None,
 ) -> str:
-    """Random latents -> sounds -> samples/<id> (wav + latent pairs); returns the artifact id."""
+    """Random latents -> sounds -> samples/<id> (wav + latent pairs); returns the artifact id. A model URI outside
+    `store` must lie in `allowed` (ANY for the CLI)."""
     if not 1 <= count <= 4096:
         raise InvalidArgument("count", f"must be in 1..4096, got {count}")
-    m = model if isinstance(model, LoadedModel) else load_model(store, model)
+    m = model if isinstance(model, LoadedModel) else load_model(store, model, allowed=allowed)
     seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else seed
     z = m.random_latents(count, seed)
     parts = []

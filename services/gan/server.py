@@ -18,10 +18,12 @@ import random
 import torch
 from smf.common import jobs
 from smf.common.errors import AlreadyExists, InvalidArgument, NotFound
+from smf.common.latents import read_latent
 from smf.common.lineage import commit_artifact, new_id, read_manifest
 from smf.common.operations import OPERATION_SERVICE_NAME, OperationRegistry, with_operations
+from smf.common.refs import resolve_key
 from smf.common.server import add_server_arguments, run_server, server_options
-from smf.common.store import Store, open_store, parse_uri, validate_prefix
+from smf.common.store import Store, open_store, validate_prefix
 from smf.common.v1 import common_pb2
 from smf.gan.batching import ModelCache, RenderBatcher
 from smf.gan.config import GanConfig, parse_config
@@ -34,7 +36,7 @@ from smf.gan.runs import (
     run_id_for,
     run_names,
 )
-from smf.gan.sample import read_latent, sound_files, validate_latents
+from smf.gan.sample import sound_files, validate_latents
 from smf.gan.v1 import gan_pb2, gan_pb2_grpc
 
 log = logging.getLogger("smf.gan")
@@ -99,9 +101,9 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
             return parse_config(request.config_json, source="config_json")
         if not request.config_uri:
             raise InvalidArgument("config_json", "give the config as config_json or config_uri")
-        store, key = parse_uri(request.config_uri) if "://" in request.config_uri else (None, request.config_uri)
+        store, key = resolve_key(self.store, request.config_uri, field="config_uri")
         try:
-            raw = (open_store(store) if store else self.store).get_bytes(key)
+            raw = store.get_bytes(key)
         except NotFound:
             raise InvalidArgument("config_uri", f"{request.config_uri} does not exist") from None
         return parse_config(raw, source="config_uri")

@@ -9,8 +9,9 @@ import pytest
 import soundfile as sf
 import torch
 from smf.common.errors import InvalidArgument, NotFound
+from smf.common.latents import read_latent
 from smf.common.lineage import read_manifest, verify_artifact
-from smf.gan.sample import load_model, read_latent, sample_random, validate_latents
+from smf.gan.sample import load_model, sample_random, validate_latents
 
 
 def test_seeded_sampling_is_deterministic_and_written_as_pairs(trained):
