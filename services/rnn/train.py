@@ -13,7 +13,8 @@ teacher-forcing coin per time step (shared by the batch, as the reference; P(TF)
 moves linearly from `tfr` to `tfr_end` for scheduled sampling), then run the window as alternating chunks:
 a contiguous teacher-forced span goes through nn.GRU in ONE call (cuDNN's fused kernel on GPU); a free-running step
 samples the model's previous output, feeds it back and advances one step. With tfr = 1 the whole window is one call.
-The reference stepped the GRU one sample at a time even when every input was ground truth.
+The reference stepped the GRU one sample at a time even when every input was ground truth. In code: `Trainer`'s
+`sample_batch` (the draws) and `loss` (`window_loss`), called by `train_step`; `train(...)` runs one Trainer.
 
 Several GPUs (or CPU processes, gloo):
 `torchrun --standalone --nproc-per-node 4 -m smf.rnn.train --config ... --out ...`.
