@@ -19,18 +19,18 @@ the spectrogram the listener hears, close to but not bit-equal with the generato
 
 from __future__ import annotations
 
-import io
 import json
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from smf.common import refs
 from smf.common.errors import AlreadyExists, Cancelled, FailedPrecondition, InvalidArgument, NotFound
+from smf.common.latents import tensor_bytes, tensor_from_bytes
 from smf.common.lineage import Manifest, new_id, read_json_file, read_manifest, write_artifact
-from smf.common.store import Store, parse_uri, validate_prefix
+from smf.common.store import Store
 from smf.gan.runs import checkpoint_keys, model_transform
 from smf.grid.render import read_grid, render_grid
 from smf.som import plots
@@ -72,25 +72,9 @@ class Linearized:
 
 # --- ids -------------------------------------------------------------------------------------------------------------
 def artifact_ref(store: Store, raw: str, kind: str, *, field: str) -> str:
-    """'<kind>/<id>', '<id>' or an artifact URI in this store -> '<kind>/<id>' (InvalidArgument naming `field`)."""
-    if not raw:
-        raise InvalidArgument(field, f"name one: {kind}/<id>, <id> or its URI")
-    if "://" in raw:
-        try:
-            store_uri, raw = parse_uri(raw)
-        except InvalidArgument as exc:
-            raise InvalidArgument(field, exc.message) from None
-        if store_uri.rstrip("/") != store.uri.rstrip("/"):
-            raise InvalidArgument(field, f"{store_uri} is not this service's store ({store.uri})")
-    raw = raw.strip("/")
-    aid = raw if raw.startswith(f"{kind}/") else f"{kind}/{raw}"
-    try:
-        validate_prefix(aid)
-    except InvalidArgument as exc:
-        raise InvalidArgument(field, exc.message) from None
-    if aid.count("/") != 1:
-        raise InvalidArgument(field, f"{raw!r} is not an artifact id (expected '{kind}/<id>' or '<id>')")
-    return aid
+    """'<kind>/<id>', '<id>' or an artifact URI in this store -> '<kind>/<id>' (InvalidArgument naming `field`;
+    PermissionDenied for a URI in another store)."""
+    return refs.resolve(store, raw, kind, field=field)[1]
 
 
 def new_artifact_id(store: Store, raw: str, kind: str, *, field: str) -> str:
@@ -107,14 +91,7 @@ def new_artifact_id(store: Store, raw: str, kind: str, *, field: str) -> str:
 
 # --- inputs ----------------------------------------------------------------------------------------------------------
 def _load_tensor(store: Store, key: str) -> torch.Tensor:
-    data = store.get_bytes(key)
-    try:
-        value = torch.load(io.BytesIO(data), weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:  # truncated, or not weights-only
-        raise FailedPrecondition(f"{key} is not a tensor saved with torch.save: {exc}") from None
-    if not isinstance(value, torch.Tensor):
-        raise FailedPrecondition(f"{key} holds a {type(value).__name__}, not a tensor")
-    return value
+    return tensor_from_bytes(store.get_bytes(key), source=key)  # a stored artifact: FailedPrecondition if bad
 
 
 def load_grid(store: Store, grid_id: str) -> GridSource:
@@ -211,8 +188,6 @@ def linearize(
         raise Cancelled(f"linearization of {grid.grid_id} cancelled after {result.iterations} iterations")
     elapsed = time.monotonic() - started
     latents = result.latents.float().contiguous()
-    buf = io.BytesIO()
-    torch.save(latents.clone(), buf)
     before, after = result.before, result.after
     metrics = {
         "grid": grid.grid_id,
@@ -240,7 +215,7 @@ def linearize(
         "plots": list(PLOT_FILES.values()),
     }
     files: dict[str, bytes] = {
-        LINEARIZED: buf.getvalue(),
+        LINEARIZED: tensor_bytes(latents),
         METRICS: json.dumps(metrics, indent=1).encode(),
         PLOT_FILES["mesh"]: plots.mesh_png(result.mesh2d_initial, result.mesh2d),
         PLOT_FILES["distances"]: plots.distances_png(metrics["adjacent_distances"]),
