@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from smf.common import refs
 from smf.common.errors import InvalidArgument
 from smf.rnn.model import RNNConfig, audio_input, mulaw_encode
 from torch import Tensor
@@ -119,28 +120,17 @@ class WindowDataset:
 def artifact_id(data: str) -> str:
     """The store artifact a `data` string names: "datasets/tones", "grids/<id>" (2D4pt or SOM-rendered) … as given;
     a bare name ("tones") is a dataset, as before grids were accepted."""
-    from smf.common.store import validate_prefix
-
-    try:
-        aid = validate_prefix(data)  # a leading '/' is refused: such a string was meant as a (missing) folder
-    except InvalidArgument as exc:
-        raise InvalidArgument(
-            "data", f"{data!r} is not a folder, an artifact id or a store URI: {exc.message.split(': ', 1)[-1]}"
-        ) from None
-    if not aid:
-        raise InvalidArgument("data", "is empty")
-    return aid if "/" in aid else f"datasets/{aid}"
+    if data.startswith("/"):  # meant as a folder, and there is none
+        raise InvalidArgument("data", f"{data!r} is not a folder, an artifact id or a store URI")
+    return refs.artifact_id(data, "datasets", field="data", any_kind=True)
 
 
 def resolve_data(data: str, store=None):
     """(store, artifact id) of a `data` string that is not a local folder: an id in `store` (default: the
-    configured store) or a full artifact URI, whose store is opened."""
-    from smf.common.store import open_store, parse_uri
-
-    if "://" in data:
-        store_uri, key = parse_uri(data)
-        return open_store(store_uri), artifact_id(key)
-    return (store if store is not None else open_store()), artifact_id(data)
+    configured store) or a full artifact URI, whose store is opened (the trainer reads what its config names)."""
+    if refs.is_uri(data):
+        return refs.resolve(store, data, "datasets", field="data", allowed=refs.ANY, any_kind=True)
+    return refs.resolve(store, artifact_id(data), "datasets", field="data", any_kind=True)
 
 
 def lineage_input(data: str, store) -> str | None:
@@ -148,10 +138,8 @@ def lineage_input(data: str, store) -> str | None:
     the full URI when it sits in another store, nothing for a local folder (it is not an artifact)."""
     if os.path.isdir(data) or data.startswith(("/", ".")):
         return None
-    if "://" in data:
-        data_store, aid = resolve_data(data)
-        return aid if data_store.uri == store.uri else data_store.key_uri(aid)
-    return artifact_id(data)
+    data_store, aid = resolve_data(data, store)
+    return aid if data_store.uri == store.uri else data_store.key_uri(aid)
 
 
 def artifact_files(store, aid: str) -> list[tuple[str, str | None]]:
