@@ -1,13 +1,20 @@
 """The gRPC server base every smf service runs on: auth, health, reflection, metrics, error mapping, shutdown.
 
-A service's `server.py` is a thin servicer; this module owns the serving lifecycle (start -> SERVING -> SIGTERM ->
-NOT_SERVING -> grace -> exit):
+A service's `server.py` is a thin servicer; this module owns the serving lifecycle (start -> NOT_SERVING until
+ready -> SERVING -> SIGTERM -> NOT_SERVING -> grace -> close -> exit):
 
     from smf.common.server import run_server
-    run_server(name="gan", servicers=[(gan_pb2_grpc.add_GanServiceServicer_to_server, GanServicer(store))],
+    run_server(name="gan", servicers=servicers(GanServicer(store)),           # every service: servicers(servicer)
                service_names=["smf.gan.v1.GanService"], port=50051, metrics_port=51051)
 
     handle = await start_server(..., port=0, metrics_port=0, token="t")   # tests: handle.port, await handle.stop()
+
+Two optional methods of a servicer drive the lifecycle, so no service needs its own shutdown code:
+- `ready()`: raises (anything) while the service cannot serve (its store unreachable, its models not listable).
+  Health answers NOT_SERVING until every servicer's `ready()` passes, then SERVING, rechecked every
+  `readiness_interval` seconds, so a balancer stops routing to a replica that lost its store.
+- `close()`: called once at shutdown, after the grace period drained the running calls (stop owned training jobs,
+  stop a batcher, close clients the servicer holds). It may block; it runs in a worker thread.
 
 Every handler (unary or streaming, async or plain `def`) gets the same treatment: raising an `SmfError` becomes its
 status code, anything else becomes INTERNAL with the traceback logged. Plain `def` handlers run in worker threads so
@@ -44,6 +51,9 @@ log = logging.getLogger("smf.server")
 MAX_MESSAGE_BYTES = 8 << 20  # audio travels in chunks well below this; a bigger message is a client bug
 MAX_CONCURRENT_RPCS = 256  # beyond this grpc answers RESOURCE_EXHAUSTED instead of queueing without bound
 DEFAULT_GRACE_S = 10.0
+READINESS_INTERVAL_S = 5.0  # how often health rechecks that the service can serve
+FIRST_READINESS_WAIT_S = 10.0  # how long start_server waits for the first check before returning NOT_SERVING
+READINESS_PROBE_KEY = "readiness-probe"  # a key nobody writes: reading its metadata proves the store answers
 
 # Methods anyone may call: load balancers and grpcurl must work without the token.
 AUTH_EXEMPT_PREFIXES = (
@@ -311,6 +321,85 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 # ---- lifecycle ----------------------------------------------------------------------------------------------
 
 
+async def _call(fn: Callable[[], Any]) -> Any:
+    """Run a lifecycle callable without stalling the loop: a plain one may block (cancel_all waits for training
+    jobs to stop), so it runs in a worker thread; a coroutine function is awaited."""
+    result = fn() if inspect.iscoroutinefunction(fn) else await asyncio.to_thread(fn)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _distinct(servicers: Sequence[tuple[Callable, Any]], method: str) -> list[Callable[[], Any]]:
+    """`method` of each servicer that has one, once per servicer object (a servicer may be added twice)."""
+    seen: set[int] = set()
+    out = []
+    for _, servicer in servicers:
+        fn = getattr(servicer, method, None)
+        if callable(fn) and id(servicer) not in seen:
+            seen.add(id(servicer))
+            out.append(fn)
+    return out
+
+
+def store_ready(store) -> None:
+    """The readiness check of a service whose work lives in a store: one metadata read (a missing key is an answer;
+    an unreachable store raises Unavailable, bad credentials PermissionDenied). `def ready(self): store_ready(...)`."""
+    store.exists(READINESS_PROBE_KEY)
+
+
+class Readiness:
+    """Drives health from the servicers' `ready()` checks: NOT_SERVING until all pass, rechecked every `interval`."""
+
+    def __init__(self, name: str, health_servicer, names: list[str], checks: list[Callable[[], Any]], interval: float):
+        self.name, self.health, self.names, self.checks, self.interval = name, health_servicer, names, checks, interval
+        self.ok: bool | None = None  # None: not checked yet
+        self._first = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    async def start(self, first_wait: float) -> None:
+        await self._set(False)  # until the first check says otherwise
+        self._task = asyncio.create_task(self._loop(), name=f"{self.name}-readiness")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first.wait(), first_wait)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def check(self) -> bool:
+        """Run every check once (in worker threads) and set health accordingly; returns whether all passed."""
+        error = None
+        for fn in self.checks:
+            try:
+                await _call(fn)
+            except Exception as exc:  # noqa: BLE001 — any failure means "cannot serve now"; the reason is logged
+                error = exc
+                break
+        ok = error is None
+        if ok != self.ok:
+            if ok:
+                log.info("%s: ready, health SERVING", self.name)
+            else:
+                log.warning("%s: not ready, health NOT_SERVING: %s", self.name, getattr(error, "message", error))
+        await self._set(ok)
+        return ok
+
+    async def _set(self, ok: bool) -> None:
+        self.ok = ok
+        status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in self.names + [""]:  # "" = the server as a whole
+            await self.health.set(service, status)
+
+    async def _loop(self) -> None:
+        while True:
+            await self.check()
+            self._first.set()
+            await asyncio.sleep(self.interval)
+
+
 @dataclass
 class ServerHandle:
     """A started server. `await stop(grace)` flips health to NOT_SERVING, drains, and closes the metrics port."""
@@ -323,19 +412,31 @@ class ServerHandle:
     service_names: list[str]
     _metrics_http: Any = None
     _on_stop: list[Callable[[], Any]] = field(default_factory=list)
+    _closers: list[Callable[[], Any]] = field(default_factory=list)
+    _readiness: Readiness | None = None
     _stopped: bool = False
 
+    @property
+    def ready(self) -> bool:
+        """Whether health says SERVING now (the last readiness check passed)."""
+        return self._readiness is None or self._readiness.ok
+
     async def stop(self, grace: float | None = DEFAULT_GRACE_S) -> None:
+        """NOT_SERVING -> `on_stop` callables -> drain up to `grace` s -> every servicer's `close()` -> metrics off."""
         if self._stopped:
             return
         self._stopped = True
         await self.health.enter_graceful_shutdown()  # balancers stop routing here before we refuse calls
+        if self._readiness is not None:
+            await self._readiness.stop()
         for fn in self._on_stop:
-            # a plain callable may block (cancel_all waits for training jobs to stop): keep the loop serving
-            result = fn() if inspect.iscoroutinefunction(fn) else await asyncio.to_thread(fn)
-            if inspect.isawaitable(result):
-                await result
+            await _call(fn)
         await self.server.stop(grace)
+        for close in self._closers:
+            try:
+                await _call(close)
+            except Exception:
+                log.exception("%s: closing %r at shutdown failed", self.name, close)
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
@@ -393,13 +494,15 @@ async def start_server(
     max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
     on_stop: Sequence[Callable[[], Any]] = (),
+    readiness_interval: float = READINESS_INTERVAL_S,
 ) -> ServerHandle:
     """Start serving `servicers` (pairs of generated `add_XServicer_to_server` and an instance); port 0 = free port.
 
     `token` defaults to $SMF_TOKEN; without one the server refuses to start unless `allow_insecure` (or
-    $SMF_ALLOW_NO_AUTH=1). `metrics_port` 0 picks a free port, None serves no metrics. `on_stop` callables run at
-    shutdown before the grace period (e.g. `registry.cancel_all`, which stops owned training jobs); plain ones run
-    in a worker thread, so they may block.
+    $SMF_ALLOW_NO_AUTH=1). `metrics_port` 0 picks a free port, None serves no metrics. Health follows the servicers'
+    `ready()` checks every `readiness_interval` seconds (see the module docstring); their `close()` runs at shutdown
+    after the grace period. `on_stop` callables run at shutdown before the grace period (for what is not a
+    servicer); plain ones run in a worker thread, so they may block.
     """
     required = resolve_token(token, allow_insecure)
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(name)]
@@ -435,8 +538,8 @@ async def start_server(
         metrics_port = metrics_http.server_port
 
     await server.start()
-    for service in names + [""]:  # "" = the server as a whole
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    readiness = Readiness(name, health_servicer, names, _distinct(servicers, "ready"), readiness_interval)
+    await readiness.start(FIRST_READINESS_WAIT_S)
     log.info(
         "%s serving gRPC on %s:%d%s (auth %s, tls %s)",
         name,
@@ -455,6 +558,8 @@ async def start_server(
         service_names=names,
         _metrics_http=metrics_http,
         _on_stop=list(on_stop),
+        _closers=_distinct(servicers, "close"),
+        _readiness=readiness,
     )
 
 

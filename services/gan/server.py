@@ -245,6 +245,11 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
         else:
             yield None, None
 
+    # --- lifecycle (called by the server base) ---
+    def ready(self) -> None:
+        """Health is SERVING once the store answers and the models can be listed."""
+        run_names(self.store)
+
     def close(self) -> None:
         self.batcher.stop()
         self.registry.cancel_all()
@@ -277,10 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         max_queue=args.max_queue,
         device=args.device,
     )
-    try:
-        run_server(name="gan", servicers=servicers(servicer), service_names=SERVICE_NAMES, **server_options(args))
-    finally:
-        servicer.close()
+    run_server(name="gan", servicers=servicers(servicer), service_names=SERVICE_NAMES, **server_options(args))
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from smf.common import refs
 from smf.common.errors import InvalidArgument, NotFound
 from smf.common.lineage import list_artifacts, read_manifest
 from smf.common.operations import (
@@ -28,10 +29,11 @@ from smf.common.server import (
     resolve_token,
     run_server,
     server_options,
+    store_ready,
 )
 from smf.common.store import Store, open_store
 from smf.common.v1 import common_pb2
-from smf.grid.auditioner import Auditioner, artifact_id
+from smf.grid.auditioner import Auditioner
 from smf.grid.plan import GridPlan, model_id, plan_grid
 from smf.grid.render import render_grid
 from smf.grid.v1 import grid_pb2, grid_pb2_grpc
@@ -44,8 +46,16 @@ GAN_BATCH = 32  # latents per replica per request: the GAN service's default for
 class GridServicer(grid_pb2_grpc.GridServiceServicer):
     """`gan` is a GanClient (several replicas allowed) or anything with render_latents / list_models."""
 
-    def __init__(self, store: Store, gan, *, registry: OperationRegistry | None = None, batch_size: int | None = None):
-        self.store, self.gan = store, gan
+    def __init__(
+        self,
+        store: Store,
+        gan,
+        *,
+        registry: OperationRegistry | None = None,
+        batch_size: int | None = None,
+        auditioner: Auditioner | None = None,
+    ):
+        self.store, self.gan, self.auditioner = store, gan, auditioner
         self.registry = registry or OperationRegistry(max_running=2)
         replicas = len(getattr(gan, "stubs", [None]))
         self.batch_size = batch_size or GAN_BATCH * replicas  # one batch keeps every replica busy
@@ -121,16 +131,7 @@ class GridServicer(grid_pb2_grpc.GridServiceServicer):
 
     # --- reading ---
     def _grid_id(self, raw: str) -> str:
-        if not raw:
-            raise InvalidArgument("grid_id", "name a grid: grids/<id>, <id> or its URI")
-        if "://" in raw:
-            if not raw.startswith(self.store.uri + "/"):
-                raise InvalidArgument("grid_id", f"{raw} is not in this service's store ({self.store.uri})")
-            raw = raw[len(self.store.uri) + 1 :]
-        try:
-            return artifact_id(raw)
-        except InvalidArgument as exc:
-            raise InvalidArgument("grid_id", exc.message) from None
+        return refs.resolve(self.store, raw, "grids", field="grid_id", any_kind=True)[1]
 
     def _grid_message(self, aid: str, cfg: dict, created_at: str) -> grid_pb2.Grid:
         uri = self.store.key_uri(aid)
@@ -170,7 +171,7 @@ class GridServicer(grid_pb2_grpc.GridServiceServicer):
         return grid_pb2.GetGridResponse(grid=grid)
 
     def ListGrids(self, request, context):
-        want = model_id(request.model) if request.model else None
+        want = model_id(request.model, self.store) if request.model else None
         out = []
         for aid in reversed(list_artifacts(self.store, "grids")):  # ids sort by time: newest first
             manifest = read_manifest(self.store, aid)
@@ -180,8 +181,18 @@ class GridServicer(grid_pb2_grpc.GridServiceServicer):
             out.append(self._grid_message(aid, cfg, manifest.created_at))
         return grid_pb2.ListGridsResponse(grids=out)
 
+    # --- lifecycle (called by the server base) ---
+    def ready(self) -> None:
+        store_ready(self.store)
+
     def close(self) -> None:
+        """Stop the operations, then what this servicer was given to hold: the GAN client and the auditioner."""
         self.registry.cancel_all()
+        close = getattr(self.gan, "close", None)
+        if close is not None:
+            close()
+        if self.auditioner is not None:
+            self.auditioner.stop()
 
 
 def servicers(servicer: GridServicer) -> list:
@@ -209,18 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     store = open_store(args.store)
     token = resolve_token(None, args.insecure)  # fails before anything starts when no token and no --insecure
     gan = GanClient(args.gan, token=gan_token(token))
-    servicer = GridServicer(store, gan, batch_size=args.batch_size)
     http = None
     if args.http_port >= 0:
         http = Auditioner(store, token=token, host=args.host, port=args.http_port, public_host=args.public_host).start()
         print(f"grid: auditioner on {http.url}/", flush=True)
-    try:
-        run_server(name="grid", servicers=servicers(servicer), service_names=SERVICE_NAMES, **options)
-    finally:
-        servicer.close()
-        gan.close()
-        if http is not None:
-            http.stop()
+    servicer = GridServicer(store, gan, batch_size=args.batch_size, auditioner=http)
+    run_server(name="grid", servicers=servicers(servicer), service_names=SERVICE_NAMES, **options)
     return 0
 
 

@@ -31,7 +31,7 @@ from smf.common.operations import (
     OperationRegistry,
     with_operations,
 )
-from smf.common.server import add_server_arguments, resolve_token, run_server, server_options
+from smf.common.server import add_server_arguments, resolve_token, run_server, server_options, store_ready
 from smf.common.store import Store, open_store, parse_uri
 from smf.pipeline.config import NAME, PipelineConfig, parse_config
 from smf.pipeline.pipeline import STAGES, Pipeline, read_state, state_key
@@ -319,6 +319,10 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
         out = [pipeline_message(self.store, read_state(self.store, n), operation_id=running.get(n, "")) for n in names]
         return pipeline_pb2.ListPipelinesResponse(pipelines=out)
 
+    # --- lifecycle (called by the server base) ---
+    def ready(self) -> None:
+        store_ready(self.store)
+
     def close(self) -> None:
         self.registry.cancel_all()
 
@@ -358,10 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     servicer = PipelineServicer(
         open_store(args.store), targets=targets, token=os.environ.get("SMF_SERVICES_TOKEN") or token, log_dir=args.logs
     )
-    try:
-        run_server(name="pipeline", servicers=servicers(servicer), service_names=SERVICE_NAMES, **options)
-    finally:
-        servicer.close()
+    run_server(name="pipeline", servicers=servicers(servicer), service_names=SERVICE_NAMES, **options)
     return 0
 
 

@@ -195,13 +195,13 @@ def _train_fields(args) -> dict:
 
 
 def cmd_train(args) -> int:
-    from smf.common.lineage import new_id
-    from smf.rnn.server import run_id_of
+    from smf.rnn.runs import prepare_run, run_id_for
 
     fields = _train_fields(args)
-    run_id = run_id_of(args.name) if args.name else new_id("rnn/")
     if args.remote:
         from smf.rnn.client import RnnClient
+
+        run_id = run_id_for(args.name)  # the service checks the config itself
 
         with RnnClient(args.remote) as rnn:
             device = fields.pop("device", None)
@@ -214,10 +214,10 @@ def cmd_train(args) -> int:
         return 0
 
     from smf.common.store import open_store
-    from smf.rnn.train import TrainConfig, train
+    from smf.rnn.train import train
     from tqdm import tqdm
 
-    cfg = TrainConfig.from_dict(fields)
+    cfg, run_id = prepare_run(fields, args.name)  # the checks of StartTraining
     store = open_store(args.store)
     bar = tqdm(total=cfg.steps, desc=run_id, unit="step")
 
@@ -304,7 +304,7 @@ def cmd_generate(args) -> int:
 
     from smf.common.store import open_store
     from smf.rnn.generate import generate
-    from smf.rnn.server import run_id_of
+    from smf.rnn.runs import run_id_of
     from smf.rnn.train import load_run
 
     store = open_store(args.store)
@@ -331,7 +331,7 @@ def _generate_chain(args) -> int:
     """`smf rnn generate -m AUDIO --chain PARAM`: the parameter tier's params in, audio + its controls out."""
     from smf.common.store import open_store
     from smf.rnn.generate import generate_chain
-    from smf.rnn.server import run_id_of
+    from smf.rnn.runs import run_id_of
     from smf.rnn.train import load_run
 
     store = open_store(args.store)
@@ -421,9 +421,9 @@ def cmd_play(args) -> int:
         )
     else:
         from smf.common.store import open_store
-        from smf.rnn.server import RnnServicer, run_id_of
+        from smf.rnn.runs import ModelCache
 
-        loaded = RnnServicer(open_store(args.store)).load(run_id_of(args.model), args.step)
+        loaded = ModelCache(open_store(args.store)).load(args.model, args.step)
         names, sr = list(loaded.config.param_names), loaded.config.sample_rate
         chunks = _local_play(loaded, args, q, sr)
     print(f"params {names}; type NAME=VALUE [GLIDE_MS] and Enter, 'q' to stop; writing {args.out}", file=sys.stderr)
@@ -442,7 +442,7 @@ def cmd_play(args) -> int:
 
 
 def _local_play(loaded, args, q: queue.Queue, sr: int):
-    from smf.rnn.server import LiveVoice
+    from smf.rnn.live import LiveVoice
 
     names = list(loaded.config.param_names)
     values = args.values if args.values else [0.5] * len(names)
@@ -451,19 +451,14 @@ def _local_play(loaded, args, q: queue.Queue, sr: int):
     n = max(16, int(sr * args.chunk_ms / 1000))
     t0, produced = time.monotonic(), 0
 
-    class _U:  # the shape of a ParameterUpdate, for LiveVoice.update
-        def __init__(self, d):
-            self.glide_ms = d.pop("_glide_ms", 0.0)
-            self.temperature = 0.0
-            self.values = d
-
     while args.seconds <= 0 or produced < args.seconds * sr:
         try:
             while True:
                 u = q.get_nowait()
                 if u is None:
                     return
-                voice.update(_U(u), names, sr)
+                glide_ms = u.pop("_glide_ms", 0.0)
+                voice.update(u, names, sr, glide_ms=glide_ms)
         except queue.Empty:
             pass
         yield voice.next_chunk(n, sr), voice.values.tolist()
@@ -481,15 +476,15 @@ def cmd_ls(args) -> int:
         from smf.rnn.client import RnnClient
 
         with RnnClient(args.remote) as rnn:
-            models = rnn.list_models()
+            models = [(m.ref.id, m) for m in rnn.list_models()]
     else:
         from smf.common.store import open_store
-        from smf.rnn.server import RnnServicer
+        from smf.rnn.runs import list_runs
 
-        models = RnnServicer(open_store(args.store)).ListModels(None, None).models
-    for m in models:
+        models = [(r.run_id, r) for r in list_runs(open_store(args.store))]
+    for run_id, m in models:  # a ModelInfo message or a RunSummary: the same fields
         print(
-            f"{m.ref.id}  params={list(m.param_names)}  H{m.hidden} L{m.layers}  steps={list(m.steps)[-3:]}"
+            f"{run_id}  params={list(m.param_names)}  H{m.hidden} L{m.layers}  steps={list(m.steps)[-3:]}"
             f"  {m.state} loss={m.loss:.4f}"
         )
     if not models:
@@ -504,12 +499,12 @@ def cmd_export(args) -> int:
         with RnnClient(args.remote) as rnn:
             print(rnn.export(args.model, args.step))
         return 0
+    from smf.common.refs import ANY
     from smf.common.store import open_store
-    from smf.rnn.server import RnnServicer
-    from smf.rnn.v1 import rnn_pb2
+    from smf.rnn.runs import ModelCache, export_run, resolve_run
 
-    resp = RnnServicer(open_store(args.store)).Export(rnn_pb2.ExportRequest(model=args.model, step=args.step), None)
-    print(resp.uri)
+    store, run_id = resolve_run(open_store(args.store), args.model, allowed=ANY)
+    print(export_run(store, run_id, ModelCache(store).load(run_id, args.step)))
     return 0
 
 

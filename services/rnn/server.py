@@ -17,19 +17,27 @@ import os
 import queue
 import threading
 import time
-from collections import OrderedDict
 
 import numpy as np
 import torch
-from smf.common import jobs, lineage
-from smf.common.errors import InvalidArgument, NotFound
+from smf.common import jobs, lineage, refs
+from smf.common.errors import InvalidArgument
 from smf.common.operations import OPERATION_SERVICE_NAME, OperationRegistry, with_operations
-from smf.common.store import Store, open_store, parse_uri
+from smf.common.store import Store, open_store
 from smf.common.v1 import common_pb2
 from smf.rnn import conditioning as cond
 from smf.rnn.fastgen.quant import PRECISIONS
-from smf.rnn.model import RNNConfig, build_model
-from smf.rnn.train import TrainConfig, checkpoint_steps, load_run
+from smf.rnn.live import LiveVoice
+from smf.rnn.runs import (
+    ModelCache,
+    export_run,
+    launch_training,
+    list_runs,
+    prepare_run,
+    read_progress,
+    resolve_run,
+    run_ids,
+)
 from smf.rnn.v1 import rnn_pb2, rnn_pb2_grpc
 
 log = logging.getLogger("smf.rnn")
@@ -40,33 +48,6 @@ MAX_VOICES = 64
 MAX_SECONDS = 600.0
 MAX_INLINE_VALUES = 1 << 20  # 4 MiB of float32: bigger arrays go through the store
 CHUNK_BYTES = 1 << 20  # streamed audio chunks stay well below the 4 MiB message limit
-
-
-def run_id_of(model: str) -> str:
-    """'name', 'rnn/name' or 'rnn/name/' -> 'rnn/name' (the run's artifact id)."""
-    m = model.strip().strip("/")
-    if not m:
-        raise InvalidArgument("model", "is empty; give a run id such as rnn/my-run")
-    return m if m.startswith("rnn/") else f"rnn/{m}"
-
-
-class LoadedModel:
-    """A checkpoint in memory plus its generator (built once: the compiled kernel packs the weights)."""
-
-    def __init__(self, run_id: str, step: int, model: torch.nn.Module, config: RNNConfig, precision: str = "fp32"):
-        self.run_id, self.step, self.model, self.config = run_id, step, model, config
-        self.precision = precision
-        self._generator = None
-        self._lock = threading.Lock()
-
-    @property
-    def generator(self):
-        from smf.rnn.generate import Generator
-
-        with self._lock:
-            if self._generator is None:
-                self._generator = Generator(self.model, precision=self.precision)
-            return self._generator
 
 
 class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
@@ -87,126 +68,40 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
         self.job_backend = job_backend
         self.job_env = dict(job_env or {})
         self.train_gpus = train_gpus  # GPUs a training job asks its backend for (Kubernetes resources.limits)
-        self.device = torch.device(device)
-        self.precision = precision  # of the compiled generation loop: int8 makes one SMF-size voice real time
-        self._cache: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
-        self._cache_lock = threading.Lock()
-        self._cache_size = cache_size
+        # precision of the compiled generation loop: int8 makes one SMF-size voice real time
+        self.models = ModelCache(store, device=device, precision=precision, size=cache_size)
 
     # -- models --------------------------------------------------------------------------------------------
 
-    def _store_and_run(self, model: str) -> tuple[Store, str]:
-        if "://" in model:
-            store_uri, key = parse_uri(model)
-            store = self.store if store_uri == self.store.uri else open_store(store_uri)
-            return store, run_id_of(key)
-        return self.store, run_id_of(model)
-
-    def load(self, model: str, step: int = 0) -> LoadedModel:
-        """A run's checkpoint as an eval-mode model (newest when step is 0), cached."""
-        store, run_id = self._store_and_run(model)
-        steps = checkpoint_steps(store, run_id)
-        if not steps:
-            raise NotFound(f"model {run_id} has no checkpoints in {store.uri}")
-        step = step or steps[-1]
-        key = (store.key_uri(run_id), step)
-        with self._cache_lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        net, step = load_run(store, run_id, step)
-        loaded = LoadedModel(run_id, step, net.to(self.device), net.config, self.precision)
-        with self._cache_lock:
-            self._cache[key] = loaded
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return loaded
-
-    def _runs(self) -> list[str]:
-        runs = set()
-        for key in self.store.list("rnn/"):
-            parts = key.split("/")
-            if len(parts) >= 4 and parts[2] == "ckpt":
-                runs.add("/".join(parts[:2]))
-        return sorted(runs)
-
-    def _json(self, key: str) -> dict:
-        try:
-            return json.loads(self.store.get_bytes(key))
-        except NotFound:
-            return {}
-
     def ListModels(self, request, context):
-        models = []
-        for run_id in self._runs():
-            config = self._json(f"{run_id}/config.json")
-            progress = self._json(f"{run_id}/progress.json")
-            mcfg = config.get("model", {})
-            models.append(
-                rnn_pb2.ModelInfo(
-                    ref=common_pb2.ArtifactRef(uri=self.store.key_uri(run_id), id=run_id, kind="rnn"),
-                    param_names=mcfg.get("param_names", config.get("props", [])),
-                    steps=checkpoint_steps(self.store, run_id),
-                    sample_rate=mcfg.get("sample_rate", 0),
-                    hidden=mcfg.get("hidden", 0),
-                    layers=mcfg.get("layers", 0),
-                    state=progress.get("state", ""),
-                    loss=progress.get("loss") or 0.0,
-                )
+        models = [
+            rnn_pb2.ModelInfo(
+                ref=common_pb2.ArtifactRef(uri=r.uri, id=r.run_id, kind="rnn"),
+                param_names=r.param_names,
+                steps=r.steps,
+                sample_rate=r.sample_rate,
+                hidden=r.hidden,
+                layers=r.layers,
+                state=r.state,
+                loss=r.loss,
             )
+            for r in list_runs(self.store)
+        ]
         return rnn_pb2.ListModelsResponse(models=models)
+
+    def ready(self) -> None:
+        """Health is SERVING once the store answers and the models can be listed."""
+        run_ids(self.store)
 
     # -- training ------------------------------------------------------------------------------------------
 
     def StartTraining(self, request, context):
-        fields: dict = {}
-        if request.config_json:
-            try:
-                fields.update(json.loads(request.config_json))
-            except json.JSONDecodeError as exc:
-                raise InvalidArgument("config_json", f"not valid JSON: {exc}") from None
-            if not isinstance(fields, dict):
-                raise InvalidArgument("config_json", "must be a JSON object of training options")
-        o = request.options
-        for name in ("hidden", "layers", "seq_len", "batch", "steps", "checkpoint_every", "sample_rate"):
-            if getattr(o, name):
-                fields[name] = getattr(o, name)
-        if o.lr:
-            fields["lr"] = o.lr
-        if o.tfr:
-            fields["tfr"] = max(o.tfr, 0.0)
-        if o.HasField("tfr_end"):
-            fields["tfr_end"] = o.tfr_end
-        if o.seed:
-            fields["seed"] = o.seed
-        if request.data:
-            fields["data"] = request.data
-        if request.props:
-            fields["props"] = list(request.props)
-        if "data" not in fields:
-            raise InvalidArgument("data", "is required: a dataset or grid id (datasets/tones, grids/<id>) or store URI")
-        cfg = TrainConfig.from_dict(fields)  # unknown keys and bad values fail here, before a job starts
-        run_id = run_id_of(request.run_id) if request.run_id else lineage.new_id("rnn/")
-        args = ["--config", json.dumps(cfg.__dict__), "--out", self.store.key_uri(run_id)]
-        job = jobs.launch(
-            "rnn",
-            args,
-            name=run_id.split("/", 1)[1][:63].strip("._-") or "rnn",
-            env=self.job_env,
-            gpus=self.train_gpus,
-            backend=self.job_backend,
-        )
-        progress_key = f"{run_id}/progress.json"
+        cfg, run_id = prepare_run(_train_fields(request), request.run_id)
+        job = launch_training(self.store, cfg, run_id, env=self.job_env, gpus=self.train_gpus, backend=self.job_backend)
         started = time.time()
-
-        def read_progress():
-            p = self._json(progress_key)
-            # a progress.json left by an earlier run of the same id says nothing about this job yet
-            return p if p.get("updated_at", 0) >= started - 1 else {}
-
         op = self.registry.start_external(
             "rnn.train",
-            lambda: jobs.poll_job(job, read_progress),
+            lambda: jobs.poll_job(job, lambda: read_progress(self.store, run_id, since=started)),
             interval=1.0,
             on_cancel=job.cancel,
             metadata={"run": run_id, "job": job.id},
@@ -219,7 +114,7 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
         which = request.WhichOneof("conditioning")
         if which == "conditioning_uri":
             uri = request.conditioning_uri
-            store, key = (open_store(parse_uri(uri)[0]), parse_uri(uri)[1]) if "://" in uri else (self.store, uri)
+            store, key = refs.resolve_key(self.store, uri, field="conditioning_uri")
             arr = cond.load_array(store.get_bytes(key), field="conditioning_uri")
         elif which == "array":
             a = request.array
@@ -243,8 +138,8 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
     def Generate(self, request, context):
         from smf.common.audio import wav_bytes
 
-        loaded = self.load(request.model, request.step)
-        chain = self.load(request.chain_model, request.chain_step) if request.chain_model else None
+        loaded = self.models.load(request.model, request.step)
+        chain = self.models.load(request.chain_model, request.chain_step) if request.chain_model else None
         if chain is not None and chain.config.is_audio:
             raise InvalidArgument("chain_model", f"{chain.run_id} is an audio tier; give a parameter tier")
         names = (chain or loaded).config.param_names  # chained: the conditioning holds the parameter tier's params
@@ -338,7 +233,7 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
         if first is None or first.WhichOneof("message") != "start":
             raise InvalidArgument("start", "the first message of a Play stream must be a PlayStart")
         start = first.start
-        loaded = self.load(start.model, start.step)
+        loaded = self.models.load(start.model, start.step)
         names = loaded.config.param_names
         values = list(start.values) if start.values else [0.5] * len(names)
         cond.check_array(np.asarray([values]), names, field="start.values")
@@ -371,7 +266,8 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
         limit = int(start.max_seconds * sr) if start.max_seconds > 0 else None
         while not closed.is_set() or not updates.empty():
             while not updates.empty():
-                voice.update(updates.get_nowait(), names, sr)
+                u = updates.get_nowait()
+                voice.update(u.values, names, sr, glide_ms=u.glide_ms, temperature=u.temperature)
             n = chunk if limit is None else min(chunk, limit - produced)
             audio = voice.next_chunk(n, sr)
             yield rnn_pb2.PlayResponse(
@@ -398,63 +294,52 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
     # -- export --------------------------------------------------------------------------------------------
 
     def Export(self, request, context):
-        from smf.rnn.export import export_to_store
-
-        loaded = self.load(request.model, request.step)
-        store, run_id = self._store_and_run(request.model)
-        # export from a CPU copy: the archive must load in a plain CPU torch process
-        model = build_model(loaded.config)
-        model.load_state_dict({k: v.cpu() for k, v in loaded.model.state_dict().items()})
-        uri = export_to_store(model.eval(), store, f"{run_id}/export/model.ts")
+        loaded = self.models.load(request.model, request.step)
+        store, run_id = resolve_run(self.store, request.model)
+        uri = export_run(store, run_id, loaded)
         return rnn_pb2.ExportResponse(
             artifact=common_pb2.ArtifactRef(uri=store.key_uri(run_id), id=run_id, kind="rnn"), uri=uri
         )
 
+    def close(self) -> None:
+        self.registry.cancel_all()
 
-class LiveVoice:
-    """One live voice: carries the GRU state and the last class from chunk to chunk; parameter changes glide
-    linearly from the current values to the new ones over `glide_ms` starting at the next chunk."""
 
-    def __init__(self, generator, values, *, temperature: float = 1.0, seed: int | None = None):
-        self.values = np.asarray(values, dtype=np.float32)
-        self.target = self.values.copy()
-        self.glide_left = 0  # samples until the target is reached
-        self.temperature = temperature
-        self.stream = generator.stream(voices=1, temperature=temperature, seed=seed)
-
-    def update(self, update, names: list[str], sample_rate: int) -> None:
-        unknown = sorted(set(update.values) - set(names))
-        if unknown:
-            raise InvalidArgument("update.values", f"unknown params {unknown}; the model's params are {names}")
-        for name, v in update.values.items():
-            if not 0.0 <= v <= 1.0:
-                raise InvalidArgument(f"update.values[{name}]", f"must be in [0, 1], got {v}")
-            self.target[names.index(name)] = v
-        self.glide_left = int(update.glide_ms * sample_rate / 1000)
-        if update.temperature > 0:
-            self.temperature = update.temperature
-            self.stream.temperature = update.temperature
-
-    def next_chunk(self, n: int, sample_rate: int) -> np.ndarray:
-        if self.glide_left > 0:
-            k = min(n, self.glide_left)
-            w = (np.arange(1, n + 1, dtype=np.float32) / self.glide_left).clip(max=1.0)[:, None]
-            c = self.values[None] + (self.target - self.values)[None] * w
-            self.values = c[-1].copy() if k < self.glide_left else self.target.copy()
-            self.glide_left -= k
-        else:
-            self.values = self.target.copy()
-            c = np.repeat(self.values[None], n, axis=0)
-        return np.asarray(self.stream.next(c[None]), dtype=np.float32)[0]
+def _train_fields(request) -> dict:
+    """TrainConfig fields of a StartTrainingRequest: config_json, then the options set, data and props."""
+    fields: dict = {}
+    if request.config_json:
+        try:
+            given = json.loads(request.config_json)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument("config_json", f"not valid JSON: {exc}") from None
+        if not isinstance(given, dict):
+            raise InvalidArgument("config_json", "must be a JSON object of training options")
+        fields.update(given)
+    o = request.options
+    for name in ("hidden", "layers", "seq_len", "batch", "steps", "checkpoint_every", "sample_rate", "lr", "seed"):
+        if getattr(o, name):
+            fields[name] = getattr(o, name)
+    if o.tfr:
+        fields["tfr"] = max(o.tfr, 0.0)
+    if o.HasField("tfr_end"):
+        fields["tfr_end"] = o.tfr_end
+    if request.data:
+        fields["data"] = request.data
+    if request.props:
+        fields["props"] = list(request.props)
+    return fields
 
 
 # --- serving --------------------------------------------------------------------------------------------------
 
 
-def servicers(store: Store, **kw) -> tuple[list, RnnServicer]:
-    """The (add_fn, servicer) pairs of this service, for start_server/run_server and tests."""
-    rnn = RnnServicer(store, **kw)
-    return with_operations(rnn_pb2_grpc.add_RnnServiceServicer_to_server, rnn), rnn
+def servicers(servicer: RnnServicer) -> list:
+    """(add function, servicer) pairs for the server base: RnnService plus the shared OperationService."""
+    return with_operations(rnn_pb2_grpc.add_RnnServiceServicer_to_server, servicer)
+
+
+SERVICE_NAMES = [SERVICE_NAME, OPERATION_SERVICE_NAME]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -472,12 +357,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    pairs, rnn = servicers(open_store(args.store), device=device, precision=args.precision)
-    run_server(
-        name="rnn",
-        servicers=pairs,
-        service_names=[SERVICE_NAME, OPERATION_SERVICE_NAME],
-        on_stop=[rnn.registry.cancel_all],
-        **server_options(args),
-    )
+    servicer = RnnServicer(open_store(args.store), device=device, precision=args.precision)
+    run_server(name="rnn", servicers=servicers(servicer), service_names=SERVICE_NAMES, **server_options(args))
     return 0

@@ -30,6 +30,7 @@ from smf.common.server import (
     resolve_token,
     run_server,
     server_options,
+    store_ready,
 )
 from smf.common.store import Store, open_store
 from smf.common.v1 import common_pb2
@@ -223,8 +224,16 @@ class SomServicer(som_pb2_grpc.SomServiceServicer):
         )
         return som_pb2.StartRenderResponse(operation=op)
 
+    # --- lifecycle (called by the server base) ---
+    def ready(self) -> None:
+        store_ready(self.store)
+
     def close(self) -> None:
+        """Stop the operations, then close the GAN client this servicer was given to hold."""
         self.registry.cancel_all()
+        close = getattr(self.gan, "close", None)
+        if close is not None:
+            close()
 
 
 def servicers(servicer: SomServicer) -> list:
@@ -257,11 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     token = resolve_token(None, args.insecure)  # fails before anything starts when no token and no --insecure
     gan = GanClient(args.gan, token=gan_token(token))
     servicer = SomServicer(store, gan, batch_size=args.batch_size)
-    try:
-        run_server(name="som", servicers=servicers(servicer), service_names=SERVICE_NAMES, **options)
-    finally:
-        servicer.close()
-        gan.close()
+    run_server(name="som", servicers=servicers(servicer), service_names=SERVICE_NAMES, **options)
     return 0
 
 

@@ -187,6 +187,48 @@ def test_health_without_token(srv):
         assert code == grpc.StatusCode.NOT_FOUND
 
 
+class Lifecycle:
+    """A servicer with the two lifecycle methods the base drives: ready() raises while `down`, close() is counted."""
+
+    def __init__(self):
+        self.down = True
+        self.closed = 0
+
+    def ready(self) -> None:
+        if self.down:
+            raise errors.Unavailable("store unreachable")
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def _status(srv, service: str = "") -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+        return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+def test_health_follows_readiness_and_close_runs_once_at_stop():
+    life = Lifecycle()
+    # the same servicer twice (a service and its OperationService share one): checked and closed once
+    srv = serve(servicers=[(lambda *_: None, life), (lambda *_: None, life)], readiness_interval=0.1)
+    try:
+        assert _status(srv) == _status(srv, PROBE) == health_pb2.HealthCheckResponse.NOT_SERVING
+        life.down = False
+        deadline = time.monotonic() + 5
+        while _status(srv) != health_pb2.HealthCheckResponse.SERVING and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _status(srv, PROBE) == health_pb2.HealthCheckResponse.SERVING and srv.handle.ready
+        life.down = True  # lost its store: balancers stop routing here
+        deadline = time.monotonic() + 5
+        while _status(srv) != health_pb2.HealthCheckResponse.NOT_SERVING and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _status(srv, OPS) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert life.closed == 0
+    finally:
+        srv.stop()
+    assert life.closed == 1
+
+
 def test_reflection_lists_services_without_token(srv):
     with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
         stub = reflection_pb2_grpc.ServerReflectionStub(ch)

@@ -137,9 +137,9 @@ def test_train_param_and_audio_tier_then_chain(tones):
     # the service over a real channel: GenerateRequest.chain_model; conditioning columns are the param tier's params
     from smf.common.server import ServerThread
     from smf.rnn.client import RnnClient
-    from smf.rnn.server import SERVICE_NAME, servicers
+    from smf.rnn.server import SERVICE_NAME, RnnServicer, servicers
 
-    pairs, _ = servicers(tones)
+    pairs = servicers(RnnServicer(tones))
     srv = ServerThread(
         name="rnn",
         servicers=pairs,

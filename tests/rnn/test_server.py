@@ -15,7 +15,7 @@ from smf.common.server import ServerThread
 from smf.common.store import open_store
 from smf.rnn import conditioning as cond
 from smf.rnn.client import RnnClient
-from smf.rnn.server import SERVICE_NAME, servicers
+from smf.rnn.server import SERVICE_NAME, RnnServicer, servicers
 from smf.rnn.train import checkpoint_steps, load_checkpoint
 
 TOKEN = "rnn-test-token"
@@ -33,7 +33,8 @@ def env(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("SMF_JOB_DIR", str(root / "jobs"))
     mp.setenv("OMP_NUM_THREADS", "1")  # the 2-core box: one thread per trainer
-    pairs, servicer = servicers(store)
+    servicer = RnnServicer(store)
+    pairs = servicers(servicer)
     srv = ServerThread(
         name="rnn",
         servicers=pairs,
@@ -182,7 +183,8 @@ def test_training_errors_and_cancel(env):
 def test_int8_service_generates_reproducibly(env, trained):
     """A service started with --precision int8 serves the same model through the int8 loop: valid, seeded audio."""
     store, _, _ = env
-    pairs, servicer = servicers(store, precision="int8")
+    servicer = RnnServicer(store, precision="int8")
+    pairs = servicers(servicer)
     srv = ServerThread(
         name="rnn",
         servicers=pairs,
@@ -199,7 +201,7 @@ def test_int8_service_generates_reproducibly(env, trained):
             _, b = rnn.generate(trained, arr, 0.05, seed=3, stream=True)
         assert a.shape == (1, 800) and np.isfinite(a).all() and np.abs(a).max() <= 1.0
         np.testing.assert_array_equal(a, b)
-        loaded = next(iter(servicer._cache.values()))
+        loaded = next(iter(servicer.models._cache.values()))
         assert loaded.precision == "int8"
         assert loaded.generator.precision in ("int8", "fp32")  # fp32 only where the compiled loop cannot build
     finally:
