@@ -39,9 +39,10 @@ import time
 from pathlib import Path
 
 import torch
+from smf.common import refs
 from smf.common.distributed import Dist
 from smf.common.errors import InvalidArgument, SmfError, Unavailable
-from smf.common.store import Store, open_store, parse_uri
+from smf.common.store import Store
 
 EXIT_DONE = 0
 EXIT_BUG = 1
@@ -59,13 +60,10 @@ def exit_code(exc: BaseException) -> int:
 def run_location(out: str | None, *, store: str | None = None, run: str | None = None, kind: str) -> tuple[Store, str]:
     """(store, run id) from a trainer's command line: `--out URI` (store and run in one), `--out <kind>/<run>` or
     `--run <run>` in `--store` (default $SMF_STORE). `run_location(None, run="r1", kind="gan")` -> (store, "gan/r1")."""
-    if out and "://" in out:
-        store_uri, run_id = parse_uri(out)
-        return open_store(store_uri), run_id.strip("/")
-    if out:
-        return open_store(store), out.strip("/")
+    if out:  # the trainer writes where its command line says: any store
+        return refs.resolve(store, out, kind, field="--out", allowed=refs.ANY)
     if run:
-        return open_store(store), f"{kind}/{run.strip('/')}"
+        return refs.resolve(store, run, kind, field="--run")
     raise InvalidArgument("--out", "give --out ARTIFACT_URI or --run NAME")
 
 
