@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
-import re
 
 import numpy as np
 from smf.common.audio import load_audio
@@ -66,10 +64,13 @@ def svg_lines(
     if y1 == y0:
         y1 = y0 + 1.0
     m = 40
+
     def sx(v):
         return m + (v - x0) / max(x1 - x0, 1e-12) * (width - 2 * m)
+
     def sy(v):
         return height - m + (y0 - v) / (y1 - y0) * (height - 2 * m)
+
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="chart">',
         f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13">{_esc(title)}</text>',
@@ -82,7 +83,9 @@ def svg_lines(
     for n, (label, (x, y)) in enumerate(pts.items()):
         keep = np.isfinite(y)
         stride = max(1, int(keep.sum()) // 800)  # a few hundred points draw the same curve as thousands
-        coords = " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(x[keep][::stride], y[keep][::stride], strict=False))
+        coords = " ".join(
+            f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(x[keep][::stride], y[keep][::stride], strict=False)
+        )
         c = colours[n % len(colours)]
         parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.2" points="{coords}"/>')
         parts.append(f'<text x="{width - m + 4}" y="{m + 12 + 13 * n}" font-size="11" fill="{c}">{_esc(label)}</text>')
@@ -93,14 +96,11 @@ def svg_lines(
 
 
 def _load_checkpoint(store: Store, run: str) -> dict | None:
-    import torch
+    """The newest checkpoint of a training run (the trainers' own layout and reader), or None before the first."""
+    from smf.common.training import checkpoint_keys, read_checkpoint
 
-    keys = [k for k in store.list(f"{run}/ckpt") if re.search(r"step-(\d+)\.pt$", k)]
-    if not keys:
-        return None
-    newest = max(keys, key=lambda k: int(re.search(r"step-(\d+)\.pt$", k).group(1)))
-    # weights_only even for our own checkpoints: a shared store is not a trusted place to unpickle code from
-    return torch.load(io.BytesIO(store.get_bytes(newest)), map_location="cpu", weights_only=True)
+    keys = checkpoint_keys(store, run)
+    return read_checkpoint(store, keys[-1]) if keys else None
 
 
 def _wavs(store: Store, aid: str, *, limit: int | None = None) -> list[str]:
@@ -178,20 +178,52 @@ ul{font-size:.9em}img{max-width:100%;image-rendering:pixelated;border:1px solid 
 
 
 def build_report(store: Store, state: dict, cfg) -> tuple[str, dict]:
+    """The report page of a finished pipeline run and the objective scores it shows (also kept in state.json)."""
     st = {name: rec["outputs"] for name, rec in state["stages"].items() if rec.get("state") == "done"}
     dataset, samples = st["dataset"]["dataset"], st["samples"]["samples"]
     gan_run, rnn_run = st["gan"]["model"], st["rnn"]["model"]
     grid, lin_grid, som = st["grid"]["grid"], st["som_render"]["grid"], st["som"]["som"]
     renders = st["renders"]["renders"]
-    render_wavs = [w for r in renders.values() for w in r["wavs"]]
-    scores = compute_scores(store, dataset, samples, render_wavs)
+    scores = compute_scores(store, dataset, samples, [w for r in renders.values() for w in r["wavs"]])
     max_cells = int(cfg.report.get("max_cells", 25))
+
+    def players(keys: list[str]) -> str:
+        return "".join(_audio_tag(store.get_bytes(k), k.rsplit("/", 1)[-1]) for k in keys)
+
     body = [
         f"<h1>smf pipeline <code>{_esc(cfg.name)}</code></h1>",
         f"<p>store <code>{_esc(store.uri)}</code> · started {_esc(state.get('started_at'))}</p>",
+        _stages_section(state),
+        _scores_section(scores),
+        _loss_section(store, gan_run, rnn_run),
+        _mosaics_section(store, grid, lin_grid),
+        _som_section(store, som),
+        "<h2>Audio</h2><h3>Data (a few)</h3>" + players(_wavs(store, dataset, limit=8)),
+        f"<h3>GAN samples <code>{_esc(samples)}</code></h3>" + players(_wavs(store, samples)),
+        f"<h3>RNN renders (gestures over dim0, dim1) <code>{_esc(rnn_run)}</code></h3>",
     ]
+    for name, r in renders.items():
+        g = next((g for g in cfg.gestures if g["name"] == name), {})
+        body.append(
+            f"<p><b>{_esc(name)}</b>: dim0 <code>{_esc(g.get('columns', ['?'])[0])}</code>, dim1 "
+            f"<code>{_esc(g.get('columns', ['?', '?'])[1])}</code>, {g.get('duration')} s</p>" + players(r["wavs"])
+        )
+    for label, gid in (("Raw grid cells", grid), ("Linearized grid cells", lin_grid)):
+        body.append(f"<h3>{label} <code>{_esc(gid)}</code></h3>" + players(_wavs(store, gid, limit=max_cells)))
+    body.append(
+        "<h2>Lineage</h2><p>Every artifact with what it was made from (manifests' <code>inputs</code>)."
+        "</p><ul>"
+        + "".join(lineage_tree(store, a, set()) for a in [*(r["render"] for r in renders.values()), lin_grid])
+        + "</ul>"
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset=utf-8><title>smf pipeline {_esc(cfg.name)}</title>"
+        f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>\n"
+    )
+    return page, scores
 
-    # stages
+
+def _stages_section(state: dict) -> str:
     rows = "".join(
         f"<tr><td>{_esc(n)}</td><td>{_esc(r.get('state'))}</td><td>{r.get('seconds', '')}</td>"
         f"<td><code>{_esc(r.get('key', '')[:12])}</code></td>"
@@ -199,17 +231,18 @@ def build_report(store: Store, state: dict, cfg) -> tuple[str, dict]:
         for n, r in state["stages"].items()
         if n != "report"
     )
-    body.append(
+    return (
         "<h2>Stages</h2><table><tr><th>stage</th><th>state</th><th>seconds (last run)</th><th>key</th>"
         f"<th>artifacts</th></tr>{rows}</table>"
     )
 
-    # scores
+
+def _scores_section(scores: dict) -> str:
     rows = "".join(
         f"<tr><td>{_esc(n)}</td><td>{v['clips']}</td><td>{v['mrstft']}</td><td>{v['frechet']}</td></tr>"
         for n, v in scores["sets"].items()
     )
-    body.append(
+    return (
         "<h2>Objective scores</h2><p>Against the data ("
         f"{_esc(scores['reference'])}); lower is closer. <code>data_half_b</code> (the other half of the "
         "data) shows the scale of a perfect model. MR-STFT: spectral convergence + log distance of mean "
@@ -219,7 +252,9 @@ def build_report(store: Store, state: dict, cfg) -> tuple[str, dict]:
         f"</tr>{rows}</table>"
     )
 
-    # loss curves
+
+def _loss_section(store: Store, gan_run: str, rnn_run: str) -> str:
+    """Loss curves from the metrics the trainers keep in their newest checkpoint."""
     charts = []
     ck = _load_checkpoint(store, gan_run)
     if ck and ck.get("metrics"):
@@ -234,9 +269,10 @@ def build_report(store: Store, state: dict, cfg) -> tuple[str, dict]:
         charts.append(
             svg_lines({"loss": (ck["metrics"]["steps"], ck["metrics"]["loss"])}, title=f"RNN loss ({rnn_run})")
         )
-    body.append(f"<h2>Loss curves</h2><div class=row>{''.join(charts)}</div>")
+    return f"<h2>Loss curves</h2><div class=row>{''.join(charts)}</div>"
 
-    # mosaics + SOM
+
+def _mosaics_section(store: Store, grid: str, lin_grid: str) -> str:
     mos = []
     for label, gid in (("raw grid", grid), ("linearized grid", lin_grid)):
         try:
@@ -246,67 +282,37 @@ def build_report(store: Store, state: dict, cfg) -> tuple[str, dict]:
             )
         except NotFound:
             mos.append(f"<p>{label}: no mosaic</p>")
-    body.append(f"<h2>Grid mosaics: raw vs linearized</h2><div class=row>{''.join(mos)}</div>")
+    return f"<h2>Grid mosaics: raw vs linearized</h2><div class=row>{''.join(mos)}</div>"
+
+
+def _som_section(store: Store, som: str) -> str:
+    """Neighbour-distance evenness before/after the SOM, its CoV per iteration and the SOM's own plots."""
     try:
         metrics = json.loads(store.get_bytes(f"{som}/metrics.json"))
-        b, a = metrics.get("before", {}), metrics.get("after", {})
-        rows = "".join(
-            f"<tr><td>{k}</td><td>{b.get(k, 0):.4g}</td><td>{a.get(k, 0):.4g}</td></tr>"
-            for k in ("cov", "max_min_ratio", "mean_distance")
-            if k in b
-        )
-        hist = metrics.get("history") or []
-        curve = svg_lines(
-            {
-                "cov": (
-                    [h.get("iteration", i) for i, h in enumerate(hist)],
-                    [
-                        h.get("cov", h.get("evenness", {}).get("cov", np.nan)) if isinstance(h, dict) else np.nan
-                        for h in hist
-                    ],
-                )
-            },
-            title="SOM evenness (CoV) per iteration",
-        )
+    except NotFound:
+        return "<h2>SOM evenness</h2><p>no metrics.json</p>"
+    b, a = metrics.get("before", {}), metrics.get("after", {})
+    rows = "".join(
+        f"<tr><td>{k}</td><td>{b.get(k, 0):.4g}</td><td>{a.get(k, 0):.4g}</td></tr>"
+        for k in ("cov", "max_min_ratio", "mean_distance")
+        if k in b
+    )
+    hist = metrics.get("history") or []
+    cov = [h.get("cov", h.get("evenness", {}).get("cov", np.nan)) if isinstance(h, dict) else np.nan for h in hist]
+    curve = svg_lines(
+        {"cov": ([h.get("iteration", i) for i, h in enumerate(hist)], cov)}, title="SOM evenness (CoV) per iteration"
+    )
+    try:
         plots = "".join(
             _img_tag(store.get_bytes(f"{som}/{n}"), n, 360)
             for n in read_manifest(store, som).files
             if n.endswith(".png")
         )
-        body.append(
-            f"<h2>SOM evenness before / after</h2><p>{metrics.get('iterations')} iterations, features "
-            f"{_esc(json.dumps(metrics.get('features')))}; CoV reduction "
-            f"{100 * metrics.get('cov_reduction', 0):.1f} %.</p><table><tr><th>adjacent distances</th>"
-            f"<th>before</th><th>after</th></tr>{rows}</table><div class=row>{curve}{plots}</div>"
-        )
     except NotFound:
-        body.append("<h2>SOM evenness</h2><p>no metrics.json</p>")
-
-    # audio
-    def players(keys: list[str], label=lambda k: k.rsplit("/", 1)[-1]) -> str:
-        return "".join(_audio_tag(store.get_bytes(k), label(k)) for k in keys)
-
-    body.append("<h2>Audio</h2><h3>Data (a few)</h3>" + players(_wavs(store, dataset, limit=8)))
-    body.append(f"<h3>GAN samples <code>{_esc(samples)}</code></h3>" + players(_wavs(store, samples)))
-    body.append(f"<h3>RNN renders (gestures over dim0, dim1) <code>{_esc(rnn_run)}</code></h3>")
-    for name, r in renders.items():
-        g = next((g for g in cfg.gestures if g["name"] == name), {})
-        body.append(
-            f"<p><b>{_esc(name)}</b>: dim0 <code>{_esc(g.get('columns', ['?'])[0])}</code>, dim1 "
-            f"<code>{_esc(g.get('columns', ['?', '?'])[1])}</code>, {g.get('duration')} s</p>" + players(r["wavs"])
-        )
-    for label, gid in (("Raw grid cells", grid), ("Linearized grid cells", lin_grid)):
-        body.append(f"<h3>{label} <code>{_esc(gid)}</code></h3>" + players(_wavs(store, gid, limit=max_cells)))
-
-    # lineage
-    body.append(
-        "<h2>Lineage</h2><p>Every artifact with what it was made from (manifests' <code>inputs</code>)."
-        "</p><ul>"
-        + "".join(lineage_tree(store, a, set()) for a in [*(r["render"] for r in renders.values()), lin_grid])
-        + "</ul>"
+        return "<h2>SOM evenness</h2><p>no metrics.json</p>"
+    return (
+        f"<h2>SOM evenness before / after</h2><p>{metrics.get('iterations')} iterations, features "
+        f"{_esc(json.dumps(metrics.get('features')))}; CoV reduction "
+        f"{100 * metrics.get('cov_reduction', 0):.1f} %.</p><table><tr><th>adjacent distances</th>"
+        f"<th>before</th><th>after</th></tr>{rows}</table><div class=row>{curve}{plots}</div>"
     )
-    page = (
-        f"<!doctype html><html><head><meta charset=utf-8><title>smf pipeline {_esc(cfg.name)}</title>"
-        f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>\n"
-    )
-    return page, scores
