@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from smf.common.errors import DataCorruption, InvalidArgument, NotFound
+from smf.common.files import atomic_write_bytes
 from smf.common.store import (
     CHUNK,
     RESERVED,
@@ -231,16 +232,7 @@ class FileStore(Store):
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=RESERVED + "tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data, prefix=RESERVED + "tmp-")
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from functools import lru_cache
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 import torchaudio
 from smf.common import pghi
 from smf.common.errors import InvalidArgument
+from smf.common.files import atomic_write
 
 MONO_POLICIES = ("mean", "first", "error")
 
@@ -119,20 +119,13 @@ def _write(target, audio, sample_rate: int, subtype: str) -> None:
 
 
 def save_wav(path: str | os.PathLike, audio, sample_rate: int, *, subtype: str = "PCM_16") -> None:
-    """Write a wav file atomically (temp file in the same folder, then os.replace): readers never see half a file."""
+    """Write a wav file atomically (`smf.common.files.atomic_write`): readers never see half a file."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise InvalidArgument(path, f"folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".wav")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write(f, audio, sample_rate, subtype)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        _write(f, audio, sample_rate, subtype)
 
 
 def wav_bytes(audio, sample_rate: int, *, subtype: str = "PCM_16") -> bytes:

@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from smf.common.errors import InvalidArgument
+from smf.common.files import atomic_write
 
 # paramManager's pdict.addParam writes the fields in this order (origMinval before origUnits); keeping it makes our
 # files byte-identical to the seed tool's for the same content.
@@ -203,15 +203,8 @@ def write_params(path: str | os.PathLike, pf: ParamFile) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".params")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(params_json(pf))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "w") as fh:
+        fh.write(params_json(pf))
 
 
 # --------------------------------------------------------------------------------------------- building & sampling

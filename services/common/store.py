@@ -20,13 +20,13 @@ import hashlib
 import mimetypes
 import os
 import re
-import tempfile
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from smf.common.errors import DataCorruption, InvalidArgument, NotFound
+from smf.common.files import atomic_write
 
 __all__ = [
     "DEFAULT_STORE",
@@ -181,18 +181,10 @@ class Store:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         h = hashlib.sha256()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in self.iter_chunks(key):
-                    f.write(chunk)
-                    h.update(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path, prefix=f".{path.name}.") as f:
+            for chunk in self.iter_chunks(key):
+                f.write(chunk)
+                h.update(chunk)
         return h.hexdigest()
 
     def __repr__(self) -> str:

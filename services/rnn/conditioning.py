@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from smf.common.errors import InvalidArgument
+from smf.common.files import atomic_write
 
 POINTS = 1000  # points per nominal second of gesture, as in the original notebooks
 
@@ -204,12 +205,9 @@ def stretch(array: np.ndarray, duration: float, sample_rate: float) -> np.ndarra
 
 
 def save_array(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a .npy atomically (write to a temp name, then rename)."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
+    """Write a .npy atomically (`smf.common.files.atomic_write`)."""
+    with atomic_write(path) as f:
         np.save(f, np.asarray(array, dtype=np.float32))
-    os.replace(tmp, path)
 
 
 def array_bytes(array: np.ndarray) -> bytes:

@@ -23,6 +23,7 @@ import json
 import os
 
 import torch
+from smf.common.files import atomic_path
 from smf.rnn.fastgen.rng import uniforms
 from smf.rnn.fastgen.torch_loop import StepLoop
 from smf.rnn.model import mulaw_decode, mulaw_encode
@@ -103,14 +104,8 @@ def export(model: nn.Module, path_or_bytes: str | os.PathLike | io.IOBase | None
     if path_or_bytes is None:
         return module
     if isinstance(path_or_bytes, (str, os.PathLike)):
-        path = os.fspath(path_or_bytes)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
+        with atomic_path(path_or_bytes) as tmp:
             torch.jit.save(module, tmp, _extra_files=extra)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     else:
         torch.jit.save(module, path_or_bytes, _extra_files=extra)
     return module

@@ -23,12 +23,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import warnings
 from pathlib import Path
 
 import torch
+from smf.common.files import atomic_path
 from smf.rnn.fastgen.quant import PRECISIONS, quantize
 from torch import Tensor, nn
 
@@ -71,18 +71,12 @@ def _build(cxx: str, flags: list[str]) -> Path:
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:  # atomic: a concurrent builder never loads a half-written library
         proc = subprocess.run(
             [cxx, *flags, *_COMMON, str(_SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300, check=False
         )
         if proc.returncode != 0:
             raise RuntimeError(f"{cxx} {' '.join(flags)} failed:\n{proc.stderr[-2000:]}")
-        os.replace(tmp, out)  # atomic: a concurrent builder never loads a half-written library
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out
 
 
