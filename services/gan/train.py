@@ -45,10 +45,8 @@ from smf.common.training import (
     figure_png,
     loss_plot,
     pyplot,
-    read_checkpoint,
     run_location,
 )
-from smf.common.training import checkpoint_keys as checkpoint_keys  # re-exported: readers of gan/<run> use it
 from smf.gan.config import GanConfig, load_config, parse_config
 from smf.gan.model import (
     GanArgs,
@@ -164,12 +162,6 @@ def log_spectral_distance(generated: torch.Tensor, data: torch.Tensor) -> float:
     d = data.flatten(1).double()
     dist = torch.cdist(g, d) / math.sqrt(g.shape[1])
     return float(dist.min(dim=1).values.mean())
-
-
-# --- checkpoints ------------------------------------------------------------------------------------------------------
-def load_checkpoint(store: Store, key: str, map_location="cpu") -> dict:
-    """The checkpoint dict at `key` (one of checkpoint_keys(store, run)); weights_only load (no pickled code)."""
-    return read_checkpoint(store, key, map_location=map_location)
 
 
 # --- the loop ---------------------------------------------------------------------------------------------------------

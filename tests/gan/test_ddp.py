@@ -20,9 +20,10 @@ import torch
 from smf.common.distributed import Dist
 from smf.common.errors import InvalidArgument
 from smf.common.lineage import verify_artifact
+from smf.common.training import checkpoint_keys, read_checkpoint
 from smf.gan.config import parse_config
 from smf.gan.model import minibatch_stddev
-from smf.gan.train import Trainer, checkpoint_keys, load_checkpoint
+from smf.gan.train import Trainer
 from support.tiny_gan import tiny_dict
 
 QUIET = {"log": lambda *_: None}
@@ -57,7 +58,7 @@ def test_two_processes_train_like_one_and_resume_in_one(tones_store, tmp_path):
     assert progress["state"] == "cancelled" and progress["step"] == 6
     verify_artifact(tones_store, "gan/ddp-two")
 
-    two = load_checkpoint(tones_store, "gan/ddp-two/ckpt/step-6.pt")
+    two = read_checkpoint(tones_store, "gan/ddp-two/ckpt/step-6.pt")
     assert two["step"] == 6 and two["metrics"]["step"] == ref.metrics["step"][:6]
     for k in ("loss_d", "loss_g", "wdist", "gp"):
         torch.testing.assert_close(torch.tensor(two["metrics"][k]), torch.tensor(ref.metrics[k][:6]), **TOL)
@@ -72,8 +73,8 @@ def test_two_processes_train_like_one_and_resume_in_one(tones_store, tmp_path):
     assert resumed.run() == "succeeded" and resumed.step == 8
     for k in ("loss_d", "loss_g", "wdist", "gp"):
         torch.testing.assert_close(torch.tensor(resumed.metrics[k]), torch.tensor(ref.metrics[k]), **TOL)
-    a = load_checkpoint(tones_store, checkpoint_keys(tones_store, "gan/ddp-ref")[-1])["model"]
-    b = load_checkpoint(tones_store, checkpoint_keys(tones_store, "gan/ddp-two")[-1])["model"]
+    a = read_checkpoint(tones_store, checkpoint_keys(tones_store, "gan/ddp-ref")[-1])["model"]
+    b = read_checkpoint(tones_store, checkpoint_keys(tones_store, "gan/ddp-two")[-1])["model"]
     for k in a:
         torch.testing.assert_close(b[k], a[k], **TOL)
 

@@ -11,8 +11,9 @@ import time
 
 import torch
 from smf.common.lineage import read_manifest, verify_artifact
+from smf.common.training import checkpoint_keys, read_checkpoint
 from smf.gan.config import parse_config
-from smf.gan.train import Trainer, checkpoint_keys, load_checkpoint
+from smf.gan.train import Trainer
 from support.tiny_gan import tiny_dict
 
 QUIET = {"log": lambda *_: None}
@@ -22,7 +23,7 @@ def test_checkpoint_progress_and_plots(trained):
     store, run = trained
     keys = checkpoint_keys(store, run)
     assert keys[-1] == f"{run}/ckpt/step-24.pt"
-    ck = load_checkpoint(store, keys[-1])  # weights_only=True inside
+    ck = read_checkpoint(store, keys[-1])  # weights_only=True inside
     assert set(ck) >= {"model", "optimizer", "scale", "alpha", "step", "config", "rng", "metrics"}
     assert ck["step"] == 24 and ck["scale"] == 3 and ck["alpha"] == 0.0
     assert parse_config(ck["config"]) == parse_config(tiny_dict())
@@ -54,8 +55,8 @@ def test_resume_is_exact(tones_store):
     assert second.metrics["step"] == straight.metrics["step"]
     for k in ("loss_d", "loss_g", "wdist"):
         torch.testing.assert_close(torch.tensor(second.metrics[k]), torch.tensor(straight.metrics[k]))
-    a = load_checkpoint(tones_store, checkpoint_keys(tones_store, "gan/straight")[-1])["model"]
-    b = load_checkpoint(tones_store, checkpoint_keys(tones_store, "gan/halves")[-1])["model"]
+    a = read_checkpoint(tones_store, checkpoint_keys(tones_store, "gan/straight")[-1])["model"]
+    b = read_checkpoint(tones_store, checkpoint_keys(tones_store, "gan/halves")[-1])["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k])
 
@@ -83,7 +84,7 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tones_store, tmp_path):
         proc.kill()
     assert proc.returncode == 143, log
     keys = checkpoint_keys(tones_store, "gan/sigterm")
-    step = load_checkpoint(tones_store, keys[-1])["step"]
+    step = read_checkpoint(tones_store, keys[-1])["step"]
     assert step >= 4 and keys[-1].endswith(f"step-{step}.pt")
     assert json.loads(tones_store.get_bytes("gan/sigterm/progress.json"))["step"] == step
     # the same command resumes from there (here for 3 more steps)
