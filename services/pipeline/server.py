@@ -156,19 +156,7 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
 
     # --- checking a request (before any work) ----------------------------------------------------------------
     def _config(self, request) -> PipelineConfig:
-        which = request.WhichOneof("config")
-        if which is None:
-            raise InvalidArgument("config", "give config_json (the config's JSON text) or config_uri")
-        config_key = None
-        if which == "config_json":
-            text, source = request.config_json, "config_json"
-        else:
-            config_key = self._key("config_uri", request.config_uri)
-            try:
-                text = self.store.get_bytes(config_key).decode("utf-8", errors="replace")
-            except NotFound:
-                raise NotFound(f"config_uri: {request.config_uri} is not in the store {self.store.uri}") from None
-            source = f"config_uri {config_key}"
+        which, text, source, config_key = self._config_text(request)
         try:
             raw = json.loads(text)
         except ValueError as exc:
@@ -187,16 +175,34 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
                 raise InvalidArgument(f"{source}: {section}", f"must be a JSON object, got {raw[section]!r:.60}")
         if isinstance(raw.get("gan"), str):
             raw["gan"] = self._gan_config(raw["gan"], source, config_key)
-        folder = (raw.get("dataset") or {}).get("folder")
-        if folder is not None:
-            # the folder is read by this server: there is no config file to be relative to
-            path = Path(os.path.expanduser(str(folder)))
-            if not path.is_absolute() or not path.is_dir():
-                raise InvalidArgument(
-                    f"{source}: dataset.folder",
-                    f"{folder!r} must be an absolute path to a folder on the pipeline server",
-                )
+        self._check_folder(raw, source)
         return parse_config(raw, source=source)
+
+    def _config_text(self, request) -> tuple[str, str, str, str | None]:
+        """(request field, config JSON text, source for messages, store key of the config or None if inline)."""
+        which = request.WhichOneof("config")
+        if which is None:
+            raise InvalidArgument("config", "give config_json (the config's JSON text) or config_uri")
+        if which == "config_json":
+            return which, request.config_json, "config_json", None
+        config_key = self._key("config_uri", request.config_uri)
+        try:
+            text = self.store.get_bytes(config_key).decode("utf-8", errors="replace")
+        except NotFound:
+            raise NotFound(f"config_uri: {request.config_uri} is not in the store {self.store.uri}") from None
+        return which, text, f"config_uri {config_key}", config_key
+
+    @staticmethod
+    def _check_folder(raw: dict, source: str) -> None:
+        """dataset.folder is read by this server: there is no config file to be relative to, so it must be absolute."""
+        folder = (raw.get("dataset") or {}).get("folder")
+        if folder is None:
+            return
+        path = Path(os.path.expanduser(str(folder)))
+        if not path.is_absolute() or not path.is_dir():
+            raise InvalidArgument(
+                f"{source}: dataset.folder", f"{folder!r} must be an absolute path to a folder on the pipeline server"
+            )
 
     def _gan_config(self, ref: str, source: str, config_key: str | None) -> dict:
         """A GAN config named by a path: only a store key relative to a config that is itself in the store."""
