@@ -281,6 +281,23 @@ def mesh_spacing(pos: torch.Tensor) -> float:
     return float(adjacent_distances(pos).mean())
 
 
+def _check_mesh(latents: torch.Tensor) -> None:
+    if latents.dim() != 3 or latents.shape[0] < 2 or latents.shape[1] < 2:
+        raise InvalidArgument("latents", f"expected a [d1>=2, d0>=2, dim] mesh, got {tuple(latents.shape)}")
+    if not torch.isfinite(latents).all():
+        raise InvalidArgument("latents", "mesh contains NaN or inf")
+
+
+def _check_diverged(pos: torch.Tensor, start: torch.Tensor, extent: float, it: int, config: SomConfig) -> None:
+    """A mesh that left the neighbourhood of where it started (10x its own extent) is diverging: say which step."""
+    if not torch.isfinite(pos).all() or (pos - start).norm(dim=-1).max().item() > 10 * extent + 10:
+        raise InvalidArgument(
+            "step",
+            f"relaxation diverged at iteration {it} with step {config.effective_step}; use a smaller step "
+            f"(or rule='even', which is scale-free)",
+        )
+
+
 def relax(
     features_fn: Callable[[torch.Tensor], torch.Tensor],
     latents: torch.Tensor,
@@ -296,10 +313,7 @@ def relax(
     """
     config = config or SomConfig()
     config.validate()
-    if latents.dim() != 3 or latents.shape[0] < 2 or latents.shape[1] < 2:
-        raise InvalidArgument("latents", f"expected a [d1>=2, d0>=2, dim] mesh, got {tuple(latents.shape)}")
-    if not torch.isfinite(latents).all():
-        raise InvalidArgument("latents", "mesh contains NaN or inf")
+    _check_mesh(latents)
     R, C, D = latents.shape
     dtype = torch.float64
     pos = latents.to(dtype).clone()
@@ -329,12 +343,7 @@ def relax(
     best = (before["cov"], pos.clone(), mesh.clone(), feats, dist)
     for it in range(1, config.iterations + 1):
         pos, mesh, move2d, move = som_step(pos, mesh, dist, config, spacing, step)
-        if not torch.isfinite(pos).all() or (pos - latents.to(dtype)).norm(dim=-1).max().item() > 10 * extent + 10:
-            raise InvalidArgument(
-                "step",
-                f"relaxation diverged at iteration {it} with step {config.effective_step}; use a smaller step "
-                f"(or rule='even', which is scale-free)",
-            )
+        _check_diverged(pos, latents.to(dtype), extent, it, config)
         feats = measure(pos)
         dist = neighbour_distances(feats, faithful=config.faithful_features, norm=norm_kind)
         metrics = {"iteration": it, **evenness(feats), "move": move, "move2d": move2d, "step": step}
