@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,12 +83,23 @@ def parse_config(raw: dict, *, source: str = "config", base_dir: Path | None = N
     raw = {k: v for k, v in raw.items() if k != "comments"}
     cfg = PipelineConfig(**raw, source=source)
 
-    def bad(fieldname: str, msg: str):
+    def bad(fieldname: str, msg: str) -> InvalidArgument:
         return InvalidArgument(f"{source}: {fieldname}", msg)
 
     if not isinstance(cfg.name, str) or not NAME.fullmatch(cfg.name):
         raise bad("name", f"{cfg.name!r} must be 1-41 characters of [A-Za-z0-9._-]")
-    # dataset
+    _check_dataset(cfg, bad, base_dir)
+    _load_gan(cfg, bad, base_dir)
+    _check_grid(cfg, bad)
+    _check_gestures(cfg, bad)
+    return cfg
+
+
+_Bad = Callable[[str, str], InvalidArgument]  # (field, message) -> the error naming the config's source too
+
+
+def _check_dataset(cfg: PipelineConfig, bad: _Bad, base_dir: Path | None) -> None:
+    """One of builtin / folder; a relative folder is made absolute against the config file's folder."""
     ds = cfg.dataset
     if not isinstance(ds, dict) or ("builtin" in ds) == ("folder" in ds):
         raise bad("dataset", 'give exactly one of {"builtin": "tones"|"pops"|"wind"} or {"folder": PATH}')
@@ -100,7 +112,10 @@ def parse_config(raw: dict, *, source: str = "config", base_dir: Path | None = N
             folder = (base_dir / folder).resolve()
         ds["folder"] = str(folder)
         ds.setdefault("name", folder.name)
-    # gan: a path (relative to the config file) or the dict itself; the GAN service validates its contents
+
+
+def _load_gan(cfg: PipelineConfig, bad: _Bad, base_dir: Path | None) -> None:
+    """gan: a path (relative to the config file) or the dict itself; the GAN service validates its contents."""
     if isinstance(cfg.gan, str):
         gpath = Path(os.path.expanduser(cfg.gan))
         if not gpath.is_absolute() and base_dir is not None:
@@ -111,7 +126,10 @@ def parse_config(raw: dict, *, source: str = "config", base_dir: Path | None = N
             raise bad("gan", f"cannot read GAN config {gpath}: {exc}") from None
     if not isinstance(cfg.gan, dict) or not cfg.gan:
         raise bad("gan", "give the SMF GAN config (a path or a JSON object)")
-    # samples / corners / grid
+
+
+def _check_grid(cfg: PipelineConfig, bad: _Bad) -> None:
+    """samples.count, the corners chosen among those samples, and the grid's size."""
     count = cfg.samples.get("count", 16)
     if not isinstance(count, int) or not 4 <= count <= 1024:
         raise bad("samples.count", f"must be an integer in 4..1024 (corners are chosen among them), got {count!r}")
@@ -123,7 +141,10 @@ def parse_config(raw: dict, *, source: str = "config", base_dir: Path | None = N
         v = cfg.grid.get(dim)
         if not isinstance(v, int) or not 2 <= v <= 256:
             raise bad(f"grid.{dim}", f"must be an integer in 2..256, got {v!r}")
-    # gestures: parsed now so a bad spec fails before hours of training, not after
+
+
+def _check_gestures(cfg: PipelineConfig, bad: _Bad) -> None:
+    """Parsed now, so a bad gesture spec fails before hours of training, not after."""
     from smf.rnn.conditioning import parse_column
 
     if not isinstance(cfg.gestures, list) or not cfg.gestures:
@@ -147,4 +168,3 @@ def parse_config(raw: dict, *, source: str = "config", base_dir: Path | None = N
         d = g.get("duration", 2.0)
         if not isinstance(d, (int, float)) or not 0.1 <= d <= 600:
             raise bad(f"{where}.duration", f"seconds in [0.1, 600], got {d!r}")
-    return cfg
