@@ -12,13 +12,14 @@ import re
 from collections.abc import Iterable
 
 import torch
+from smf.common import refs
 from smf.common.audio import wav_bytes
 from smf.common.errors import AlreadyExists, InvalidArgument, NotFound, SmfError
 from smf.common.lineage import Manifest, read_manifest, write_artifact
 from smf.common.params import params_json
+from smf.common.progress import progress_bar
 from smf.common.store import Store
 from smf.datasets.generators import DEFAULTS, GENERATOR_VERSION, generate
-from tqdm import tqdm
 
 KIND = "datasets"
 AUDIO_EXTS = (".wav", ".flac", ".ogg")
@@ -27,12 +28,12 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 def dataset_id(name: str) -> str:
     """`tones` or `datasets/tones` -> `datasets/tones`; the name must be a single safe key segment."""
-    short = name[len(KIND) + 1 :] if name.startswith(KIND + "/") else name
-    if not _NAME.match(short):
+    aid = refs.artifact_id(name, KIND, field="name")
+    if not _NAME.match(aid.split("/", 1)[1]):  # stricter than a key: a name never starts with '.', '-' or '_'
         raise InvalidArgument(
             "name", f"dataset names use [A-Za-z0-9._-] and start with a letter or digit, got {name!r}"
         )
-    return f"{KIND}/{short}"
+    return aid
 
 
 def _existing(store: Store, aid: str) -> Manifest | None:
@@ -106,7 +107,7 @@ def make_dataset(
         return aid
     files: dict[str, bytes] = {}
     param_names: list[str] = []
-    for clip in tqdm(clips, total=n_files, desc=f"making {name}", unit="file", disable=not progress):
+    for clip in progress_bar(iterable=clips, total=n_files, desc=f"making {name}", unit="file", disable=not progress):
         files[f"{clip.name}.wav"] = wav_bytes(torch.from_numpy(clip.audio), sample_rate)
         files[f"{clip.name}.params"] = params_json(clip.params).encode()
         param_names = list(clip.params.params)

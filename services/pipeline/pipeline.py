@@ -23,9 +23,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
-from smf.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from smf.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from smf.common.lineage import read_manifest, write_artifact
-from smf.common.store import Store, parse_uri
+from smf.common.refs import resolve_key
+from smf.common.store import Store
 from smf.pipeline.config import PipelineConfig
 from smf.pipeline.services import Services
 
@@ -122,17 +123,13 @@ class Pipeline:
 
     def _key_of(self, uri: str) -> str:
         """Store key of an artifact URI a service returned (it must be in our store)."""
-        if "://" not in uri:
-            return uri
-        if uri.startswith(self.store.uri + "/"):
-            return uri[len(self.store.uri) + 1 :]
-        store_uri, key = parse_uri(uri)
-        if store_uri != self.store.uri:
+        try:
+            return resolve_key(self.store, uri, field="result_uri")[1]
+        except PermissionDenied:
             raise FailedPrecondition(
                 f"service wrote {uri}, outside the pipeline's store {self.store.uri}; start the "
                 "services with the same --store"
-            )
-        return key
+            ) from None
 
     def _client(self, name: str):
         if name not in self._clients:
