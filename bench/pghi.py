@@ -26,7 +26,7 @@ T = N_FRAMES * HOP
 
 
 def signals(seed: int = 0) -> dict[str, torch.Tensor]:
-    """Chirps, harmonic notes, a noise burst, pops and a tone, one clip each (tests/common/test_pghi.py uses them too)."""
+    """Chirps, harmonic notes, a noise burst, pops and a tone, one clip each (tests/common/test_pghi.py uses them)."""
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(T, dtype=torch.float64) / SR
     dur = T / SR

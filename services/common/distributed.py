@@ -7,7 +7,7 @@
     idx = torch.randint(n, (global_batch,), generator=gen)   # EVERY rank draws the whole global batch ...
     mine = dist.shard(idx)                          # ... and keeps rows rank, rank + W, rank + 2W, ...
     loss_mean = dist.mean(torch.tensor([loss]))     # the global batch's mean, as one process would log it
-    if dist.is_main: store.put_bytes(...)           # only rank 0 writes (dist.store() hands the others a read-only view)
+    if dist.is_main: store.put_bytes(...)           # only rank 0 writes (dist.store() gives the rest a read-only view)
     dist.close()
 
 Why every rank draws the whole global batch from the same generator: the union of the shards is exactly the batch

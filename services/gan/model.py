@@ -131,7 +131,7 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="nearest")
 
 
-# --- generator ---------------------------------------------------------------------------------------------------------
+# --- generator --------------------------------------------------------------------------------------------------------
 class Generator(nn.Module):
     def __init__(self, a: GanArgs):
         super().__init__()
@@ -168,7 +168,7 @@ class Generator(nn.Module):
         return y
 
 
-# --- discriminator -----------------------------------------------------------------------------------------------------
+# --- discriminator ----------------------------------------------------------------------------------------------------
 class Discriminator(nn.Module):
     def __init__(self, a: GanArgs):
         super().__init__()
@@ -211,7 +211,7 @@ class Discriminator(nn.Module):
         return out[:, 0], out[:, 1:]
 
 
-# --- the pair, the EMA copy, losses ------------------------------------------------------------------------------------
+# --- the pair, the EMA copy, losses -----------------------------------------------------------------------------------
 class ProgressiveGAN(nn.Module):
     """Generator, discriminator and the EMA generator; `state_dict()` is the checkpoint's `model` entry."""
 

@@ -64,8 +64,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = open_store(args.store)
     t0 = time.monotonic()
     print(f"pipeline {cfg.name}: store {store.uri}", flush=True)
+
     def log(msg):
         return print(f"{time.monotonic() - t0:7.1f}s {msg}", flush=True)
+
     if args.remote:
         state = Pipeline(cfg, store, remote_services(parse_remote(args.remote)), log=log).run()
     else:

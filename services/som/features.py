@@ -15,10 +15,11 @@ Group normalisation is fitted on the first batch — the initial mesh — and th
 iterations are comparable with the first: each group is centred and divided by its total standard deviation
 (sqrt of the summed per-feature variances) over that mesh, so every group starts with the same spread whatever its
 units and size. Not a per-feature z-score: that would blow a feature that barely varies (the centroid's spread over
-time for a steady tone, ~1e-6) up to unit size, and distances would then measure its numerical noise. A group's weight is its share of the squared
-distance: with weights {"logmel": 2, "centroid": 1, "loudness": 0}, d² = 2·d²_logmel + d²_centroid (each group's
-features are scaled by sqrt(weight)). Weights apply to every kind; for a single-group kind they only scale the
-distance, which the scale-free "even" rule ignores and the "original" rule's step feels.
+time for a steady tone, ~1e-6) up to unit size, and distances would then measure its numerical noise. A group's
+weight is its share of the squared distance: with weights {"logmel": 2, "centroid": 1, "loudness": 0},
+d² = 2·d²_logmel + d²_centroid (each group's features are scaled by sqrt(weight)). Weights apply to every kind;
+for a single-group kind they only scale the distance, which the scale-free "even" rule ignores and the "original"
+rule's step feels.
 """
 
 from __future__ import annotations

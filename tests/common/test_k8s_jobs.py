@@ -320,112 +320,115 @@ class RecordedApiServer:
         }
         self.logs[name] = log
 
-    def _handler(server):
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
+    def _handler(self):
+        return type("Handler", (_ApiHandler,), {"api": self})
 
-            def reply(self, code, body, content_type="application/json"):
-                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
-            def body(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                return json.loads(self.rfile.read(n)) if n else None
+class _ApiHandler(BaseHTTPRequestHandler):
+    """The routes of RecordedApiServer; `api` is the server whose state they read and change (under its lock)."""
 
-            def route(self, method):
-                url = urlparse(self.path)
-                body = self.body() if method in ("POST", "DELETE") else None
-                with server.lock:
-                    server.requests.append((method, self.path, body))
-                    if server.forbidden:
-                        return self.reply(
-                            403,
-                            server.status_obj(
-                                403,
-                                "Forbidden",
-                                'jobs.batch is forbidden: User "system:serviceaccount:sound:default" cannot create',
-                            ),
-                        )
-                    if m := re.fullmatch(rf"/apis/batch/v1/namespaces/{NS}/jobs", url.path):
-                        if method != "POST":
-                            return self.reply(405, {})
-                        name = body["metadata"]["name"]
-                        if name in server.jobs:
-                            return self.reply(
-                                409,
-                                server.status_obj(409, "AlreadyExists", f'jobs.batch "{name}" already exists', name),
-                            )
-                        body["metadata"].update(
-                            uid=str(uuid.uuid4()),
-                            resourceVersion="1",
-                            generation=1,
-                            creationTimestamp=NOW,
-                            namespace=NS,
-                        )
-                        body["status"] = {}
-                        server.jobs[name] = body
-                        return self.reply(201, body)
-                    if m := re.fullmatch(rf"/apis/batch/v1/namespaces/{NS}/jobs/([^/]+)(/status)?", url.path):
-                        name = m.group(1)
-                        if name not in server.jobs:
-                            return self.reply(
-                                404, server.status_obj(404, "NotFound", f'jobs.batch "{name}" not found', name)
-                            )
-                        job = server.jobs[name]
-                        if method == "GET":
-                            return self.reply(200, job)
-                        if method == "DELETE":
-                            policy = (body or {}).get("propagationPolicy", "Background")
-                            if policy == "Foreground":  # object stays until the GC deleted its pods
-                                job["metadata"]["deletionTimestamp"] = NOW
-                                job["metadata"]["finalizers"] = ["foregroundDeletion"]
-                                return self.reply(200, job)
-                            server.jobs.pop(name)
-                            return self.reply(
-                                200,
-                                {
-                                    "kind": "Status",
-                                    "apiVersion": "v1",
-                                    "status": "Success",
-                                    "details": {"name": name, "group": "batch", "kind": "jobs"},
-                                },
-                            )
-                    if url.path == f"/api/v1/namespaces/{NS}/pods" and method == "GET":
-                        selector = parse_qs(url.query).get("labelSelector", [""])[0]
-                        key, _, value = selector.partition("=")
-                        items = [p for p in server.pods.values() if p["metadata"]["labels"].get(key) == value]
-                        return self.reply(
-                            200,
-                            {
-                                "kind": "PodList",
-                                "apiVersion": "v1",
-                                "metadata": {"resourceVersion": "1"},
-                                "items": items,
-                            },
-                        )
-                    if m := re.fullmatch(rf"/api/v1/namespaces/{NS}/pods/([^/]+)/log", url.path):
-                        text = server.logs.get(m.group(1), "")
-                        tail = parse_qs(url.query).get("tailLines")
-                        if tail:
-                            text = "".join(text.splitlines(keepends=True)[-int(tail[0]) :])
-                        return self.reply(200, text, "text/plain")
-                return self.reply(404, server.status_obj(404, "NotFound", f"no route {self.path}"))
+    api: RecordedApiServer
 
-            def do_GET(self):
-                self.route("GET")
+    def log_message(self, *args):
+        pass
 
-            def do_POST(self):
-                self.route("POST")
+    def reply(self, code, body, content_type="application/json"):
+        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
-            def do_DELETE(self):
-                self.route("DELETE")
+    def body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(n)) if n else None
 
-        return Handler
+    def route(self, method):
+        url = urlparse(self.path)
+        body = self.body() if method in ("POST", "DELETE") else None
+        server = self.api
+        with server.lock:
+            server.requests.append((method, self.path, body))
+            if server.forbidden:
+                return self.reply(
+                    403,
+                    server.status_obj(
+                        403,
+                        "Forbidden",
+                        'jobs.batch is forbidden: User "system:serviceaccount:sound:default" cannot create',
+                    ),
+                )
+            if re.fullmatch(rf"/apis/batch/v1/namespaces/{NS}/jobs", url.path):
+                return self.create_job(body) if method == "POST" else self.reply(405, {})
+            if m := re.fullmatch(rf"/apis/batch/v1/namespaces/{NS}/jobs/([^/]+)(/status)?", url.path):
+                return self.job(method, m.group(1), body)
+            if url.path == f"/api/v1/namespaces/{NS}/pods" and method == "GET":
+                return self.list_pods(url)
+            if m := re.fullmatch(rf"/api/v1/namespaces/{NS}/pods/([^/]+)/log", url.path):
+                return self.pod_log(m.group(1), url)
+        return self.reply(404, server.status_obj(404, "NotFound", f"no route {self.path}"))
+
+    def create_job(self, body):
+        server = self.api
+        name = body["metadata"]["name"]
+        if name in server.jobs:
+            return self.reply(409, server.status_obj(409, "AlreadyExists", f'jobs.batch "{name}" already exists', name))
+        body["metadata"].update(
+            uid=str(uuid.uuid4()), resourceVersion="1", generation=1, creationTimestamp=NOW, namespace=NS
+        )
+        body["status"] = {}
+        server.jobs[name] = body
+        return self.reply(201, body)
+
+    def job(self, method, name, body):
+        server = self.api
+        if name not in server.jobs:
+            return self.reply(404, server.status_obj(404, "NotFound", f'jobs.batch "{name}" not found', name))
+        job = server.jobs[name]
+        if method == "GET":
+            return self.reply(200, job)
+        if method == "DELETE":
+            policy = (body or {}).get("propagationPolicy", "Background")
+            if policy == "Foreground":  # object stays until the GC deleted its pods
+                job["metadata"]["deletionTimestamp"] = NOW
+                job["metadata"]["finalizers"] = ["foregroundDeletion"]
+                return self.reply(200, job)
+            server.jobs.pop(name)
+            return self.reply(
+                200,
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Success",
+                    "details": {"name": name, "group": "batch", "kind": "jobs"},
+                },
+            )
+        return self.reply(404, server.status_obj(404, "NotFound", f"no route {self.path}"))
+
+    def list_pods(self, url):
+        selector = parse_qs(url.query).get("labelSelector", [""])[0]
+        key, _, value = selector.partition("=")
+        items = [p for p in self.api.pods.values() if p["metadata"]["labels"].get(key) == value]
+        return self.reply(
+            200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}
+        )
+
+    def pod_log(self, pod, url):
+        text = self.api.logs.get(pod, "")
+        tail = parse_qs(url.query).get("tailLines")
+        if tail:
+            text = "".join(text.splitlines(keepends=True)[-int(tail[0]) :])
+        return self.reply(200, text, "text/plain")
+
+    def do_GET(self):
+        self.route("GET")
+
+    def do_POST(self):
+        self.route("POST")
+
+    def do_DELETE(self):
+        self.route("DELETE")
 
 
 @pytest.fixture

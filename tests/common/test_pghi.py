@@ -43,7 +43,9 @@ def test_pghi_beats_griffin_lim_32(batch):
     names, _, mag = batch
     ours = _sc_db(mag, pghi.reconstruct(mag, n_fft=N_FFT, hop=HOP))
     gl = _sc_db(mag, griffin_lim_torchaudio(mag, n_fft=N_FFT, hop=HOP, n_iter=32))
-    report = ", ".join(f"{n}: {o:.1f} vs {g:.1f} dB" for n, o, g in zip(names, ours.tolist(), gl.tolist(), strict=False))
+    report = ", ".join(
+        f"{n}: {o:.1f} vs {g:.1f} dB" for n, o, g in zip(names, ours.tolist(), gl.tolist(), strict=False)
+    )
     assert ours.mean() < gl.mean() - 1.0, report
     assert (ours < gl).sum() > len(names) / 2, report
     assert ours.max() < -15.0, report  # no signal falls apart

@@ -54,7 +54,7 @@ def test_import_resamples_converts_and_keeps_params(tmp_path, store):
         ("datasets/mine/a.wav", "datasets/mine/a.params"),
         ("datasets/mine/sub_dir/b.wav", "datasets/mine/sub_dir/b.params"),
     ]
-    for wav_key, params_key in pairs:
+    for wav_key, _params_key in pairs:
         data = store.get_bytes(wav_key)
         info = sf.info(io.BytesIO(data))
         assert (info.samplerate, info.channels, info.format) == (16000, 1, "WAV")

@@ -298,8 +298,10 @@ def test_hpa_scales_gan_only_and_owns_its_replicas():
     (hpa,) = by_kind(on, "HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{FULL}-gan"}
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+
     def gan(r):
         return next(d for d in by_kind(r, "Deployment") if d["metadata"]["name"] == f"{FULL}-gan")
+
     assert "replicas" not in gan(on)["spec"]  # the HPA owns it; a fixed value would fight it on every upgrade
     assert by_kind(off, "HorizontalPodAutoscaler") == []
     assert gan(off)["spec"]["replicas"] == 3

@@ -40,8 +40,10 @@ def test_farthest_four_picks_the_outliers_as_untwisted_corners():
     feats = np.concatenate([centre, corners])
     z0, z1, z2, z3 = farthest_four(feats)
     assert {z0, z1, z2, z3} == {12, 13, 14, 15}
+
     def d(i, j):
         return np.linalg.norm(feats[i] - feats[j])
+
     # sides (z0-z1, z2-z3, z0-z2, z1-z3) are shorter than the diagonals (z0-z3, z1-z2)
     assert max(d(z0, z1), d(z2, z3), d(z0, z2), d(z1, z3)) < min(d(z0, z3), d(z1, z2))
 

@@ -73,8 +73,10 @@ def test_dim0_axis_moves_only_along_rows():
 
 def test_deterministic():
     mesh = square_mesh(dim=8)
+
     def f(z):
         return torch.tanh(z * 3)
+
     a = relax(f, mesh, SomConfig(iterations=20))
     b = relax(f, mesh, SomConfig(iterations=20))
     assert torch.equal(a.latents, b.latents)

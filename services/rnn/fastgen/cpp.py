@@ -165,7 +165,7 @@ ISAS = ("portable", "vnni")  # index = the kernel's ISA_* code
 
 
 def _vnni_k(q: Tensor, Hp: int) -> Tensor:
-    """[..., rows, K] int8 -> [..., Hp/4, rows, 4]: K padded to Hp, 4 consecutive k of 16 rows = one vpdpbusd operand."""
+    """[..., rows, K] int8 -> [..., Hp/4, rows, 4]: K padded to Hp; 4 consecutive k of 16 rows: one vpdpbusd operand."""
     q = torch.cat([q, q.new_zeros(*q.shape[:-1], Hp - q.shape[-1])], -1) if Hp > q.shape[-1] else q
     return q.reshape(*q.shape[:-1], Hp // 4, 4).transpose(-3, -2).contiguous()
 
