@@ -21,9 +21,9 @@ import torch
 from smf.common.audio import load_audio, resample, save_wav
 from smf.common.errors import AlreadyExists, InvalidArgument, SmfError
 from smf.common.params import ParamFile, read_params, validate_params, write_params
+from smf.common.progress import progress_bar
 from smf.common.store import Store
 from smf.datasets.files import AUDIO_EXTS, _existing, commit, dataset_id
-from tqdm import tqdm
 
 MONO_POLICIES = ("error", "mean", "first")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -90,7 +90,9 @@ def import_dataset(
 
     with tempfile.TemporaryDirectory(prefix="smf-import-") as stage_dir:
         staging = _Staging(Path(stage_dir), sample_rate=sample_rate, mono=mono, require_params=require_params)
-        for rel in tqdm(sources, desc=f"checking {src.name}", unit="file", disable=not progress):
+        for rel in progress_bar(
+            iterable=sources, total=None, desc=f"checking {src.name}", unit="file", disable=not progress
+        ):
             staging.add(src, rel)
         config = {
             "source": str(src.resolve()),

@@ -213,13 +213,13 @@ def cmd_train(args) -> int:
             print(f"\ndone: {', '.join(done.result_uris)}")
         return 0
 
+    from smf.common.progress import progress_bar
     from smf.common.store import open_store
     from smf.rnn.train import train
-    from tqdm import tqdm
 
     cfg, run_id = prepare_run(fields, args.name)  # the checks of StartTraining
     store = open_store(args.store)
-    bar = tqdm(total=cfg.steps, desc=run_id, unit="step")
+    bar = progress_bar(total=cfg.steps, desc=run_id, unit="step")
 
     def on_step(step: int, loss: float) -> None:
         bar.n = step
@@ -230,7 +230,7 @@ def cmd_train(args) -> int:
         cfg,
         store,
         run_id,
-        log=lambda m: tqdm.write(m) if m.startswith(("resumed", "stopped")) else None,
+        log=lambda m: bar.write(m) if m.startswith(("resumed", "stopped")) else None,
         on_step=on_step,
     )
     bar.close()

@@ -9,8 +9,6 @@ smf som ls
 
 from __future__ import annotations
 
-import sys
-
 from smf.common.errors import InvalidArgument
 from smf.common.store import open_store
 from smf.common.store_cli import store_parent
@@ -96,9 +94,9 @@ def parse_weights(items: list[str]) -> dict[str, float]:
 
 
 def _bar(total: int, desc: str, unit: str):
-    from tqdm import tqdm
+    from smf.common.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+    return progress_bar(total=total, desc=desc, unit=unit)
 
 
 def _render_fn(store, model: str, gan_targets):
