@@ -19,7 +19,7 @@ from smf.common.errors import SmfError
 
 # Areas that contribute subcommands, in the order `smf --help` lists them.
 COMMAND_MODULES = [
-    "smf.common.store_cli",
+    "smf.store_cli",
     "smf.datasets.cli",
     "smf.gan.cli",
     "smf.grid.cli",

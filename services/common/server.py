@@ -41,7 +41,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from smf.common.errors import FailedPrecondition
 from smf.common.interceptors import AuthInterceptor, ErrorInterceptor, MetricsInterceptor
-from smf.common.store_cli import add_store_argument
+from smf.common.store_args import add_store_argument
 
 log = logging.getLogger("smf.server")
 

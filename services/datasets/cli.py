@@ -11,7 +11,7 @@ from __future__ import annotations
 from smf.common.errors import NotFound
 from smf.common.lineage import list_artifacts, read_manifest
 from smf.common.store import open_store
-from smf.common.store_cli import store_parent
+from smf.common.store_args import store_parent
 from smf.datasets.files import KIND, dataset_id, make_dataset
 from smf.datasets.generators import DEFAULTS, GENERATORS
 from smf.datasets.importer import MONO_POLICIES, import_dataset

@@ -18,7 +18,7 @@ import os
 from smf.common.errors import InvalidArgument
 from smf.common.refs import ANY, is_uri, resolve
 from smf.common.store import open_store
-from smf.common.store_cli import store_parent
+from smf.common.store_args import store_parent
 
 
 def register(subparsers) -> None:

@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from smf.common.store_cli import add_store_argument
+from smf.common.store_args import add_store_argument
 
 __all__ = ["register"]
 

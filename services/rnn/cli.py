@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 from smf.common.errors import InvalidArgument
-from smf.common.store_cli import store_parent
+from smf.common.store_args import store_parent
 from smf.rnn import conditioning as cond
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from smf.common.errors import InvalidArgument
 from smf.common.store import open_store
-from smf.common.store_cli import store_parent
+from smf.common.store_args import store_parent
 
 
 def register(subparsers) -> None:

@@ -13,7 +13,6 @@ store, and anything else is a local path. Elsewhere a plain argument is a key in
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -23,22 +22,7 @@ from pathlib import Path
 from smf.common.errors import InvalidArgument, NotFound
 from smf.common.refs import ANY, is_uri, resolve_key
 from smf.common.store import Store, open_store, validate_key
-
-STORE_HELP = "store URI (file:///dir or s3://bucket/prefix); default $SMF_STORE or ~/.smf/store"
-
-
-def add_store_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add `--store URI`, as every command and server that reads or writes artifacts takes it; returns `parser`.
-
-    `args.store` is None when not given, and `open_store(None)` falls back to $SMF_STORE or ~/.smf/store.
-    """
-    parser.add_argument("--store", metavar="URI", default=None, help=STORE_HELP)
-    return parser
-
-
-def store_parent() -> argparse.ArgumentParser:
-    """A parent parser holding `--store`, for subcommands: `sub.add_parser("ls", parents=[store_parent()])`."""
-    return add_store_argument(argparse.ArgumentParser(add_help=False))
+from smf.common.store_args import store_parent
 
 
 def register(subparsers) -> None:
