@@ -113,7 +113,7 @@ def resolve_key(store: Store | str | None, raw: str, *, field: str, allowed: All
     if not isinstance(raw, str) or not raw.strip("/"):
         raise InvalidArgument(field, "name an object: a store key or its URI")
     if not is_uri(raw):
-        home, key = _open(_home(store), None), raw.strip("/")
+        home, key = _open(_home(store), None), raw.rstrip("/")  # a leading '/' is refused: keys are relative
     else:
         uri = _normalise(raw, field)
         found = _known_store(store, allowed, uri)

@@ -25,6 +25,7 @@ import grpc
 import numpy as np
 from smf.common.client import call, connect, error_from_rpc, wait_operation
 from smf.common.errors import InvalidArgument
+from smf.common.refs import is_uri
 from smf.common.v1 import common_pb2
 from smf.gan.v1 import gan_pb2, gan_pb2_grpc
 
@@ -84,7 +85,7 @@ class GanClient:
         req = gan_pb2.StartTrainingRequest(name=name, gpus=gpus)
         if isinstance(config, dict):
             req.config_json = json.dumps(config)
-        elif isinstance(config, str) and "://" in config:
+        elif is_uri(config):
             req.config_uri = config
         else:
             with open(config, encoding="utf-8") as f:

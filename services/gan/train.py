@@ -33,9 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from smf.common import refs
 from smf.common.distributed import Dist, init
 from smf.common.errors import InvalidArgument, SmfError
-from smf.common.store import Store, open_store, parse_uri
+from smf.common.store import Store
 from smf.common.training import (
     EXIT_DONE,
     RunClock,
@@ -105,9 +106,8 @@ def _source_id(cfg: GanConfig) -> str:
 def _list_clips(cfg: GanConfig, store: Store) -> list[tuple[str, object, object]]:
     path = cfg.loader.data_path
     field = "loaderConfig.data_path"
-    if "://" in path:  # a full store URI: the data may live in another store than the run
-        store_uri, prefix = parse_uri(path)
-        store = open_store(store_uri)
+    if refs.is_uri(path):  # a full store URI: the data may live in another store than the run
+        store, prefix = refs.resolve_key(store, path, field=field, allowed=refs.ANY)
     elif os.path.isabs(path) or path.startswith("."):  # a local folder of audio, as in the original configs
         folder = Path(path)
         if not folder.is_dir():
@@ -484,9 +484,9 @@ class Trainer:
 
 # --- command line -----------------------------------------------------------------------------------------------------
 def _read_config(src: str, store: Store | None = None) -> GanConfig:
-    if "://" in src:  # a config stored in the store (what the server hands to a Job)
-        store_uri, key = parse_uri(src)
-        return parse_config(open_store(store_uri).get_bytes(key), source=src)
+    if refs.is_uri(src):  # a config stored in the store (what the server hands to a Job)
+        home, key = refs.resolve_key(store, src, field="--config", allowed=refs.ANY)
+        return parse_config(home.get_bytes(key), source=src)
     return load_config(src)
 
 

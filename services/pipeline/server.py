@@ -31,8 +31,9 @@ from smf.common.operations import (
     OperationRegistry,
     with_operations,
 )
+from smf.common.refs import resolve_key
 from smf.common.server import add_server_arguments, resolve_token, run_server, server_options, store_ready
-from smf.common.store import Store, open_store, parse_uri
+from smf.common.store import Store, open_store
 from smf.pipeline.config import NAME, PipelineConfig, parse_config
 from smf.pipeline.pipeline import STAGES, Pipeline, read_state, state_key
 from smf.pipeline.services import SERVICES, local_services, remote_services
@@ -218,17 +219,8 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
             raise InvalidArgument(f"{source}: gan", f"cannot read GAN config {key} from the store: {exc}") from None
 
     def _key(self, field: str, uri_or_key: str) -> str:
-        """A store key from a key or a URI inside this server's store."""
-        if "://" not in uri_or_key:
-            if not uri_or_key or uri_or_key.startswith(("/", "..")):
-                raise InvalidArgument(field, f"{uri_or_key!r}: give a store key or URI")
-            return uri_or_key
-        if uri_or_key.startswith(self.store.uri + "/"):
-            return uri_or_key[len(self.store.uri) + 1 :]
-        store_uri, key = parse_uri(uri_or_key)
-        if store_uri != self.store.uri:
-            raise InvalidArgument(field, f"{uri_or_key} is outside this server's store {self.store.uri}")
-        return key
+        """A store key from a key or a URI inside this server's store (PERMISSION_DENIED for another store)."""
+        return resolve_key(self.store, uri_or_key, field=field)[1]
 
     @staticmethod
     def _remote(remote) -> dict[str, str] | None:

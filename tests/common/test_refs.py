@@ -158,4 +158,6 @@ def test_other_schemes_and_non_strings(store):
         resolve_key(store, "", field="latent")
     with pytest.raises(InvalidArgument):
         resolve_key(store, "a/../b", field="latent")
+    with pytest.raises(InvalidArgument):  # a key is relative: '/etc/x' is not quietly 'etc/x'
+        resolve_key(store, "/etc/x", field="config_uri")
     assert is_uri("s3://b/k") and not is_uri("gan/run1") and not is_uri(None)
