@@ -8,6 +8,7 @@
     smf rnn generate -m rnn/tones-audio --chain rnn/tones-ctl --cond glide.npy --duration 4   # chained tiers
     smf rnn play -m rnn/tones --out live.wav                                    # type normPitch=0.7 [glide_ms]
     smf rnn ls ; smf rnn export -m rnn/tones
+    smf rnn evaluate -m rnn/tones -o eval/                                      # control-following score + plot
     smf conditioning make glide.npy --col glide:0.2,0.8,0.2 --col const:0.5
     smf conditioning make grid.npy --grid 0,0.5,1 --grid 0,1                  # constant voices over a grid
     smf conditioning make path.npy --path cells.json --duration 4 --d0 21 --d1 21
@@ -132,6 +133,23 @@ def register(subparsers) -> None:
     ex.add_argument("-m", "--model", required=True)
     ex.add_argument("--step", type=int, default=0)
     ex.set_defaults(func=cmd_export)
+
+    ev = sub.add_parser(
+        "evaluate", parents=[common], help="control-following score: do renders go where the knobs say?"
+    )
+    ev.add_argument("-m", "--model", required=True)
+    ev.add_argument("--grid", default=None, help="grid/dataset to follow (default: the data the model trained on)")
+    ev.add_argument("--step", type=int, default=0)
+    ev.add_argument("--duration", type=float, default=3.0, help="seconds per gesture render (default 3)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32")
+    ev.add_argument(
+        "--zero",
+        action="store_true",
+        help="render with the conditioning zeroed (what a model that ignores its knobs scores)",
+    )
+    ev.add_argument("-o", "--out", default=None, help="folder for control.json and control.png (default ./eval-NAME)")
+    ev.set_defaults(func=cmd_evaluate)
 
     c = subparsers.add_parser("conditioning", help="make conditioning arrays (gestures) for `smf rnn generate`")
     csub = c.add_subparsers(dest="conditioning_command", metavar="ACTION", required=True)
@@ -505,6 +523,38 @@ def cmd_export(args) -> int:
 
     store, run_id = resolve_run(open_store(args.store), args.model, allowed=ANY)
     print(export_run(store, run_id, ModelCache(store).load(run_id, args.step)))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    if args.remote:
+        raise InvalidArgument("remote", "evaluate reads the model and its grid from the store: run it with --store")
+    from smf.common.files import atomic_write_bytes
+    from smf.common.refs import ANY
+    from smf.common.store import open_store
+    from smf.rnn.evaluate import evaluate_run, format_table, plot_report
+    from smf.rnn.runs import resolve_run
+
+    store, run_id = resolve_run(open_store(args.store), args.model, allowed=ANY)
+    report = evaluate_run(
+        store,
+        run_id,
+        data=args.grid,
+        step=args.step,
+        duration=args.duration,
+        seed=args.seed,
+        precision=args.precision,
+        zero_conditioning=args.zero,
+    )
+    print(format_table(report))
+    if "pitch" in report:
+        p = report["pitch"]
+        print(f"pitch: median |error| {p['median_cents']:.0f} cents, worst {p['max_cents']:.0f} cents")
+    out = args.out or f"eval-{run_id.split('/')[-1]}"
+    os.makedirs(out, exist_ok=True)
+    atomic_write_bytes(os.path.join(out, "control.json"), (json.dumps(report, indent=1) + "\n").encode())
+    atomic_write_bytes(os.path.join(out, "control.png"), plot_report(report))
+    print(f"scores: {os.path.join(out, 'control.json')}\nplot:   {os.path.join(out, 'control.png')}")
     return 0
 
 

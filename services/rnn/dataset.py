@@ -75,7 +75,7 @@ def prepare_file(name: str, audio: np.ndarray | Tensor, sample_rate: int, params
 class WindowDataset:
     """Random training windows over a list of prepared files."""
 
-    def __init__(self, files: Sequence[TrainFile], config: RNNConfig, seq_len: int):
+    def __init__(self, files: Sequence[TrainFile], config: RNNConfig, seq_len: int, *, cross: float = 0.0):
         if not files:
             raise InvalidArgument("data", "dataset has no files")
         short = [f for f in files if len(f) < seq_len + 1]
@@ -91,7 +91,11 @@ class WindowDataset:
         self.seq_len = seq_len
         starts = torch.tensor([len(f) - seq_len for f in files], dtype=torch.float64)  # valid starts per file
         self.weights = starts / starts.sum()
+        if not 0.0 <= cross <= 1.0:
+            raise InvalidArgument("cross", f"must be in [0, 1], got {cross}")
+        self.cross = cross  # fraction of windows that run on across a file's end into a random next file
         self.features: dict = {}  # normalisation of analysis controls (smf.rnn.features), set by prepare_files
+        self.ranges: dict[str, dict] = {}  # physical range of each conditioning param, set by prepare_files
 
     def __len__(self) -> int:
         return len(self.files)
@@ -104,17 +108,38 @@ class WindowDataset:
         T = seq_len or self.seq_len
         idx = torch.multinomial(self.weights, batch, replacement=True, generator=generator)
         xs, ys = [], []
-        for i in idx.tolist():
-            f = self.files[i]
-            off = int(torch.randint(0, len(f) - T, (1,), generator=generator))
-            s = f.series[off : off + T + 1]
+        crossing = (
+            torch.rand(batch, generator=generator) < self.cross if self.cross > 0 else torch.zeros(batch, dtype=bool)
+        )
+        for i, across in zip(idx.tolist(), crossing.tolist(), strict=True):
+            s, c = self._across(i, T + 1, generator) if across else self._within(i, T + 1, generator)
+            c = c[:T]
             if self.config.is_audio:
                 s = s.long()
-                xs.append(torch.cat([audio_input(s[:-1], self.config.classes)[:, None], f.cond[off : off + T]], 1))
+                xs.append(torch.cat([audio_input(s[:-1], self.config.classes)[:, None], c], 1))
             else:
-                xs.append(torch.cat([s[:-1], f.cond[off : off + T]], 1))
+                xs.append(torch.cat([s[:-1], c], 1))
             ys.append(s[1:])
         return torch.stack(xs), torch.stack(ys)
+
+    def _within(self, i: int, n: int, generator) -> tuple[Tensor, Tensor]:
+        f = self.files[i]
+        off = int(torch.randint(0, len(f) - n + 1, (1,), generator=generator))
+        return f.series[off : off + n], f.cond[off : off + n]
+
+    def _across(self, i: int, n: int, generator) -> tuple[Tensor, Tensor]:
+        """n steps starting anywhere in file i and running on into random next files (from their start) at its end:
+        the conditioning switches where the sound does, so the net learns that a change of knobs changes the sound
+        (within one grid cell the knobs are constant and the past samples alone predict the next one)."""
+        f = self.files[i]
+        off = int(torch.randint(0, len(f), (1,), generator=generator))
+        parts_s, parts_c, have = [f.series[off:]], [f.cond[off:]], len(f) - off
+        while have < n:
+            f = self.files[int(torch.multinomial(self.weights, 1, generator=generator))]
+            parts_s.append(f.series[: n - have])
+            parts_c.append(f.cond[: n - have])
+            have += len(parts_s[-1])
+        return torch.cat(parts_s)[:n], torch.cat(parts_c)[:n]
 
 
 def artifact_id(data: str) -> str:
@@ -205,7 +230,20 @@ def prepare_files(
     stats = add_features(entries, config)
     data = WindowDataset([prepare_file(*e, config) for e in entries], config, seq_len)
     data.features = stats
+    data.ranges = physical_ranges(entries, config.param_names)
     return data
+
+
+def physical_ranges(entries, names: list[str]) -> dict[str, dict]:
+    """{param: {units, min, max}}: paramManager's origUnits/origMinval/origMaxval of each conditioning param, from the
+    first file that states them (e.g. normPitch over MIDI 48..72), so a score can map 0..1 back to Hz."""
+    out: dict[str, dict] = {}
+    for *_, pf in entries:
+        for n in names:
+            p = pf.params.get(n) if pf is not None else None
+            if n not in out and p is not None and p.orig_minval is not None and p.orig_maxval is not None:
+                out[n] = {"units": p.orig_units, "min": float(p.orig_minval), "max": float(p.orig_maxval)}
+    return out
 
 
 def load_dataset(data: str, config: RNNConfig, seq_len: int, store=None) -> WindowDataset:

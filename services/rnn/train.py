@@ -80,6 +80,7 @@ class TrainConfig:
     tfr: float = 0.9  # teacher-forcing ratio at step 0 (SMF runs: constant 0.9)
     tfr_end: float | None = None  # scheduled sampling: ratio at the last step (None = constant)
     temperature: float = 1.0  # sampling temperature of free-running steps
+    cross: float = 0.0  # fraction of windows that run across a file's end into a random next file (knob changes)
     grad_clip: float | None = 1.0
     checkpoint_every: int = 1000
     progress_every: int = 10
@@ -106,7 +107,7 @@ class TrainConfig:
         cfg = cls(**d)
         if not cfg.props and not cfg.generate:
             raise InvalidArgument("props", "an audio tier needs at least one conditioning param (--prop)")
-        for name in ("tfr", "tfr_end"):
+        for name in ("tfr", "tfr_end", "cross"):
             v = getattr(cfg, name)
             if v is not None and not 0.0 <= v <= 1.0:
                 raise InvalidArgument(name, f"must be in [0, 1], got {v}")
@@ -293,6 +294,8 @@ class Trainer:
         # Validate the data before anything is written: a bad file fails the job in seconds, not after an hour.
         self.data = data if data is not None else load_dataset(cfg.data, self.mcfg, cfg.seq_len, self.store)
         self.features = getattr(self.data, "features", {})  # analysis-control normalisation, in every checkpoint
+        if cfg.cross:
+            self.data.cross = cfg.cross
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(self.mcfg).to(self.device)

@@ -15,38 +15,9 @@ import pytest
 import torch
 from smf.common.store import open_store
 from smf.rnn import conditioning as cond
+from smf.rnn.pitch import estimate_f0
 
 VALUES = [0.0, 0.25, 0.5, 0.75, 1.0]
-
-
-def estimate_f0(x: np.ndarray, sr: int, fmin: float = 80.0, fmax: float = 700.0) -> float:
-    """f0 by normalised autocorrelation: the first lag whose correlation is within 10% of the best one (so a
-    periodic signal's period wins over its multiples), refined by parabolic interpolation."""
-    x = x - x.mean()
-    n = len(x)
-    spec = np.fft.rfft(x, 2 * n)
-    ac = np.fft.irfft(spec * np.conj(spec))[:n]
-    ac = ac / (ac[0] + 1e-12) / (1 - np.arange(n) / n)  # unbiased
-    lo, hi = int(sr / fmax), int(sr / fmin)
-    seg = ac[lo:hi]
-    peaks = [i for i in range(1, len(seg) - 1) if seg[i] >= seg[i - 1] and seg[i] >= seg[i + 1]]
-    if not peaks:
-        return float("nan")
-    best = max(seg[i] for i in peaks)
-    k = next(i for i in peaks if seg[i] >= 0.9 * best)
-    a, b, c = seg[k - 1], seg[k], seg[k + 1]
-    shift = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) != 0 else 0.0
-    return sr / (lo + k + shift)
-
-
-def test_estimate_f0_on_known_tones():
-    from smf.datasets import generate as make_clips
-    from smf.datasets import tone_f0
-
-    for clip in make_clips("tones", n_files=4, duration=0.5):
-        v = clip.params.params["normPitch"].values[0]
-        f0 = estimate_f0(np.asarray(clip.audio[2000:]), 16000)
-        assert abs(f0 / tone_f0(v) - 1) < 0.01, (v, f0, tone_f0(v))
 
 
 @pytest.mark.slow
