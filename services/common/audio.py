@@ -41,13 +41,13 @@ def load_audio(
         label = name or "<bytes>"
         if len(source) == 0:
             raise InvalidArgument(label, "empty file")
-        file = io.BytesIO(bytes(source))
+        file: str | io.BytesIO = io.BytesIO(bytes(source))
     else:
-        file = os.fspath(source)
-        label = name or file
-        if not os.path.isfile(file):
+        file = path = os.fspath(source)
+        label = name or path
+        if not os.path.isfile(path):
             raise InvalidArgument(label, "no such file")
-        if os.path.getsize(file) == 0:
+        if os.path.getsize(path) == 0:
             raise InvalidArgument(label, "empty file")
     try:
         data, sr = sf.read(file, dtype="float32", always_2d=True)

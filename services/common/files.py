@@ -47,7 +47,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, prefix: str = PRE
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write writes whole files: mode 'wb' or 'w', not {mode!r}")
     with atomic_path(path, prefix=prefix, fsync=False) as tmp:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        with open(tmp, "wb") if mode == "wb" else open(tmp, "w", encoding="utf-8") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -303,7 +303,12 @@ class OperationRegistry:
             self._changed.notify_all()
 
     def _finish(
-        self, op_id: str, state: int, *, results: list[str] = (), error: tuple[grpc.StatusCode, str] | None = None
+        self,
+        op_id: str,
+        state: common_pb2.Operation.State,
+        *,
+        results: Sequence[str] = (),
+        error: tuple[grpc.StatusCode, str] | None = None,
     ) -> None:
         def change(op: common_pb2.Operation) -> None:
             op.state = state
@@ -336,7 +341,7 @@ class OperationRegistry:
                 p.samples_per_second = float(samples_per_second)
             if eta_seconds is not None:
                 p.eta_seconds = float(eta_seconds)
-            elif step is not None:
+            elif step is not None and record is not None:  # always, as change runs only for a known record
                 p.eta_seconds = self._eta(record, now, p.step, p.total)
 
         with self._lock:

@@ -153,7 +153,7 @@ class ServerHandle:
     @property
     def ready(self) -> bool:
         """Whether health says SERVING now (the last readiness check passed)."""
-        return self._readiness is None or self._readiness.ok
+        return self._readiness is None or bool(self._readiness.ok)
 
     async def stop(self, grace: float | None = DEFAULT_GRACE_S) -> None:
         """NOT_SERVING -> `on_stop` callables -> drain up to `grace` s -> every servicer's `close()` -> metrics off."""
@@ -349,11 +349,16 @@ class ServerThread:
 
     @property
     def port(self) -> int:
-        return self.handle.port
+        return self._started().port
 
     @property
     def metrics_port(self) -> int | None:
-        return self.handle.metrics_port
+        return self._started().metrics_port
+
+    def _started(self) -> ServerHandle:
+        if self.handle is None:
+            raise RuntimeError("ServerThread: call start() first")
+        return self.handle
 
     def run(self, coro, timeout: float | None = 30):
         """Run a coroutine on the server's loop (e.g. a health check) and return its result."""
