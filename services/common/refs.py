@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Sequence
+from typing import TypeGuard
 
 from smf.common.errors import InvalidArgument, PermissionDenied
 from smf.common.store import Store, canonical_uri, default_store_uri, open_store, parse_uri, validate_key
@@ -45,7 +46,7 @@ ANY = _AnyStore()
 Allowed = Sequence[Store | str] | _AnyStore | None
 
 
-def is_uri(raw: object) -> bool:
+def is_uri(raw: object) -> TypeGuard[str]:
     """Whether `raw` is written as a URI (`scheme://…`) rather than a name, key or local path."""
     return isinstance(raw, str) and "://" in raw
 
