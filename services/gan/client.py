@@ -85,7 +85,7 @@ class GanClient:
         req = gan_pb2.StartTrainingRequest(name=name, gpus=gpus)
         if isinstance(config, dict):
             req.config_json = json.dumps(config)
-        elif is_uri(config):
+        elif isinstance(config, str) and is_uri(config):
             req.config_uri = config
         else:
             with open(config, encoding="utf-8") as f:
