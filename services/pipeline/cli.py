@@ -87,6 +87,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     lin = state["stages"]["som_render"]["outputs"]["grid"]
     print(f"linearized grid (RNN training data): {_file_path(store, lin)}/")
     print(f"RNN model: {_file_path(store, state['stages']['rnn']['outputs']['model'])}/")
+    control = state["stages"].get("control", {}).get("outputs", {})
+    if control:
+        print(f"knobs: {_file_path(store, control['control'])}/control.png")
+        print(control["table"])
     return 0
 
 

@@ -50,6 +50,7 @@ class PipelineConfig:
     som: dict = field(default_factory=dict)
     rnn: dict = field(default_factory=dict)
     gestures: list = field(default_factory=list)
+    control: dict = field(default_factory=dict)  # control-following score: duration, seed, precision
     report: dict = field(default_factory=lambda: {"max_cells": 25})
     source: str = ""  # where the config came from (not hashed)
 
@@ -92,6 +93,7 @@ def parse_config(raw: dict, *, source: str = "config", base_dir: Path | None = N
     _load_gan(cfg, bad, base_dir)
     _check_grid(cfg, bad)
     _check_gestures(cfg, bad)
+    _check_control(cfg, bad)
     return cfg
 
 
@@ -126,6 +128,26 @@ def _load_gan(cfg: PipelineConfig, bad: _Bad, base_dir: Path | None) -> None:
             raise bad("gan", f"cannot read GAN config {gpath}: {exc}") from None
     if not isinstance(cfg.gan, dict) or not cfg.gan:
         raise bad("gan", "give the SMF GAN config (a path or a JSON object)")
+
+
+CONTROL_KEYS = {"duration", "seed", "precision"}
+
+
+def _check_control(cfg: PipelineConfig, bad: _Bad) -> None:
+    """control: how the knob-following score renders its gestures (seconds per render 1..30, seed, precision)."""
+    c = cfg.control
+    if not isinstance(c, dict):
+        raise bad("control", "a JSON object {duration, seed, precision}")
+    extra = sorted(set(c) - CONTROL_KEYS)
+    if extra:
+        raise bad("control", f"unknown keys {extra}; known: {sorted(CONTROL_KEYS)}")
+    d = c.get("duration", 3.0)
+    if not isinstance(d, int | float) or not 1.0 <= d <= 30.0:
+        raise bad("control.duration", f"seconds per gesture render in 1..30, got {d!r}")
+    if c.get("precision", "fp32") not in ("fp32", "bf16", "int8"):
+        raise bad("control.precision", f"one of fp32, bf16, int8, got {c.get('precision')!r}")
+    if not isinstance(c.get("seed", 0), int):
+        raise bad("control.seed", f"an integer, got {c.get('seed')!r}")
 
 
 def _check_grid(cfg: PipelineConfig, bad: _Bad) -> None:

@@ -32,7 +32,19 @@ from smf.pipeline.services import Services
 
 __all__ = ["STAGES", "Pipeline", "describe", "read_state", "stage_key", "state_key"]
 
-STAGES = ("dataset", "gan", "samples", "corners", "grid", "som", "som_render", "rnn", "renders", "report")
+STAGES = (
+    "dataset",
+    "gan",
+    "samples",
+    "corners",
+    "grid",
+    "som",
+    "som_render",
+    "rnn",
+    "renders",
+    "control",
+    "report",
+)
 RNN_PROPS = ["dim0", "dim1"]
 
 
@@ -191,7 +203,11 @@ class Pipeline:
                 "model"
             ]
             renders = self._stage("renders", cfg.gestures, [rnn], lambda k: self._run_renders(rnn))
+            control = self._stage(
+                "control", cfg.control, [rnn, lin_grid], lambda k: self._run_control(k, rnn, lin_grid)
+            )
             inputs = [dataset, model, samples, corners["artifact"], grid, som, lin_grid, rnn, *renders["artifacts"]]
+            inputs += control["artifacts"]
             report = self._stage("report", cfg.report, inputs, lambda k: self._run_report())
         finally:
             self.close()
@@ -374,6 +390,33 @@ class Pipeline:
             artifacts.append(aid)
             self.log(f"[renders] {g['name']}: {aid} ({result.seconds_taken:.1f} s)")
         return {"renders": out, "artifacts": artifacts}
+
+    def _run_control(self, key: str, model: str, grid: str) -> dict:
+        """Control-following of the RNN on the grid it was trained on (smf.rnn.evaluate), computed here against the
+        store the services share: the report's knob table and plot."""
+        from smf.rnn.evaluate import evaluate_run, format_table, plot_report
+
+        c = self.cfg.control
+        report = evaluate_run(
+            self.store,
+            model,
+            data=grid,
+            duration=float(c.get("duration", 3.0)),
+            seed=int(c.get("seed", 0)),
+            precision=str(c.get("precision", "fp32")),
+        )
+        aid = f"evals/{self.cfg.name}-{key[:10]}"
+        write_artifact(
+            self.store,
+            "control-eval",
+            aid,
+            {"control.json": (json.dumps(report, indent=1) + "\n").encode(), "control.png": plot_report(report)},
+            config=c,
+            inputs=[model, grid],
+            service="pipeline",
+        )
+        table = format_table(report)
+        return {"control": aid, "summary": report["summary"], "table": table, "artifacts": [aid]}
 
     def _run_report(self) -> dict:
         from smf.pipeline.report import build_report

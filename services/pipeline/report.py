@@ -185,6 +185,12 @@ def build_report(store: Store, state: dict, cfg) -> tuple[str, dict]:
     grid, lin_grid, som = st["grid"]["grid"], st["som_render"]["grid"], st["som"]["som"]
     renders = st["renders"]["renders"]
     scores = compute_scores(store, dataset, samples, [w for r in renders.values() for w in r["wavs"]])
+    control = _read_control(store, st.get("control", {}).get("control"))
+    if control is not None:
+        scores["control"] = {
+            "summary": control["summary"],
+            **({"pitch": control["pitch"]} if "pitch" in control else {}),
+        }
     max_cells = int(cfg.report.get("max_cells", 25))
 
     def players(keys: list[str]) -> str:
@@ -194,6 +200,7 @@ def build_report(store: Store, state: dict, cfg) -> tuple[str, dict]:
         f"<h1>smf pipeline <code>{_esc(cfg.name)}</code></h1>",
         f"<p>store <code>{_esc(store.uri)}</code> · started {_esc(state.get('started_at'))}</p>",
         _stages_section(state),
+        _control_section(store, st.get("control", {}).get("control"), control),
         _scores_section(scores),
         _loss_section(store, gan_run, rnn_run),
         _mosaics_section(store, grid, lin_grid),
@@ -234,6 +241,38 @@ def _stages_section(state: dict) -> str:
     return (
         "<h2>Stages</h2><table><tr><th>stage</th><th>state</th><th>seconds (last run)</th><th>key</th>"
         f"<th>artifacts</th></tr>{rows}</table>"
+    )
+
+
+def _read_control(store: Store, aid: str | None) -> dict | None:
+    return json.loads(store.get_bytes(f"{aid}/control.json")) if aid else None
+
+
+def _control_section(store: Store, aid: str | None, control: dict | None) -> str:
+    """Does the synth follow its knobs? The smf.rnn.evaluate table with its oracle and chance columns, and the plot."""
+    if control is None:
+        return ""
+    s = control["summary"]
+    rows = "".join(
+        f"<tr><td>{_esc(r['gesture'])}</td><td>{_esc(r['param'])}</td><td><b>{r['model']:.2f}</b></td>"
+        f"<td>{r['oracle']:.2f}</td><td>{r['chance']:.2f} (p95 {r['chance_p95']:.2f})</td><td>{r['ratio']:.2f}</td>"
+        f"<td>{r['model_mae']:.2f}</td><td>{r['oracle_mae']:.2f}</td></tr>"
+        for r in s["rows"]
+    )
+    pitch = ""
+    if "pitch" in control:
+        p = control["pitch"]
+        pitch = f"<p>Pitch: median |error| {p['median_cents']:.0f} cents, worst {p['max_cents']:.0f} cents.</p>"
+    return (
+        "<h2>Knobs: control-following</h2><p>Each gesture is rendered, cut into windows of one grid cell "
+        f"({control['window_s'] * 1000:.0f} ms), and every window is heard as the grid cell nearest it (log-mel mean "
+        "and spread). Spearman between the requested and the heard position: <b>model</b>; <b>oracle</b> = the "
+        "grid cells themselves played along the path; <b>chance</b> = the model's windows shuffled.</p>"
+        "<table><tr><th>gesture</th><th>param</th><th>model ρ</th><th>oracle ρ</th><th>chance ρ</th>"
+        f"<th>model/oracle</th><th>model |err|</th><th>oracle |err|</th></tr>{rows}</table>"
+        f"<p>Knobs held on a grid cell: heard on that cell in {s['constant_hit'] * 100:.0f}% of windows (chance "
+        f"{s['constant_hit_chance'] * 100:.0f}%).</p>{pitch}"
+        + _img_tag(store.get_bytes(f"{aid}/control.png"), "requested vs heard position per gesture")
     )
 
 

@@ -105,6 +105,8 @@ def test_report_has_the_sections(run):
         "Lineage",
         "MR-STFT",
         "Fréchet",
+        "Knobs: control-following",
+        "oracle ρ",
         "data:audio/wav;base64,",
         "<svg",
         "data:image/png;base64,",
@@ -115,6 +117,9 @@ def test_report_has_the_sections(run):
     scores = state["stages"]["report"]["outputs"]["scores"]["sets"]
     for name in ("gan_samples", "rnn_renders", "data_half_b"):
         assert scores[name]["mrstft"] >= 0 and scores[name]["frechet"] >= 0
+    control = state["stages"]["report"]["outputs"]["scores"]["control"]["summary"]
+    assert {r["param"] for r in control["rows"]} == {"dim0", "dim1"}
+    assert all(r["oracle"] > 0.5 for r in control["rows"])  # the grid's own cells along the path are heard there
 
 
 def test_rerun_of_a_finished_pipeline_does_no_work(run):
@@ -127,7 +132,7 @@ def test_rerun_of_a_finished_pipeline_does_no_work(run):
 
 def test_a_changed_stage_reruns_only_itself_and_what_follows(run):
     assert run["changed"]["ran"] == ["renders", "report"]
-    assert run["changed"]["skipped"] == list(STAGES[:-2])
+    assert run["changed"]["skipped"] == [s for s in STAGES if s not in ("renders", "report")]  # control: no gestures
 
 
 def test_status_command(run, capsys):
