@@ -46,9 +46,9 @@ proto:
 
 # The lines of code ruff and the coverage floor look at; generated gRPC code is excluded in pyproject.toml.
 CODE := services tests bench tools
-# Today's line coverage of the package (measured on the full suite), a point or two below so a flaky skip does not
-# fail CI. Ratchet up with the figure, never down.
-COVER_FLOOR := 80
+# Line coverage of the package on the full suite was 87% (10119 statements, 1292 missed; 3 CUDA-only skips) when
+# this was set; the floor sits two points below so a skipped slow test does not fail CI. Ratchet up, never down.
+COVER_FLOOR := 85
 
 check: format lint typecheck cover
 

@@ -61,7 +61,8 @@ def imports_in(source: str, module: str, *, is_package: bool, package: Path = PA
                 # `from smf.gan import runs` imports the module smf.gan.runs; `from smf.datasets import make_dataset`
                 # imports from the package face smf.datasets
                 found.append((node.lineno, sub if is_module(sub, package) else base))
-    return [(line, name) for line, name in found if name == ROOT or name.startswith(ROOT + ".")]
+    smf = [(line, name) for line, name in found if name == ROOT or name.startswith(ROOT + ".")]
+    return list(dict.fromkeys(smf))  # `from smf.x import a, b` is one import of smf.x
 
 
 def module_strings(source: str) -> list[tuple[int, str]]:
