@@ -138,6 +138,7 @@ def register(subparsers) -> None:
         "evaluate", parents=[common], help="control-following score: do renders go where the knobs say?"
     )
     ev.add_argument("-m", "--model", required=True)
+    ev.add_argument("--chain", default=None, help="parameter tier that turns the knobs into this model's controls")
     ev.add_argument("--grid", default=None, help="grid/dataset to follow (default: the data the model trained on)")
     ev.add_argument("--step", type=int, default=0)
     ev.add_argument("--duration", type=float, default=3.0, help="seconds per gesture render (default 3)")
@@ -539,6 +540,7 @@ def cmd_evaluate(args) -> int:
     report = evaluate_run(
         store,
         run_id,
+        chain=args.chain,
         data=args.grid,
         step=args.step,
         duration=args.duration,

@@ -78,18 +78,19 @@ class WindowDataset:
     def __init__(self, files: Sequence[TrainFile], config: RNNConfig, seq_len: int, *, cross: float = 0.0):
         if not files:
             raise InvalidArgument("data", "dataset has no files")
-        short = [f for f in files if len(f) < seq_len + 1]
+        # with every window crossing file ends (cross = 1) a file may be shorter than a window: windows chain files
+        short = [f for f in files if len(f) < (seq_len + 1 if cross < 1.0 else 2)]
         if short:
             f = short[0]
             raise InvalidArgument(
                 f.name,
                 f"has {len(f)} steps, shorter than one training window (seq_len "
-                f"{seq_len} + 1); lower seq_len below {len(f)}",
+                f"{seq_len} + 1); lower seq_len below {len(f)}, or let every window run across file ends (cross 1)",
             )
         self.files = list(files)
         self.config = config
         self.seq_len = seq_len
-        starts = torch.tensor([len(f) - seq_len for f in files], dtype=torch.float64)  # valid starts per file
+        starts = torch.tensor([max(len(f) - seq_len, 1) for f in files], dtype=torch.float64)  # valid starts per file
         self.weights = starts / starts.sum()
         if not 0.0 <= cross <= 1.0:
             raise InvalidArgument("cross", f"must be in [0, 1], got {cross}")
@@ -223,12 +224,12 @@ def add_features(entries: list[tuple[str, np.ndarray | Tensor, int, object]], co
 
 
 def prepare_files(
-    entries: list[tuple[str, np.ndarray | Tensor, int, object]], config: RNNConfig, seq_len: int
+    entries: list[tuple[str, np.ndarray | Tensor, int, object]], config: RNNConfig, seq_len: int, *, cross: float = 0.0
 ) -> WindowDataset:
     """(name, audio, sample rate, ParamFile or None) for every file -> the validated WindowDataset, with analysis
     controls computed first when the tier asks for them (its `features` attribute holds their normalisation)."""
     stats = add_features(entries, config)
-    data = WindowDataset([prepare_file(*e, config) for e in entries], config, seq_len)
+    data = WindowDataset([prepare_file(*e, config) for e in entries], config, seq_len, cross=cross)
     data.features = stats
     data.ranges = physical_ranges(entries, config.param_names)
     return data
@@ -246,7 +247,7 @@ def physical_ranges(entries, names: list[str]) -> dict[str, dict]:
     return out
 
 
-def load_dataset(data: str, config: RNNConfig, seq_len: int, store=None) -> WindowDataset:
+def load_dataset(data: str, config: RNNConfig, seq_len: int, store=None, *, cross: float = 0.0) -> WindowDataset:
     """Load and validate every file of the training data: a store artifact holding wav + .params pairs
     ("datasets/tones", a grid "grids/<id>" rendered with --pm, 2D4pt or by the SOM), a full artifact URI
     ("file:///store/grids/x", "s3://bucket/prefix/datasets/x") or a local folder of wav + .params.
@@ -267,11 +268,11 @@ def load_dataset(data: str, config: RNNConfig, seq_len: int, store=None) -> Wind
                 entries.append((path, audio, sr, params))
         if not entries:
             raise InvalidArgument("data", f"no .wav files under {data}")
-        return prepare_files(entries, config, seq_len)
+        return prepare_files(entries, config, seq_len, cross=cross)
 
     store, aid = resolve_data(data, store)
     for wav_key, params_key in artifact_files(store, aid):
         audio, sr = load_audio(store.get_bytes(wav_key), mono="error", name=wav_key)
         params = read_params(store.get_bytes(params_key), name=params_key) if params_key else None
         entries.append((wav_key, audio, sr, params))
-    return prepare_files(entries, config, seq_len)
+    return prepare_files(entries, config, seq_len, cross=cross)

@@ -469,6 +469,7 @@ def evaluate_run(
     store,
     model: str,
     *,
+    chain: str | None = None,
     data: str | None = None,
     step: int = 0,
     duration: float = 3.0,
@@ -478,31 +479,40 @@ def evaluate_run(
 ) -> dict:
     """Score a stored RNN run against the data it was trained on (or `data`: a grid / dataset it should follow).
 
-    `zero_conditioning` renders with every knob at 0 whatever the gesture asks: the "does it listen at all" check."""
+    `chain`: a parameter tier that turns the knobs into the audio tier's controls (smf.rnn.generate.generate_chain);
+    the knobs are then its params. `zero_conditioning` renders with every knob at 0 whatever the gesture asks: the
+    "does it listen at all" check."""
+    from dataclasses import replace
+
     from smf.rnn.dataset import load_dataset
-    from smf.rnn.generate import Generator
+    from smf.rnn.generate import Generator, generate_chain
     from smf.rnn.runs import ModelCache, read_json, resolve_run
 
     store, run_id = resolve_run(store, model)
-    loaded = ModelCache(store, precision=precision).load(run_id, step)
+    cache = ModelCache(store, precision=precision)
+    loaded = cache.load(run_id, step)
     if not loaded.config.is_audio:
         raise InvalidArgument("model", f"{run_id} is a parameter tier; control-following is measured on audio tiers")
+    tier = cache.load(resolve_run(store, chain)[1]).model if chain else None
+    knobs = list(tier.config.param_names) if tier is not None else list(loaded.config.param_names)
     data = data or read_json(store, f"{run_id}/config.json").get("data")
     if not data:
         raise InvalidArgument("grid", f"{run_id} does not record its training data; name it with --grid")
-    dataset = load_dataset(data, loaded.config, 1, store)
+    # the training sounds with the knobs' values (for a chain: the parameter tier's params, not the controls)
+    dataset = load_dataset(data, replace(loaded.config, param_names=knobs), 1, store)
     reference = reference_from_dataset(dataset)
     gen = Generator(loaded.model, precision=precision)
 
     def render(arr: np.ndarray, dur: float, sd: int) -> np.ndarray:
-        return gen.generate(np.zeros_like(arr) if zero_conditioning else arr, dur, seed=sd)
+        arr = np.zeros_like(arr) if zero_conditioning else arr
+        if tier is not None:
+            return generate_chain(tier, gen, arr, dur, seed=sd)[0]
+        return gen.generate(arr, dur, seed=sd)
 
     report = evaluate(render, reference, duration=duration, seed=seed)
-    report.update({"model": run_id, "step": loaded.step, "data": data, "precision": precision})
-    if PITCH_PARAM in loaded.config.param_names:
+    report.update({"model": run_id, "chain": chain, "step": loaded.step, "data": data, "precision": precision})
+    if PITCH_PARAM in knobs:
         midi = pitch_range(dataset.ranges)
         if midi is not None:
-            report["pitch"] = pitch_errors(
-                render, loaded.config.param_names, loaded.config.sample_rate, midi, seed=seed
-            )
+            report["pitch"] = pitch_errors(render, knobs, loaded.config.sample_rate, midi, seed=seed)
     return report

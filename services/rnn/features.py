@@ -22,7 +22,10 @@ import numpy as np
 import torch
 from smf.common.errors import InvalidArgument
 
-FEATURES = {"rms": "dB", "centroid": "octaves"}  # name -> unit of the raw (un-normalised) value
+MEL_BANDS = 8  # mel0 .. mel7: the spectral envelope at the frame rate, coarse enough for a small tier to predict
+FEATURES = {"rms": "dB", "centroid": "octaves"} | {f"mel{k}": "dB" for k in range(MEL_BANDS)}  # name -> raw unit
+MELS = [f"mel{k}" for k in range(MEL_BANDS)]
+MEL_FMIN = 40.0
 DEFAULT_RATE = 125  # frames per second when the tier itself runs at the audio rate (the reference's top tier rate)
 RMS_FLOOR_DB = -80.0  # silence would be -inf dB; everything quieter is this
 CENTROID_REF_HZ = 20.0  # octaves above 20 Hz; a silent frame (no centroid) counts as 20 Hz = 0 octaves
@@ -65,7 +68,22 @@ def analyse(
         freqs = torch.fft.rfftfreq(n_fft, 1 / sample_rate)[:, None]
         centroid = (freqs * spec).sum(0) / spec.sum(0).clamp_min(1e-9)
         out["centroid"] = np.log2(np.maximum(centroid.double().numpy(), CENTROID_REF_HZ) / CENTROID_REF_HZ)
+    if any(n in MELS for n in names):
+        # band energies in dB on a mel scale: what a listener (and the control score's log-mel) tells sounds apart by
+        fb = torchaudio_melscale(spec.shape[0], sample_rate)  # [F, MEL_BANDS]
+        mel_db = 10 * torch.log10((fb.T @ spec**2).double() / (n_fft**2 * 0.375) * 2 + 1e-20)
+        for k, n in enumerate(MELS):
+            if n in names:
+                out[n] = np.maximum(mel_db[k].numpy(), RMS_FLOOR_DB)
     return out
+
+
+def torchaudio_melscale(n_freqs: int, sample_rate: int) -> torch.Tensor:
+    import torchaudio
+
+    return torchaudio.functional.melscale_fbanks(
+        n_freqs, MEL_FMIN, sample_rate / 2, MEL_BANDS, sample_rate, norm=None, mel_scale="htk"
+    )
 
 
 def fit_stats(tracks: list[dict[str, np.ndarray]]) -> dict[str, dict]:

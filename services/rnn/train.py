@@ -292,10 +292,10 @@ class Trainer:
         self.on_step = on_step
 
         # Validate the data before anything is written: a bad file fails the job in seconds, not after an hour.
-        self.data = data if data is not None else load_dataset(cfg.data, self.mcfg, cfg.seq_len, self.store)
+        self.data = (
+            data if data is not None else load_dataset(cfg.data, self.mcfg, cfg.seq_len, self.store, cross=cfg.cross)
+        )
         self.features = getattr(self.data, "features", {})  # analysis-control normalisation, in every checkpoint
-        if cfg.cross:
-            self.data.cross = cfg.cross
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(self.mcfg).to(self.device)
