@@ -51,6 +51,8 @@ class PipelineConfig:
     rnn: dict = field(default_factory=dict)
     gestures: list = field(default_factory=list)
     control: dict = field(default_factory=dict)  # control-following score: duration, seed, precision
+    # the parameter tier (dim0, dim1 -> analysis controls) the audio tier renders; {} = one audio tier on dim0, dim1
+    controls: dict = field(default_factory=dict)
     report: dict = field(default_factory=lambda: {"max_cells": 25})
     source: str = ""  # where the config came from (not hashed)
 
@@ -94,6 +96,7 @@ def parse_config(raw: dict, *, source: str = "config", base_dir: Path | None = N
     _check_grid(cfg, bad)
     _check_gestures(cfg, bad)
     _check_control(cfg, bad)
+    _check_controls(cfg, bad)
     return cfg
 
 
@@ -148,6 +151,22 @@ def _check_control(cfg: PipelineConfig, bad: _Bad) -> None:
         raise bad("control.precision", f"one of fp32, bf16, int8, got {c.get('precision')!r}")
     if not isinstance(c.get("seed", 0), int):
         raise bad("control.seed", f"an integer, got {c.get('seed')!r}")
+
+
+def _check_controls(cfg: PipelineConfig, bad: _Bad) -> None:
+    """controls: the parameter tier's features (analysis names of smf.rnn.features) and training options; the
+    RNN service validates the options themselves."""
+    from smf.rnn.features import FEATURES
+
+    c = cfg.controls
+    if not isinstance(c, dict):
+        raise bad("controls", "a JSON object {features: [...], hidden, steps, ...} or {} for one audio tier")
+    feats = c.get("features", ["rms", "centroid"])
+    if not isinstance(feats, list) or not feats or any(f not in FEATURES for f in feats):
+        raise bad("controls.features", f"a non-empty list of {sorted(FEATURES)}, got {feats!r}")
+    for k in ("generate", "props"):
+        if k in c:
+            raise bad(f"controls.{k}", "is set by the pipeline (props dim0, dim1; generate = features)")
 
 
 def _check_grid(cfg: PipelineConfig, bad: _Bad) -> None:

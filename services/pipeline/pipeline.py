@@ -46,6 +46,7 @@ STAGES = (
     "report",
 )
 RNN_PROPS = ["dim0", "dim1"]
+CONTROL_FEATURES = ["rms", "centroid"]  # what the parameter tier makes from dim0, dim1 (smf.rnn.features)
 
 
 def state_key(name: str) -> str:
@@ -199,12 +200,13 @@ class Pipeline:
             )["grid"]
             som = self._stage("som", cfg.som, [grid], lambda k: self._run_som(k, grid))["som"]
             lin_grid = self._stage("som_render", {"pm": True}, [som], lambda k: self._run_som_render(k, som))["grid"]
-            rnn = self._stage("rnn", {**cfg.rnn, "props": RNN_PROPS}, [lin_grid], lambda k: self._run_rnn(k, lin_grid))[
-                "model"
-            ]
-            renders = self._stage("renders", cfg.gestures, [rnn], lambda k: self._run_renders(rnn))
+            rnn_cfg = {**cfg.rnn, "props": RNN_PROPS, **({"controls": cfg.controls} if cfg.controls else {})}
+            rnn_out = self._stage("rnn", rnn_cfg, [lin_grid], lambda k: self._run_rnn(k, lin_grid))
+            rnn, chain = rnn_out["model"], rnn_out.get("chain", "")
+            tiers = [rnn, *([chain] if chain else [])]
+            renders = self._stage("renders", cfg.gestures, tiers, lambda k: self._run_renders(rnn, chain))
             control = self._stage(
-                "control", cfg.control, [rnn, lin_grid], lambda k: self._run_control(k, rnn, lin_grid)
+                "control", cfg.control, [*tiers, lin_grid], lambda k: self._run_control(k, rnn, chain, lin_grid)
             )
             inputs = [dataset, model, samples, corners["artifact"], grid, som, lin_grid, rnn, *renders["artifacts"]]
             inputs += control["artifacts"]
@@ -366,21 +368,37 @@ class Pipeline:
 
     def _run_rnn(self, key: str, grid: str) -> dict:
         # the RNN trains on the linearized grid itself (its cells are wav + .params with dim0, dim1, envPt); the
-        # run's manifest records the grid as its input
+        # run's manifest records the grid as its input. With `controls` (the default), two tiers train side by side:
+        # a parameter tier turning dim0, dim1 into analysis controls at the frame rate, and an audio tier rendering
+        # those controls; without, one audio tier conditioned on dim0, dim1 (the reference MTCRNN recipe).
         rnn = self._client("rnn")
         run_id = f"rnn/{self.cfg.name}-{key[:10]}"
-        op = rnn.start_training(grid, RNN_PROPS, run_id=run_id, **self.cfg.rnn)
-        rnn.wait(op.id, on_progress=self._progress("rnn"))
-        return {"model": run_id, "data": grid, "artifacts": [run_id]}
+        ctl = dict(self.cfg.controls)
+        if not ctl:
+            op = rnn.start_training(grid, RNN_PROPS, run_id=run_id, **self.cfg.rnn)
+            rnn.wait(op.id, on_progress=self._progress("rnn"))
+            return {"model": run_id, "chain": "", "data": grid, "artifacts": [run_id]}
+        features = list(ctl.pop("features", CONTROL_FEATURES))
+        chain_id = f"{run_id}-controls"
+        tier = {"cross": 1.0, "seq_len": 64, "rate": 125, **ctl, "generate": features}
+        ops = [
+            rnn.start_training(grid, RNN_PROPS, run_id=chain_id, **tier),
+            rnn.start_training(grid, features, run_id=run_id, **self.cfg.rnn),
+        ]
+        for op, label in zip(ops, ("rnn controls", "rnn"), strict=True):
+            rnn.wait(op.id, on_progress=self._progress(label))
+        return {"model": run_id, "chain": chain_id, "data": grid, "artifacts": [run_id, chain_id]}
 
-    def _run_renders(self, model: str) -> dict:
+    def _run_renders(self, model: str, chain: str = "") -> dict:
         from smf.rnn.conditioning import columns, parse_column
 
         rnn = self._client("rnn")
         out, artifacts = {}, []
         for g in self.cfg.gestures:
             arr = columns(*(parse_column(spec) for spec in g["columns"]))
-            result, _ = rnn.generate(model, arr, float(g.get("duration", 2.0)), seed=int(g.get("seed", 0)))
+            result, _ = rnn.generate(
+                model, arr, float(g.get("duration", 2.0)), seed=int(g.get("seed", 0)), chain_model=chain
+            )
             aid = result.render.id or self._key_of(result.render.uri)
             out[g["name"]] = {
                 "render": aid,
@@ -391,7 +409,7 @@ class Pipeline:
             self.log(f"[renders] {g['name']}: {aid} ({result.seconds_taken:.1f} s)")
         return {"renders": out, "artifacts": artifacts}
 
-    def _run_control(self, key: str, model: str, grid: str) -> dict:
+    def _run_control(self, key: str, model: str, chain: str, grid: str) -> dict:
         """Control-following of the RNN on the grid it was trained on (smf.rnn.evaluate), computed here against the
         store the services share: the report's knob table and plot."""
         from smf.rnn.evaluate import evaluate_run, format_table, plot_report
@@ -400,6 +418,7 @@ class Pipeline:
         report = evaluate_run(
             self.store,
             model,
+            chain=chain or None,
             data=grid,
             duration=float(c.get("duration", 3.0)),
             seed=int(c.get("seed", 0)),
@@ -412,7 +431,7 @@ class Pipeline:
             aid,
             {"control.json": (json.dumps(report, indent=1) + "\n").encode(), "control.png": plot_report(report)},
             config=c,
-            inputs=[model, grid],
+            inputs=[model, *([chain] if chain else []), grid],
             service="pipeline",
         )
         table = format_table(report)

@@ -58,3 +58,32 @@ def test_folder_dataset_is_resolved_relative_to_the_config(tmp_path):
     raw = {**_demo(), "dataset": {"folder": "sounds"}, "gan": str(DEMO_CONFIG.parent / _demo()["gan"])}
     cfg = parse_config(raw, source="x", base_dir=tmp_path)
     assert cfg.dataset == {"folder": str(tmp_path / "sounds"), "name": "sounds"}
+
+
+@pytest.mark.parametrize(
+    "controls, field",
+    [
+        ([], "controls"),
+        ({"features": ["loudness"]}, "controls.features"),
+        ({"features": []}, "controls.features"),
+        ({"generate": ["rms"]}, "controls.generate"),
+    ],
+)
+def test_bad_controls_name_the_field(controls, field):
+    from smf.pipeline.config import DEMO_CONFIG, load_config, parse_config
+
+    raw = load_config(DEMO_CONFIG).to_dict()
+    raw["controls"] = controls
+    with pytest.raises(InvalidArgument) as e:
+        parse_config(raw, source="x.json")
+    assert field in e.value.field
+
+
+def test_bad_control_duration():
+    from smf.pipeline.config import DEMO_CONFIG, load_config, parse_config
+
+    raw = load_config(DEMO_CONFIG).to_dict()
+    raw["control"] = {"duration": 0.1}
+    with pytest.raises(InvalidArgument) as e:
+        parse_config(raw, source="x.json")
+    assert "control.duration" in e.value.field

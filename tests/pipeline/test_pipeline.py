@@ -82,7 +82,11 @@ def test_lineage_links_the_stages(run):
     assert out["dataset"]["dataset"] in read_manifest(store, out["gan"]["model"]).inputs
     assert out["grid"]["grid"] in read_manifest(store, out["som"]["som"]).inputs
     rnn_cfg = json.loads(store.get_bytes(f"{out['rnn']['model']}/config.json"))
-    assert rnn_cfg["data"] == out["rnn"]["data"] and rnn_cfg["props"] == ["dim0", "dim1"]
+    # two tiers: the parameter tier makes rms, centroid from the knobs; the audio tier renders them
+    assert rnn_cfg["data"] == out["rnn"]["data"] and rnn_cfg["props"] == ["rms", "centroid"]
+    ctl_cfg = json.loads(store.get_bytes(f"{out['rnn']['chain']}/config.json"))
+    assert ctl_cfg["props"] == ["dim0", "dim1"] and ctl_cfg["generate"] == ["rms", "centroid"]
+    assert read_manifest(store, out["rnn"]["chain"]).inputs == [out["som_render"]["grid"]]
     # the RNN trains on the linearized grid directly (no copy into a dataset) and names it as its input
     assert out["rnn"]["data"] == out["som_render"]["grid"]
     assert read_manifest(store, out["som_render"]["grid"]).kind == "som-grid"
