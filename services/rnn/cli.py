@@ -7,6 +7,7 @@
     smf rnn train --data datasets/tones --prop rms centroid --name tones-audio   # audio tier on analysis controls
     smf rnn generate -m rnn/tones-audio --chain rnn/tones-ctl --cond glide.npy --duration 4   # chained tiers
     smf rnn play -m rnn/tones --out live.wav                                    # type normPitch=0.7 [glide_ms]
+    smf rnn play -m rnn/demo-x --chain rnn/demo-x-controls                      # a two-tier synth: dim0=0.2 ...
     smf rnn ls ; smf rnn export -m rnn/tones
     smf rnn evaluate -m rnn/tones -o eval/                                      # control-following score + plot
     smf conditioning make glide.npy --col glide:0.2,0.8,0.2 --col const:0.5
@@ -124,6 +125,7 @@ def register(subparsers) -> None:
     pl.add_argument("--temperature", type=float, default=1.0)
     pl.add_argument("--seed", type=int, default=None)
     pl.add_argument("--step", type=int, default=0)
+    pl.add_argument("--chain", default="", help="parameter tier whose params are the knobs (a two-tier synth)")
     pl.set_defaults(func=cmd_play)
 
     ls = sub.add_parser("ls", parents=[common], help="list trained models and their params")
@@ -427,7 +429,10 @@ def cmd_play(args) -> int:
         names, sr = None, 16000
         for m in client.list_models():
             if m.ref.id == args.model or m.ref.id == f"rnn/{args.model}":
-                names, sr = list(m.param_names), m.sample_rate or 16000
+                sr = m.sample_rate or 16000
+                names = names or list(m.param_names)
+            if args.chain and (m.ref.id == args.chain or m.ref.id == f"rnn/{args.chain}"):
+                names = list(m.param_names)
         chunks = client.play(
             args.model,
             args.values,
@@ -437,14 +442,18 @@ def cmd_play(args) -> int:
             temperature=args.temperature,
             seed=args.seed,
             max_seconds=args.seconds,
+            chain_model=args.chain,
         )
     else:
         from smf.common.store import open_store
         from smf.rnn.runs import ModelCache
 
-        loaded = ModelCache(open_store(args.store)).load(args.model, args.step)
-        names, sr = list(loaded.config.param_names), loaded.config.sample_rate
-        chunks = _local_play(loaded, args, q, sr)
+        cache = ModelCache(open_store(args.store))
+        loaded = cache.load(args.model, args.step)
+        chain = cache.load(args.chain).model if args.chain else None
+        names = list((chain or loaded).config.param_names)
+        sr = loaded.config.sample_rate
+        chunks = _local_play(loaded, chain, names, args, q, sr)
     print(f"params {names}; type NAME=VALUE [GLIDE_MS] and Enter, 'q' to stop; writing {args.out}", file=sys.stderr)
     threading.Thread(target=_read_updates, args=(names, q, args.seconds <= 0), daemon=True).start()
     with sf.SoundFile(args.out, "w", samplerate=sr, channels=1, subtype="PCM_16") as out:
@@ -460,13 +469,12 @@ def cmd_play(args) -> int:
     return 0
 
 
-def _local_play(loaded, args, q: queue.Queue, sr: int):
+def _local_play(loaded, chain, names: list[str], args, q: queue.Queue, sr: int):
     from smf.rnn.live import LiveVoice
 
-    names = list(loaded.config.param_names)
     values = args.values if args.values else [0.5] * len(names)
     cond.check_array(np.asarray([values]), names, field="--values")
-    voice = LiveVoice(loaded.generator, values, temperature=args.temperature, seed=args.seed)
+    voice = LiveVoice(loaded.generator, values, temperature=args.temperature, seed=args.seed, chain=chain)
     n = max(16, int(sr * args.chunk_ms / 1000))
     t0, produced = time.monotonic(), 0
 

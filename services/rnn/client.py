@@ -146,6 +146,8 @@ class RnnClient(ServiceClient):
         seed: int | None = None,
         max_ahead_ms: int = 0,
         max_seconds: float = 0.0,
+        chain_model: str = "",
+        chain_step: int = 0,
     ) -> Iterator[tuple[np.ndarray, list[float]]]:
         """A live session: yields (audio [n] float32, values) per chunk as the server makes them.
 
@@ -159,6 +161,8 @@ class RnnClient(ServiceClient):
             temperature=temperature,
             max_ahead_ms=max_ahead_ms,
             max_seconds=max_seconds,
+            chain_model=chain_model,
+            chain_step=chain_step,
         )
         if seed is not None:
             start.seed = seed

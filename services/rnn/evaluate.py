@@ -38,6 +38,7 @@ __all__ = [
     "Reference",
     "default_gestures",
     "evaluate",
+    "format_summary",
     "format_table",
     "plot_report",
     "reference_from_dataset",
@@ -369,10 +370,16 @@ def summarize(report: dict, param_names: Sequence[str]) -> dict:
 
 def format_table(report: dict) -> str:
     """The control-following table: one line per gesture and moved param."""
-    s = report["summary"]
-    lines = [
+    head = (
         f"control-following (window {report['window_s'] * 1000:.0f} ms, {report['duration']:.1f} s renders; "
-        "Spearman of requested vs heard position)",
+        "Spearman of requested vs heard position)"
+    )
+    return head + "\n" + format_summary(report["summary"])
+
+
+def format_summary(s: dict) -> str:
+    """The rows of a summary (see `summarize`) as a text table."""
+    lines = [
         f"{'gesture':<28} {'param':<10} {'model':>7} {'oracle':>7} {'chance':>7} {'p95':>6} {'ratio':>6} "
         f"{'|err|':>6} {'oracle|err|':>11}",
     ]

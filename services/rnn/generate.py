@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "BACKENDS",
+    "ControlStream",
     "Generator",
     "LiveSession",
     "generate",
@@ -366,3 +367,54 @@ def generate_chain(
     )
     audio = gen.generate(controls, duration, temperature=temperature, seed=seed)
     return audio, controls
+
+
+class ControlStream:
+    """A parameter tier run live: knob values in, its controls out at the audio rate, state carried across chunks.
+
+        controls = ControlStream(param_tier, seed=0)
+        ctl = controls.audio_rate(knobs, 16000)        # knobs [B, n, C] at the audio rate -> [B, n, G]
+
+    Frame k (time k / rate) is drawn from the tier with the knobs at that time and fed back, as in
+    `generate_controls`; samples between frames are linearly interpolated. One frame is computed ahead (with the
+    chunk's last knob values), so a knob change reaches the controls within one frame (8 ms at 125 Hz)."""
+
+    def __init__(self, param_tier: nn.Module, *, voices: int = 1, seed: int | None = None, temperature: float = 1.0):
+        cfg = param_tier.config
+        if cfg.is_audio:
+            raise InvalidArgument("chain", "is an audio tier; a parameter tier has config.generate (e.g. rms)")
+        self.tier, self.config, self.temperature = param_tier, cfg, temperature
+        self.device = next(param_tier.parameters()).device
+        self.rng = torch.Generator().manual_seed(_new_seed() if seed is None else int(seed))
+        self.h: Tensor | None = None
+        self.frames = [torch.full((voices, cfg.gen_size), CONTROL_START)]  # frames[i] is frame self.first + i
+        self.first = 0
+        self.t = 0  # absolute audio sample of the next chunk
+
+    @torch.no_grad()
+    def _step(self, knobs: np.ndarray) -> None:
+        prev = self.frames[-1].to(self.device)
+        x = torch.cat([prev, torch.as_tensor(knobs, dtype=torch.float32, device=self.device)], dim=-1)[:, None]
+        mean, std, self.h = self.tier(x, self.h)
+        eps = torch.randn(prev.shape, generator=self.rng).to(self.device)
+        self.frames.append((mean[:, 0] + self.temperature * std[:, 0] * eps).clamp_(0.0, 1.0).cpu())
+
+    def audio_rate(self, knobs: np.ndarray, sample_rate: int) -> np.ndarray:
+        """knobs [B, n, C] for the next n audio samples -> controls [B, n, G] float32."""
+        knobs = np.array(knobs, dtype=np.float32)  # a copy: torch wants writable memory
+        n, rate = knobs.shape[1], self.config.step_rate
+        pos = (self.t + np.arange(n)) * rate / sample_rate  # frame position of every sample
+        need = int(np.floor(pos[-1])) + 2  # frames up to floor(last) + 1
+        while self.first + len(self.frames) < need:
+            k = self.first + len(self.frames) - 1  # the frame being stepped from (its time, in samples)
+            i = int(np.clip(round(k * sample_rate / rate) - self.t, 0, n - 1))
+            self._step(knobs[:, i])
+        frames = torch.stack(self.frames, dim=1).numpy()  # [B, F, G]
+        lo = np.floor(pos).astype(int) - self.first
+        w = (pos - np.floor(pos))[None, :, None].astype(np.float32)
+        out = frames[:, lo] * (1 - w) + frames[:, lo + 1] * w
+        self.t += n
+        drop = int(np.floor(self.t * rate / sample_rate)) - self.first  # keep the frame the next chunk starts in
+        if drop > 0:
+            self.frames, self.first = self.frames[drop:], self.first + drop
+        return out.astype(np.float32)

@@ -3,6 +3,7 @@
     voice = LiveVoice(loaded.generator, [0.5], temperature=1.0, seed=0)
     voice.update({"normPitch": 0.8}, names, sample_rate, glide_ms=200)    # heard from the next chunk on
     audio = voice.next_chunk(1600, sample_rate)                           # float32 [1600]
+    LiveVoice(audio_tier.generator, [0.5, 0.5], chain=param_tier)         # knobs drive a parameter tier's controls
 
 What RnnService.Play and `smf rnn play` both run: the service feeds it a stream's ParameterUpdates, the command the
 NAME=VALUE lines typed on stdin.
@@ -22,7 +23,11 @@ class LiveVoice:
     """One live voice: carries the GRU state and the last class from chunk to chunk; parameter changes glide
     linearly from the current values to the new ones over `glide_ms` starting at the next chunk."""
 
-    def __init__(self, generator, values, *, temperature: float = 1.0, seed: int | None = None):
+    def __init__(self, generator, values, *, temperature: float = 1.0, seed: int | None = None, chain=None):
+        """`chain`: a parameter tier; `values` are then its params (the knobs) and it makes the generator's controls."""
+        from smf.rnn.generate import ControlStream
+
+        self.controls = ControlStream(chain, seed=seed, temperature=temperature) if chain is not None else None
         self.values = np.asarray(values, dtype=np.float32)
         self.target = self.values.copy()
         self.glide_left = 0  # samples until the target is reached
@@ -61,4 +66,6 @@ class LiveVoice:
         else:
             self.values = self.target.copy()
             c = np.repeat(self.values[None], n, axis=0)
+        if self.controls is not None:
+            c = self.controls.audio_rate(c[None], sample_rate)[0]
         return np.asarray(self.stream.next(c[None]), dtype=np.float32)[0]

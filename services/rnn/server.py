@@ -234,7 +234,13 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
             raise InvalidArgument("start", "the first message of a Play stream must be a PlayStart")
         start = first.start
         loaded = self.models.load(start.model, start.step)
-        names = loaded.config.param_names
+        chain = self.models.load(start.chain_model, start.chain_step).model if start.chain_model else None
+        if chain is not None and list(chain.config.generate) != list(loaded.config.param_names):
+            raise InvalidArgument(
+                "start.chain_model",
+                f"generates {chain.config.generate}, the model is conditioned on {loaded.config.param_names}",
+            )
+        names = list(chain.config.param_names) if chain is not None else loaded.config.param_names
         values = list(start.values) if start.values else [0.5] * len(names)
         cond.check_array(np.asarray([values]), names, field="start.values")
         sr = loaded.config.sample_rate
@@ -247,6 +253,7 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
             values,
             temperature=start.temperature or 1.0,
             seed=start.seed if start.HasField("seed") else None,
+            chain=chain,
         )
         updates: queue.Queue = queue.Queue()
         closed = threading.Event()

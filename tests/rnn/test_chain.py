@@ -159,6 +159,22 @@ def test_train_param_and_audio_tier_then_chain(tones):
             assert np.load(io.BytesIO(tones.get_bytes(f"{render}/controls.npy"))).shape == (2, 25, 2)
             with pytest.raises(InvalidArgument, match="chain_model.*audio tier"):
                 rnn.generate("aud", np.array([[0.2], [0.8]], np.float32), 0.1, chain_model="aud")
+            # live: the knobs are the parameter tier's params; an update mid-stream is taken
+            chunks = list(
+                rnn.play(
+                    "aud",
+                    [0.2],
+                    updates=[{"normPitch": 0.9}],
+                    chunk_samples=800,
+                    max_seconds=0.2,
+                    chain_model="ctl",
+                    seed=1,
+                )
+            )
+            assert chunks and all(len(a) == 800 and np.isfinite(a).all() for a, _ in chunks)
+            assert len(chunks[-1][1]) == 1  # values reported in the knobs' space (normPitch), not the controls
+            with pytest.raises(InvalidArgument, match="start.chain_model"):
+                list(rnn.play("ctl", [0.2], chunk_samples=800, max_seconds=0.1, chain_model="ctl"))
     finally:
         srv.stop()
 

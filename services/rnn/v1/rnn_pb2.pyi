@@ -146,7 +146,7 @@ class GenerateResponse(_message.Message):
     def __init__(self, chunk: _Optional[_Union[_common_pb2.AudioChunk, _Mapping]] = ..., result: _Optional[_Union[GenerateResult, _Mapping]] = ...) -> None: ...
 
 class PlayStart(_message.Message):
-    __slots__ = ("model", "step", "values", "chunk_samples", "temperature", "seed", "max_ahead_ms", "max_seconds")
+    __slots__ = ("model", "step", "values", "chunk_samples", "temperature", "seed", "max_ahead_ms", "max_seconds", "chain_model", "chain_step")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +155,8 @@ class PlayStart(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     MAX_AHEAD_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_MODEL_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_STEP_FIELD_NUMBER: _ClassVar[int]
     model: str
     step: int
     values: _containers.RepeatedScalarFieldContainer[float]
@@ -163,7 +165,9 @@ class PlayStart(_message.Message):
     seed: int
     max_ahead_ms: int
     max_seconds: float
-    def __init__(self, model: _Optional[str] = ..., step: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., chunk_samples: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., max_ahead_ms: _Optional[int] = ..., max_seconds: _Optional[float] = ...) -> None: ...
+    chain_model: str
+    chain_step: int
+    def __init__(self, model: _Optional[str] = ..., step: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., chunk_samples: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., max_ahead_ms: _Optional[int] = ..., max_seconds: _Optional[float] = ..., chain_model: _Optional[str] = ..., chain_step: _Optional[int] = ...) -> None: ...
 
 class ParameterUpdate(_message.Message):
     __slots__ = ("values", "glide_ms", "temperature")

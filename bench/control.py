@@ -1,0 +1,195 @@
+"""Control-following: does the synth `make demo` builds follow its knobs, and how do the RNN recipes compare?
+
+    .venv/bin/python bench/control.py                  # the demo from an empty store (~10 min on 2 cores) + recipes
+    .venv/bin/python bench/control.py --quick          # a short demo-like run (minutes), same tables
+    .venv/bin/python bench/control.py --pitch          # also: an audio tier on `tones` with normPitch, pitch error
+    .venv/bin/python bench/control.py --json out.json  # everything measured, as JSON
+
+Prints, side by side in one run, on the demo's linearized grid (smf.rnn.evaluate: render gestures, hear each window
+as the nearest grid cell by log-mel mean + spread, Spearman of requested vs heard position):
+1. the demo as `make demo` runs it (empty store, wall time): its control table and whether every moved param
+   reaches 0.8 x the oracle's Spearman (the target);
+2. recipes trained on that same grid with the same budget (steps, size): `reference` (one audio tier conditioned on
+   dim0, dim1 — the MTCRNN recipe the original SMF trained), `reference+cross` (the same with windows that cross
+   cell boundaries), `tiered` (a parameter tier making rms, centroid from dim0, dim1; an audio tier rendering them:
+   the demo's default), each also with its conditioning zeroed at generation (a model that ignores its knobs);
+3. with --pitch: median and worst pitch error (cents) of an audio tier trained on `tones` with normPitch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SMF = os.path.join(os.path.dirname(HERE), ".venv", "bin", "smf")
+
+
+def run_demo(store_uri: str, config: str | None) -> tuple[float, dict]:
+    cmd = [SMF if os.path.exists(SMF) else "smf", "pipeline", "run", "--store", store_uri]
+    cmd += [config] if config else ["--demo"]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        sys.exit(f"demo failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    from smf.common.store import open_store
+    from smf.pipeline.pipeline import read_state
+
+    name = json.load(open(config))["name"] if config else "demo"
+    return wall, read_state(open_store(store_uri), name)
+
+
+def target_rows(summary: dict, factor: float = 0.8) -> list[tuple[str, str, float, float, bool]]:
+    return [
+        (r["gesture"], r["param"], r["model"], r["oracle"], r["model"] >= factor * r["oracle"]) for r in summary["rows"]
+    ]
+
+
+def train_recipe(store, grid: str, name: str, recipe: str, rnn: dict, controls: dict) -> tuple[str, str | None, float]:
+    from smf.rnn.train import TrainConfig, train
+
+    base = {k: v for k, v in rnn.items() if k != "cross"}
+    base.update(data=grid, progress_every=10**6, checkpoint_every=10**6)
+    t0 = time.monotonic()
+    quiet = lambda *a: None  # noqa: E731
+    if recipe == "tiered":
+        feats = controls.get("features", ["rms", "centroid"])
+        tier = {k: v for k, v in controls.items() if k != "features"}
+        tier.update(data=grid, props=["dim0", "dim1"], generate=feats, rate=125, progress_every=10**6)
+        tier.setdefault("cross", 1.0)
+        tier.setdefault("seq_len", 64)
+        tier["checkpoint_every"] = 10**6
+        train(TrainConfig.from_dict(tier), store, f"rnn/{name}-controls", log=quiet)
+        train(
+            TrainConfig.from_dict({**base, "props": feats, "cross": rnn.get("cross", 0.5)}),
+            store,
+            f"rnn/{name}",
+            log=quiet,
+        )
+        return f"rnn/{name}", f"rnn/{name}-controls", time.monotonic() - t0
+    cross = rnn.get("cross", 0.5) if recipe == "reference+cross" else 0.0
+    train(TrainConfig.from_dict({**base, "props": ["dim0", "dim1"], "cross": cross}), store, f"rnn/{name}", log=quiet)
+    return f"rnn/{name}", None, time.monotonic() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a shorter demo-like run")
+    ap.add_argument("--pitch", action="store_true", help="also train on tones with normPitch and report cents")
+    ap.add_argument("--pitch-steps", type=int, default=3000)
+    ap.add_argument("--no-recipes", action="store_true")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    from smf.common.store import open_store
+    from smf.rnn.evaluate import evaluate_run, format_summary
+
+    out: dict = {"machine": f"{os.cpu_count()} CPU, load {os.getloadavg()[0]:.1f}", "at": time.strftime("%F %T")}
+    tmp = tempfile.mkdtemp(prefix="smf-control-")
+    store_uri = f"file://{tmp}/store"
+    config = None
+    if args.quick:
+        from smf.pipeline.config import DEMO_CONFIG
+
+        cfg = json.loads(DEMO_CONFIG.read_text())
+        cfg["gan"] = str(DEMO_CONFIG.parent / cfg["gan"])
+        cfg["rnn"]["steps"] = cfg["controls"]["steps"] = 300
+        cfg["name"] = "quick"
+        config = os.path.join(tmp, "quick.json")
+        json.dump(cfg, open(config, "w"))
+    wall, state = run_demo(store_uri, config)
+    st = {k: v.get("outputs", {}) for k, v in state["stages"].items()}
+    summary = st["control"]["summary"]
+    print(f"== 1. the demo from an empty store: {wall:.0f} s wall ({out['machine']})")
+    print(st["control"]["table"])
+    rows = target_rows(summary)
+    print(f"target (every moved param >= 0.8 x oracle): {sum(r[4] for r in rows)}/{len(rows)} rows reach it")
+    out["demo"] = {
+        "wall_s": wall,
+        "summary": summary,
+        "stage_seconds": {k: v.get("seconds") for k, v in state["stages"].items()},
+    }
+
+    if not args.no_recipes:
+        store = open_store(store_uri)
+        grid = st["rnn"]["data"]
+        cfg = state["config"]
+        print(
+            f"\n== 2. recipes on the demo grid {grid}, budget {cfg['rnn'].get('steps')} steps, "
+            f"H{cfg['rnn'].get('hidden')}"
+        )
+        print(
+            f"{'recipe':<18} {'train s':>8} {'worst ratio':>11} {'mean ratio':>10} {'const hit':>9}   "
+            f"{'zeroed: mean ratio':>18}"
+        )
+        out["recipes"] = {}
+        for recipe in ("reference", "reference+cross", "tiered"):
+            model, chain, secs = train_recipe(
+                store, grid, f"bench-{recipe.replace('+', '-')}", recipe, cfg["rnn"], cfg.get("controls") or {}
+            )
+            rep = evaluate_run(store, model, chain=chain, data=grid)
+            zero = evaluate_run(store, model, chain=chain, data=grid, zero_conditioning=True)
+            s, z = rep["summary"], zero["summary"]
+            print(
+                f"{recipe:<18} {secs:8.0f} {s['min_ratio']:11.2f} {s['mean_ratio']:10.2f} "
+                f"{s['constant_hit'] * 100:8.0f}%   {z['mean_ratio']:18.2f}"
+            )
+            out["recipes"][recipe] = {"train_s": secs, "summary": s, "zeroed": z}
+        for recipe, r in out["recipes"].items():
+            print(f"\n{recipe}:")
+            print(format_summary(r["summary"]))
+
+    if args.pitch:
+        from smf.datasets import make_dataset
+        from smf.rnn.train import TrainConfig, train
+
+        store = open_store(store_uri)
+        make_dataset("tones", store, n_files=50, duration=1.0)
+        t0 = time.monotonic()
+        cfg = TrainConfig.from_dict(
+            {
+                "data": "datasets/tones",
+                "props": ["normPitch"],
+                "hidden": 128,
+                "layers": 1,
+                "seq_len": 512,
+                "batch": 32,
+                "lr": 2e-3,
+                "steps": args.pitch_steps,
+                "checkpoint_every": args.pitch_steps,
+                "progress_every": 10**6,
+            }
+        )
+        train(cfg, store, "rnn/bench-pitch", log=lambda *a: None)
+        secs = time.monotonic() - t0
+        rep = evaluate_run(store, "rnn/bench-pitch")
+        p = rep["pitch"]
+        print(
+            f"\n== 3. tones + normPitch: {args.pitch_steps} steps in {secs:.0f} s; median |error| "
+            f"{p['median_cents']:.0f} cents, worst {p['max_cents']:.0f} cents (target <= 25, none > 100)"
+        )
+        for r in p["rows"]:
+            print(
+                f"  normPitch {r['value']:.2f}: target {r['target_hz']:.1f} Hz, heard {r['measured_hz']:.1f} Hz, "
+                f"{r['cents']:+.0f} cents"
+            )
+        out["pitch"] = {"train_s": secs, "steps": args.pitch_steps, **p}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1, default=float)
+    print(f"\nstore kept at {tmp}/store")
+    return 0
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    sys.exit(main())
