@@ -29,6 +29,8 @@ system-deps:
 	command -v chromium >/dev/null || need="$$need chromium"; \
 	command -v chromedriver >/dev/null || need="$$need chromium-driver"; \
 	command -v prometheus >/dev/null || need="$$need prometheus"; \
+	command -v fluidsynth >/dev/null || need="$$need fluidsynth"; \
+	[ -f /usr/share/sounds/sf2/TimGM6mb.sf2 ] || need="$$need timgm6mb-soundfont"; \
 	if [ -n "$$need" ]; then \
 	  echo "installing:$$need"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -1,4 +1,5 @@
-"""Datasets: the built-in synthetic sets (pops, tones, wind) and importing a folder of the user's sounds.
+"""Datasets: the built-in sets (synthetic pops, tones, wind; soundfont notes rendered by fluidsynth) and importing a
+folder of the user's sounds.
 
     from smf.datasets import make_dataset, import_dataset, list_dataset_files
     aid = make_dataset("tones", store)                          # -> "datasets/tones"

@@ -86,7 +86,7 @@ def make_dataset(
     overwrite: bool = False,
     progress: bool = False,
 ) -> str:
-    """Generate built-in dataset `name` (pops, tones, wind) into the store as `datasets/<out_name or name>`.
+    """Generate built-in dataset `name` (pops, tones, wind, soundfont) into the store as `datasets/<out_name or name>`.
 
     Deterministic given the arguments; calling it again with the same arguments is a no-op that returns the id.
     A different config under the same name raises AlreadyExists unless `overwrite`.

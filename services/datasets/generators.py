@@ -14,6 +14,8 @@ Each generator yields `Clip`s (float32 mono audio in [-1, 1] + the `.params` tha
          exactly; brightness: spectral tilt -18 .. -3 dB/octave (harmonic k has amplitude k ** (tilt / 6.02)).
 - wind:  noise through a resonant low-pass whose `cutoff` (100 .. 6000 Hz, exponential) moves within the file along a
          5-point polyline: the set with time-varying params.
+- soundfont: real instrument notes (GM piano, guitar, violin, flute x MIDI 48 .. 72) rendered by fluidsynth;
+         normPitch + instID. Needs the Debian packages fluidsynth and timgm6mb-soundfont (smf.datasets.soundfont).
 """
 
 from __future__ import annotations
@@ -202,10 +204,19 @@ def wind(n_files: int, *, seed: int, sample_rate: int, duration: float) -> Itera
 
 # --------------------------------------------------------------------------------------------------------- registry
 
+# Imported here, not at the top: soundfont.py builds on Clip and _normalise above. Every import of this module goes
+# through smf.datasets' __init__, which loads this module first, so the cycle always resolves in this order.
+from smf.datasets.soundfont import PITCHES, PROGRAMS, soundfont  # noqa: E402
+
 GeneratorFn = Callable[..., Iterator[Clip]]
-GENERATORS: dict[str, GeneratorFn] = {"pops": pops, "tones": tones, "wind": wind}
+GENERATORS: dict[str, GeneratorFn] = {"pops": pops, "tones": tones, "wind": wind, "soundfont": soundfont}
 # (n_files, duration in seconds): small enough for tests and the demo, big enough to train a toy model on
-DEFAULTS: dict[str, tuple[int, float]] = {"pops": (16, 2.0), "tones": (25, 1.0), "wind": (16, 2.0)}
+DEFAULTS: dict[str, tuple[int, float]] = {
+    "pops": (16, 2.0),
+    "tones": (25, 1.0),
+    "wind": (16, 2.0),
+    "soundfont": (len(PROGRAMS) * len(PITCHES), 1.0),
+}
 
 
 def generate(
