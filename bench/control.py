@@ -87,11 +87,11 @@ def main() -> int:
     ap.add_argument("--pitch", action="store_true", help="also train on tones with normPitch and report cents")
     ap.add_argument("--pitch-steps", type=int, default=3000)
     ap.add_argument("--no-recipes", action="store_true")
+    ap.add_argument("--no-demo", action="store_true", help="skip the demo and the recipes (with --pitch: only pitch)")
+    ap.add_argument("--pitch-hidden", type=int, default=96)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    from smf.common.store import open_store
-    from smf.rnn.evaluate import evaluate_run, format_summary
 
     out: dict = {"machine": f"{os.cpu_count()} CPU, load {os.getloadavg()[0]:.1f}", "at": time.strftime("%F %T")}
     tmp = tempfile.mkdtemp(prefix="smf-control-")
@@ -106,6 +106,23 @@ def main() -> int:
         cfg["name"] = "quick"
         config = os.path.join(tmp, "quick.json")
         json.dump(cfg, open(config, "w"))
+    if args.no_demo:
+        args.no_recipes = True
+    else:
+        demo_and_recipes(args, store_uri, config, out)
+    if args.pitch:
+        pitch(args, store_uri, out)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1, default=float)
+    print(f"\nstore kept at {tmp}/store")
+    return 0
+
+
+def demo_and_recipes(args, store_uri: str, config: str | None, out: dict) -> None:
+    from smf.common.store import open_store
+    from smf.rnn.evaluate import evaluate_run, format_summary
+
     wall, state = run_demo(store_uri, config)
     st = {k: v.get("outputs", {}) for k, v in state["stages"].items()}
     summary = st["control"]["summary"]
@@ -148,46 +165,44 @@ def main() -> int:
             print(f"\n{recipe}:")
             print(format_summary(r["summary"]))
 
-    if args.pitch:
-        from smf.datasets import make_dataset
-        from smf.rnn.train import TrainConfig, train
 
-        store = open_store(store_uri)
-        make_dataset("tones", store, n_files=50, duration=1.0)
-        t0 = time.monotonic()
-        cfg = TrainConfig.from_dict(
-            {
-                "data": "datasets/tones",
-                "props": ["normPitch"],
-                "hidden": 128,
-                "layers": 1,
-                "seq_len": 512,
-                "batch": 32,
-                "lr": 2e-3,
-                "steps": args.pitch_steps,
-                "checkpoint_every": args.pitch_steps,
-                "progress_every": 10**6,
-            }
-        )
-        train(cfg, store, "rnn/bench-pitch", log=lambda *a: None)
-        secs = time.monotonic() - t0
-        rep = evaluate_run(store, "rnn/bench-pitch")
-        p = rep["pitch"]
+def pitch(args, store_uri: str, out: dict) -> None:
+    from smf.common.store import open_store
+    from smf.datasets import make_dataset
+    from smf.rnn.evaluate import evaluate_run
+    from smf.rnn.train import TrainConfig, train
+
+    store = open_store(store_uri)
+    make_dataset("tones", store, n_files=50, duration=1.0)
+    t0 = time.monotonic()
+    cfg = TrainConfig.from_dict(
+        {
+            "data": "datasets/tones",
+            "props": ["normPitch"],
+            "hidden": args.pitch_hidden,
+            "layers": 1,
+            "seq_len": 256,
+            "batch": 16,
+            "lr": 2e-3,
+            "steps": args.pitch_steps,
+            "checkpoint_every": args.pitch_steps,
+            "progress_every": 10**6,
+        }
+    )
+    train(cfg, store, "rnn/bench-pitch", log=lambda *a: None)
+    secs = time.monotonic() - t0
+    rep = evaluate_run(store, "rnn/bench-pitch")
+    p = rep["pitch"]
+    print(
+        f"\n== 3. tones + normPitch: {args.pitch_steps} steps in {secs:.0f} s; median |error| "
+        f"{p['median_cents']:.0f} cents, worst {p['max_cents']:.0f} cents (target <= 25, none > 100)"
+    )
+    for r in p["rows"]:
         print(
-            f"\n== 3. tones + normPitch: {args.pitch_steps} steps in {secs:.0f} s; median |error| "
-            f"{p['median_cents']:.0f} cents, worst {p['max_cents']:.0f} cents (target <= 25, none > 100)"
+            f"  normPitch {r['value']:.2f}: target {r['target_hz']:.1f} Hz, heard {r['measured_hz']:.1f} Hz, "
+            f"{r['cents']:+.0f} cents"
         )
-        for r in p["rows"]:
-            print(
-                f"  normPitch {r['value']:.2f}: target {r['target_hz']:.1f} Hz, heard {r['measured_hz']:.1f} Hz, "
-                f"{r['cents']:+.0f} cents"
-            )
-        out["pitch"] = {"train_s": secs, "steps": args.pitch_steps, **p}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1, default=float)
-    print(f"\nstore kept at {tmp}/store")
-    return 0
+    out["pitch"] = {"train_s": secs, "steps": args.pitch_steps, **p}
 
 
 if __name__ == "__main__":
