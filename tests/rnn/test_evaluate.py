@@ -111,3 +111,47 @@ def test_estimate_f0_on_known_tones():
         assert abs(cents(f0, tone_f0(v))) < 10, (v, f0, tone_f0(v))
         assert requested_hz(v, orig_minval=48, orig_maxval=72) == pytest.approx(tone_f0(v))
     assert np.isnan(estimate_f0(np.zeros(4000), 16000))
+
+
+def test_tiny_trained_model_beats_chance_and_zeroed_does_not(tmp_path):
+    """A tiny RNN trained briefly on a 3x3 grid whose dim0 sets the loudness strongly: its steps gesture on dim0
+    is heard above chance; the same model with its conditioning zeroed at generation is not."""
+    import torch
+    from smf.common.params import ParamFile, constant_param
+    from smf.common.store import open_store
+    from smf.rnn.dataset import prepare_files
+    from smf.rnn.evaluate import reference_from_dataset
+    from smf.rnn.generate import Generator
+    from smf.rnn.train import TrainConfig, Trainer
+
+    torch.set_num_threads(1)
+    sr, n = 8000, 800
+    rng = np.random.default_rng(0)
+    entries = []
+    for i in range(3):
+        for j in range(3):
+            d0, d1 = j / 2, i / 2
+            k = int(1 + 30 * (1 - d1))  # dim1: a milder brightness change
+            x = np.convolve(rng.standard_normal(n), np.ones(k) / np.sqrt(k), "same") * (0.03 + 0.4 * d0)
+            pf = ParamFile(f"c{i}{j}.wav", {"dim0": constant_param(d0, n / sr), "dim1": constant_param(d1, n / sr)})
+            entries.append((f"c{i}{j}", x.clip(-1, 1).astype(np.float32), sr, pf))
+    cfg = TrainConfig.from_dict(
+        {"data": "grid", "props": ["dim0", "dim1"], "hidden": 32, "layers": 1, "seq_len": 128, "batch": 16,
+         "steps": 300, "lr": 3e-3, "cross": 0.5, "sample_rate": sr, "checkpoint_every": 10**6,
+         "progress_every": 10**6}
+    )  # fmt: skip
+    data = prepare_files(entries, cfg.model_config(), cfg.seq_len, cross=cfg.cross)
+    trainer = Trainer(cfg, open_store(f"file://{tmp_path}/store"), "rnn/tiny", data=data, log=lambda *a: None)
+    trainer.run()
+    reference = reference_from_dataset(data)
+    gen = Generator(trainer.model.eval(), backend="torch")
+
+    def row(zero: bool) -> dict:
+        rep = evaluate(
+            lambda a, d, s: gen.generate(np.zeros_like(a) if zero else a, d, seed=s), reference, duration=3.0
+        )
+        return next(r for r in rep["summary"]["rows"] if r["gesture"] == "steps-dim0")
+
+    good, zeroed = row(False), row(True)
+    assert good["model"] > good["chance_p95"], good
+    assert zeroed["model"] <= zeroed["chance_p95"], zeroed
