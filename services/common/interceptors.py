@@ -98,30 +98,43 @@ def _rpc_kind(handler: grpc.RpcMethodHandler) -> str:
     }[(handler.request_streaming, handler.response_streaming)]
 
 
-def _wrap_handler(handler: grpc.RpcMethodHandler, hook: Hook) -> grpc.RpcMethodHandler:
-    """A copy of `handler` whose behaviour runs inside `hook(context)` (for streams: around the whole stream)."""
+def _wrap_handler(
+    handler: grpc.RpcMethodHandler, hook: Hook | None = None, *, prepare=None, request_deserializer=None
+) -> grpc.RpcMethodHandler:
+    """A copy of `handler` whose behaviour runs inside `hook(context)` (for streams: around the whole stream).
+
+    `prepare(request, context)` (async) turns the request (for request streams: the iterator) into what the behaviour
+    gets; `request_deserializer` replaces the handler's."""
     req_s, resp_s = handler.request_streaming, handler.response_streaming
     kind = _rpc_kind(handler)
     behavior = _asyncify(getattr(handler, kind), req_s, resp_s)
+    hook = hook or (lambda context: contextlib.nullcontext())
+    prepare = prepare or _as_given
 
     if inspect.isasyncgenfunction(behavior):
 
         @functools.wraps(behavior)
         async def wrapped(request, context):
             async with hook(context):
-                async for item in behavior(request, context):
+                async for item in behavior(await prepare(request, context), context):
                     yield item
     else:  # coroutine: unary response, or a streaming handler that writes with context.write
 
         @functools.wraps(behavior)
         async def wrapped(request, context):
             async with hook(context):
-                return await behavior(request, context)
+                return await behavior(await prepare(request, context), context)
 
     factory = getattr(grpc, f"{kind}_rpc_method_handler")
     return factory(
-        wrapped, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        wrapped,
+        request_deserializer=request_deserializer or handler.request_deserializer,
+        response_serializer=handler.response_serializer,
     )
+
+
+async def _as_given(request, context):
+    return request
 
 
 class _Unparsable:
@@ -160,26 +173,10 @@ def _guard_parsing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         async for request in requests:
             yield await parsed(request, context)
 
-    req_s, resp_s = handler.request_streaming, handler.response_streaming
-    kind = _rpc_kind(handler)
-    behavior = _asyncify(getattr(handler, kind), req_s, resp_s)
+    async def prepare(request, context):
+        return parsed_stream(request, context) if handler.request_streaming else await parsed(request, context)
 
-    if inspect.isasyncgenfunction(behavior):
-
-        @functools.wraps(behavior)
-        async def wrapped(request, context):
-            request = parsed_stream(request, context) if req_s else await parsed(request, context)
-            async for item in behavior(request, context):
-                yield item
-    else:
-
-        @functools.wraps(behavior)
-        async def wrapped(request, context):
-            request = parsed_stream(request, context) if req_s else await parsed(request, context)
-            return await behavior(request, context)
-
-    factory = getattr(grpc, f"{kind}_rpc_method_handler")
-    return factory(wrapped, request_deserializer=safe_deserialize, response_serializer=handler.response_serializer)
+    return _wrap_handler(handler, prepare=prepare, request_deserializer=safe_deserialize)
 
 
 def _split_method(method: str) -> tuple[str, str]:

@@ -53,6 +53,18 @@ def sound_files(model: LoadedModel, latents: torch.Tensor, audio: torch.Tensor, 
     return files
 
 
+def sounds_config(model: LoadedModel, count: int, config: dict | None = None) -> dict:
+    """The config of an artifact of `count` sounds made by `model` (its manifest and the service's streamed ones)."""
+    return {
+        "model": model.run_id,
+        "checkpoint": model.checkpoint,
+        "step": model.step,
+        "sample_rate": model.sample_rate,
+        "count": count,
+        **(config or {}),
+    }
+
+
 def write_sounds(
     store: Store,
     model: LoadedModel,
@@ -70,14 +82,7 @@ def write_sounds(
         kind,
         aid,
         sound_files(model, latents, audio),
-        config={
-            "model": model.run_id,
-            "checkpoint": model.checkpoint,
-            "step": model.step,
-            "sample_rate": model.sample_rate,
-            "count": len(latents),
-            **(config or {}),
-        },
+        config=sounds_config(model, len(latents), config),
         inputs=[model.run_id],
         service="gan",
     )

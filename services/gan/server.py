@@ -36,7 +36,7 @@ from smf.gan.runs import (
     run_id_for,
     run_names,
 )
-from smf.gan.sample import sound_files, validate_latents
+from smf.gan.sample import sound_files, sounds_config, validate_latents
 from smf.gan.v1 import gan_pb2, gan_pb2_grpc
 
 log = logging.getLogger("smf.gan")
@@ -232,14 +232,7 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
                 aid,
                 inputs=[model.run_id],
                 service="gan",
-                config={
-                    "model": model.run_id,
-                    "checkpoint": model.checkpoint,
-                    "step": model.step,
-                    "sample_rate": model.sample_rate,
-                    "count": len(latents),
-                    **config,
-                },
+                config=sounds_config(model, len(latents), config),
             )
             yield None, common_pb2.ArtifactRef(uri=self.store.key_uri(aid), id=aid, kind=kind)
         else:

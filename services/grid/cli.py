@@ -131,9 +131,29 @@ def cmd_2d4pt(args) -> int:
     return 0
 
 
-def _render_here(args, store, interpolation: str) -> str:
+def _plan_here(args, store, interpolation: str, latent_dim):
     from smf.grid.plan import plan_grid
-    from smf.grid.render import render_grid
+
+    return plan_grid(
+        store,
+        corners=_corners(args),
+        d0=args.d0,
+        d1=args.d1,
+        model=args.model,
+        pm=args.pm,
+        n_variations=args.variations,
+        spread=args.spread,
+        seed=args.seed,
+        interpolation=interpolation,
+        grid_id=args.id,
+        latent_dim=latent_dim,
+        allow_local=True,
+        allowed=ANY,
+    )
+
+
+def _render_here(args, store, interpolation: str) -> str:
+    from smf.grid.plan import render_plan
 
     if args.gan:
         from smf.gan.client import GanClient
@@ -147,22 +167,7 @@ def _render_here(args, store, interpolation: str) -> str:
                 raise InvalidArgument("--model", f"{run} is not known to the GAN service")
             return found[0]
 
-        plan = plan_grid(
-            store,
-            corners=_corners(args),
-            d0=args.d0,
-            d1=args.d1,
-            model=args.model,
-            pm=args.pm,
-            n_variations=args.variations,
-            spread=args.spread,
-            seed=args.seed,
-            interpolation=interpolation,
-            grid_id=args.id,
-            latent_dim=lambda r: info(r).latent_dim,
-            allow_local=True,
-            allowed=ANY,
-        )
+        plan = _plan_here(args, store, interpolation, lambda r: info(r).latent_dim)
         sample_rate = info(plan.model).sample_rate
 
         def render(z):
@@ -180,22 +185,7 @@ def _render_here(args, store, interpolation: str) -> str:
                 models[run] = load_model(store, run)
             return models[run]
 
-        plan = plan_grid(
-            store,
-            corners=_corners(args),
-            d0=args.d0,
-            d1=args.d1,
-            model=args.model,
-            pm=args.pm,
-            n_variations=args.variations,
-            spread=args.spread,
-            seed=args.seed,
-            interpolation=interpolation,
-            grid_id=args.id,
-            latent_dim=lambda r: model(r).latent_dim,
-            allow_local=True,
-            allowed=ANY,
-        )
+        plan = _plan_here(args, store, interpolation, lambda r: model(r).latent_dim)
         m = model(plan.model)
         sample_rate = m.sample_rate
 
@@ -210,20 +200,7 @@ def _render_here(args, store, interpolation: str) -> str:
         bar.refresh()
 
     try:
-        render_grid(
-            store,
-            plan.grid_id,
-            plan.latents,
-            render,
-            model=plan.model,
-            sample_rate=sample_rate,
-            inputs=plan.inputs,
-            config=plan.config,
-            pm=plan.pm,
-            on_progress=progress,
-            batch_size=batch,
-            service="cli",
-        )
+        render_plan(store, plan, render, sample_rate=sample_rate, on_progress=progress, batch_size=batch, service="cli")
     finally:
         bar.close()
     return store.key_uri(plan.grid_id)

@@ -5,8 +5,7 @@ is rendered or written, and every error names the request field at fault:
 
     plan = plan_grid(store, model="run1", corners=["samples/<id>/0", "samples/<id>/1", z2_tensor, "s3://…/3.pt"],
                      d0=21, d1=21, latent_dim=lambda model: 16)
-    render_grid(store, plan.grid_id, plan.latents, render_fn, model=plan.model, inputs=plan.inputs,
-                config=plan.config, pm=plan.pm, sample_rate=16000)
+    render_plan(store, plan, render_fn, sample_rate=16000)
 """
 
 from __future__ import annotations
@@ -19,10 +18,11 @@ from pathlib import Path
 import torch
 from smf.common.errors import InvalidArgument, NotFound
 from smf.common.latents import latent_from_bytes, read_latent
-from smf.common.lineage import new_id, read_manifest
+from smf.common.lineage import Manifest, new_id, read_manifest
 from smf.common.refs import Allowed, artifact_id, is_uri, resolve, resolve_key
 from smf.common.store import Store
 from smf.grid.grid import INTERPOLATIONS, grid_latents, validate_corners, validate_shape, variations
+from smf.grid.render import render_grid
 
 MAX_VARIATIONS = 16
 MAX_CELLS = 65536  # sounds per grid, variations included
@@ -133,6 +133,23 @@ def plan_grid(
         "seed": seed,
     }
     return GridPlan(grid_id=grid_id, model=run, latents=z, pm=pm, inputs=inputs, config=config)
+
+
+def render_plan(store: Store, plan: GridPlan, render_fn: Callable, *, sample_rate: int, **options) -> Manifest:
+    """render_grid of what `plan` resolved (its latents, model, inputs, config, pm); `options` are render_grid's
+    (on_progress, batch_size, service)."""
+    return render_grid(
+        store,
+        plan.grid_id,
+        plan.latents,
+        render_fn,
+        model=plan.model,
+        sample_rate=sample_rate,
+        inputs=plan.inputs,
+        config=plan.config,
+        pm=plan.pm,
+        **options,
+    )
 
 
 def _check_options(d0: int, d1: int, n_variations: int, spread: float, interpolation: str) -> tuple[str, int, float]:

@@ -34,8 +34,7 @@ from smf.common.server import (
 from smf.common.store import Store, open_store
 from smf.common.v1 import common_pb2
 from smf.grid.auditioner import Auditioner
-from smf.grid.plan import GridPlan, model_id, plan_grid
-from smf.grid.render import render_grid
+from smf.grid.plan import GridPlan, model_id, plan_grid, render_plan
 from smf.grid.v1 import grid_pb2, grid_pb2_grpc
 
 log = logging.getLogger("smf.grid")
@@ -111,18 +110,8 @@ class GridServicer(grid_pb2_grpc.GridServiceServicer):
                 ctx.report(step=done, total=total, message=f"rendered {done}/{total} cells")
                 ctx.check_cancelled()  # raising here makes render_grid delete what it wrote
 
-            render_grid(
-                self.store,
-                plan.grid_id,
-                plan.latents,
-                render,
-                model=plan.model,
-                sample_rate=sample_rate,
-                inputs=plan.inputs,
-                config=plan.config,
-                pm=plan.pm,
-                on_progress=progress,
-                batch_size=self.batch_size,
+            render_plan(
+                self.store, plan, render, sample_rate=sample_rate, on_progress=progress, batch_size=self.batch_size
             )
             return [self.store.key_uri(plan.grid_id)]
 

@@ -24,19 +24,8 @@ from smf.rnn.v1 import rnn_pb2, rnn_pb2_grpc
 
 __all__ = ["RnnClient", "chunk_audio"]
 
-_OPTION_FIELDS = (
-    "hidden",
-    "layers",
-    "seq_len",
-    "batch",
-    "steps",
-    "lr",
-    "tfr",
-    "tfr_end",
-    "checkpoint_every",
-    "seed",
-    "sample_rate",
-)
+# the typed fields of StartTrainingRequest.options; every other option travels in config_json
+_OPTION_FIELDS = frozenset(rnn_pb2.TrainingOptions.DESCRIPTOR.fields_by_name)
 
 
 def chunk_audio(chunk) -> np.ndarray:

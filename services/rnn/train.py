@@ -469,20 +469,10 @@ class Trainer:
         return progress
 
 
-def train(
-    cfg: TrainConfig,
-    store,
-    run_id: str,
-    *,
-    data=None,
-    log=print,
-    stop: StopSignal | None = None,
-    on_step=None,
-    dist: Dist | None = None,
-) -> dict:
-    """Train (or resume) run `run_id` ("rnn/<run>") in `store`; returns the final progress dict. The arguments are
-    Trainer's: `train(cfg, store, "rnn/tones", on_step=bar)`."""
-    return Trainer(cfg, store, run_id, data=data, log=log, stop=stop, on_step=on_step, dist=dist).run()
+def train(cfg: TrainConfig, store, run_id: str, **options) -> dict:
+    """Train (or resume) run `run_id` ("rnn/<run>") in `store`; returns the final progress dict. The keyword
+    options are Trainer's (data, log, stop, on_step, dist): `train(cfg, store, "rnn/tones", on_step=bar)`."""
+    return Trainer(cfg, store, run_id, **options).run()
 
 
 def _read_config(src: str) -> TrainConfig:

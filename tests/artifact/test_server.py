@@ -9,21 +9,18 @@ import grpc
 import pytest
 from smf.artifact.server import MAX_CHUNK, ArtifactServicer
 from smf.common.client import connect
-from smf.common.server import ServerThread
 from smf.common.v1 import artifact_pb2, artifact_pb2_grpc
+from support.loopback import loopback_server
 
 TOKEN = "artifact-token"
 
 
 def serve(store):
-    return ServerThread(
-        name="artifact",
-        servicers=[(artifact_pb2_grpc.add_ArtifactServiceServicer_to_server, ArtifactServicer(store))],
-        service_names=["smf.common.v1.ArtifactService"],
-        port=0,
-        metrics_port=None,
-        token=TOKEN,
-        host="127.0.0.1",
+    return loopback_server(
+        "artifact",
+        [(artifact_pb2_grpc.add_ArtifactServiceServicer_to_server, ArtifactServicer(store))],
+        ["smf.common.v1.ArtifactService"],
+        TOKEN,
     ).start()
 
 

@@ -17,8 +17,8 @@ import pytest
 from smf.common import errors
 from smf.common.client import connect, wait_operation
 from smf.common.operations import ExternalStatus, OperationRegistry, OperationServicer
-from smf.common.server import ServerThread
 from smf.common.v1 import common_pb2, operations_pb2, operations_pb2_grpc
+from support.loopback import loopback_server
 
 Op = common_pb2.Operation
 TOKEN = "ops-token"
@@ -41,14 +41,11 @@ def registry():
 
 @pytest.fixture
 def served(registry):
-    srv = ServerThread(
-        name="ops",
-        servicers=[(operations_pb2_grpc.add_OperationServiceServicer_to_server, OperationServicer(registry))],
-        service_names=["smf.common.v1.OperationService"],
-        port=0,
-        metrics_port=None,
-        token=TOKEN,
-        host="127.0.0.1",
+    srv = loopback_server(
+        "ops",
+        [(operations_pb2_grpc.add_OperationServiceServicer_to_server, OperationServicer(registry))],
+        ["smf.common.v1.OperationService"],
+        TOKEN,
     ).start()
     channel = connect(f"127.0.0.1:{srv.port}", token=TOKEN)
     yield channel, operations_pb2_grpc.OperationServiceStub(channel)

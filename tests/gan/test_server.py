@@ -11,27 +11,19 @@ import pytest
 import torch
 from smf.common.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from smf.common.lineage import read_manifest
-from smf.common.server import ServerThread
 from smf.gan.batching import RenderBatcher
 from smf.gan.client import GanClient
 from smf.gan.runs import load_model
 from smf.gan.server import SERVICE_NAMES, GanServicer, servicers
+from support.loopback import loopback_server
 from support.tiny_gan import tiny_dict
 
 TOKEN = "gan-test-token"
 
 
-def serve(store, **kw) -> tuple[ServerThread, GanServicer]:
+def serve(store, **kw) -> tuple:
     servicer = GanServicer(store, **kw)
-    srv = ServerThread(
-        name="gan",
-        servicers=servicers(servicer),
-        service_names=SERVICE_NAMES,
-        port=0,
-        metrics_port=None,
-        token=TOKEN,
-        host="127.0.0.1",
-    ).start()
+    srv = loopback_server("gan", servicers(servicer), SERVICE_NAMES, TOKEN).start()
     return srv, servicer
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from support.loopback import loopback_server
 from support.tiny_gan import tiny_dict
 from support.torch_threads import one_torch_thread
 
@@ -56,7 +57,6 @@ class Services:
 @pytest.fixture(scope="session")
 def services(grid_store, s3_server):
     """Two GAN replicas + a grid service (gRPC and HTTP) on free ports, all with a token; 4 random corners."""
-    from smf.common.server import ServerThread
     from smf.gan import server as gan_server
     from smf.gan.client import GanClient
     from smf.grid import server as grid_server
@@ -70,15 +70,7 @@ def services(grid_store, s3_server):
         try:
             for _ in range(2):
                 servicer = gan_server.GanServicer(grid_store, max_batch=16)
-                srv = ServerThread(
-                    name="gan",
-                    servicers=gan_server.servicers(servicer),
-                    service_names=gan_server.SERVICE_NAMES,
-                    port=0,
-                    metrics_port=None,
-                    token=TOKEN,
-                    host="127.0.0.1",
-                ).start()
+                srv = loopback_server("gan", gan_server.servicers(servicer), gan_server.SERVICE_NAMES, TOKEN).start()
                 gans.append(servicer)
                 started.append(srv)
             targets = [f"127.0.0.1:{s.port}" for s in started]
@@ -86,15 +78,7 @@ def services(grid_store, s3_server):
             out = client.sample_random("tiny", 4, seed=1)
             sample = out.artifact_uri.split(grid_store.uri + "/", 1)[1]
             grid = grid_server.GridServicer(grid_store, client, batch_size=16)
-            gsrv = ServerThread(
-                name="grid",
-                servicers=grid_server.servicers(grid),
-                service_names=grid_server.SERVICE_NAMES,
-                port=0,
-                metrics_port=None,
-                token=TOKEN,
-                host="127.0.0.1",
-            ).start()
+            gsrv = loopback_server("grid", grid_server.servicers(grid), grid_server.SERVICE_NAMES, TOKEN).start()
             started.append(gsrv)
             http = Auditioner(grid_store, token=TOKEN, host="127.0.0.1", port=0).start()
             try:

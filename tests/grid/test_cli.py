@@ -65,56 +65,16 @@ def test_2d4pt_here_with_a_local_corner_file(services, s3_env, tmp_path, capsys)
 def test_2d4pt_remote_and_open_url(services, s3_env, monkeypatch, capsys):
     monkeypatch.setenv("SMF_TOKEN", services.token)
     c = services.corners
-    rc = main(
-        [
-            "grid",
-            "2d4pt",
-            "--store",
-            services.store.uri,
-            "--remote",
-            f"127.0.0.1:{services.grid_port}",
-            "--z0",
-            c[0],
-            "--z1",
-            c[1],
-            "--z2",
-            c[2],
-            "--z3",
-            c[3],
-            "--d0",
-            "2",
-            "--d1",
-            "3",
-            "--id",
-            "from-cli",
-        ]
-    )
+    remote_2d4pt = ["grid", "2d4pt", "--remote", f"127.0.0.1:{services.grid_port}"]
+    remote_2d4pt += ["--z0", c[0], "--z1", c[1], "--z2", c[2], "--z3", c[3]]
+    rc = main([*remote_2d4pt, "--store", services.store.uri, "--d0", "2", "--d1", "3", "--id", "from-cli"])
     out = capsys.readouterr().out
     assert rc == 0 and _grid_id(out) == "grids/from-cli"
     rc = main(["grid", "ls", "--remote", f"127.0.0.1:{services.grid_port}"])
     assert rc == 0 and "grids/from-cli" in capsys.readouterr().out
     rc = main(["grid", "open", "from-cli", "--url", services.http.url + "/"])
     assert rc == 0 and capsys.readouterr().out.strip() == f"{services.http.url}/grids/from-cli"
-    rc = main(
-        [
-            "grid",
-            "2d4pt",
-            "--remote",
-            f"127.0.0.1:{services.grid_port}",
-            "--z0",
-            c[0],
-            "--z1",
-            c[1],
-            "--z2",
-            c[2],
-            "--z3",
-            c[3],
-            "--d0",
-            "1",
-            "--d1",
-            "3",
-        ]
-    )
+    rc = main([*remote_2d4pt, "--d0", "1", "--d1", "3"])
     assert rc == 1 and "d0" in capsys.readouterr().err
 
 

@@ -14,7 +14,6 @@ import time
 
 import pytest
 from smf.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
-from smf.common.server import ServerThread
 from smf.common.store import open_store
 from smf.pipeline.client import PipelineClient
 from smf.pipeline.config import DEMO_CONFIG
@@ -22,21 +21,14 @@ from smf.pipeline.pipeline import STAGES
 from smf.pipeline.server import SERVICE_NAMES, PipelineServicer, servicers
 from smf.pipeline.services import local_services
 from smf.pipeline.v1 import pipeline_pb2
+from support.loopback import loopback_server
 
 TINY = DEMO_CONFIG.parent / "tiny.json"
 TOKEN = "pipeline-test-token"
 
 
-def _server(servicer: PipelineServicer) -> ServerThread:
-    return ServerThread(
-        name="pipeline",
-        servicers=servicers(servicer),
-        service_names=SERVICE_NAMES,
-        port=0,
-        metrics_port=None,
-        token=TOKEN,
-        host="127.0.0.1",
-    )
+def _server(servicer: PipelineServicer):
+    return loopback_server("pipeline", servicers(servicer), SERVICE_NAMES, TOKEN)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from smf.rnn.dataset import load_dataset
 from smf.rnn.generate import generate_chain, generate_controls
 from smf.rnn.model import RNNConfig, build_model
 from smf.rnn.train import TrainConfig, load_checkpoint, load_run, train
+from support.loopback import loopback_server
 
 SR = 16000
 TINY = {
@@ -135,20 +136,10 @@ def test_train_param_and_audio_tier_then_chain(tones):
         generate_chain(param_tier, audio_tier, np.zeros((10, 2), np.float32), 0.1, seed=0)
 
     # the service over a real channel: GenerateRequest.chain_model; conditioning columns are the param tier's params
-    from smf.common.server import ServerThread
     from smf.rnn.client import RnnClient
     from smf.rnn.server import SERVICE_NAME, RnnServicer, servicers
 
-    pairs = servicers(RnnServicer(tones))
-    srv = ServerThread(
-        name="rnn",
-        servicers=pairs,
-        service_names=[SERVICE_NAME],
-        port=0,
-        metrics_port=None,
-        token="chain-token",
-        host="127.0.0.1",
-    ).start()
+    srv = loopback_server("rnn", servicers(RnnServicer(tones)), [SERVICE_NAME], "chain-token").start()
     try:
         with RnnClient(f"127.0.0.1:{srv.port}", token="chain-token") as rnn:
             result, streamed = rnn.generate(
@@ -199,50 +190,10 @@ def test_cli_train_both_tiers_and_generate_chain(tones, tmp_path, capsys):
 
     store = ["--store", tones.uri]
     tiny = ["--hidden", "16", "--layers", "1", "--batch", "4", "--steps", "3", "--device", "cpu"]
-    assert (
-        main(
-            [
-                "rnn",
-                "train",
-                "--data",
-                "datasets/tones",
-                "--generate",
-                "rms",
-                "centroid",
-                "--rate",
-                "125",
-                "--prop",
-                "normPitch",
-                "--seq-len",
-                "16",
-                "-n",
-                "ctl",
-                *tiny,
-                *store,
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "rnn",
-                "train",
-                "--data",
-                "datasets/tones",
-                "--prop",
-                "rms",
-                "centroid",
-                "--seq-len",
-                "32",
-                "-n",
-                "aud",
-                *tiny,
-                *store,
-            ]
-        )
-        == 0
-    )
+    train_tones = ["rnn", "train", "--data", "datasets/tones", *tiny, *store]
+    param_tier = ["--generate", "rms", "centroid", "--rate", "125", "--prop", "normPitch", "--seq-len", "16"]
+    assert main([*train_tones, *param_tier, "-n", "ctl"]) == 0
+    assert main([*train_tones, "--prop", "rms", "centroid", "--seq-len", "32", "-n", "aud"]) == 0
     out = tmp_path / "render"
     assert (
         main(

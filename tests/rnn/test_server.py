@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 from smf.common.errors import Cancelled, InvalidArgument, NotFound
-from smf.common.server import ServerThread
 from smf.common.store import open_store
 from smf.rnn import conditioning as cond
 from smf.rnn.client import RnnClient
 from smf.rnn.server import SERVICE_NAME, RnnServicer, servicers
 from smf.rnn.train import checkpoint_steps, load_checkpoint
+from support.loopback import loopback_server
 
 TOKEN = "rnn-test-token"
 TINY = {"hidden": 16, "layers": 1, "seq_len": 64, "batch": 4, "checkpoint_every": 2}
@@ -34,16 +34,7 @@ def env(tmp_path_factory):
     mp.setenv("SMF_JOB_DIR", str(root / "jobs"))
     mp.setenv("OMP_NUM_THREADS", "1")  # the 2-core box: one thread per trainer
     servicer = RnnServicer(store)
-    pairs = servicers(servicer)
-    srv = ServerThread(
-        name="rnn",
-        servicers=pairs,
-        service_names=[SERVICE_NAME],
-        port=0,
-        metrics_port=None,
-        token=TOKEN,
-        host="127.0.0.1",
-    ).start()
+    srv = loopback_server("rnn", servicers(servicer), [SERVICE_NAME], TOKEN).start()
     client = RnnClient(f"127.0.0.1:{srv.port}", token=TOKEN)
     yield store, client, servicer
     client.close()
@@ -184,16 +175,7 @@ def test_int8_service_generates_reproducibly(env, trained):
     """A service started with --precision int8 serves the same model through the int8 loop: valid, seeded audio."""
     store, _, _ = env
     servicer = RnnServicer(store, precision="int8")
-    pairs = servicers(servicer)
-    srv = ServerThread(
-        name="rnn",
-        servicers=pairs,
-        service_names=[SERVICE_NAME],
-        port=0,
-        metrics_port=None,
-        token=TOKEN,
-        host="127.0.0.1",
-    ).start()
+    srv = loopback_server("rnn", servicers(servicer), [SERVICE_NAME], TOKEN).start()
     try:
         with RnnClient(f"127.0.0.1:{srv.port}", token=TOKEN) as rnn:
             arr = cond.columns(cond.ramp(0.0, 1.0))

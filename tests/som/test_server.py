@@ -16,8 +16,8 @@ import torch
 from smf.common.errors import AlreadyExists, Cancelled, FailedPrecondition, InvalidArgument, NotFound
 from smf.common.lineage import read_manifest
 from smf.common.params import read_params
-from smf.common.server import ServerThread
 from smf.common.v1 import operations_pb2, operations_pb2_grpc
+from support.loopback import loopback_server
 from support.tiny_gan import tiny_dict
 
 TOKEN = "som-test-token"
@@ -51,15 +51,7 @@ def stack(tmp_path_factory):
     Trainer(parse_config(tiny_dict()), store, "gan/trained", log=lambda *_: None).run()
 
     def serve(name, servicer_list, names):
-        return ServerThread(
-            name=name,
-            servicers=servicer_list,
-            service_names=names,
-            port=0,
-            metrics_port=None,
-            token=TOKEN,
-            host="127.0.0.1",
-        ).start()
+        return loopback_server(name, servicer_list, names, TOKEN).start()
 
     gan_servicer_objs = [GanServicer(store) for _ in range(2)]
     gan_servers = [serve("gan", gan_servicers(s), GAN_NAMES) for s in gan_servicer_objs]
