@@ -23,7 +23,9 @@ import torch
 from smf.common.errors import InvalidArgument
 
 MEL_BANDS = 8  # mel0 .. mel7: the spectral envelope at the frame rate, coarse enough for a small tier to predict
-FEATURES = {"rms": "dB", "centroid": "octaves"} | {f"mel{k}": "dB" for k in range(MEL_BANDS)}  # name -> raw unit
+FEATURES = {"rms": "dB", "centroid": "octaves", "f0": "octaves"} | {f"mel{k}": "dB" for k in range(MEL_BANDS)}
+F0_RANGE_HZ = (50.0, 1000.0)
+F0_WINDOW_S = 0.032  # long enough for two periods of 60 Hz
 MELS = [f"mel{k}" for k in range(MEL_BANDS)]
 MEL_FMIN = 40.0
 DEFAULT_RATE = 125  # frames per second when the tier itself runs at the audio rate (the reference's top tier rate)
@@ -68,6 +70,8 @@ def analyse(
         freqs = torch.fft.rfftfreq(n_fft, 1 / sample_rate)[:, None]
         centroid = (freqs * spec).sum(0) / spec.sum(0).clamp_min(1e-9)
         out["centroid"] = np.log2(np.maximum(centroid.double().numpy(), CENTROID_REF_HZ) / CENTROID_REF_HZ)
+    if "f0" in names:
+        out["f0"] = _f0_track(x, sample_rate, hop, spec.shape[1])
     if any(n in MELS for n in names):
         # band energies in dB on a mel scale: what a listener (and the control score's log-mel) tells sounds apart by
         fb = torchaudio_melscale(spec.shape[0], sample_rate)  # [F, MEL_BANDS]
@@ -76,6 +80,23 @@ def analyse(
             if n in names:
                 out[n] = np.maximum(mel_db[k].numpy(), RMS_FLOOR_DB)
     return out
+
+
+def _f0_track(x: torch.Tensor, sample_rate: int, hop: int, frames: int) -> np.ndarray:
+    """f0 per frame (octaves above 20 Hz) from the normalised autocorrelation of a 32 ms Hann window centred on the
+    frame: the best lag in the 50..1000 Hz range; an aperiodic frame (best correlation < 0.3) holds 0 (= 20 Hz)."""
+    win = max(int(F0_WINDOW_S * sample_rate), 2 * int(sample_rate / F0_RANGE_HZ[0]) // 2 + 2)
+    pad = torch.nn.functional.pad(x, (win // 2, win // 2 + hop * frames))
+    seg = pad.unfold(0, win, hop)[:frames] * torch.hann_window(win)  # [frames, win]
+    seg = seg - seg.mean(1, keepdim=True)
+    spec = torch.fft.rfft(seg, 2 * win)
+    ac = torch.fft.irfft(spec * spec.conj(), 2 * win)[:, :win]
+    ac = ac / (ac[:, :1] + 1e-9) / (1 - torch.arange(win) / win)
+    lo, hi = int(sample_rate / F0_RANGE_HZ[1]), min(int(sample_rate / F0_RANGE_HZ[0]), win - 1)
+    best, lag = ac[:, lo:hi].max(1)
+    hz = sample_rate / (lag + lo).double()
+    octaves = np.log2(np.maximum(hz.numpy(), CENTROID_REF_HZ) / CENTROID_REF_HZ)
+    return np.where(best.numpy() > 0.3, octaves, 0.0)
 
 
 def torchaudio_melscale(n_freqs: int, sample_rate: int) -> torch.Tensor:

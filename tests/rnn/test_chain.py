@@ -229,3 +229,15 @@ def test_cli_train_both_tiers_and_generate_chain(tones, tmp_path, capsys):
         == 1
     )
     assert "is an audio tier" in capsys.readouterr().err
+
+
+def test_f0_and_mel_controls_of_known_signals():
+    from smf.rnn.features import MELS, analyse
+
+    t = np.arange(8000) / 16000
+    for hz in (110.0, 220.0, 440.0):
+        raw = analyse(0.5 * np.sin(2 * np.pi * hz * t), 16000, 125, ["f0", *MELS])
+        assert abs(1200 * np.log2(20 * 2 ** np.median(raw["f0"][5:-5]) / hz)) < 30  # integer-lag resolution
+        assert np.argmax([np.median(raw[m]) for m in MELS]) <= 2  # a low tone sits in the low bands
+    noise = analyse(np.random.default_rng(0).standard_normal(8000), 16000, 125, ["f0"])["f0"]
+    assert np.median(noise) == 0.0  # aperiodic: no pitch
