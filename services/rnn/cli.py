@@ -41,10 +41,15 @@ def register(subparsers) -> None:
         default=None,
         help="use a running RnnService instead of this process (token from $SMF_TOKEN)",
     )
-
     p = subparsers.add_parser("rnn", help="train, generate from, play and export conditional RNN models")
     sub = p.add_subparsers(dest="rnn_command", metavar="ACTION", required=True)
+    for add in (_add_train, _add_generate, _add_play, _add_ls_export, _add_evaluate):
+        add(sub, common)
+    _add_conditioning(subparsers, common)
 
+
+def _add_train(sub, common) -> None:
+    """`smf rnn train`."""
     t = sub.add_parser("train", parents=[common], help="train an MTCRNN tier (audio, or parameter with --generate)")
     t.add_argument("--data", required=True, help="dataset or grid id (datasets/tones), store URI, or local folder")
     t.add_argument(
@@ -81,6 +86,9 @@ def register(subparsers) -> None:
     t.add_argument("--device", default=None, help="auto (default), cpu, cuda")
     t.set_defaults(func=cmd_train)
 
+
+def _add_generate(sub, common) -> None:
+    """`smf rnn generate`."""
     g = sub.add_parser("generate", parents=[common], help="render audio from a conditioning array")
     g.add_argument("-m", "--model", required=True, help="run id (rnn/NAME) or artifact URI")
     src = g.add_mutually_exclusive_group(required=True)
@@ -116,6 +124,9 @@ def register(subparsers) -> None:
     g.add_argument("--chain-step", type=int, default=0, help="checkpoint step of --chain (default newest)")
     g.set_defaults(func=cmd_generate)
 
+
+def _add_play(sub, common) -> None:
+    """`smf rnn play`."""
     pl = sub.add_parser("play", parents=[common], help="live: type NAME=VALUE [GLIDE_MS] lines to move params")
     pl.add_argument("-m", "--model", required=True)
     pl.add_argument("--values", nargs="*", type=float, default=None, help="starting values (default 0.5 each)")
@@ -128,6 +139,9 @@ def register(subparsers) -> None:
     pl.add_argument("--chain", default="", help="parameter tier whose params are the knobs (a two-tier synth)")
     pl.set_defaults(func=cmd_play)
 
+
+def _add_ls_export(sub, common) -> None:
+    """`smf rnn ls` and `smf rnn export`."""
     ls = sub.add_parser("ls", parents=[common], help="list trained models and their params")
     ls.set_defaults(func=cmd_ls)
 
@@ -136,6 +150,9 @@ def register(subparsers) -> None:
     ex.add_argument("--step", type=int, default=0)
     ex.set_defaults(func=cmd_export)
 
+
+def _add_evaluate(sub, common) -> None:
+    """`smf rnn evaluate`."""
     ev = sub.add_parser(
         "evaluate", parents=[common], help="control-following score: do renders go where the knobs say?"
     )
@@ -154,6 +171,9 @@ def register(subparsers) -> None:
     ev.add_argument("-o", "--out", default=None, help="folder for control.json and control.png (default ./eval-NAME)")
     ev.set_defaults(func=cmd_evaluate)
 
+
+def _add_conditioning(subparsers, common) -> None:
+    """`smf conditioning make` (a command of its own, beside `smf rnn`)."""
     c = subparsers.add_parser("conditioning", help="make conditioning arrays (gestures) for `smf rnn generate`")
     csub = c.add_subparsers(dest="conditioning_command", metavar="ACTION", required=True)
     mk = csub.add_parser(
