@@ -104,9 +104,9 @@ class Reference:
     sample_rate: int
     audio: np.ndarray
     positions: np.ndarray
-    mean: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
-    std: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
-    features: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
+    mean: np.ndarray = field(init=False, repr=False)  # feature z-scoring, from the reference windows
+    std: np.ndarray = field(init=False, repr=False)
+    features: np.ndarray = field(init=False, repr=False)  # [K, D] z-scored
 
     def __post_init__(self) -> None:
         raw = window_features(self.audio, self.sample_rate)
@@ -129,8 +129,11 @@ class Reference:
 
     def decode(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Audio [T] -> (heard positions [n, C], index of the nearest reference window [n], its distance [n])."""
-        f = self.featurize(audio)
-        d = np.sqrt(((f[:, None, :] - self.features[None]) ** 2).sum(-1))  # [n, K]
+        return self.decode_features(self.featurize(audio))
+
+    def decode_features(self, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`decode` for windows already featurized ([n, D], see `featurize`)."""
+        d = distances(f, self.features)  # [n, K]
         idx = d.argmin(1)
         return self.positions[idx], idx, d[np.arange(len(idx)), idx]
 
@@ -140,11 +143,17 @@ class Reference:
 
     def neighbour_scale(self) -> float:
         """Median feature distance from each distinct position's window to the nearest window elsewhere."""
-        d = np.sqrt(((self.features[:, None] - self.features[None]) ** 2).sum(-1))
+        d = distances(self.features, self.features)
         same = np.all(np.isclose(self.positions[:, None], self.positions[None]), axis=-1)
         d[same] = np.inf
         best = d.min(1)
         return float(np.median(best[np.isfinite(best)])) if np.isfinite(best).any() else float("nan")
+
+
+def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances [n, m] between feature rows a [n, D] and b [m, D], without an [n, m, D] intermediate (the
+    reference may hold 4096 windows)."""
+    return torch.cdist(torch.from_numpy(a), torch.from_numpy(b)).numpy()
 
 
 def reference_from_windows(
@@ -271,7 +280,7 @@ def _constant(reference: Reference, g: Gesture, idx: np.ndarray, dist: np.ndarra
     assert g.target is not None
     hits = np.all(np.isclose(reference.positions[idx], g.target[None], atol=1e-6), axis=1)
     targets = np.all(np.isclose(reference.positions, g.target[None], atol=1e-6), axis=1)
-    to_target = np.sqrt(((f[:, None] - reference.features[targets][None]) ** 2).sum(-1)).min(1)
+    to_target = distances(f, reference.features[targets]).min(1)
     distinct = len(np.unique(np.round(reference.positions, 6), axis=0))
     return {
         "target": [float(v) for v in g.target],
@@ -314,7 +323,7 @@ def evaluate(
     for g, a in zip(gestures, audio, strict=True):
         req = requested_windows(g.columns, duration, reference.sample_rate, reference.window)
         f = reference.featurize(a)
-        heard, idx, dist = reference.decode(a)
+        heard, idx, dist = reference.decode_features(f)
         req = req[: len(heard)]
         o_heard, _, _ = reference.decode(oracle_audio(reference, req))
         entry: dict = {
