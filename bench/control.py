@@ -62,12 +62,10 @@ def train_recipe(store, grid: str, name: str, recipe: str, rnn: dict, controls: 
     t0 = time.monotonic()
     quiet = lambda *a: None  # noqa: E731
     if recipe == "tiered":
-        feats = controls.get("features", ["rms", "centroid"])
-        tier = {k: v for k, v in controls.items() if k != "features"}
-        tier.update(data=grid, props=["dim0", "dim1"], generate=feats, rate=125, progress_every=10**6)
-        tier.setdefault("cross", 1.0)
-        tier.setdefault("seq_len", 64)
-        tier["checkpoint_every"] = 10**6
+        from smf.pipeline.config import controls_tier
+
+        feats, tier = controls_tier(controls)  # the parameter tier exactly as the pipeline trains it
+        tier.update(data=grid, props=["dim0", "dim1"], progress_every=10**6, checkpoint_every=10**6)
         train(TrainConfig.from_dict(tier), store, f"rnn/{name}-controls", log=quiet)
         train(
             TrainConfig.from_dict({**base, "props": feats, "cross": rnn.get("cross", 0.5)}),

@@ -153,6 +153,18 @@ def _check_control(cfg: PipelineConfig, bad: _Bad) -> None:
         raise bad("control.seed", f"an integer, got {c.get('seed')!r}")
 
 
+CONTROL_FEATURES = ["rms", "centroid"]  # what the parameter tier makes from dim0, dim1 (smf.rnn.features)
+CONTROL_TIER = {"cross": 1.0, "seq_len": 64, "rate": 125}  # its defaults: 125 Hz, windows chaining cells
+
+
+def controls_tier(controls: dict) -> tuple[list[str], dict]:
+    """A `controls` block -> (the features it makes, the parameter tier's training fields: CONTROL_TIER, then the
+    block's options, then generate = the features). The pipeline and bench/control.py train it from this."""
+    ctl = dict(controls)
+    features = list(ctl.pop("features", CONTROL_FEATURES))
+    return features, {**CONTROL_TIER, **ctl, "generate": features}
+
+
 def _check_controls(cfg: PipelineConfig, bad: _Bad) -> None:
     """controls: the parameter tier's features (analysis names of smf.rnn.features) and training options; the
     RNN service validates the options themselves."""
@@ -161,7 +173,7 @@ def _check_controls(cfg: PipelineConfig, bad: _Bad) -> None:
     c = cfg.controls
     if not isinstance(c, dict):
         raise bad("controls", "a JSON object {features: [...], hidden, steps, ...} or {} for one audio tier")
-    feats = c.get("features", ["rms", "centroid"])
+    feats = c.get("features", CONTROL_FEATURES)
     if not isinstance(feats, list) or not feats or any(f not in FEATURES for f in feats):
         raise bad("controls.features", f"a non-empty list of {sorted(FEATURES)}, got {feats!r}")
     for k in ("generate", "props"):

@@ -27,7 +27,7 @@ from smf.common.errors import FailedPrecondition, InvalidArgument, NotFound, Per
 from smf.common.lineage import read_manifest, write_artifact
 from smf.common.refs import resolve_key
 from smf.common.store import Store
-from smf.pipeline.config import PipelineConfig
+from smf.pipeline.config import PipelineConfig, controls_tier
 from smf.pipeline.services import Services
 
 __all__ = ["STAGES", "Pipeline", "describe", "read_state", "stage_key", "state_key"]
@@ -46,7 +46,6 @@ STAGES = (
     "report",
 )
 RNN_PROPS = ["dim0", "dim1"]
-CONTROL_FEATURES = ["rms", "centroid"]  # what the parameter tier makes from dim0, dim1 (smf.rnn.features)
 
 
 def state_key(name: str) -> str:
@@ -373,14 +372,12 @@ class Pipeline:
         # those controls; without, one audio tier conditioned on dim0, dim1 (the reference MTCRNN recipe).
         rnn = self._client("rnn")
         run_id = f"rnn/{self.cfg.name}-{key[:10]}"
-        ctl = dict(self.cfg.controls)
-        if not ctl:
+        if not self.cfg.controls:
             op = rnn.start_training(grid, RNN_PROPS, run_id=run_id, **self.cfg.rnn)
             rnn.wait(op.id, on_progress=self._progress("rnn"))
             return {"model": run_id, "chain": "", "data": grid, "artifacts": [run_id]}
-        features = list(ctl.pop("features", CONTROL_FEATURES))
+        features, tier = controls_tier(self.cfg.controls)
         chain_id = f"{run_id}-controls"
-        tier = {"cross": 1.0, "seq_len": 64, "rate": 125, **ctl, "generate": features}
         # one after the other: side by side, two trainers on 2 cores took 427 s where in turn they take ~210 s
         op = rnn.start_training(grid, RNN_PROPS, run_id=chain_id, **tier)
         rnn.wait(op.id, on_progress=self._progress("rnn controls"))
