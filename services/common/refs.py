@@ -19,18 +19,40 @@ The rules, one place:
   prefix, else the s3 bucket root, or the folder holding a file store's `.smf-meta` (see `store.parse_uri`).
 - A bad name is InvalidArgument naming `field`: empty, `.`/`..` segments, characters outside [A-Za-z0-9._-],
   the wrong kind, or more segments than an id has.
+
+A server refuses anything outside its configured stores and data roots (`Confinement`: `--allow-store`,
+`--data-root`; by default its own store and no local folder), before anything is opened:
+
+    confine = Confinement.from_args(args)                            # or Confinement() in tests: own store only
+    path = check_data(store, cfg.loader.data_path, field="loaderConfig.data_path", confine=confine)
+    folder = local_folder("/srv/sounds/a", confine.data_roots, field="dataset.folder")   # resolved, or refused
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import urllib.parse
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeGuard
 
 from smf.common.errors import InvalidArgument, PermissionDenied
 from smf.common.store import Store, canonical_uri, default_store_uri, open_store, parse_uri, validate_key
 
-__all__ = ["ANY", "artifact_id", "is_uri", "resolve", "resolve_key"]
+__all__ = [
+    "ANY",
+    "Confinement",
+    "add_confinement_arguments",
+    "artifact_id",
+    "check_data",
+    "is_uri",
+    "is_local_path",
+    "local_folder",
+    "resolve",
+    "resolve_key",
+]
 
 SCHEMES = ("file://", "s3://")
 
@@ -132,6 +154,88 @@ def resolve_key(store: Store | str | None, raw: str, *, field: str, allowed: All
         return home, validate_key(key)
     except InvalidArgument as exc:
         raise InvalidArgument(field, _reason(exc)) from None
+
+
+# --- what a server may read: its stores and data roots -----------------------------------------------------------
+@dataclass(frozen=True)
+class Confinement:
+    """The stores a server reads besides its own (`stores`, URIs) and the local folders it may train on
+    (`data_roots`, resolved absolute paths). The default, `Confinement()`, is the server's own store and no folder."""
+
+    stores: tuple[str, ...] = ()
+    data_roots: tuple[Path, ...] = ()
+
+    @classmethod
+    def of(cls, stores: Sequence[str] = (), data_roots: Sequence[str | os.PathLike] = ()) -> Confinement:
+        """Checked and canonical: store URIs as `Store.uri` spells them, roots absolute with symlinks resolved."""
+        uris = tuple(canonical_uri(u) for u in stores)
+        roots = []
+        for r in data_roots:
+            if not os.path.isabs(os.path.expanduser(str(r))):
+                raise InvalidArgument("--data-root", f"{r!s} must be an absolute folder")
+            roots.append(Path(os.path.expanduser(str(r))).resolve())
+        return cls(uris, tuple(roots))
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Confinement:
+        """From the flags `add_confinement_arguments` adds (their defaults come from the environment)."""
+        return cls.of(args.allow_store or (), args.data_root or ())
+
+
+def add_confinement_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--allow-store URI` and `--data-root DIR` (repeatable; default $SMF_ALLOWED_STORES, comma-separated, and
+    $SMF_DATA_ROOTS, os.pathsep-separated): what a server may read besides its own store."""
+    stores = [u for u in os.environ.get("SMF_ALLOWED_STORES", "").split(",") if u.strip()]
+    roots = [r for r in os.environ.get("SMF_DATA_ROOTS", "").split(os.pathsep) if r.strip()]
+    parser.add_argument(
+        "--allow-store",
+        action="append",
+        default=[u.strip() for u in stores] or None,
+        metavar="URI",
+        help="another store whose URIs requests may name (repeatable; default $SMF_ALLOWED_STORES; "
+        "without it: this server's own --store only)",
+    )
+    parser.add_argument(
+        "--data-root",
+        action="append",
+        default=[r.strip() for r in roots] or None,
+        metavar="DIR",
+        help="a local folder requests may train on, with everything under it (repeatable; default "
+        "$SMF_DATA_ROOTS; without it: training data comes from the store only)",
+    )
+
+
+def is_local_path(raw: str) -> bool:
+    """Whether training data written as `raw` means a folder on the local disk (as the trainers read it): an
+    absolute path, `~`, or one starting with '.'; anything else that is not a URI is a store key or id."""
+    return not is_uri(raw) and (os.path.isabs(raw) or raw.startswith((".", "~")))
+
+
+def local_folder(raw: str, roots: Sequence[Path], *, field: str) -> Path:
+    """The folder `raw` names, symlinks and '..' resolved, when it lies under one of `roots`; else PermissionDenied.
+
+    The check uses the resolved path only (nothing is listed or opened), so the answer is the same whether or not
+    the folder exists: a missing folder inside a root is the trainer's error to report.
+    """
+    path = Path(os.path.expanduser(raw)).resolve()  # a relative path is the trainer's: relative to this process
+    if any(path.is_relative_to(root) for root in roots):
+        return path
+    where = ", ".join(str(r) for r in roots) or "none: this server trains on store data only (see --data-root)"
+    raise PermissionDenied(f"{field}: {raw} is outside the data roots this service may read ({where})")
+
+
+def check_data(store: Store, raw: str, *, field: str, confine: Confinement) -> str:
+    """Training data a request names, checked before any job starts: a URI must lie in the server's stores, a local
+    folder under its data roots (PermissionDenied otherwise, whether or not it exists); a store key passes as is.
+    Returns `raw`, or for a local folder its resolved path."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise InvalidArgument(field, "name the training data: a store key or id, or its store URI")
+    if is_uri(raw):
+        resolve_key(store, raw, field=field, allowed=list(confine.stores))
+        return raw
+    if is_local_path(raw):
+        return str(local_folder(raw, confine.data_roots, field=field))
+    return raw
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------

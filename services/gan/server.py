@@ -19,9 +19,10 @@ import torch
 from smf.common import jobs
 from smf.common.errors import AlreadyExists, InvalidArgument, NotFound
 from smf.common.latents import read_latent
+from smf.common.limits import MAX_GPUS, check_gpus, parse_json
 from smf.common.lineage import commit_artifact, new_id, read_manifest
 from smf.common.operations import OPERATION_SERVICE_NAME, OperationRegistry, with_operations
-from smf.common.refs import resolve_key
+from smf.common.refs import Confinement, add_confinement_arguments, check_data, resolve_key
 from smf.common.server import add_server_arguments, run_server, server_options
 from smf.common.store import Store, open_store, validate_prefix
 from smf.common.v1 import common_pb2
@@ -72,8 +73,13 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
         max_queue: int = 4096,
         device: str = "cpu",
         job_backend: str | None = None,
+        confine: Confinement | None = None,
+        max_gpus: int = MAX_GPUS,
     ):
         self.store = store
+        # the stores and local data roots a request may name (default: this store only, no folder)
+        self.confine = confine or Confinement()
+        self.max_gpus = max_gpus
         self.registry = registry or OperationRegistry()
         self.models = ModelCache(store, device=device)
         self.batcher = RenderBatcher(max_batch=max_batch, max_wait_s=max_wait_s, max_queue=max_queue)
@@ -84,8 +90,11 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
     def StartTraining(self, request, context):
         run_id = run_id_for(request.name)
         cfg = self._config(request)
+        # the trainer reads any URI and folder it is given: what a caller may name is decided here, before the job
+        check_data(self.store, cfg.loader.data_path, field="loaderConfig.data_path", confine=self.confine)
+        gpus = check_gpus(request.gpus, max_gpus=self.max_gpus, available=self._gpus_here())
         prepare_run(self.store, run_id, cfg)
-        job = launch_training(self.store, run_id, gpus=request.gpus, backend=self.job_backend)
+        job = launch_training(self.store, run_id, gpus=gpus, backend=self.job_backend)
         op = self.registry.start_external(
             "gan.train",
             lambda: jobs.poll_job(job, lambda: read_progress(self.store, run_id)),
@@ -96,17 +105,23 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
         self.jobs[op.id] = job
         return gan_pb2.StartTrainingResponse(operation=op)
 
+    def _gpus_here(self) -> int | None:
+        """GPUs a local job can use (a local job asking for more starts one CPU worker per GPU); None where a
+        cluster backend decides."""
+        local = isinstance(jobs.get_backend(self.job_backend), jobs.LocalBackend)
+        return torch.cuda.device_count() if local else None
+
     def _config(self, request) -> GanConfig:
         if request.config_json:
-            return parse_config(request.config_json, source="config_json")
+            return parse_config(parse_json(request.config_json, field="config_json"), source="config_json")
         if not request.config_uri:
             raise InvalidArgument("config_json", "give the config as config_json or config_uri")
-        store, key = resolve_key(self.store, request.config_uri, field="config_uri")
+        store, key = resolve_key(self.store, request.config_uri, field="config_uri", allowed=list(self.confine.stores))
         try:
             raw = store.get_bytes(key)
         except NotFound:
             raise InvalidArgument("config_uri", f"{request.config_uri} does not exist") from None
-        return parse_config(raw, source="config_uri")
+        return parse_config(parse_json(raw, field="config_uri"), source="config_uri")
 
     def ListModels(self, request, context):
         out = []
@@ -150,7 +165,11 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
         elif request.latent_uris:
             if len(request.latent_uris) > MAX_LATENTS:
                 raise InvalidArgument("latent_uris", f"at most {MAX_LATENTS} per request")
-            rows = [read_latent(self.store, u, field=f"latent_uris[{i}]") for i, u in enumerate(request.latent_uris)]
+            allowed = list(self.confine.stores)
+            rows = [
+                read_latent(self.store, u, field=f"latent_uris[{i}]", allowed=allowed)
+                for i, u in enumerate(request.latent_uris)
+            ]
             latents = validate_latents(rows, model.latent_dim, field="latent_uris")
         else:
             raise InvalidArgument("latents", "give latents inline or as latent_uris")
@@ -265,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-queue", type=int, default=4096, help="latents waiting before RESOURCE_EXHAUSTED")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--max-gpus", type=int, default=MAX_GPUS, help=f"GPUs one run may ask for (default {MAX_GPUS})")
+    add_confinement_arguments(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -274,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         max_wait_s=args.max_wait_ms / 1000,
         max_queue=args.max_queue,
         device=args.device,
+        confine=Confinement.from_args(args),
+        max_gpus=args.max_gpus,
     )
     run_server(name="gan", servicers=servicers(servicer), service_names=SERVICE_NAMES, **server_options(args))
     return 0
