@@ -6,8 +6,9 @@
     spec = tf.to_spectrogram(clips)        # [B, T=tf.audio_length] -> [B, 257, 128], about [-1, 1]
     clips2 = tf.to_audio(spec)             # PGHI phase -> [B, T]
 
-Files are read with soundfile (wav, flac, ogg ...). Every failure to read a file becomes
-InvalidArgument(<file name>, reason), so a user sees which file is at fault.
+Files are read with soundfile (libsndfile: wav, flac, ogg, aiff, and mp3 from libsndfile 1.1; READABLE_FORMATS says
+what this install decodes). Every failure to read a file becomes InvalidArgument(<file name>, reason and what to
+do), so a user sees which file is at fault.
 """
 
 from __future__ import annotations
@@ -25,6 +26,18 @@ from smf.common.errors import InvalidArgument
 from smf.common.files import atomic_write
 
 MONO_POLICIES = ("mean", "first", "error")
+# What soundfile's libsndfile decodes among the formats users bring (MP3 needs libsndfile >= 1.1).
+READABLE_FORMATS = tuple(f for f in ("WAV", "FLAC", "OGG", "AIFF", "MP3") if f in sf.available_formats())
+DECODABLE_HINT = (
+    f"smf reads {', '.join(f.lower() for f in READABLE_FORMATS)} (libsndfile {sf.__libsndfile_version__}): "
+    "re-export the file in one of them, or remove it"
+)
+
+
+def _reason(exc: Exception) -> str:
+    """libsndfile's complaint without the path it repeats (the error's field already names the file)."""
+    text = str(exc)
+    return text.split(": ", 1)[1] if text.startswith("Error opening") and ": " in text else text
 
 
 def load_audio(
@@ -48,11 +61,14 @@ def load_audio(
         if not os.path.isfile(path):
             raise InvalidArgument(label, "no such file")
         if os.path.getsize(path) == 0:
-            raise InvalidArgument(label, "empty file")
+            raise InvalidArgument(label, "empty file (0 bytes): remove it or copy it again")
+        if not os.access(path, os.R_OK):
+            # libsndfile would only say "System error": say which permission is missing
+            raise InvalidArgument(label, "cannot be read: permission denied (give yourself read access: chmod u+r)")
     try:
         data, sr = sf.read(file, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as exc:
-        raise InvalidArgument(label, f"not a readable sound file ({exc})") from None
+        raise InvalidArgument(label, f"not a readable sound file ({_reason(exc)}); {DECODABLE_HINT}") from None
     if data.shape[0] == 0:
         raise InvalidArgument(label, "contains no audio frames")
     if not np.isfinite(data).all():

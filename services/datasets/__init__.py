@@ -11,11 +11,13 @@ A dataset is the store artifact `datasets/<name>/`: `<stem>.wav` (16-bit PCM mon
 
 from smf.datasets.files import dataset_id, list_dataset_files, make_dataset
 from smf.datasets.generators import DEFAULTS, GENERATORS, Clip, generate, tone_f0
-from smf.datasets.importer import import_dataset
+from smf.datasets.importer import MONO_POLICIES, ON_BAD_FILE, import_dataset
 
 __all__ = [
     "DEFAULTS",
     "GENERATORS",
+    "MONO_POLICIES",
+    "ON_BAD_FILE",
     "Clip",
     "dataset_id",
     "generate",

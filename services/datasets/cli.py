@@ -14,7 +14,7 @@ from smf.common.store import open_store
 from smf.common.store_args import store_parent
 from smf.datasets.files import KIND, dataset_id, make_dataset
 from smf.datasets.generators import DEFAULTS, GENERATORS
-from smf.datasets.importer import MONO_POLICIES, import_dataset
+from smf.datasets.importer import MONO_POLICIES, ON_BAD_FILE, import_dataset
 
 
 def register(subparsers) -> None:
@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     make.add_argument("--force", action="store_true", help="replace an existing dataset of that name")
     make.set_defaults(func=cmd_make)
 
-    imp = sub.add_parser("import", parents=[common], help="import a folder of .wav/.flac/.ogg (+ .params)")
+    imp = sub.add_parser("import", parents=[common], help="import a folder of audio files (+ optional .params)")
     imp.add_argument("dir", help="folder with the audio files (searched recursively)")
     imp.add_argument("--name", required=True, help="dataset name: stored as datasets/NAME")
     imp.add_argument("--rate", type=int, default=None, metavar="HZ", help="resample every file to this rate")
@@ -55,6 +55,12 @@ def register(subparsers) -> None:
         help="multi-channel files: error (default), mean of channels, or first channel",
     )
     imp.add_argument("--require-params", action="store_true", help="every file must have a .params beside it")
+    imp.add_argument(
+        "--on-bad-file",
+        choices=ON_BAD_FILE,
+        default="error",
+        help="a file that is not usable audio (corrupt, empty, silent...): error (default) or skip it (listed)",
+    )
     imp.add_argument("--force", action="store_true", help="replace an existing dataset of that name")
     imp.set_defaults(func=cmd_import)
 
@@ -95,10 +101,15 @@ def cmd_import(args) -> int:
         sample_rate=args.rate,
         mono=args.mono,
         require_params=args.require_params,
+        on_bad_file=args.on_bad_file,
         overwrite=args.force,
         progress=True,
     )
     manifest = read_manifest(store, aid)
+    for skip in manifest.config.get("skipped", []):
+        print(f"skipped {skip['file']}: {skip['reason']}")
+    if manifest.config.get("n_skipped"):
+        print(f"skipped {manifest.config['n_skipped']} bad files (listed in the manifest's config)")
     n = sum(name.endswith(".wav") for name in manifest.files)
     n_params = sum(name.endswith(".params") for name in manifest.files)
     print(

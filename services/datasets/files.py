@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import torch
 from smf.common import refs
-from smf.common.audio import wav_bytes
+from smf.common.audio import READABLE_FORMATS, wav_bytes
 from smf.common.errors import AlreadyExists, InvalidArgument, NotFound, SmfError
 from smf.common.lineage import Manifest, read_manifest, write_artifact
 from smf.common.params import params_json
@@ -22,7 +22,9 @@ from smf.common.store import Store
 from smf.datasets.generators import DEFAULTS, GENERATOR_VERSION, generate
 
 KIND = "datasets"
-AUDIO_EXTS = (".wav", ".flac", ".ogg")
+# The file extensions a folder import reads: those of the formats this libsndfile decodes (smf.common.audio).
+_EXTS_OF = {"WAV": (".wav",), "FLAC": (".flac",), "OGG": (".ogg",), "AIFF": (".aiff", ".aif"), "MP3": (".mp3",)}
+AUDIO_EXTS = tuple(ext for fmt in READABLE_FORMATS for ext in _EXTS_OF[fmt])
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 

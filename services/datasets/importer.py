@@ -2,15 +2,22 @@
 
     aid = import_dataset("~/sounds/rain", store, name="rain", sample_rate=16000)   # -> "datasets/rain"
 
-Every audio file (.wav .flac .ogg by exact extension; hidden files and folders skipped) is checked — readable, mono
-(or the `mono` policy), not empty, a sample rate that matches the others unless `sample_rate` is given, a readable
-`.params` beside it whose meta filename names it — and converted into a local staging folder. The store is written
-only once every file has passed, files first and manifest last; if writing fails, what was written is removed.
-Errors are InvalidArgument naming the offending file.
+Every audio file (AUDIO_EXTS: .wav .flac .ogg .aiff .aif .mp3 as far as the installed libsndfile decodes them;
+hidden files and folders skipped; subfolders kept as they are) is checked — readable, decodable, mono (or the `mono`
+policy), not empty, not silent, at most MAX_FILE_SECONDS long, a sample rate that matches the others unless
+`sample_rate` is given, a readable `.params` beside it whose meta filename names it — and converted into a local
+staging folder. `.params` are optional: only the stages that use them (AC-GAN labels, RNN props) need them.
+The store is written only once every file has passed, files first and manifest last; if writing fails, what was
+written is removed. Errors are InvalidArgument naming the offending file and saying what to do.
+
+A file that is not usable audio (unreadable, corrupt, empty, silent, too long, several channels under mono="error")
+stops the import by default; `on_bad_file="skip"` leaves it out instead, and the manifest's config lists each
+skipped file with the reason (`skipped`), for the CLI and the pipeline to print.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -26,6 +33,10 @@ from smf.common.store import Store
 from smf.datasets.files import AUDIO_EXTS, _existing, commit, dataset_id
 
 MONO_POLICIES = ("error", "mean", "first")
+ON_BAD_FILE = ("error", "skip")
+SILENT_DBFS = -80.0  # a file whose peak stays below this holds nothing a model can learn from
+MAX_FILE_SECONDS = 3600.0  # one file is decoded whole: bound what one file may cost (a 1 h stereo 48 kHz = 1.4 GB)
+MAX_LISTED_SKIPS = 100  # the manifest lists this many skipped files (and counts them all)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -40,12 +51,13 @@ def find_audio(src: Path) -> list[Path]:
     return found
 
 
-def _channels(path: Path) -> int:
-    """Channel count from the header; 0 if unreadable (load_audio then reports why)."""
+def _header(path: Path) -> tuple[int, float]:
+    """(channels, seconds) from the header; (0, 0.0) if unreadable (load_audio then reports why)."""
     try:
-        return sf.info(str(path)).channels
+        info = sf.info(str(path))
+        return info.channels, info.frames / info.samplerate
     except Exception:  # noqa: BLE001 - any decoder complaint is load_audio's to report, with the file named
-        return 0
+        return 0, 0.0
 
 
 def stored_name(rel: Path) -> str:
@@ -62,6 +74,7 @@ def import_dataset(
     sample_rate: int | None = None,
     mono: str = "error",
     require_params: bool = False,
+    on_bad_file: str = "error",
     overwrite: bool = False,
     progress: bool = False,
 ) -> str:
@@ -70,13 +83,16 @@ def import_dataset(
     `sample_rate`: resample every file to it (default: keep the files' common rate). `mono`: "error" rejects
     multi-channel files, "mean" / "first" downmix. `.params` files are optional, but if some files have one, all
     must, with the same param names (a training set with holes would fail later, far from the cause);
-    `require_params=True` demands them everywhere.
+    `require_params=True` demands them everywhere. `on_bad_file`: "error" stops at the first file that is not
+    usable audio, "skip" leaves such files out and lists them in the manifest's config (`skipped`, `n_skipped`).
     """
     src = Path(os.path.expanduser(os.fspath(src_dir)))
     if not src.is_dir():
         raise InvalidArgument(str(src), "is not a folder")
     if mono not in MONO_POLICIES:
         raise InvalidArgument("mono", f"must be one of {', '.join(MONO_POLICIES)}, got {mono!r}")
+    if on_bad_file not in ON_BAD_FILE:
+        raise InvalidArgument("on_bad_file", f"must be one of {', '.join(ON_BAD_FILE)}, got {on_bad_file!r}")
     if sample_rate is not None and not 1000 <= sample_rate <= 384000:
         raise InvalidArgument("sample_rate", f"must be in [1000, 384000] Hz, got {sample_rate}")
     aid = dataset_id(name)
@@ -86,20 +102,39 @@ def import_dataset(
         )
     sources = find_audio(src)
     if not sources:
-        raise InvalidArgument(str(src), f"no audio files ({' '.join(AUDIO_EXTS)}) found")
+        raise InvalidArgument(
+            str(src),
+            f"no audio files ({' '.join(AUDIO_EXTS)}) found in it or its subfolders; point at the folder "
+            "that holds your sounds",
+        )
 
     with tempfile.TemporaryDirectory(prefix="smf-import-") as stage_dir:
-        staging = _Staging(Path(stage_dir), sample_rate=sample_rate, mono=mono, require_params=require_params)
+        staging = _Staging(
+            Path(stage_dir),
+            sample_rate=sample_rate,
+            mono=mono,
+            require_params=require_params,
+            skip=on_bad_file == "skip",
+        )
         for rel in progress_bar(
             iterable=sources, total=None, desc=f"checking {src.name}", unit="file", disable=not progress
         ):
             staging.add(src, rel)
+        if not staging.files:
+            first = staging.skipped[0]
+            raise InvalidArgument(
+                str(src),
+                f"none of its {len(sources)} audio files is usable (first: {first['file']}: {first['reason']})",
+            )
         config = {
             "source": str(src.resolve()),
             "sample_rate": staging.rate,
-            "n_files": len(sources),
+            "n_files": len(sources) - len(staging.skipped),
             "mono": mono,
             "params": staging.param_names,
+            "on_bad_file": on_bad_file,
+            "n_skipped": len(staging.skipped),
+            "skipped": staging.skipped[:MAX_LISTED_SKIPS],
         }
         if overwrite:
             store.delete_prefix(aid + "/")
@@ -113,11 +148,17 @@ def read_clip(path: Path, mono: str) -> tuple[torch.Tensor, int]:
     audio, sr = read_clip(Path("rain/01.flac"), mono="error")
     """
     label = str(path)
-    if mono == "error" and _channels(path) > 1:
+    channels, seconds = _header(path)
+    if mono == "error" and channels > 1:
         raise InvalidArgument(
             label,
-            f"has {_channels(path)} channels, expected mono "
-            "(import with mono='mean' or 'first', CLI --mono, to downmix)",
+            f"has {channels} channels, expected mono (import with mono='mean' or 'first', CLI --mono, to downmix)",
+        )
+    if seconds > MAX_FILE_SECONDS:
+        raise InvalidArgument(
+            label,
+            f"is {seconds / 60:.0f} min long; files of at most {MAX_FILE_SECONDS / 60:.0f} min are imported: "
+            "cut it into parts",
         )
     try:
         audio, sr = load_audio(path, mono=mono)
@@ -128,9 +169,15 @@ def read_clip(path: Path, mono: str) -> tuple[torch.Tensor, int]:
     if audio.ndim != 1:
         raise InvalidArgument(label, f"expected mono audio, got shape {tuple(audio.shape)}")
     if audio.numel() == 0:
-        raise InvalidArgument(label, "has no samples (duration 0)")
+        raise InvalidArgument(label, "has no samples (duration 0): remove it")
     if not torch.isfinite(audio).all():
-        raise InvalidArgument(label, "contains NaN or infinite samples")
+        raise InvalidArgument(label, "contains NaN or infinite samples: re-export it, or remove it")
+    peak = float(audio.abs().max())
+    if peak < 10 ** (SILENT_DBFS / 20):
+        level = f"{20 * math.log10(peak):.0f} dBFS" if peak > 0 else "digital silence"
+        raise InvalidArgument(
+            label, f"is silent (peak {level}, below {SILENT_DBFS:.0f} dBFS): nothing to learn from; remove it"
+        )
     return audio, sr
 
 
@@ -141,8 +188,10 @@ class _Staging:
     remembered here, so the first file that disagrees is named together with the one it disagrees with.
     """
 
-    def __init__(self, folder: Path, *, sample_rate: int | None, mono: str, require_params: bool):
+    def __init__(self, folder: Path, *, sample_rate: int | None, mono: str, require_params: bool, skip: bool):
         self.folder, self.sample_rate, self.mono, self.require_params = folder, sample_rate, mono, require_params
+        self.skip = skip
+        self.skipped: list[dict] = []  # {file (relative to the folder), reason} of the files left out
         self.files: dict[str, Path] = {}  # stored name -> staged file
         self._origin: dict[str, Path] = {}  # stored name -> source file, to report name collisions
         self._first_rate: tuple[int, Path] | None = None
@@ -165,7 +214,17 @@ class _Staging:
     def add(self, src: Path, rel: Path) -> None:
         """Check `src/rel` and write it (and its .params) into the staging folder."""
         path = src / rel
-        audio, sr = read_clip(path, self.mono)
+        try:
+            audio, sr = read_clip(path, self.mono)
+        except InvalidArgument as exc:
+            reason = exc.message.removeprefix(f"{exc.field}: ")
+            if self.skip:
+                self.skipped.append({"file": str(rel), "reason": reason})
+                return
+            # what the user can do about a bad file, whichever front door (CLI, pipeline config) they came by
+            raise InvalidArgument(
+                exc.field, f"{reason} (or import the other files without it: on_bad_file skip, CLI --on-bad-file skip)"
+            ) from None
         self._check_rate(sr, path)
         out_name = stored_name(rel)
         if out_name in self._origin:
@@ -197,7 +256,8 @@ class _Staging:
             raise InvalidArgument(
                 str(path),
                 f"sample rate {sr} Hz differs from {self._first_rate[0]} Hz of "
-                f"{self._first_rate[1]}; pass a sample rate to resample every file",
+                f"{self._first_rate[1]}; give a sample rate to resample every file to (CLI --rate, pipeline "
+                "dataset.sample_rate)",
             )
 
     def _params_of(self, path: Path) -> ParamFile | None:
@@ -226,6 +286,7 @@ class _Staging:
         if self._with_params and self._without_params:
             raise InvalidArgument(
                 str(self._without_params[0]),
-                f"has no .params file but {self._with_params[0]} has one; give every file one, or none",
+                f"has no .params file ({self._without_params[0].with_suffix('.params').name}) but "
+                f"{self._with_params[0]} has one; give every file one, or none",
             )
         return pf

@@ -5,7 +5,9 @@
 
     {
       "name": "demo",                                              # the run: pipelines/<name>/ in the store
-      "dataset": {"builtin": "tones", "n_files": 25, "seed": 0},   # or {"folder": "~/sounds", "name": "mine"}
+      "dataset": {"builtin": "tones", "n_files": 25, "seed": 0},   # or {"folder": "~/sounds", "name": "mine",
+                                                                   #  "sample_rate": 16000, "mono": "mean",
+                                                                   #  "on_bad_file": "skip"}: the import policies
       "gan": "../../gan/configs/tiny.json",                         # SMF GAN config: a path (relative to this
                                                                    # file) or the JSON object itself
       "samples": {"count": 16, "seed": 0},
@@ -36,7 +38,8 @@ __all__ = ["DEMO_CONFIG", "PipelineConfig", "load_config", "parse_config"]
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.json"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,40}")
 GESTURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-DATASET_KEYS = {"builtin", "n_files", "seed", "sample_rate", "duration", "folder", "name", "mono"}
+DATASET_KEYS = {"builtin", "n_files", "seed", "sample_rate", "duration", "folder", "name", "mono", "on_bad_file"}
+FOLDER_ONLY = {"mono", "on_bad_file"}  # import policies: a built-in set is made clean
 
 
 @dataclass
@@ -111,12 +114,29 @@ def _check_dataset(cfg: PipelineConfig, bad: _Bad, base_dir: Path | None) -> Non
     extra = sorted(set(ds) - DATASET_KEYS)
     if extra:
         raise bad("dataset", f"unknown keys {extra}; known: {sorted(DATASET_KEYS)}")
+    rate = ds.get("sample_rate")
+    if rate is not None and (not isinstance(rate, int) or isinstance(rate, bool) or not 1000 <= rate <= 384000):
+        raise bad("dataset.sample_rate", f"Hz in 1000..384000 (a folder: omit or null keeps its rate), got {rate!r}")
     if "folder" in ds:
+        _check_folder_policies(ds, bad)
         folder = Path(os.path.expanduser(ds["folder"]))
         if not folder.is_absolute() and base_dir is not None:
             folder = (base_dir / folder).resolve()
         ds["folder"] = str(folder)
         ds.setdefault("name", folder.name)
+    elif FOLDER_ONLY & set(ds):
+        raise bad("dataset", f"{sorted(FOLDER_ONLY & set(ds))} are import policies of a folder, not of a built-in set")
+
+
+def _check_folder_policies(ds: dict, bad: _Bad) -> None:
+    """The import policies of smf.datasets.import_dataset, checked here so a typo fails before any work."""
+    from smf.datasets import MONO_POLICIES, ON_BAD_FILE
+
+    if not isinstance(ds["folder"], str) or not ds["folder"]:
+        raise bad("dataset.folder", f"the path of a folder of sounds, got {ds['folder']!r}")
+    for key, allowed, default in (("mono", MONO_POLICIES, "error"), ("on_bad_file", ON_BAD_FILE, "error")):
+        if ds.get(key, default) not in allowed:
+            raise bad(f"dataset.{key}", f"one of {', '.join(allowed)}, got {ds.get(key)!r}")
 
 
 def _load_gan(cfg: PipelineConfig, bad: _Bad, base_dir: Path | None) -> None:

@@ -252,16 +252,42 @@ class Pipeline:
                 overwrite=True,
             )
         else:
+            # the same import as `smf datasets import`: .params optional (the GAN needs none unless it is an AC-GAN;
+            # the RNN trains on the grid's cells, which carry their own), the same policies
             aid = import_dataset(
                 ds["folder"],
                 self.store,
                 name=ds["name"],
                 sample_rate=ds.get("sample_rate"),
                 mono=ds.get("mono", "error"),
-                require_params=True,
+                on_bad_file=ds.get("on_bad_file", "error"),
                 overwrite=True,
             )
+            imported = read_manifest(self.store, aid).config
+            for skip in imported.get("skipped", []):
+                self.log(f"[dataset] skipped {skip['file']}: {skip['reason']}")
+            if imported.get("n_skipped"):
+                self.log(f"[dataset] {imported['n_files']} files imported, {imported['n_skipped']} skipped")
         return {"dataset": aid, "artifacts": [aid]}
+
+    def _check_labels(self, dataset: str, gan_cfg: dict) -> None:
+        """An AC-GAN labels clips from their .params: refuse a dataset without them before a job starts."""
+        model = gan_cfg.get("modelConfig", {})
+        if not model.get("ac_gan"):
+            return
+        wanted = sorted(model.get("attribKeysOrder") or {})
+        have = read_manifest(self.store, dataset).config.get("params") or []
+        missing = [a for a in wanted if a not in have]
+        if missing:
+            from smf.datasets import list_dataset_files
+
+            plain = next((wav for wav, params in list_dataset_files(self.store, dataset) if params is None), None)
+            where = f"{plain} has no .params" if plain else f"its .params have {have}"
+            raise InvalidArgument(
+                f"{self.cfg.source}: gan.modelConfig.ac_gan",
+                f"the gan stage labels each clip by {missing} from its .params, but in {dataset} {where}: give "
+                "every file a .params with those params, or set ac_gan false",
+            )
 
     def _gan_config(self, dataset: str) -> dict:
         gan = json.loads(json.dumps(self.cfg.gan))
@@ -270,6 +296,7 @@ class Pipeline:
         return gan
 
     def _run_gan(self, key: str, gan_cfg: dict) -> dict:
+        self._check_labels(gan_cfg["loaderConfig"]["data_path"], gan_cfg)
         gan = self._client("gan")
         name = f"{self.cfg.name}-{key[:10]}"  # same key = same run: a restarted stage resumes from its checkpoint
         gan_cfg = {**gan_cfg, "output_path": f"gan/{name}"}
