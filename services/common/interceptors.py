@@ -1,11 +1,16 @@
-"""The interceptors every smf server runs its handlers through: metrics, bearer-token auth, error mapping.
+"""The interceptors every smf server runs its handlers through: metrics, admission, bearer-token auth, errors.
 
-    server = grpc.aio.server(interceptors=[MetricsInterceptor("gan"), AuthInterceptor(token), ErrorInterceptor()])
+    server = grpc.aio.server(interceptors=[MetricsInterceptor("gan"), AdmissionInterceptor(token, limits),
+                                           AuthInterceptor(token), ErrorInterceptor(max_message_bytes)])
 
 Every handler (unary or streaming, async or plain `def`) gets the same treatment: raising an `SmfError` becomes its
 status code, anything else becomes INTERNAL with the traceback logged, request bytes that do not parse become
-INVALID_ARGUMENT. Plain `def` handlers run in worker threads so CPU-heavy work (rendering audio) does not stall the
-event loop. `smf.common.server.start_server` installs them; nothing else needs this module.
+INVALID_ARGUMENT, a request message above the limit RESOURCE_EXHAUSTED. Plain `def` handlers run in worker threads
+so CPU-heavy work (rendering audio) does not stall the event loop. `smf.common.server.start_server` installs them;
+nothing else needs this module.
+
+Metrics come first so that every call is counted with its final code, the ones refused before a handler included:
+admission (RESOURCE_EXHAUSTED), auth (UNAUTHENTICATED), a message too big or unparsable, a client that went away.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from typing import Any
 import grpc
 import prometheus_client
 from google.protobuf.message import DecodeError
+from smf.common.admission import Admission, AdmissionLimits, Client
 from smf.common.errors import SmfError
 
 log = logging.getLogger("smf.server")
 
-__all__ = ["AUTH_EXEMPT_PREFIXES", "AuthInterceptor", "ErrorInterceptor", "MetricsInterceptor"]
+__all__ = ["AUTH_EXEMPT_PREFIXES", "AdmissionInterceptor", "AuthInterceptor", "ErrorInterceptor", "MetricsInterceptor"]
 
 # Methods anyone may call: load balancers and grpcurl must work without the token.
 AUTH_EXEMPT_PREFIXES = (
@@ -138,27 +144,38 @@ async def _as_given(request, context):
 
 
 class _Unparsable:
-    """Stands in for a request whose bytes are not valid protobuf, so the handler wrapper can answer for it."""
+    """Stands in for a request that cannot be handled (bytes that are not protobuf, a message above the limit), so
+    the handler wrapper can answer for it with `code`."""
 
-    def __init__(self, message: str):
-        self.message = message
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT):
+        self.message, self.code = message, code
 
 
-def _guard_parsing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """A copy of `handler` that answers INVALID_ARGUMENT for request bytes that do not parse.
+def _guard_parsing(handler: grpc.RpcMethodHandler, max_message_bytes: int | None = None) -> grpc.RpcMethodHandler:
+    """A copy of `handler` that answers INVALID_ARGUMENT for request bytes that do not parse and RESOURCE_EXHAUSTED
+    for a request message above `max_message_bytes`.
 
     grpc runs the request deserializer itself, before any smf code: a DecodeError there becomes UNKNOWN (unary
-    requests) or escapes the handler's request iterator as INTERNAL (streams). So the deserializer hands over an
-    `_Unparsable` instead of raising, and the behaviour aborts when it sees one (for request streams: when the
-    iterator yields it, so messages before it are handled normally).
+    requests) or escapes the handler's request iterator as INTERNAL (streams), and a message over grpc's own limit
+    never reaches a handler at all (so no metric sees it). So the deserializer hands over an `_Unparsable` instead
+    of raising, and the behaviour aborts when it sees one (for request streams: when the iterator yields it, so
+    messages before it are handled normally).
     """
     deserializer = handler.request_deserializer
-    if deserializer is None:
+    if deserializer is None and max_message_bytes is None:
         return handler
     # generated handlers pass `SomeRequest.FromString`; the class names the message in the error
     type_name = getattr(getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None), "full_name", "request")
 
     def safe_deserialize(data: bytes):
+        if max_message_bytes is not None and len(data) > max_message_bytes:
+            return _Unparsable(
+                f"request: a {type_name} message of {len(data)} bytes is above the {max_message_bytes}-byte limit; "
+                "send big data in chunks (streams) or as a store URI",
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            )
+        if deserializer is None:  # a raw-bytes handler
+            return data
         try:
             return deserializer(data)
         except DecodeError as exc:
@@ -166,7 +183,7 @@ def _guard_parsing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 
     async def parsed(request, context):
         if isinstance(request, _Unparsable):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            await context.abort(request.code, request.message)
         return request
 
     async def parsed_stream(requests, context):
@@ -234,24 +251,65 @@ def _code_name(code: Any) -> str:
     return code.name if isinstance(code, grpc.StatusCode) else str(code)
 
 
+def _bearer_ok(metadata, expected: bytes) -> bool:
+    """Whether `metadata` carries `authorization: <expected>` (expected = b"Bearer <token>")."""
+    presented = next((v for k, v in (metadata or ()) if k == "authorization"), None)
+    if presented is None:
+        return False
+    presented = presented.encode() if isinstance(presented, str) else presented
+    return hmac.compare_digest(presented, expected)  # constant time: no token guessing by timing
+
+
+class AdmissionInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses a call with RESOURCE_EXHAUSTED when its client has too many in flight (see `smf.common.admission`).
+
+    Callers with the token (every caller, when `token` is None: auth is off) and anonymous calls (health and
+    reflection without the token) draw on separate budgets, so tokenless traffic never takes a caller's slot. The
+    client is known only inside the call (`context.peer()`), so the check runs as the handler starts; a refused call
+    costs a coroutine and an abort, nothing more. This replaces grpc's `maximum_concurrent_rpcs`, which refused
+    everyone alike once anyone had filled it.
+    """
+
+    def __init__(self, token: str | None, limits: AdmissionLimits | None = None):
+        self._expected = f"Bearer {token}".encode() if token else None
+        self.gate = Admission(limits or AdmissionLimits())
+
+    def _trusted(self, details) -> bool:
+        if self._expected is None:  # no auth: health still counts as anonymous, so probes keep their own budget
+            return not details.method.startswith(AUTH_EXEMPT_PREFIXES)
+        return _bearer_ok(details.invocation_metadata, self._expected)
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        trusted = self._trusted(details)
+
+        @contextlib.asynccontextmanager
+        async def admit(context):
+            client = Client.of(peer=context.peer(), trusted=trusted)
+            refused = self.gate.enter(client)
+            if refused is not None:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
+            try:
+                yield
+            finally:
+                self.gate.leave(client)
+
+        return _wrap_handler(handler, admit)
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Requires `authorization: Bearer <token>` on every RPC except health and reflection."""
 
     def __init__(self, token: str):
         self._expected = f"Bearer {token}".encode()
 
-    def _authorized(self, metadata) -> bool:
-        presented = next((v for k, v in (metadata or ()) if k == "authorization"), None)
-        if presented is None:
-            return False
-        presented = presented.encode() if isinstance(presented, str) else presented
-        return hmac.compare_digest(presented, self._expected)  # constant time: no token guessing by timing
-
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
         if handler is None or details.method.startswith(AUTH_EXEMPT_PREFIXES):
             return handler
-        if self._authorized(details.invocation_metadata):
+        if _bearer_ok(details.invocation_metadata, self._expected):
             return handler
         missing = not any(k == "authorization" for k, _ in (details.invocation_metadata or ()))
 
@@ -266,7 +324,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Turns exceptions escaping a handler into status codes: SmfError -> its code, anything else -> INTERNAL;
-    request bytes that do not parse -> INVALID_ARGUMENT."""
+    request bytes that do not parse -> INVALID_ARGUMENT, a request message above `max_message_bytes` (None: no
+    check) -> RESOURCE_EXHAUSTED."""
+
+    def __init__(self, max_message_bytes: int | None = None):
+        self.max_message_bytes = max_message_bytes
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
@@ -286,4 +348,4 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 log.exception("internal error in %s", method)
                 await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method} (see server log)")
 
-        return _wrap_handler(_guard_parsing(handler), map_errors)
+        return _wrap_handler(_guard_parsing(handler, self.max_message_bytes), map_errors)

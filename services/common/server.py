@@ -16,6 +16,10 @@ Two optional methods of a servicer drive the lifecycle, so no service needs its 
 - `close()`: called once at shutdown, after the grace period drained the running calls (stop owned training jobs,
   stop a batcher, close clients the servicer holds). It may block; it runs in a worker thread.
 
+Admission (`smf.common.admission`): callers with the token and anonymous calls (health, reflection) have separate
+budgets of concurrent calls, per client and in all; over a limit the offending call gets RESOURCE_EXHAUSTED, nobody
+else does. Health answers Check, Watch and List.
+
 Every handler (unary or streaming, async or plain `def`) gets the same treatment (`smf.common.interceptors`): raising
 an `SmfError` becomes its status code, anything else becomes INTERNAL with the traceback logged. Plain `def` handlers
 run in worker threads so CPU-heavy work (rendering audio) does not stall the event loop.
@@ -39,18 +43,35 @@ import grpc
 import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from smf.common.admission import ENV as ADMISSION_ENV
+from smf.common.admission import AdmissionLimits
 from smf.common.errors import FailedPrecondition
-from smf.common.interceptors import AuthInterceptor, ErrorInterceptor, MetricsInterceptor
+from smf.common.interceptors import AdmissionInterceptor, AuthInterceptor, ErrorInterceptor, MetricsInterceptor
 from smf.common.store_args import add_store_argument
 
 log = logging.getLogger("smf.server")
 
 MAX_MESSAGE_BYTES = 8 << 20  # audio travels in chunks well below this; a bigger message is a client bug
-MAX_CONCURRENT_RPCS = 256  # beyond this grpc answers RESOURCE_EXHAUSTED instead of queueing without bound
+# grpc's own receive limit, a multiple of ours: a message between the two reaches our check (answered and counted
+# RESOURCE_EXHAUSTED); only one beyond this is refused by grpc itself, before any handler or metric sees it
+GRPC_MESSAGE_CEILING = 4
 DEFAULT_GRACE_S = 10.0
 READINESS_INTERVAL_S = 5.0  # how often health rechecks that the service can serve
 FIRST_READINESS_WAIT_S = 10.0  # how long start_server waits for the first check before returning NOT_SERVING
 READINESS_PROBE_KEY = "readiness-probe"  # a key nobody writes: reading its metadata proves the store answers
+
+# ---- health ------------------------------------------------------------------------------------------------
+
+
+class HealthServicer(health.aio.HealthServicer):
+    """grpc's asyncio health servicer, plus `List`: grpcio-health-checking declares it in the proto but its servicer
+    does not implement it (every call answered UNIMPLEMENTED-as-INTERNAL with a traceback)."""
+
+    async def List(self, request, context):
+        # _server_status is the servicer's own table (service -> status), the one Check answers from
+        statuses = {name: health_pb2.HealthCheckResponse(status=s) for name, s in self._server_status.items()}
+        return health_pb2.HealthListResponse(statuses=statuses)
+
 
 # ---- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -142,7 +163,8 @@ class ServerHandle:
     server: grpc.aio.Server
     port: int
     metrics_port: int | None
-    health: health.aio.HealthServicer
+    health: HealthServicer
+    admission: AdmissionInterceptor
     service_names: list[str]
     _metrics_http: Any = None
     _on_stop: list[Callable[[], Any]] = field(default_factory=list)
@@ -225,7 +247,7 @@ async def start_server(
     token: str | None = None,
     allow_insecure: bool = False,
     host: str = "0.0.0.0",
-    max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS,
+    admission: AdmissionLimits | None = None,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
     on_stop: Sequence[Callable[[], Any]] = (),
     readiness_interval: float = READINESS_INTERVAL_S,
@@ -236,18 +258,21 @@ async def start_server(
     $SMF_ALLOW_NO_AUTH=1). `metrics_port` 0 picks a free port, None serves no metrics. Health follows the servicers'
     `ready()` checks every `readiness_interval` seconds (see the module docstring); their `close()` runs at shutdown
     after the grace period. `on_stop` callables run at shutdown before the grace period (for what is not a
-    servicer); plain ones run in a worker thread, so they may block.
+    servicer); plain ones run in a worker thread, so they may block. `admission` (default: from $SMF_MAX_CONCURRENT
+    & co, see `smf.common.admission`) bounds the calls in flight per client; a request message above
+    `max_message_bytes` is RESOURCE_EXHAUSTED.
     """
     required = resolve_token(token, allow_insecure)
-    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(name)]
+    admit = AdmissionInterceptor(required, admission or AdmissionLimits.from_env())
+    # metrics outermost: every call is counted with its final code, the ones admission or auth refuse included
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(name), admit]
     if required:
         interceptors.append(AuthInterceptor(required))
-    interceptors.append(ErrorInterceptor())
+    interceptors.append(ErrorInterceptor(max_message_bytes))
     server = grpc.aio.server(
         interceptors=interceptors,
-        maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", GRPC_MESSAGE_CEILING * max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
@@ -255,7 +280,7 @@ async def start_server(
     for add, servicer in servicers:
         add(servicer, server)
 
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = list(service_names)
     reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], server)
@@ -289,6 +314,7 @@ async def start_server(
         port=bound,
         metrics_port=metrics_port,
         health=health_servicer,
+        admission=admit,
         service_names=names,
         _metrics_http=metrics_http,
         _on_stop=list(on_stop),
@@ -396,6 +422,20 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, default_port: int) 
     )
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE_S, help="seconds to drain on SIGTERM")
+    limits = AdmissionLimits()
+    for flag, attr, what in (
+        ("--max-concurrent", "total", "calls with the token in flight, in all"),
+        ("--max-concurrent-per-client", "per_client", "calls in flight per client (token @ host)"),
+        ("--max-anonymous", "anonymous_total", "calls without a token (health, reflection) in flight, in all"),
+        ("--max-anonymous-per-peer", "anonymous_per_peer", "calls without a token in flight per host"),
+    ):
+        parser.add_argument(
+            flag,
+            type=int,
+            default=None,
+            metavar="N",
+            help=f"{what} (default ${ADMISSION_ENV[attr]} or {getattr(limits, attr)}); more: RESOURCE_EXHAUSTED",
+        )
     parser.add_argument(
         "--insecure",
         action="store_true",
@@ -412,6 +452,12 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
         "host": args.host,
         "grace": args.grace,
         "allow_insecure": args.insecure,
+        "admission": AdmissionLimits.from_env(
+            total=args.max_concurrent,
+            per_client=args.max_concurrent_per_client,
+            anonymous_total=args.max_anonymous,
+            anonymous_per_peer=args.max_anonymous_per_peer,
+        ),
     }
 
 

@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from smf.common import errors
+from smf.common.admission import AdmissionLimits, peer_host
 from smf.common.client import call, connect
 from smf.common.operations import OperationRegistry, OperationServicer
 from smf.common.server import ServerThread, start_server
@@ -332,27 +333,136 @@ def test_refuses_to_start_without_token(monkeypatch, caplog):
         srv.stop()
 
 
+def _handled(srv, method: str, code: str) -> float:
+    """smf_grpc_server_handled_total of `method` with `code`, from a real scrape of the metrics port."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=5).read().decode()
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(body)
+        for s in f.samples
+        if s.name == "smf_grpc_server_handled_total"
+        and s.labels["grpc_method"] == method
+        and s.labels["grpc_code"] == code
+    )
+
+
 def test_message_size_limit(srv):
+    """A message over the limit is RESOURCE_EXHAUSTED, says the limit, and is counted (before: grpc refused it before
+    any handler, so metrics never saw it)."""
+    before = _handled(srv, "Ok", "RESOURCE_EXHAUSTED")
     big = b"x" * (9 << 20)
     with grpc.insecure_channel(f"127.0.0.1:{srv.port}", options=[("grpc.max_send_message_length", 16 << 20)]) as ch:
-        code, _ = code_of(
+        code, details = code_of(
             lambda: ch.unary_unary(f"/{PROBE}/Ok")(big, metadata=[("authorization", f"Bearer {TOKEN}")], timeout=10)
         )
-    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and f"{8 << 20}-byte limit" in details
+    assert _handled(srv, "Ok", "RESOURCE_EXHAUSTED") == before + 1
 
 
-def test_max_concurrent_rpcs():
-    srv = serve(max_concurrent_rpcs=2, metrics_port=None)
+_WATCHES: list = []
+
+
+def _open_watches(watch, n: int) -> list:
+    """Open `n` Health/Watch streams one after the other (so which ones get in is certain); each entry is the first
+    status of a stream held open, or (code, details) of a refused one."""
+    out = []
+    for _ in range(n):
+        stream = watch(health_pb2.HealthCheckRequest(), timeout=10)
+        _WATCHES.append(stream)
+        try:
+            out.append(next(stream).status)
+        except grpc.RpcError as exc:
+            out.append((exc.code(), exc.details()))
+    return out
+
+
+def _close_watches() -> None:
+    while _WATCHES:
+        _WATCHES.pop().cancel()
+
+
+def test_admission_refuses_the_offender_not_everyone():
+    """A client over its limit gets RESOURCE_EXHAUSTED; tokenless health streams have their own budget, so callers
+    with the token keep theirs (before: grpc's global limit was shared, and 2 anonymous streams locked callers out)."""
+    limits = AdmissionLimits(total=4, per_client=2, anonymous_total=3, anonymous_per_peer=2)
+    srv = serve(admission=limits)
     try:
-        with connect(f"127.0.0.1:{srv.port}", token=TOKEN) as ch:
+        with (
+            connect(f"127.0.0.1:{srv.port}", token=TOKEN) as ch,
+            grpc.insecure_channel(f"127.0.0.1:{srv.port}") as anon,
+        ):
+            watch = health_pb2_grpc.HealthStub(anon).Watch
+            streams = _open_watches(watch, 3)
+            assert streams[0] == streams[1] == health_pb2.HealthCheckResponse.SERVING  # this host's whole share
+            code, details = streams[2]
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "without a token" in details
+            assert "SMF_MAX_ANONYMOUS_PER_PEER" in details
+            # the same check with the token draws on the caller's budget, not on the anonymous one that is full
+            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
             sleep = ch.unary_unary(f"/{PROBE}/Sleep")
-            slow = [sleep.future(b"2.0", timeout=10) for _ in range(2)]
-            time.sleep(0.3)  # let both occupy the server
-            code, _ = code_of(lambda: sleep(b"0", timeout=5))
-            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            slow = [sleep.future(b"1.5", timeout=10) for _ in range(2)]  # this client's whole share
+            time.sleep(0.3)
+            code, details = code_of(lambda: sleep(b"0", timeout=5))
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "SMF_MAX_CONCURRENT_PER_CLIENT" in details
+            assert srv.handle.admission.gate.in_flight("anonymous") == 2
             assert [f.result() for f in slow] == [b"slept", b"slept"]
+            assert raw(srv, "Ok", b"again") == b"again"  # the share is back once the calls ended
+            _close_watches()
+        body = urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=5).read().decode()
+        samples = [s for f in text_string_to_metric_families(body) for s in f.samples]
+        refused = {
+            s.labels["grpc_method"]: s.value
+            for s in samples
+            if s.name == "smf_grpc_server_handled_total"
+            and s.labels["server"] == "test"
+            and s.labels["grpc_code"] == "RESOURCE_EXHAUSTED"
+        }
+        assert refused.get("Watch", 0) >= 1 and refused.get("Sleep", 0) >= 1, refused  # counted, not invisible
     finally:
         srv.stop()
+
+
+def test_anonymous_total_budget():
+    srv = serve(admission=AdmissionLimits(anonymous_total=2, anonymous_per_peer=10), metrics_port=None)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as anon:
+            watch = health_pb2_grpc.HealthStub(anon).Watch
+            streams = _open_watches(watch, 3)
+            assert streams[0] == streams[1] == health_pb2.HealthCheckResponse.SERVING
+            code, details = streams[2]
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "SMF_MAX_ANONYMOUS" in details
+            _close_watches()
+        assert raw(srv, "Ok", b"caller") == b"caller"
+    finally:
+        srv.stop()
+
+
+def test_health_list():
+    """Health/List answered every registered service with its status (before: INTERNAL and a traceback per call)."""
+    srv = serve(metrics_port=None)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+            reply = health_pb2_grpc.HealthStub(ch).List(health_pb2.HealthListRequest(), timeout=5)
+        assert {k: v.status for k, v in reply.statuses.items()} == {
+            name: health_pb2.HealthCheckResponse.SERVING for name in ("", OPS, PROBE)
+        }
+    finally:
+        srv.stop()
+
+
+def test_admission_limits_from_env_and_flags():
+    env = {"SMF_MAX_CONCURRENT": "10", "SMF_MAX_ANONYMOUS_PER_PEER": "1"}
+    assert AdmissionLimits.from_env(env, per_client=3) == AdmissionLimits(
+        total=10, per_client=3, anonymous_total=32, anonymous_per_peer=1
+    )
+    assert AdmissionLimits.from_env(env, total=20).total == 20  # a flag wins over the environment
+    with pytest.raises(errors.InvalidArgument, match="SMF_MAX_CONCURRENT"):
+        AdmissionLimits.from_env({"SMF_MAX_CONCURRENT": "lots"})
+    with pytest.raises(errors.InvalidArgument, match="per_client"):
+        AdmissionLimits(per_client=0)
+    assert peer_host("ipv4:10.0.0.7:51234") == "10.0.0.7" and peer_host("ipv6:[::1]:5") == "::1"
 
 
 def test_graceful_stop_finishes_running_calls():
