@@ -67,10 +67,13 @@ def parse_json(
         raise InvalidArgument(field, f"JSON nested too deeply; at most {max_depth} levels are accepted") from None
 
 
-def check_range(value: object, *, field: str, low: int | float, high: int | float) -> None:
-    """InvalidArgument naming `field` unless `value` is a number (not a bool) in [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidArgument(field, f"must be a number in {low}..{high}, got {value!r:.40}")
+def check_range(value: object, *, field: str, low: int | float, high: int | float, integer: bool = False) -> None:
+    """InvalidArgument naming `field` unless `value` is a number (an int when `integer`; never a bool) in
+    [low, high]."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        what = "an integer" if integer else "a number"
+        raise InvalidArgument(field, f"must be {what} in {low}..{high}, got {value!r:.40}")
     if not low <= value <= high:
         raise InvalidArgument(field, f"must be in {low}..{high}, got {value}")
 

@@ -17,7 +17,6 @@ process; two replicas sharing a store must not be given the same name at once.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import posixpath
@@ -25,13 +24,14 @@ import threading
 from pathlib import Path
 
 from smf.common.errors import Cancelled, FailedPrecondition, InvalidArgument, NotFound
+from smf.common.limits import parse_json
 from smf.common.operations import (
     OPERATION_SERVICE_NAME,
     OperationContext,
     OperationRegistry,
     with_operations,
 )
-from smf.common.refs import resolve_key
+from smf.common.refs import Confinement, add_confinement_arguments, local_folder, resolve_key
 from smf.common.server import add_server_arguments, resolve_token, run_server, server_options, store_ready
 from smf.common.store import Store, open_store
 from smf.pipeline.config import NAME, PipelineConfig, parse_config
@@ -148,8 +148,10 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
         token: str | None = None,
         registry: OperationRegistry | None = None,
         log_dir: str | os.PathLike | None = None,
+        confine: Confinement | None = None,
     ):
         self.store, self.targets, self.token = store, dict(targets) if targets else None, token
+        self.confine = confine or Confinement()  # dataset.folder must lie under its data roots (default: none)
         self.registry = registry or OperationRegistry(max_running=MAX_RUNNING)
         self.log_dir = Path(log_dir) if log_dir else None
         self._lock = threading.Lock()
@@ -158,10 +160,7 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
     # --- checking a request (before any work) ----------------------------------------------------------------
     def _config(self, request) -> PipelineConfig:
         which, text, source, config_key = self._config_text(request)
-        try:
-            raw = json.loads(text)
-        except ValueError as exc:
-            raise InvalidArgument(which, f"not valid JSON: {exc}") from None
+        raw = parse_json(text, field=which)
         if not isinstance(raw, dict):
             raise InvalidArgument(which, "a pipeline config is a JSON object")
         if config_key and "name" not in raw:
@@ -193,17 +192,20 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
             raise NotFound(f"config_uri: {request.config_uri} is not in the store {self.store.uri}") from None
         return which, text, f"config_uri {config_key}", config_key
 
-    @staticmethod
-    def _check_folder(raw: dict, source: str) -> None:
-        """dataset.folder is read by this server: there is no config file to be relative to, so it must be absolute."""
+    def _check_folder(self, raw: dict, source: str) -> None:
+        """dataset.folder is read by this server: there is no config file to be relative to, so it must be absolute,
+        and under one of the server's data roots (PERMISSION_DENIED otherwise, whether or not it exists); it is
+        handed on resolved, so a symlink cannot lead the import elsewhere after the check."""
         folder = (raw.get("dataset") or {}).get("folder")
         if folder is None:
             return
-        path = Path(os.path.expanduser(str(folder)))
-        if not path.is_absolute() or not path.is_dir():
-            raise InvalidArgument(
-                f"{source}: dataset.folder", f"{folder!r} must be an absolute path to a folder on the pipeline server"
-            )
+        field = f"{source}: dataset.folder"
+        if not Path(os.path.expanduser(str(folder))).is_absolute():
+            raise InvalidArgument(field, f"{folder!r} must be an absolute path to a folder on the pipeline server")
+        path = local_folder(str(folder), self.confine.data_roots, field=field)
+        if not path.is_dir():
+            raise InvalidArgument(field, f"{folder!r} must be an absolute path to a folder on the pipeline server")
+        raw["dataset"]["folder"] = str(path)
 
     def _gan_config(self, ref: str, source: str, config_key: str | None) -> dict:
         """A GAN config named by a path: only a store key relative to a config that is itself in the store."""
@@ -213,10 +215,14 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
                 "over gRPC give the GAN config object itself (a path is not read from the server's disk)",
             )
         key = posixpath.normpath(posixpath.join(posixpath.dirname(config_key), ref))
+        field = f"{source}: gan"
         try:
-            return json.loads(self.store.get_bytes(self._key(f"{source}: gan", key)))
-        except (NotFound, ValueError) as exc:
-            raise InvalidArgument(f"{source}: gan", f"cannot read GAN config {key} from the store: {exc}") from None
+            doc = parse_json(self.store.get_bytes(self._key(field, key)), field=field)
+        except NotFound as exc:
+            raise InvalidArgument(field, f"cannot read GAN config {key} from the store: {exc}") from None
+        if not isinstance(doc, dict):
+            raise InvalidArgument(field, f"GAN config {key} is not a JSON object")
+        return doc
 
     def _key(self, field: str, uri_or_key: str) -> str:
         """A store key from a key or a URI inside this server's store (PERMISSION_DENIED for another store)."""
@@ -352,13 +358,18 @@ def main(argv: list[str] | None = None) -> int:
         "else four services spawned on loopback per run)",
     )
     parser.add_argument("--logs", help="folder for the logs of locally spawned services (default: temp folders)")
+    add_confinement_arguments(parser)
     args = parser.parse_args(argv)
     options = server_options(args)
     token = resolve_token(None, args.insecure)  # fails before anything starts when no token and no --insecure
     targets = parse_remote(args.remote) if args.remote else env_targets()
     # the services' token: their own where they have one, else the one this server requires
     servicer = PipelineServicer(
-        open_store(args.store), targets=targets, token=os.environ.get("SMF_SERVICES_TOKEN") or token, log_dir=args.logs
+        open_store(args.store),
+        targets=targets,
+        token=os.environ.get("SMF_SERVICES_TOKEN") or token,
+        log_dir=args.logs,
+        confine=Confinement.from_args(args),
     )
     run_server(name="pipeline", servicers=servicers(servicer), service_names=SERVICE_NAMES, **options)
     return 0

@@ -11,7 +11,6 @@ params). The server base (smf.common.server) supplies auth, health, metrics, err
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import queue
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from smf.common import jobs, lineage, refs
 from smf.common.errors import InvalidArgument
+from smf.common.limits import check_range, parse_json
 from smf.common.operations import OPERATION_SERVICE_NAME, OperationRegistry, with_operations
 from smf.common.store import Store, open_store
 from smf.common.v1 import common_pb2
@@ -48,6 +48,21 @@ MAX_VOICES = 64
 MAX_SECONDS = 600.0
 MAX_INLINE_VALUES = 1 << 20  # 4 MiB of float32: bigger arrays go through the store
 CHUNK_BYTES = 1 << 20  # streamed audio chunks stay well below the 4 MiB message limit
+# Upper bounds of what a training request may ask (lower bounds are TrainConfig's): an SMF-size model is H256/L4,
+# batch 32 x 512 steps; these leave room for far bigger runs and refuse a typo that would fill the job's memory.
+MAX_TRAIN = {
+    "hidden": 4096,
+    "layers": 16,
+    "classes": 65536,
+    "sample_rate": 192000,
+    "seq_len": 65536,
+    "batch": 4096,
+    "steps": 10_000_000,
+    "checkpoint_every": 10_000_000,
+    "progress_every": 10_000_000,
+    "keep_checkpoints": 1000,
+}
+MAX_WINDOW_STEPS = 1 << 21  # batch x seq_len: time steps of one training step (SMF runs: 16 384)
 
 
 class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
@@ -62,8 +77,11 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
         device: str = "cpu",
         cache_size: int = 4,
         precision: str = "fp32",
+        confine: refs.Confinement | None = None,
     ):
         self.store = store
+        # the stores and local data roots a request may name (default: this store only, no folder)
+        self.confine = confine or refs.Confinement()
         self.registry = registry or OperationRegistry()
         self.job_backend = job_backend
         self.job_env = dict(job_env or {})
@@ -96,7 +114,11 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
     # -- training ------------------------------------------------------------------------------------------
 
     def StartTraining(self, request, context):
-        cfg, run_id = prepare_run(_train_fields(request), request.run_id)
+        fields = _train_fields(request)
+        _check_sizes(fields)
+        if "data" in fields:
+            fields["data"] = self._data(fields["data"])
+        cfg, run_id = prepare_run(fields, request.run_id)
         job = launch_training(self.store, cfg, run_id, env=self.job_env, gpus=self.train_gpus, backend=self.job_backend)
         started = time.time()
         op = self.registry.start_external(
@@ -108,13 +130,22 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
         )
         return rnn_pb2.StartTrainingResponse(operation=op)
 
+    def _data(self, raw) -> str:
+        """The training data as the trainer is to read it; URIs and folders outside what this server may read are
+        PERMISSION_DENIED. A store id that is also a folder under this process's working directory is handed on as
+        its store URI: the trainer looks for a folder first, and the request meant the store."""
+        data = refs.check_data(self.store, raw, field="data", confine=self.confine)
+        if not refs.is_uri(data) and not refs.is_local_path(data) and os.path.isdir(data):
+            return self.store.key_uri(refs.artifact_id(data, "datasets", field="data", any_kind=True))
+        return data
+
     # -- generation ----------------------------------------------------------------------------------------
 
     def _conditioning(self, request, names: list[str]) -> np.ndarray:
         which = request.WhichOneof("conditioning")
         if which == "conditioning_uri":
             uri = request.conditioning_uri
-            store, key = refs.resolve_key(self.store, uri, field="conditioning_uri")
+            store, key = refs.resolve_key(self.store, uri, field="conditioning_uri", allowed=list(self.confine.stores))
             arr = cond.load_array(store.get_bytes(key), field="conditioning_uri")
         elif which == "array":
             a = request.array
@@ -235,11 +266,13 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
         start = first.start
         loaded = self.models.load(start.model, start.step)
         chain = self.models.load(start.chain_model, start.chain_step).model if start.chain_model else None
-        if chain is not None and list(chain.config.generate) != list(loaded.config.param_names):
-            raise InvalidArgument(
-                "start.chain_model",
-                f"generates {chain.config.generate}, the model is conditioned on {loaded.config.param_names}",
-            )
+        if chain is not None:
+            from smf.rnn.generate import chain_columns
+
+            try:
+                chain_columns(chain.config, loaded.config)
+            except InvalidArgument as exc:
+                raise InvalidArgument("start.chain_model", exc.message) from None
         names = list(chain.config.param_names) if chain is not None else loaded.config.param_names
         values = list(start.values) if start.values else [0.5] * len(names)
         cond.check_array(np.asarray([values]), names, field="start.values")
@@ -316,10 +349,7 @@ def _train_fields(request) -> dict:
     """TrainConfig fields of a StartTrainingRequest: config_json, then the options set, data and props."""
     fields: dict = {}
     if request.config_json:
-        try:
-            given = json.loads(request.config_json)
-        except json.JSONDecodeError as exc:
-            raise InvalidArgument("config_json", f"not valid JSON: {exc}") from None
+        given = parse_json(request.config_json, field="config_json")
         if not isinstance(given, dict):
             raise InvalidArgument("config_json", "must be a JSON object of training options")
         fields.update(given)
@@ -336,6 +366,19 @@ def _train_fields(request) -> dict:
     if request.props:
         fields["props"] = list(request.props)
     return fields
+
+
+def _check_sizes(fields: dict) -> None:
+    """INVALID_ARGUMENT naming the field for a size above MAX_TRAIN (or not an integer) and for windows whose
+    batch x seq_len exceeds MAX_WINDOW_STEPS."""
+    for name, high in MAX_TRAIN.items():
+        if name in fields:
+            check_range(fields[name], field=name, low=0, high=high, integer=True)
+    steps = fields.get("batch", 32) * fields.get("seq_len", 512)
+    if steps > MAX_WINDOW_STEPS:
+        raise InvalidArgument(
+            "batch", f"batch x seq_len = {steps} time steps per training step; at most {MAX_WINDOW_STEPS}"
+        )
 
 
 # --- serving --------------------------------------------------------------------------------------------------
@@ -362,8 +405,11 @@ def main(argv: list[str] | None = None) -> int:
         help="weights/activations of the compiled CPU generation loop (default $SMF_RNN_PRECISION or "
         "fp32; int8 runs one H256/L4 voice ~2.5x faster than real time on one AVX-512 VNNI core)",
     )
+    refs.add_confinement_arguments(ap)
     args = ap.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    servicer = RnnServicer(open_store(args.store), device=device, precision=args.precision)
+    servicer = RnnServicer(
+        open_store(args.store), device=device, precision=args.precision, confine=refs.Confinement.from_args(args)
+    )
     run_server(name="rnn", servicers=servicers(servicer), service_names=SERVICE_NAMES, **server_options(args))
     return 0
