@@ -25,6 +25,10 @@ Multi-tier chaining (MTCRNN): a parameter tier turns the user's params into cont
 centroid) at its low rate, and an audio tier conditioned on those controls renders them:
 
     audio, controls = generate_chain(param_tier, audio_tier, arr, 4.0, seed=1)   # arr columns = param tier's props
+
+The audio tier's params are names the parameter tier generates (rms, centroid) and, optionally, the parameter tier's
+own params (the knobs, e.g. dim0, dim1) passed through beside them: a tier trained on dim0, dim1, rms, centroid hears
+the trajectory the parameter tier planned *and* where the knobs are, for what rms and centroid do not tell apart.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from torch import Tensor, nn
 __all__ = [
     "BACKENDS",
     "ControlStream",
+    "chain_columns",
+    "chain_conditioning",
     "Generator",
     "LiveSession",
     "generate",
@@ -348,13 +354,7 @@ def generate_chain(
             "the parameter tier given is an audio tier (it generates audio, not "
             f"controls; its params are {param_tier.config.param_names})",
         )
-    made, wanted = list(param_tier.config.generate), list(audio_tier.config.param_names)
-    if made != wanted:  # checked before the audio tier's kernel is built
-        raise InvalidArgument(
-            "chain",
-            f"the parameter tier generates {made} but the audio tier is conditioned on "
-            f"{wanted}; chain tiers whose lists are equal (same order)",
-        )
+    columns = chain_columns(param_tier.config, audio_tier.config)  # checked before the audio tier's kernel is built
     gen = audio_tier if isinstance(audio_tier, Generator) else Generator(audio_tier, **generator_opts)
     seed = _new_seed() if seed is None else int(seed)
     controls = generate_controls(
@@ -365,8 +365,33 @@ def generate_chain(
         voices=voices,
         temperature=temperature if param_temperature is None else param_temperature,
     )
-    audio = gen.generate(controls, duration, temperature=temperature, seed=seed)
+    knobs = stretch(check_array(conditioning, param_tier.config.param_names), duration, param_tier.config.step_rate)
+    cond = chain_conditioning(columns, controls, knobs)
+    audio = gen.generate(cond, duration, temperature=temperature, seed=seed)
     return audio, controls
+
+
+def chain_columns(param_config, audio_config) -> list[tuple[bool, int]]:
+    """Where each of the audio tier's params comes from in a chain: (True, j) = control j the parameter tier
+    generates, (False, j) = the parameter tier's param j (a knob) passed through. INVALID_ARGUMENT "chain" when the
+    audio tier needs a name that is neither, or uses none of the generated controls."""
+    made, knobs, wanted = list(param_config.generate), list(param_config.param_names), list(audio_config.param_names)
+    missing = [n for n in wanted if n not in made and n not in knobs]
+    if missing or not set(made) & set(wanted):
+        raise InvalidArgument(
+            "chain",
+            f"the parameter tier generates {made} from {knobs} but the audio tier is conditioned on {wanted}; "
+            "chain an audio tier whose params are the generated controls (optionally with the knobs)",
+        )
+    return [(True, made.index(n)) if n in made else (False, knobs.index(n)) for n in wanted]
+
+
+def chain_conditioning(columns: list[tuple[bool, int]], controls: np.ndarray, knobs: np.ndarray) -> np.ndarray:
+    """The audio tier's conditioning [B, T, A] from controls [B, T, G] and knobs [B, T, C] at the same rate."""
+    if all(made for made, _ in columns) and [j for _, j in columns] == list(range(controls.shape[-1])):
+        return controls
+    knobs = np.broadcast_to(knobs, controls.shape[:2] + knobs.shape[2:])
+    return np.stack([(controls if made else knobs)[..., j] for made, j in columns], axis=-1).astype(np.float32)
 
 
 class ControlStream:

@@ -25,9 +25,10 @@ class LiveVoice:
 
     def __init__(self, generator, values, *, temperature: float = 1.0, seed: int | None = None, chain=None):
         """`chain`: a parameter tier; `values` are then its params (the knobs) and it makes the generator's controls."""
-        from smf.rnn.generate import ControlStream
+        from smf.rnn.generate import ControlStream, chain_columns
 
         self.controls = ControlStream(chain, seed=seed, temperature=temperature) if chain is not None else None
+        self.columns = chain_columns(chain.config, generator.config) if chain is not None else None
         self.values = np.asarray(values, dtype=np.float32)
         self.target = self.values.copy()
         self.glide_left = 0  # samples until the target is reached
@@ -67,5 +68,7 @@ class LiveVoice:
             self.values = self.target.copy()
             c = np.repeat(self.values[None], n, axis=0)
         if self.controls is not None:
-            c = self.controls.audio_rate(c[None], sample_rate)[0]
+            from smf.rnn.generate import chain_conditioning
+
+            c = chain_conditioning(self.columns, self.controls.audio_rate(c[None], sample_rate), c[None])[0]
         return np.asarray(self.stream.next(c[None]), dtype=np.float32)[0]

@@ -129,9 +129,12 @@ def test_train_param_and_audio_tier_then_chain(tones):
     # tiers whose names do not match: the error names both lists
     with pytest.raises(InvalidArgument, match=r"generates \['rms', 'centroid'\].*conditioned on \['normPitch'\]"):
         generate_chain(param_tier, build_model(RNNConfig(["normPitch"], hidden=8, layers=1)), pitch, 0.1, seed=0)
-    swapped = build_model(RNNConfig(["centroid", "rms"], hidden=8, layers=1))
-    with pytest.raises(InvalidArgument, match=r"\['rms', 'centroid'\].*\['centroid', 'rms'\]"):
-        generate_chain(param_tier, swapped, pitch, 0.1, seed=0)
+    with pytest.raises(InvalidArgument, match=r"\['rms', 'centroid'\].*\['rms', 'loudness'\]"):
+        generate_chain(param_tier, build_model(RNNConfig(["rms", "loudness"], hidden=8, layers=1)), pitch, 0.1, seed=0)
+    # columns go by name: another order, or the knobs passed through beside the controls, is a valid chain
+    both = build_model(RNNConfig(["centroid", "normPitch", "rms"], hidden=8, layers=1))
+    mixed, _ = generate_chain(param_tier, both, pitch, 0.1, seed=3, backend="torch")
+    assert mixed.shape == (1, round(0.1 * SR)) and np.isfinite(mixed).all()
     with pytest.raises(InvalidArgument, match=r"normPitch"):  # wrong column count: names the param tier's props
         generate_chain(param_tier, audio_tier, np.zeros((10, 2), np.float32), 0.1, seed=0)
 
@@ -241,3 +244,20 @@ def test_f0_and_mel_controls_of_known_signals():
         assert np.argmax([np.median(raw[m]) for m in MELS]) <= 2  # a low tone sits in the low bands
     noise = analyse(np.random.default_rng(0).standard_normal(8000), 16000, 125, ["f0"])["f0"]
     assert np.median(noise) == 0.0  # aperiodic: no pitch
+
+
+def test_chain_conditioning_picks_columns_by_name():
+    from smf.rnn.generate import chain_columns, chain_conditioning
+
+    param = RNNConfig(["dim0", "dim1"], generate=["rms", "centroid"], rate=125)
+    audio = RNNConfig(["dim1", "rms", "centroid"])
+    cols = chain_columns(param, audio)
+    assert cols == [(False, 1), (True, 0), (True, 1)]
+    controls = np.stack([np.full((1, 4), 0.1), np.full((1, 4), 0.2)], axis=-1).astype(np.float32)  # [1, 4, 2]
+    knobs = np.stack([np.full((1, 4), 0.7), np.linspace(0, 1, 4)[None]], axis=-1).astype(np.float32)
+    out = chain_conditioning(cols, controls, knobs)
+    np.testing.assert_allclose(out[0], np.stack([np.linspace(0, 1, 4), np.full(4, 0.1), np.full(4, 0.2)], 1), 1e-6)
+    same = chain_conditioning(chain_columns(param, RNNConfig(["rms", "centroid"])), controls, knobs)
+    assert same is controls  # the plain chain passes the controls through untouched
+    with pytest.raises(InvalidArgument, match="chain"):
+        chain_columns(param, RNNConfig(["dim0", "dim1"]))  # uses no generated control: not a chain
