@@ -2,8 +2,12 @@
 
 Layout under the root:
     <key>                          the object's bytes, exactly as written (a user can open it directly)
-    .smf-meta/<key>.json           sidecar {"sha256", "size", "content_type", "file": [inode, size]}
+    .smf-meta/<dir>/.smf-<name>.json   sidecar of <dir>/<name>: {"sha256", "size", "content_type", "file"}
+    .smf-meta/.smf-lock            taken (flock) by exclusive creates (`put_bytes(..., if_absent=True)`)
     .../.smf-tmp-*                 in-flight writes; renamed into place, never listed
+
+A sidecar's name starts with `.smf-`, which no key segment may, so it can never collide with the folder of another
+key (the old layout `.smf-meta/<key>.json` did: `K` and `K.json/x` fought over one path; it is still read).
 
 Writes go to a temp file in the destination folder, are fsynced and then `os.replace`d, so a reader sees the old
 object or the new one. The sidecar is committed just before the data and names the file (inode) it describes:
@@ -14,6 +18,8 @@ silent mix.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -23,7 +29,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from smf.common.errors import DataCorruption, InvalidArgument, NotFound
+from smf.common.errors import AlreadyExists, DataCorruption, InvalidArgument, NotFound
 from smf.common.files import atomic_write_bytes
 from smf.common.store import (
     CHUNK,
@@ -33,6 +39,8 @@ from smf.common.store import (
     _file_uri,
     content_type_for,
     corruption,
+    hidden,
+    tree_conflict,
     validate_key,
     validate_prefix,
 )
@@ -57,13 +65,24 @@ class FileStore(Store):
         return self.root / validate_key(key)
 
     def _meta(self, key: str) -> Path:
+        folder, _, name = validate_key(key).rpartition("/")
+        return self.root / META / folder / f"{RESERVED}{name}.json"
+
+    def _old_meta(self, key: str) -> Path:
         return self.root / META / (validate_key(key) + ".json")
 
     def _read_meta(self, key: str) -> dict:
         try:
             return json.loads(self._meta(key).read_text())
         except FileNotFoundError:
+            pass
+        except (ValueError, OSError) as exc:
+            raise DataCorruption(f"{self.key_uri(key)}: unreadable metadata sidecar ({exc})") from None
+        old = self._old_meta(key)  # a store written before the sidecar rename
+        if not old.is_file():
             return {}
+        try:
+            return json.loads(old.read_text())
         except (ValueError, OSError) as exc:
             raise DataCorruption(f"{self.key_uri(key)}: unreadable metadata sidecar ({exc})") from None
 
@@ -71,7 +90,9 @@ class FileStore(Store):
     def _write(self, key: str, chunks: Iterator[bytes], content_type: str | None) -> str:
         dest = self._data(key)
         meta = self._meta(key)
-        self._mkdirs(key, dest.parent)
+        self._mkdirs(key, dest.parent, meta.parent)
+        if dest.is_dir():  # before anything is written, so a refused key leaves nothing behind
+            raise tree_conflict(self.uri, key, key + "/…")
         h = hashlib.sha256()
         size = 0
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=RESERVED + "tmp-")
@@ -94,30 +115,66 @@ class FileStore(Store):
                 "file": [inode, size],
             }
             _atomic_write(meta, json.dumps(record).encode())
-            if dest.is_dir():
-                raise InvalidArgument("key", f"{key!r} is a folder of other objects in {self.uri}")
             os.replace(tmp, dest)
+            if self._old_meta(key).is_file():  # the old-layout sidecar of a previous version
+                self._old_meta(key).unlink()
             _fsync_dir(dest.parent)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         return sha
 
-    def _mkdirs(self, key: str, *dirs: Path) -> None:
-        for d in dirs:
+    def _mkdirs(self, key: str, data_dir: Path, meta_dir: Path) -> None:
+        # Find the object in the way before creating any folder, so a refused key leaves no empty folder behind.
+        parts = key.split("/")
+        for n in range(1, len(parts)):
+            parent = "/".join(parts[:n])
+            if (self.root / parent).is_file():
+                raise tree_conflict(self.uri, key, parent)
+        for d in (data_dir, meta_dir):
             try:
                 d.mkdir(parents=True, exist_ok=True)
-            except (FileExistsError, NotADirectoryError):
-                # S3 allows both "a" and "a/b"; a filesystem does not. Say which object is in the way.
-                raise InvalidArgument(
-                    "key", f"{key!r} collides with an existing object that is a prefix of it in {self.uri}"
-                ) from None
-        (self.root / META / key).parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):  # an object appeared meanwhile (or a stray file)
+                raise tree_conflict(self.uri, key, d.relative_to(self.root).as_posix()) from None
 
-    def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> str:
+    def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None, if_absent: bool = False) -> str:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidArgument("data", f"expected bytes, got {type(data).__name__}")
-        return self._write(key, iter([bytes(data)]), content_type)
+        if not if_absent:
+            return self._write(key, iter([bytes(data)]), content_type)
+        with self._exclusive():
+            if self._data(key).is_file():
+                raise AlreadyExists(f"{self.key_uri(key)} already exists")
+            return self._write(key, iter([bytes(data)]), content_type)
+
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """One exclusive create at a time across processes on this host (file stores are local)."""
+        with open(self.root / META / f"{RESERVED}lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def move(self, src: str, dst: str) -> None:
+        source, dest = self._data(src), self._data(dst)
+        if not source.is_file():
+            raise NotFound(f"{self.key_uri(src)}: no such object")
+        meta = self._read_meta(src)
+        self._mkdirs(dst, dest.parent, self._meta(dst).parent)
+        # The sidecar names the file by inode, which a rename keeps: write it first, as _write does.
+        _atomic_write(self._meta(dst), json.dumps(meta).encode())
+        os.replace(source, dest)
+        self._forget_meta(src)
+        self._prune(source.parent)
+        self._prune(self._meta(src).parent)
+
+    def _forget_meta(self, key: str) -> None:
+        self._meta(key).unlink(missing_ok=True)
+        old = self._old_meta(key)
+        if old.is_file():
+            old.unlink()
 
     def put_file(self, key: str, path: str | os.PathLike, *, content_type: str | None = None) -> str:
         validate_key(key)
@@ -191,7 +248,7 @@ class FileStore(Store):
             for name in filenames:
                 if not name.startswith(RESERVED):
                     keys.append(name if rel == "." else f"{rel}/{name}")
-        return sorted(keys)
+        return sorted(k for k in keys if prefix or not hidden(k))
 
     # --- deletes ----------------------------------------------------------------------------------------------
     def delete(self, key: str) -> None:
@@ -202,7 +259,7 @@ class FileStore(Store):
             path.unlink()
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f"{self.key_uri(key)}: no such object") from None
-        self._meta(key).unlink(missing_ok=True)
+        self._forget_meta(key)
         self._prune(path.parent)
         self._prune(self._meta(key).parent)
 

@@ -2,13 +2,20 @@
 
 Connection settings come from the environment so that a URI alone names a store in every process (CLI, services,
 training Jobs): SMF_S3_ENDPOINT (host:port or http(s)://host:port), SMF_S3_ACCESS_KEY, SMF_S3_SECRET_KEY,
-optional SMF_S3_REGION, and SMF_S3_RETRY_S (how long transient failures are retried, default 20 s).
+optional SMF_S3_REGION, SMF_S3_RETRY_S (how long transient failures are retried, default 20 s) and
+SMF_S3_CREATE_BUCKET (default 1: the first *write* creates the store's bucket if it is missing; 0: never — create
+it with `smf store init` or the S3 server's own tools). Reads never create a bucket: a missing one is NotFound.
 
 - Atomic writes come from S3 itself: a PUT, and a multipart upload's completion, publish the whole object at once.
 - The sha256 is computed before the upload and sent as user metadata (x-amz-meta-sha256); reads recompute it.
 - Transient failures (connection refused/reset, timeouts, 5xx, SlowDown) are retried with exponential backoff
   until SMF_S3_RETRY_S has passed, then raise Unavailable. Streaming reads resume at the byte they reached.
 - Credentials the server rejects raise PermissionDenied naming the endpoint and access key id, never the secret.
+- `put_bytes(..., if_absent=True)` sends `If-None-Match: *`, so the S3 server decides which of two writers creates
+  a key (SeaweedFS >= 3.8x, MinIO, AWS since 2024 answer 412). A server that ignores the header is found by a probe
+  on first use; then the store falls back to "HEAD, then PUT" (a race window between replicas; logged once).
+- The tree rule (a key is an object or a folder, never both) is checked with a few HEADs and one LIST per write,
+  except under `.staging/`, whose writer (the commit protocol) checks its own names.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import logging
 import os
 import re
 import threading
@@ -27,9 +35,11 @@ from typing import TypeVar
 
 import urllib3
 from minio import Minio
+from minio.commonconfig import CopySource
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from smf.common.errors import (
+    AlreadyExists,
     DataCorruption,
     FailedPrecondition,
     InvalidArgument,
@@ -40,16 +50,20 @@ from smf.common.errors import (
 )
 from smf.common.store import (
     CHUNK,
+    STAGING,
     ObjectInfo,
     Store,
     content_type_for,
     corruption,
     file_sha256,
+    hidden,
+    tree_conflict,
     validate_key,
     validate_prefix,
 )
 
 T = TypeVar("T")
+log = logging.getLogger("smf.store")
 
 PART_SIZE = 16 << 20  # multipart above this; 16 MiB parts keep a 100 MB upload to 7 requests
 SHA_META = "x-amz-meta-sha256"
@@ -91,6 +105,7 @@ class S3Store(Store):
         secret_key: str | None,
         region: str | None = None,
         retry_s: float = 20.0,
+        create_bucket: bool = True,
     ):
         if not _BUCKET.fullmatch(bucket) or ".." in bucket:
             raise InvalidArgument("uri", f"{bucket!r} is not a valid S3 bucket name (3-63 of [a-z0-9.-])")
@@ -110,7 +125,9 @@ class S3Store(Store):
             region=region or None,
             http_client=http,
         )
+        self.create_bucket = create_bucket
         self._bucket_ready = False
+        self._conditional: bool | None = None  # does the server honour If-None-Match? (probed on first use)
         self._lock = threading.Lock()
 
     @classmethod
@@ -133,6 +150,7 @@ class S3Store(Store):
             secret_key=os.environ.get("SMF_S3_SECRET_KEY"),
             region=os.environ.get("SMF_S3_REGION"),
             retry_s=retry_s,
+            create_bucket=os.environ.get("SMF_S3_CREATE_BUCKET", "1") != "0",
         )
 
     # --- plumbing ---------------------------------------------------------------------------------------------
@@ -141,7 +159,12 @@ class S3Store(Store):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _call(self, what: str, key: str | None, fn: Callable[[], T]) -> T:
-        """Run one S3 request with bounded exponential backoff on transient failures; translate the rest."""
+        """Run one S3 request with bounded exponential backoff on transient failures; translate the rest.
+        Reads go through here and never create the bucket (a missing one is NotFound)."""
+        return self._retry(what, key, fn)
+
+    def _write_call(self, what: str, key: str | None, fn: Callable[[], T]) -> T:
+        """`_call` for writes: the store's own bucket is created first if it is missing and creation is allowed."""
         self._ensure_bucket()
         return self._retry(what, key, fn)
 
@@ -176,6 +199,10 @@ class S3Store(Store):
             code = exc.code or ""
             if code in ("NoSuchKey", "NoSuchObject"):
                 return NotFound(f"{self._where(key)}: no such object")
+            if code == "NoSuchBucket":
+                return NotFound(f"{self._where(key)}: no such object (bucket {self.bucket!r} does not exist)")
+            if code == "PreconditionFailed" and key:
+                return AlreadyExists(f"{self.key_uri(key)} already exists")
             if code in _PERMISSION:
                 reason = {
                     "InvalidAccessKeyId": "unknown access key id",
@@ -214,7 +241,8 @@ class S3Store(Store):
         return exc
 
     def _ensure_bucket(self) -> None:
-        """Create the bucket on first use, so a fresh S3 server works with no setup step."""
+        """Create the bucket on the first write, so a fresh S3 server works with no setup step — unless the
+        operator said not to (SMF_S3_CREATE_BUCKET=0), then a missing bucket is FailedPrecondition."""
         if self._bucket_ready:
             return
         with self._lock:
@@ -224,6 +252,11 @@ class S3Store(Store):
             def create() -> None:
                 if self.client.bucket_exists(self.bucket):
                     return
+                if not self.create_bucket:
+                    raise FailedPrecondition(
+                        f"bucket {self.bucket!r} does not exist on {self.endpoint} and SMF_S3_CREATE_BUCKET=0: "
+                        f"create it first (smf store init {self.uri})"
+                    )
                 try:
                     self.client.make_bucket(self.bucket)
                 except S3Error as exc:
@@ -233,14 +266,23 @@ class S3Store(Store):
             self._retry("creating the bucket", None, create)
             self._bucket_ready = True
 
+    def init(self) -> None:
+        """Create the bucket if missing (`smf store init`), whatever SMF_S3_CREATE_BUCKET says."""
+        self.create_bucket = True
+        self._ensure_bucket()
+
     # --- writes -----------------------------------------------------------------------------------------------
-    def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> str:
+    def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None, if_absent: bool = False) -> str:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidArgument("data", f"expected bytes, got {type(data).__name__}")
         data = bytes(data)
         name = self._name(key)
         sha = hashlib.sha256(data).hexdigest()
-        self._call(
+        self._check_put(key)
+        if if_absent:
+            self._put_if_absent(key, name, data, content_type_for(key, content_type), sha)
+            return sha
+        self._write_call(
             "writing",
             key,
             lambda: self.client.put_object(
@@ -261,7 +303,8 @@ class S3Store(Store):
             sha, _ = file_sha256(path)
         except OSError as exc:
             raise InvalidArgument(os.fspath(path), f"cannot read: {exc.strerror}") from None
-        self._call(
+        self._check_put(key)
+        self._write_call(
             "writing",
             key,
             lambda: self.client.fput_object(
@@ -274,6 +317,71 @@ class S3Store(Store):
             ),
         )
         return sha
+
+    def _check_put(self, key: str) -> None:
+        if not hidden(key):
+            self._ensure_bucket()
+            self.check_tree(key)
+
+    def check_tree(self, key: str) -> None:
+        validate_key(key)
+        parts = key.split("/")
+        for n in range(1, len(parts)):
+            parent = "/".join(parts[:n])
+            if self.exists(parent):
+                raise tree_conflict(self.uri, key, parent)
+        below = self._name(key) + "/"
+
+        def first() -> bool:  # one LIST page, not the whole folder
+            return any(True for _ in self.client.list_objects(self.bucket, prefix=below, recursive=False))
+
+        try:
+            below_key = self._call("listing", key, first)
+        except NotFound:  # no bucket yet: an empty tree
+            return
+        if below_key:
+            raise tree_conflict(self.uri, key, key + "/…")
+
+    def _put_if_absent(self, key: str, name: str, data: bytes, content_type: str, sha: str) -> None:
+        headers = {"Content-Type": content_type, SHA_META: sha}
+        if self._conditional_supported():
+            headers["If-None-Match"] = "*"
+        elif self.exists(key):  # the fallback: a window between this HEAD and the PUT
+            raise AlreadyExists(f"{self.key_uri(key)} already exists")
+        # put_object cannot send If-None-Match (minio 7.2 turns unknown headers into user metadata), so this
+        # uses the SDK's own single-request PUT underneath it.
+        self._write_call("writing", key, lambda: self.client._put_object(self.bucket, name, data, headers=headers))
+
+    def _conditional_supported(self) -> bool:
+        """Whether the server refuses a second `If-None-Match: *` PUT of one key (asked once per store)."""
+        if self._conditional is None:
+            probe = f"{STAGING}/probe-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
+            name = self._name(probe)
+            headers = {"If-None-Match": "*", SHA_META: hashlib.sha256(b"").hexdigest()}
+            put = lambda: self.client._put_object(self.bucket, name, b"", headers=headers)  # noqa: E731
+            self._write_call("probing conditional writes at", probe, put)
+            try:
+                self._write_call("probing conditional writes at", probe, put)
+                self._conditional = False
+                log.warning(
+                    "S3 endpoint %s ignores If-None-Match: exclusive creates fall back to HEAD-then-PUT "
+                    "(two replicas racing for one id could both commit)",
+                    self.endpoint,
+                )
+            except AlreadyExists:
+                self._conditional = True
+            finally:
+                self._call("deleting", probe, lambda: self.client.remove_object(self.bucket, name))
+        return self._conditional
+
+    def move(self, src: str, dst: str) -> None:
+        source, dest = self._name(src), self._name(dst)
+        # COPY keeps the user metadata, the recorded sha256 included; objects above 5 GiB would need a
+        # multipart copy (compose_object), which smf's artifacts (wav, checkpoints) do not reach.
+        self._write_call(
+            "copying", src, lambda: self.client.copy_object(self.bucket, dest, CopySource(self.bucket, source))
+        )
+        self._call("deleting", src, lambda: self.client.remove_object(self.bucket, source))
 
     # --- reads ------------------------------------------------------------------------------------------------
     def iter_chunks(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
@@ -328,17 +436,21 @@ class S3Store(Store):
         prefix = validate_prefix(prefix)
         full = "/".join(p for p in (self.prefix, prefix) if p)
         full = full + "/" if full else ""
-        names = self._call(
-            "listing",
-            prefix or None,
-            lambda: [
-                o.object_name
-                for o in self.client.list_objects(self.bucket, prefix=full or None, recursive=True)
-                if not o.is_dir
-            ],
-        )
+        try:
+            names = self._call(
+                "listing",
+                prefix or None,
+                lambda: [
+                    o.object_name
+                    for o in self.client.list_objects(self.bucket, prefix=full or None, recursive=True)
+                    if not o.is_dir
+                ],
+            )
+        except NotFound:  # no bucket (reads don't create it): nothing in it
+            return []
         strip = len(self.prefix) + 1 if self.prefix else 0
-        return sorted(n[strip:] for n in names if n)
+        keys = (n[strip:] for n in names if n)
+        return sorted(k for k in keys if prefix or not hidden(k))
 
     # --- deletes ----------------------------------------------------------------------------------------------
     def delete(self, key: str) -> None:

@@ -1,7 +1,8 @@
 """Artifact manifests: what an artifact is, who made it from what, and the sha256 of each of its files.
 
 An artifact is a key prefix in the store (`gan/<run>`, `samples/<id>`, `grids/<id>` …) holding its files and a
-`manifest.json`, written last — the manifest is the commit point: an artifact without one is unfinished.
+`manifest.json`, written last — the manifest is the commit point: an artifact without one does not exist.
+`write_artifact` goes through the commit protocol (`smf.common.commit`: staged, then published manifest last).
 
     aid = "samples/" + new_id()
     write_artifact(store, "samples", aid, {"0.wav": wav, "0.pt": latent_path}, config={"n": 1},
@@ -9,8 +10,8 @@ An artifact is a key prefix in the store (`gan/<run>`, `samples/<id>`, `grids/<i
     read_manifest(store, aid).files          # {"0.pt": "<sha256>", "0.wav": "<sha256>"}
     verify_artifact(store, aid)              # re-reads every file; DataCorruption names the first bad one
 
-Files written along the way (checkpoints during training) are committed with `commit_artifact`, which records
-whatever is under the prefix.
+Files written along the way by a run that owns its prefix (a trainer's checkpoints) are committed with
+`commit_artifact`, which records whatever is under the prefix; every other writer stages (`commit.Staging`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from smf.common.store import Store, validate_key, validate_prefix
 __all__ = [
     "MANIFEST",
     "Manifest",
+    "build_manifest",
     "commit_artifact",
     "created_by",
     "list_artifacts",
@@ -143,11 +145,16 @@ def write_artifact(
     config: Any = None,
     inputs=(),
     service: str = "smf",
+    overwrite: bool = False,
 ) -> Manifest:
     """Write `files` under `artifact_id/`, then its manifest (the commit point). Values are bytes or local paths.
 
-    All names and values are checked before anything is written, so a bad call leaves nothing behind.
+    All names and values are checked before anything is written, so a bad call leaves nothing behind; the files
+    are staged and published together (`commit.Staging`). A committed `artifact_id` is AlreadyExists unless
+    `overwrite`.
     """
+    from smf.common.commit import Staging  # commit builds on this module's manifests
+
     prefix = _artifact_prefix(artifact_id)
     for name, value in files.items():
         _file_name(name)
@@ -159,14 +166,14 @@ def write_artifact(
             raise InvalidArgument(f"files[{name!r}]", f"expected bytes or a path, got {type(value).__name__}")
         if isinstance(value, os.PathLike) and not Path(value).is_file():
             raise InvalidArgument(f"files[{name!r}]", f"{os.fspath(value)} is not a readable file")
-    shas = {}
-    for name, value in files.items():
-        key = f"{prefix}/{name}"
-        if isinstance(value, os.PathLike):
-            shas[name] = store.put_file(key, value)
-        else:
-            shas[name] = store.put_bytes(key, bytes(value))
-    return _write_manifest(store, kind, prefix, shas, config, inputs, service)
+    build_manifest(kind, prefix, {}, config, inputs, service)  # a bad kind, config or inputs: before any write
+    with Staging(store, prefix, overwrite=overwrite) as out:
+        for name, value in files.items():
+            if isinstance(value, os.PathLike):
+                out.put_file(name, value)
+            else:
+                out.put_bytes(name, bytes(value))
+        return out.commit(kind, config=config, inputs=inputs, service=service)
 
 
 def commit_artifact(
@@ -186,6 +193,15 @@ def commit_artifact(
 def _write_manifest(
     store: Store, kind: str, prefix: str, shas: dict[str, str], config: Any, inputs, service: str
 ) -> Manifest:
+    manifest, text = build_manifest(kind, prefix, shas, config, inputs, service)
+    store.put_bytes(f"{prefix}/{MANIFEST}", text.encode(), content_type="application/json")
+    return manifest
+
+
+def build_manifest(
+    kind: str, prefix: str, shas: dict[str, str], config: Any, inputs, service: str
+) -> tuple[Manifest, str]:
+    """The manifest of an artifact and its JSON text; InvalidArgument for a bad kind, inputs or config."""
     if not kind or not isinstance(kind, str):
         raise InvalidArgument("kind", f"must be a non-empty string, got {kind!r}")
     inputs = list(inputs)
@@ -204,8 +220,7 @@ def _write_manifest(
         text = manifest.to_json()
     except (TypeError, ValueError) as exc:
         raise InvalidArgument("config", f"must be JSON-serialisable: {exc}") from None
-    store.put_bytes(f"{prefix}/{MANIFEST}", text.encode(), content_type="application/json")
-    return manifest
+    return manifest, text
 
 
 def read_manifest(store: Store, artifact_id: str) -> Manifest:

@@ -12,6 +12,10 @@ Guarantees on both backends: writes are atomic (a reader sees the old object or 
 sha256 of every object is recorded at write time and checked on every read (`DataCorruption` naming the key), keys
 are validated before they touch a path or URL, and failures come out as `smf.common.errors` (NotFound,
 PermissionDenied, Unavailable ...). The backends live in `_store_file.py` and `_store_s3.py`.
+
+Both backends keep one tree: a key is an object or a folder of objects, never both (`a` and `a/b` cannot both
+exist; S3 itself would allow it, a filesystem cannot, so S3 refuses it too): FailedPrecondition naming the keys.
+Keys under `.staging/` belong to the commit protocol (`smf.common.commit`): `list("")` does not show them.
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from smf.common.errors import DataCorruption, InvalidArgument, NotFound
+from smf.common.errors import DataCorruption, FailedPrecondition, InvalidArgument, NotFound
 from smf.common.files import atomic_write
 
 __all__ = [
     "DEFAULT_STORE",
+    "STAGING",
     "ObjectInfo",
     "Store",
     "canonical_uri",
@@ -46,6 +51,8 @@ CHUNK = 1 << 20
 # Names starting with this are the store's own bookkeeping (sidecars, temp files); keys may not use them.
 RESERVED = ".smf-"
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+# The commit protocol's work area (smf.common.commit): staged files of operations in flight and id claims.
+STAGING = ".staging"
 
 
 @dataclass(frozen=True)
@@ -129,8 +136,14 @@ class Store:
     uri: str
 
     # --- implemented by the backends -------------------------------------------------------------------------
-    def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> str:
-        """Write `data` at `key` atomically; returns its sha256 hex."""
+    def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None, if_absent: bool = False) -> str:
+        """Write `data` at `key` atomically; returns its sha256 hex. `if_absent`: AlreadyExists if `key` exists,
+        decided by the store itself (an exclusive create), so two writers racing for one key cannot both win."""
+        raise NotImplementedError
+
+    def move(self, src: str, dst: str) -> None:
+        """Move an object (bytes and recorded sha256) to `dst`, replacing what is there: a rename on the file
+        backend, a server-side copy then delete on S3. Used by the commit protocol; `dst`'s tree is not checked."""
         raise NotImplementedError
 
     def put_file(self, key: str, path: str | os.PathLike, *, content_type: str | None = None) -> str:
@@ -165,6 +178,18 @@ class Store:
         return f"{self.uri}/{validate_key(key)}"
 
     # --- shared -----------------------------------------------------------------------------------------------
+    def check_tree(self, key: str) -> None:
+        """FailedPrecondition if `key` cannot join the tree: one of its parent folders is an object, or `key` is
+        already a folder of other objects. The file backend gets this from the filesystem; S3 asks (a few HEADs)."""
+        validate_key(key)
+        parts = key.split("/")
+        for n in range(1, len(parts)):
+            parent = "/".join(parts[:n])
+            if self.exists(parent):
+                raise tree_conflict(self.uri, key, parent)
+        if self.list(key):
+            raise tree_conflict(self.uri, key, key + "/…")
+
     def exists(self, key: str) -> bool:
         try:
             self.stat(key)
@@ -189,6 +214,23 @@ class Store:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"
+
+
+def tree_conflict(uri: str, key: str, other: str) -> FailedPrecondition:
+    """The error for a key that would be both an object and a folder (`a` and `a/b`)."""
+    if other.endswith("/…"):
+        why = f"{key!r} is a folder of other objects ({other})"
+    else:
+        why = f"{other!r} is an object, so {key!r} cannot be put inside it"
+    return FailedPrecondition(
+        f"key {key!r} in {uri}: {why}; a key is an object or a folder, never both — "
+        f"pick another key or delete {other!r}"
+    )
+
+
+def hidden(key: str) -> bool:
+    """True for the commit protocol's own keys, which a listing of the whole store leaves out."""
+    return key == STAGING or key.startswith(STAGING + "/")
 
 
 def corruption(uri: str, recorded: str, actual: str) -> DataCorruption:

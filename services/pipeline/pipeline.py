@@ -348,6 +348,7 @@ class Pipeline:
             config={"corners": self.cfg.corners},
             inputs=[samples],
             service="pipeline",
+            overwrite=True,  # a stage run again (its config changed) replaces its result
         )
         self.log(f"[corners] {idx} ({chosen['method']})")
         return {"corners": ids, "indices": idx, "artifact": aid, "artifacts": [aid]}
@@ -456,6 +457,7 @@ class Pipeline:
             config=c,
             inputs=[model, *([chain] if chain else []), grid],
             service="pipeline",
+            overwrite=True,  # a stage run again (its config changed) replaces its result
         )
         table = format_table(report)
         return {"control": aid, "summary": report["summary"], "table": table, "artifacts": [aid]}
@@ -475,6 +477,7 @@ class Pipeline:
             config=self.cfg.report,
             inputs=inputs,
             service="pipeline",
+            overwrite=True,  # a stage run again (its config changed) replaces its result
         )
         return {"report": f"{aid}/report.html", "scores": scores, "artifacts": [aid]}
 

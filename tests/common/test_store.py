@@ -15,7 +15,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from smf.common.errors import DataCorruption, InvalidArgument, NotFound, PermissionDenied, Unavailable
+from smf.common.errors import (
+    AlreadyExists,
+    DataCorruption,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from smf.common.store import FileStore, S3Store, open_store, parse_uri, validate_key
 from support.corrupt import corrupt_object
 from support.flaky_proxy import FlakyProxy
@@ -226,12 +234,63 @@ def test_open_store_defaults(tmp_path, monkeypatch):
 def test_file_store_keeps_plain_files_and_hidden_sidecars(file_store):
     file_store.put_bytes("datasets/tones/a.wav", b"RIFF")
     assert (file_store.root / "datasets/tones/a.wav").read_bytes() == b"RIFF"
-    assert (file_store.root / ".smf-meta/datasets/tones/a.wav.json").is_file()
+    assert (file_store.root / ".smf-meta/datasets/tones/.smf-a.wav.json").is_file()
     file_store.delete("datasets/tones/a.wav")
     assert sorted(p.name for p in file_store.root.iterdir()) == [".smf-meta"]  # empty folders pruned
-    file_store.put_bytes("x", b"1")
-    with pytest.raises(InvalidArgument, match="collides"):  # S3 could hold both; a folder can't
-        file_store.put_bytes("x/y", b"2")
+
+
+def test_file_store_reads_sidecars_of_the_old_layout(file_store):
+    file_store.put_bytes("a/b.wav", b"RIFF")
+    new = file_store.root / ".smf-meta/a/.smf-b.wav.json"
+    new.rename(file_store.root / ".smf-meta/a/b.wav.json")  # where stores before the rename kept it
+    assert file_store.get_bytes("a/b.wav") == b"RIFF"
+    file_store.put_bytes("a/b.wav", b"RIFF2")
+    assert not (file_store.root / ".smf-meta/a/b.wav.json").exists() and file_store.get_bytes("a/b.wav") == b"RIFF2"
+
+
+@pytest.mark.parametrize("first, second", [("K", "K/x"), ("K/x", "K"), ("d/K", "d/K/x/y"), ("d/K/x/y", "d/K")], ids=str)
+def test_a_key_is_an_object_or_a_folder_never_both_on_either_backend(store, first, second):
+    """Finding 7b of issue 13: S3 would hold both, a folder can't; both backends refuse it alike, naming the key,
+    and the refused write leaves nothing behind (it was INTERNAL and an empty folder on the file backend)."""
+    store.put_bytes(first, b"1")
+    before = _tree(store)
+    with pytest.raises(FailedPrecondition, match=f"key {second!r}.*never both"):
+        store.put_bytes(second, b"2")
+    with pytest.raises(FailedPrecondition, match="never both"):
+        store.put_file(second, __file__)
+    assert store.list() == [first] and _tree(store) == before
+
+
+@pytest.mark.parametrize("first, second", [("K", "K.json/x"), ("K.json/x", "K")])
+def test_sidecar_names_never_collide_with_keys(store, first, second):
+    """Finding 7b: `K` then `K.json/x` (or the reverse) fought over the file store's sidecar path -> INTERNAL."""
+    store.put_bytes(first, b"1")
+    store.put_bytes(second, b"2")
+    assert store.list() == sorted([first, second])
+    assert store.get_bytes(first) == b"1" and store.get_bytes(second) == b"2"
+
+
+def _tree(store) -> list[str]:
+    """Every path under a file store's root (folders included); the listing for S3."""
+    if isinstance(store, FileStore):
+        return sorted(p.relative_to(store.root).as_posix() for p in store.root.rglob("*") if ".smf-lock" not in p.name)
+    return store.list()
+
+
+def test_exclusive_create_lets_one_writer_win(store):
+    assert store.put_bytes("m/manifest.json", b"first", if_absent=True)
+    with pytest.raises(AlreadyExists, match="m/manifest.json"):
+        store.put_bytes("m/manifest.json", b"second", if_absent=True)
+    assert store.get_bytes("m/manifest.json") == b"first"
+
+
+def test_move_keeps_bytes_and_recorded_sha(store):
+    store.put_bytes(".staging/op/a.wav", b"RIFF")
+    store.move(".staging/op/a.wav", "samples/s1/a.wav")
+    assert store.get_bytes("samples/s1/a.wav") == b"RIFF" and store.stat("samples/s1/a.wav").sha256 == sha(b"RIFF")
+    assert not store.exists(".staging/op/a.wav")
+    store.put_bytes(".staging/op2/x", b"x")
+    assert store.list() == ["samples/s1/a.wav"] and store.list(".staging") == [".staging/op2/x"]
 
 
 # --- 100 MB through both backends --------------------------------------------------------------------------------
@@ -256,10 +315,20 @@ def test_100mb_round_trip(store, tmp_path):
 
 
 # --- S3 only: credentials, reachability, retries -------------------------------------------------------------------
-def test_s3_bucket_is_created_on_first_use(s3_server, s3_env):
+def test_s3_bucket_is_created_on_first_write_never_on_a_read(s3_server, s3_env, monkeypatch):
+    """Finding 2 of issue 13: a read of s3://other-bucket created that bucket with the server's credentials."""
     bucket = f"smf-auto-{os.urandom(4).hex()}"
-    assert not s3_server.client().bucket_exists(bucket)
     store = open_store(f"s3://{bucket}/p")
+    with pytest.raises(NotFound, match="does not exist"):
+        store.get_bytes("k")
+    with pytest.raises(NotFound):
+        store.stat("k")
+    assert not store.exists("k") and store.list() == [] and not s3_server.client().bucket_exists(bucket)
+    monkeypatch.setenv("SMF_S3_CREATE_BUCKET", "0")
+    with pytest.raises(FailedPrecondition, match="SMF_S3_CREATE_BUCKET=0"):
+        open_store(f"s3://{bucket}/p").put_bytes("k", b"v")
+    assert not s3_server.client().bucket_exists(bucket)
+    monkeypatch.delenv("SMF_S3_CREATE_BUCKET")
     store.put_bytes("k", b"v")
     assert s3_server.client().bucket_exists(bucket)
     assert open_store(f"s3://{bucket}").get_bytes("p/k") == b"v"  # prefix is just part of the object name

@@ -1,0 +1,351 @@
+"""The commit protocol of artifacts: an operation stages its files, and the artifact appears only when its manifest
+is committed, listing exactly the files this operation wrote (ARCHITECTURE §7).
+
+    with Staging(store, artifact_id("renders", request.output_id)) as out:   # claims the id, or AlreadyExists
+        out.put_bytes("0.wav", wav)                   # -> .staging/<op>/0.wav, invisible to readers and `ls`
+        out.put_bytes("0.pt", latent)
+        manifest = out.commit("renders", config=..., inputs=["gan/run1"], service="gan")
+
+Leaving the `with` by an exception (cancel, deadline, a failed write) removes the staged files and the claim: nothing
+becomes visible. A crash leaves `.staging/<op>/` and the claim behind; `sweep` removes both once they are older than
+SMF_STAGING_MAX_AGE_S (default 6 h): `start_sweeper` runs it in a server, `python -m smf.common.commit STORE` by hand.
+A crash in the middle of step (3) leaves moved files without a manifest under `<id>/`: invisible to readers, and
+replaced or ignored by the next commit of that id (not swept: the folder may hold other artifacts).
+
+Commit, in order: (1) the id is claimed for the whole operation (an exclusive create of `.staging/claims/<hash>`, so
+a second writer of the same id, in this process or another replica, is refused at once); (2) if the id is already
+committed it is ALREADY_EXISTS unless `overwrite` (then its manifest goes first, so it vanishes as a whole); (3) each
+staged file is moved to `<id>/<name>` (a rename on file stores, server-side copy on S3), replacing a stale file of
+that name; (4) the manifest is written with an exclusive create (`If-None-Match: *` on S3) — the commit point —
+listing exactly the staged files, so a file already under `<id>/` (another artifact nested there, a leftover) is
+never taken in; (5) the replaced version's files the new one lacks are deleted. Readers go by manifests
+(`lineage.read_manifest`, `list_artifacts`), so an id without one does not exist for them.
+
+Kinds own their prefixes: a name a request gives (`output_id`) is one path segment inside its kind's prefix,
+checked by `artifact_name`; `samples`, `gan/x` or `..` never reach another kind's artifacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from smf.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from smf.common.lineage import MANIFEST, Manifest, build_manifest, new_id, read_manifest
+from smf.common.store import STAGING, Store, validate_key, validate_prefix
+
+__all__ = [
+    "CLAIMS",
+    "MAX_NAME",
+    "Claim",
+    "Staging",
+    "artifact_id",
+    "artifact_name",
+    "max_age_s",
+    "start_sweeper",
+    "sweep",
+]
+
+log = logging.getLogger("smf.commit")
+
+CLAIMS = f"{STAGING}/claims"
+MAX_NAME = 100
+DEFAULT_MAX_AGE_S = 6 * 3600.0
+MOVERS = 8  # parallel moves at commit: S3 copies are one round trip each
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+# --- names ------------------------------------------------------------------------------------------------------------
+def artifact_name(name: str, *, field: str = "output_id") -> str:
+    """`name` if it is one path segment of `[A-Za-z0-9._-]` (not `.`/`..`, at most MAX_NAME), else InvalidArgument."""
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(field, "must be a non-empty name")
+    if len(name) > MAX_NAME:
+        raise InvalidArgument(field, f"{name[:40]!r}... is {len(name)} characters long, the limit is {MAX_NAME}")
+    if "/" in name:
+        raise InvalidArgument(
+            field, f"{name!r} must be a plain name (no '/'): it names an artifact inside its kind's own folder"
+        )
+    if name in (".", "..") or not _NAME.fullmatch(name) or name.startswith((".smf-", STAGING)):
+        raise InvalidArgument(field, f"{name!r} must be a name of [A-Za-z0-9._-], not '.', '..' or '.staging'")
+    return name
+
+
+def artifact_id(kind_prefix: str, name: str, *, field: str = "output_id") -> str:
+    """The id of the artifact `name` of a kind: artifact_id("renders", "take1") -> "renders/take1"."""
+    return f"{kind_prefix}/{artifact_name(name, field=field)}"
+
+
+# --- claims -----------------------------------------------------------------------------------------------------------
+class Claim:
+    """An exclusive hold on an artifact id (or a run name) for one operation, across processes and replicas.
+
+    The claim is an object created with `if_absent`, so the store decides who holds it. `refresh()` keeps a long
+    operation's claim from being swept as stale; `release()` removes it if it is still ours.
+    """
+
+    def __init__(self, store: Store, name: str, op: str, *, what: str = "artifact"):
+        self.store, self.name, self.op, self.what = store, name, op, what
+        self.key = f"{CLAIMS}/{hashlib.sha256(name.encode()).hexdigest()[:32]}"
+
+    def _record(self) -> bytes:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        return json.dumps({"name": self.name, "op": self.op, "pid": os.getpid(), "at": now}).encode()
+
+    def acquire(self) -> Claim:
+        try:
+            self.store.put_bytes(self.key, self._record(), content_type="application/json", if_absent=True)
+        except AlreadyExists:
+            holder = self.holder()
+            raise AlreadyExists(
+                f"{self.what} {self.name!r} is being written by another operation ({holder.get('op', '?')} since "
+                f"{holder.get('at', '?')}); wait for it, or if it died, its claim is swept after "
+                f"{max_age_s():g} s (smf store sweep)"
+            ) from None
+        return self
+
+    def holder(self) -> dict:
+        try:
+            return json.loads(self.store.get_bytes(self.key))
+        except (NotFound, ValueError):
+            return {}
+
+    def refresh(self) -> None:
+        self.store.put_bytes(self.key, self._record(), content_type="application/json")
+
+    def release(self) -> None:
+        if self.holder().get("op") == self.op:  # not another's claim, taken after ours was swept
+            try:
+                self.store.delete(self.key)
+            except NotFound:
+                pass
+
+
+# --- staging ----------------------------------------------------------------------------------------------------------
+class Staging:
+    """The files one operation writes for one artifact, invisible until `commit` (see the module docstring)."""
+
+    def __init__(self, store: Store, artifact_id: str, *, overwrite: bool = False):
+        try:
+            self.id = validate_prefix(artifact_id)
+        except InvalidArgument as exc:
+            raise InvalidArgument("artifact_id", exc.message.split(": ", 1)[1]) from None
+        if not self.id or self.id.split("/")[0] == STAGING:
+            raise InvalidArgument("artifact_id", f"{artifact_id!r} is not an artifact id (kind/name)")
+        self.store, self.overwrite = store, overwrite
+        self.op = new_id()
+        self.root = f"{STAGING}/{self.op}"
+        self.files: dict[str, str] = {}  # name -> sha256, exactly what this operation wrote
+        self.done = False
+        self._check_id()
+        self._claim = Claim(store, self.id, self.op).acquire()
+
+    def _check_id(self) -> None:
+        if not self.overwrite and self.committed():
+            raise AlreadyExists(f"artifact {self.id!r} already exists in {self.store.uri}; pick another name")
+        self.store.check_tree(f"{self.id}/{MANIFEST}")  # no object where one of the id's folders must go
+
+    def committed(self) -> bool:
+        return self.store.exists(f"{self.id}/{MANIFEST}")
+
+    # --- writes -------------------------------------------------------------------------------------------------------
+    def _name(self, name: str) -> str:
+        try:
+            validate_key(name)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"files[{name!r}]", exc.message.split(": ", 1)[1]) from None
+        if name == MANIFEST:
+            raise InvalidArgument(f"files[{name!r}]", f"{MANIFEST} is written by the commit itself")
+        if self.done:
+            raise FailedPrecondition(f"artifact {self.id!r}: this operation has already committed or aborted")
+        # the tree rule among this operation's own files (the store only checks its own, staged keys here)
+        for other in self.files:
+            if other.startswith(name + "/") or name.startswith(other + "/"):
+                raise FailedPrecondition(
+                    f"artifact {self.id!r}: file {name!r} and file {other!r} cannot both exist "
+                    "(a name is a file or a folder, never both)"
+                )
+        return name
+
+    def put_bytes(self, name: str, data: bytes, *, content_type: str | None = None) -> str:
+        sha = self.store.put_bytes(f"{self.root}/{self._name(name)}", data, content_type=content_type)
+        self.files[name] = sha
+        return sha
+
+    def put_file(self, name: str, path: str | os.PathLike, *, content_type: str | None = None) -> str:
+        sha = self.store.put_file(f"{self.root}/{self._name(name)}", path, content_type=content_type)
+        self.files[name] = sha
+        return sha
+
+    def key(self, name: str) -> str:
+        """The key `name` will have once committed."""
+        return f"{self.id}/{name}"
+
+    def key_uri(self, name: str) -> str:
+        return self.store.key_uri(self.key(name))
+
+    # --- commit / abort -----------------------------------------------------------------------------------------------
+    def commit(self, kind: str, *, config: Any = None, inputs=(), service: str = "smf") -> Manifest:
+        """Publish the staged files under the id, manifest last; returns the manifest."""
+        manifest, text = build_manifest(kind, self.id, self.files, config, inputs, service)
+        if self.done:
+            raise FailedPrecondition(f"artifact {self.id!r}: this operation has already committed or aborted")
+        try:
+            old = existing(self.store, self.id)
+            if old is not None:
+                if not self.overwrite:
+                    raise AlreadyExists(f"artifact {self.id!r} already exists in {self.store.uri}")
+                self.store.delete(f"{self.id}/{MANIFEST}")  # the old artifact vanishes at once, as a whole
+            self._move_all()
+            self.store.put_bytes(
+                f"{self.id}/{MANIFEST}", text.encode(), content_type="application/json", if_absent=True
+            )
+        except BaseException:
+            self.abort()
+            raise
+        self.done = True
+        # Files of the replaced version that this one lacks. Only those: an artifact's folder may hold other
+        # artifacts and files (pipelines/<name>/ holds state.json and corners/), so the folder is never wiped.
+        for name in sorted(set(old.files) - set(self.files)) if old is not None else ():
+            try:
+                self.store.delete(self.key(name))
+            except NotFound:
+                pass
+        self._cleanup()
+        return manifest
+
+    def _move_all(self) -> None:
+        names = sorted(self.files)
+        moves = [(f"{self.root}/{n}", self.key(n)) for n in names]
+        if len(moves) <= MOVERS:
+            for src, dst in moves:
+                self.store.move(src, dst)
+            return
+        with ThreadPoolExecutor(max_workers=MOVERS, thread_name_prefix="commit-move") as pool:
+            for future in [pool.submit(self.store.move, src, dst) for src, dst in moves]:
+                future.result()
+
+    def abort(self) -> None:
+        """Drop what this operation staged (nothing of it becomes visible); safe to call twice."""
+        self.done = True
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        try:
+            if self.store.list(self.root):
+                self.store.delete_prefix(self.root)
+        except Exception:  # best effort: the sweeper removes what is left
+            log.exception("could not remove %s", self.root)
+        try:
+            self._claim.release()
+        except Exception:
+            log.exception("could not release the claim on %s", self.id)
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.done:
+            self.abort()  # an exception, or a `with` left without commit: nothing becomes visible
+
+
+def existing(store: Store, artifact: str) -> Manifest | None:
+    """The manifest of `artifact` if it is committed, else None."""
+    try:
+        return read_manifest(store, artifact)
+    except NotFound:
+        return None
+
+
+# --- sweeper ----------------------------------------------------------------------------------------------------------
+def max_age_s() -> float:
+    """How old staging and claims may get before the sweeper removes them: $SMF_STAGING_MAX_AGE_S or 6 h."""
+    raw = os.environ.get("SMF_STAGING_MAX_AGE_S", "")
+    try:
+        value = float(raw) if raw else DEFAULT_MAX_AGE_S
+    except ValueError:
+        raise InvalidArgument("SMF_STAGING_MAX_AGE_S", f"must be a number of seconds, got {raw!r}") from None
+    if value < 0:
+        raise InvalidArgument("SMF_STAGING_MAX_AGE_S", f"must be >= 0, got {raw!r}")
+    return value
+
+
+def _op_started(op: str) -> float | None:
+    """The start time an operation id carries (`new_id`: 20261125-203000-ab12cd), or None."""
+    try:
+        return datetime.strptime(op[:15], "%Y%m%d-%H%M%S").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def sweep(store: Store, max_age: float | None = None, *, now: float | None = None) -> list[str]:
+    """Remove staging of operations, and claims, older than `max_age` s; returns what was removed."""
+    max_age = max_age_s() if max_age is None else max_age
+    now = time.time() if now is None else now
+    removed = []
+    ops: set[str] = set()
+    for key in store.list(STAGING):
+        parts = key.split("/")
+        if key.startswith(CLAIMS + "/"):
+            try:
+                if now - store.stat(key).modified > max_age:
+                    store.delete(key)
+                    removed.append(key)
+            except NotFound:  # released meanwhile
+                pass
+        elif len(parts) > 2:
+            ops.add(parts[1])
+        elif now - store.stat(key).modified > max_age:  # a loose object (a probe left by a crash)
+            store.delete(key)
+            removed.append(key)
+    for op in sorted(ops):
+        started = _op_started(op)
+        if started is None or now - started > max_age:
+            store.delete_prefix(f"{STAGING}/{op}")
+            removed.append(f"{STAGING}/{op}")
+    return removed
+
+
+def start_sweeper(store: Store, *, every_s: float = 600.0) -> threading.Thread:
+    """Sweep now and then every `every_s` s in a daemon thread (servers call this at start)."""
+
+    def loop() -> None:
+        while True:
+            try:
+                removed = sweep(store)
+                if removed:
+                    log.info("swept %d stale staging entries from %s", len(removed), store.uri)
+            except Exception:  # an unreachable store now is not a reason to stop sweeping later
+                log.warning("sweeping %s failed", store.uri, exc_info=True)
+            time.sleep(every_s)
+
+    thread = threading.Thread(target=loop, name="smf-sweeper", daemon=True)
+    thread.start()
+    return thread
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m smf.common.commit [STORE] [--older-than S]`: sweep stale staging and claims now."""
+    import argparse
+
+    from smf.common.store import open_store
+
+    parser = argparse.ArgumentParser(prog="python -m smf.common.commit", description=main.__doc__)
+    parser.add_argument("store", nargs="?", default=None, help="store URI (default $SMF_STORE)")
+    parser.add_argument("--older-than", type=float, default=None, help="seconds (default $SMF_STAGING_MAX_AGE_S)")
+    args = parser.parse_args(argv)
+    for entry in sweep(open_store(args.store), args.older_than):
+        print(entry)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
