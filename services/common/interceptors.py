@@ -237,7 +237,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 code = grpc.StatusCode.CANCELLED
                 raise
             except BaseException:
-                code = grpc.StatusCode.UNKNOWN
+                # a call already over (done) could not get our status: its client cancelled or its deadline passed
+                code = grpc.StatusCode.CANCELLED if context.done() else grpc.StatusCode.UNKNOWN
                 raise
             finally:
                 IN_FLIGHT.labels(*labels).dec()
@@ -322,6 +323,20 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return _wrap_handler(handler, deny)
 
 
+async def _answer(context, code: grpc.StatusCode, message: str) -> None:
+    """End the call with `code`; raises AbortError as `context.abort` does, or CancelledError when the call is over.
+
+    A client that cancels a request stream looks to the handler like one that stopped sending: the handler then
+    answers (say, INVALID_ARGUMENT for a short upload) to a call grpc has already finished, and sending the status
+    fails. That call was cancelled, not the client's mistake, and must count as such."""
+    try:
+        await context.abort(code, message)
+    except grpc.aio.AbortError:
+        raise
+    except Exception as exc:  # cygrpc's ExecuteBatchError: no status can go out any more
+        raise asyncio.CancelledError(f"the call ended before its status ({code.name}) could be sent") from exc
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Turns exceptions escaping a handler into status codes: SmfError -> its code, anything else -> INTERNAL;
     request bytes that do not parse -> INVALID_ARGUMENT, a request message above `max_message_bytes` (None: no
@@ -343,9 +358,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
                 raise
             except SmfError as exc:
-                await context.abort(exc.code, exc.message)
+                await _answer(context, exc.code, exc.message)
             except Exception:
                 log.exception("internal error in %s", method)
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method} (see server log)")
+                await _answer(context, grpc.StatusCode.INTERNAL, f"internal error in {method} (see server log)")
 
         return _wrap_handler(_guard_parsing(handler, self.max_message_bytes), map_errors)
