@@ -1,6 +1,6 @@
-"""R1: every RPC of every service (gan, grid, som, rnn and the OperationService each of them serves) fuzzed with
-hypothesis over real gRPC: random field values (garbage strings, paths, huge and negative numbers, NaN, unknown enum
-values, nested messages) and malformed wire bytes. Pass = no INTERNAL / UNKNOWN status, no crashed service.
+"""R1: every RPC of every service (gan, grid, som, rnn, pipeline and the OperationService each of them serves) fuzzed
+with hypothesis over real gRPC: random field values (garbage strings, paths, huge and negative numbers, NaN, unknown
+enum values, nested messages) and malformed wire bytes. Pass = no INTERNAL / UNKNOWN status, no crashed service.
 
 Requests are generated from the proto descriptors, so a new RPC or field is fuzzed without touching this file.
 """
@@ -20,9 +20,13 @@ from smf.common.client import connect
 from smf.common.v1 import operations_pb2
 from smf.gan.v1 import gan_pb2
 from smf.grid.v1 import grid_pb2
+from smf.pipeline.server import PipelineServicer
+from smf.pipeline.server import servicers as pipeline_servicers
 from smf.pipeline.services import local_services, wait_healthy
+from smf.pipeline.v1 import pipeline_pb2
 from smf.rnn.v1 import rnn_pb2
 from smf.som.v1 import som_pb2
+from support.loopback import loopback_server
 
 from .helpers import SLOW, record_figures
 
@@ -36,6 +40,7 @@ SERVICES = {
     "grid": grid_pb2.DESCRIPTOR.services_by_name["GridService"],
     "som": som_pb2.DESCRIPTOR.services_by_name["SomService"],
     "rnn": rnn_pb2.DESCRIPTOR.services_by_name["RnnService"],
+    "pipeline": pipeline_pb2.DESCRIPTOR.services_by_name["PipelineService"],
 }
 METHODS = [(svc, d, m.name) for svc, d in SERVICES.items() for m in d.methods] + [
     (svc, OPS, m.name) for svc in SERVICES for m in OPS.methods
@@ -136,10 +141,17 @@ def message(desc: D.Descriptor, depth: int = 0):
 @pytest.fixture(scope="module")
 def services(gan_store, tmp_path_factory):
     with local_services(gan_store.uri, log_dir=tmp_path_factory.mktemp("fuzz-logs")) as svc:
-        channels = {n: connect(t, token=svc.token, default_timeout=None) for n, t in svc.targets.items()}
-        yield svc, channels
-        for c in channels.values():
-            c.close()
+        # the pipeline service in-process, running its stages on the four fuzzed services (never spawning its own)
+        pipeline = PipelineServicer(gan_store, targets=svc.targets, token=svc.token)
+        with loopback_server(
+            "pipeline", pipeline_servicers(pipeline), [SERVICES["pipeline"].full_name], svc.token
+        ) as p:
+            targets = {**svc.targets, "pipeline": f"127.0.0.1:{p.port}"}
+            channels = {n: connect(t, token=svc.token, default_timeout=None) for n, t in targets.items()}
+            yield svc, channels
+            _cancel_all(channels)
+            for c in channels.values():
+                c.close()
 
 
 def _invoke(channel, service: D.ServiceDescriptor, method: D.MethodDescriptor, payload, *, raw: bool) -> str:
