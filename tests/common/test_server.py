@@ -537,3 +537,25 @@ def test_call_maps_errors_and_applies_default_deadline(srv):
     with connect(f"127.0.0.1:{srv.port}", token=TOKEN, default_timeout=0.3) as ch:
         code, _ = code_of(lambda: ch.unary_unary(f"/{PROBE}/Sleep")(b"2"))
         assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_shipped_health_proto_is_the_one_served(tmp_path):
+    """proto/grpc/health/v1/health.proto (for clients built from the .proto files) compiles to exactly the API the
+    servers answer (grpcio-health-checking's), List included."""
+    from pathlib import Path
+
+    from google.protobuf import descriptor_pb2
+    from grpc_tools import protoc
+
+    root = Path(__file__).resolve().parents[2] / "proto"
+    out = tmp_path / "health.pb"
+    assert protoc.main(["protoc", f"-I{root}", f"--descriptor_set_out={out}", "grpc/health/v1/health.proto"]) == 0
+    shipped = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file[0]
+    served = descriptor_pb2.FileDescriptorProto()
+    health_pb2.DESCRIPTOR.CopyToProto(served)
+    for d in (shipped, served):
+        d.ClearField("name")  # the path differs (grpc_health/v1/ in the wheel)
+        for msg in [*d.message_type, *(n for m in d.message_type for n in m.nested_type)]:
+            for f in msg.field:
+                f.ClearField("json_name")  # protoc adds it to descriptor sets, the wheel's copy omits it
+    assert shipped == served
