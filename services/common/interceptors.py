@@ -261,19 +261,28 @@ def _bearer_ok(metadata, expected: bytes) -> bool:
     return hmac.compare_digest(presented, expected)  # constant time: no token guessing by timing
 
 
+def _metadata_size(metadata) -> int:
+    """Bytes of request metadata the way HTTP/2 counts a header list: name + value + 32 per entry."""
+    return sum(len(k) + len(v) + 32 for k, v in (metadata or ()))
+
+
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):
     """Refuses a call with RESOURCE_EXHAUSTED when its client has too many in flight (see `smf.common.admission`).
 
     Callers with the token (every caller, when `token` is None: auth is off) and anonymous calls (health and
     reflection without the token) draw on separate budgets, so tokenless traffic never takes a caller's slot. The
     client is known only inside the call (`context.peer()`), so the check runs as the handler starts; a refused call
-    costs a coroutine and an abort, nothing more. This replaces grpc's `maximum_concurrent_rpcs`, which refused
-    everyone alike once anyone had filled it.
+    costs a coroutine and an abort, nothing more. Request metadata above `max_metadata_bytes` is refused here too,
+    so that it is counted (grpc's own limit would refuse it before any metric sees it). This replaces grpc's
+    `maximum_concurrent_rpcs`, which refused everyone alike once anyone had filled it.
     """
 
-    def __init__(self, token: str | None, limits: AdmissionLimits | None = None):
+    def __init__(
+        self, token: str | None, limits: AdmissionLimits | None = None, *, max_metadata_bytes: int | None = None
+    ):
         self._expected = f"Bearer {token}".encode() if token else None
         self.gate = Admission(limits or AdmissionLimits())
+        self.max_metadata_bytes = max_metadata_bytes
 
     def _trusted(self, details) -> bool:
         if self._expected is None:  # no auth: health still counts as anonymous, so probes keep their own budget
@@ -285,9 +294,15 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         trusted = self._trusted(details)
+        metadata_bytes = _metadata_size(details.invocation_metadata)
 
         @contextlib.asynccontextmanager
         async def admit(context):
+            if self.max_metadata_bytes is not None and metadata_bytes > self.max_metadata_bytes:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"request metadata of {metadata_bytes} bytes is above the {self.max_metadata_bytes}-byte limit",
+                )
             client = Client.of(peer=context.peer(), trusted=trusted)
             refused = self.gate.enter(client)
             if refused is not None:

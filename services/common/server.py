@@ -52,9 +52,10 @@ from smf.common.store_args import add_store_argument
 log = logging.getLogger("smf.server")
 
 MAX_MESSAGE_BYTES = 8 << 20  # audio travels in chunks well below this; a bigger message is a client bug
-# grpc's own receive limit, a multiple of ours: a message between the two reaches our check (answered and counted
-# RESOURCE_EXHAUSTED); only one beyond this is refused by grpc itself, before any handler or metric sees it
+# grpc's own receive limits (messages, metadata) are this multiple of ours: a request between the two reaches our
+# check (answered and counted RESOURCE_EXHAUSTED); only one beyond is refused by grpc itself, before any metric sees it
 GRPC_MESSAGE_CEILING = 4
+MAX_METADATA_BYTES = 16 << 10  # grpc's default hard limit; ours, so that a refusal is answered and counted
 DEFAULT_GRACE_S = 10.0
 READINESS_INTERVAL_S = 5.0  # how often health rechecks that the service can serve
 FIRST_READINESS_WAIT_S = 10.0  # how long start_server waits for the first check before returning NOT_SERVING
@@ -263,7 +264,9 @@ async def start_server(
     `max_message_bytes` is RESOURCE_EXHAUSTED.
     """
     required = resolve_token(token, allow_insecure)
-    admit = AdmissionInterceptor(required, admission or AdmissionLimits.from_env())
+    admit = AdmissionInterceptor(
+        required, admission or AdmissionLimits.from_env(), max_metadata_bytes=MAX_METADATA_BYTES
+    )
     # metrics outermost: every call is counted with its final code, the ones admission or auth refuse included
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(name), admit]
     if required:
@@ -274,6 +277,8 @@ async def start_server(
         options=[
             ("grpc.max_receive_message_length", GRPC_MESSAGE_CEILING * max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_metadata_size", GRPC_MESSAGE_CEILING * MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", GRPC_MESSAGE_CEILING * MAX_METADATA_BYTES),
             ("grpc.so_reuseport", 0),
         ],
     )  # port 0 must really be free, not shared with a stale server

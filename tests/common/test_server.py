@@ -452,6 +452,16 @@ def test_health_list():
         srv.stop()
 
 
+def test_oversized_metadata_is_answered_and_counted(srv):
+    """Metadata above 16 KiB: RESOURCE_EXHAUSTED naming the limit, and counted (before: grpc refused it unseen)."""
+    before = _handled(srv, "Ok", "RESOURCE_EXHAUSTED")
+    metadata = [("authorization", f"Bearer {TOKEN}"), ("x-padding", "a" * (20 << 10))]
+    with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+        code, details = code_of(lambda: ch.unary_unary(f"/{PROBE}/Ok")(b"", metadata=metadata, timeout=10))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "16384-byte limit" in details
+    assert _handled(srv, "Ok", "RESOURCE_EXHAUSTED") == before + 1
+
+
 def test_admission_limits_from_env_and_flags():
     env = {"SMF_MAX_CONCURRENT": "10", "SMF_MAX_ANONYMOUS_PER_PEER": "1"}
     assert AdmissionLimits.from_env(env, per_client=3) == AdmissionLimits(
