@@ -17,14 +17,15 @@ import random
 
 import torch
 from smf.common import jobs
-from smf.common.errors import AlreadyExists, InvalidArgument, NotFound
+from smf.common.commit import Staging, artifact_id, start_sweeper
+from smf.common.errors import InvalidArgument, NotFound
 from smf.common.latents import read_latent
 from smf.common.limits import MAX_GPUS, check_gpus, parse_json
-from smf.common.lineage import commit_artifact, new_id, read_manifest
+from smf.common.lineage import new_id
 from smf.common.operations import OPERATION_SERVICE_NAME, OperationRegistry, with_operations
 from smf.common.refs import Confinement, add_confinement_arguments, check_data, resolve_key
 from smf.common.server import add_server_arguments, run_server, server_options
-from smf.common.store import Store, open_store, validate_prefix
+from smf.common.store import Store, open_store
 from smf.common.v1 import common_pb2
 from smf.gan.batching import ModelCache, RenderBatcher
 from smf.gan.config import GanConfig, parse_config
@@ -173,14 +174,9 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
             latents = validate_latents(rows, model.latent_dim, field="latent_uris")
         else:
             raise InvalidArgument("latents", "give latents inline or as latent_uris")
-        output_id = request.output_id
-        if output_id:
-            validate_prefix(output_id)
-            try:
-                read_manifest(self.store, output_id)
-                raise AlreadyExists(f"output_id {output_id!r} already exists")
-            except NotFound:
-                pass
+        # a name inside renders/ ("take1", or "renders/take1"): never a key in another kind's prefix
+        name = request.output_id.removeprefix("renders/")
+        output_id = artifact_id("renders", name) if request.output_id else ""
         for result, artifact in self._render(
             model, latents, request.output, request.encoding, "renders", output_id, {}
         ):
@@ -196,11 +192,27 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
         artifact_id: str,
         config: dict,
     ):
-        """Yields (SampleResult, None) per sound / audio chunk, then (None, ArtifactRef) when stored."""
+        """Yields (SampleResult, None) per sound / audio chunk, then (None, ArtifactRef) when stored.
+
+        Stored sounds are staged (`commit.Staging`): they become the artifact only when all are written and the
+        manifest is committed. A cancelled call or a passed deadline closes this generator, and leaving the `with`
+        drops what was staged, so nothing of a cut render is ever visible.
+        """
         to_store = output in (gan_pb2.OUTPUT_UNSPECIFIED, gan_pb2.OUTPUT_STORE, gan_pb2.OUTPUT_BOTH)
         inline = output in (gan_pb2.OUTPUT_INLINE, gan_pb2.OUTPUT_BOTH)
         encoding = encoding or common_pb2.AUDIO_ENCODING_PCM_F32LE
-        aid = artifact_id or new_id(f"{kind}/")
+        if not to_store:
+            yield from self._sounds(model, latents, inline, encoding, None)
+            yield None, None
+            return
+        # claims the id first: a second writer of it is ALREADY_EXISTS before anything renders
+        with Staging(self.store, artifact_id or new_id(f"{kind}/")) as out:
+            yield from self._sounds(model, latents, inline, encoding, out)
+            out.commit(kind, inputs=[model.run_id], service="gan", config=sounds_config(model, len(latents), config))
+            yield None, common_pb2.ArtifactRef(uri=self.store.key_uri(out.id), id=out.id, kind=kind)
+
+    def _sounds(self, model: LoadedModel, latents: torch.Tensor, inline: bool, encoding: int, out: Staging | None):
+        """Render in chunks through the batcher; stage `<i>.wav` + `<i>.pt` into `out` (if given); yield results."""
         bs = self.batcher.max_batch
         chunks = [latents[i : i + bs] for i in range(0, len(latents), bs)]
         # Keep a few chunks in flight: the batcher renders chunk k+1 while we write / send chunk k, and one big
@@ -214,17 +226,14 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
             if nxt < len(chunks):
                 futures.append(self.batcher.submit(model, chunks[nxt]))
                 nxt += 1
-            files = sound_files(model, c, audio, start) if to_store else {}
+            files = sound_files(model, c, audio, start) if out is not None else {}
             for j, (z, a) in enumerate(zip(c, audio, strict=False)):
                 i = start + j
                 res = gan_pb2.SampleResult(index=i, latent=z.tolist())
-                if to_store:
-                    self.store.put_bytes(f"{aid}/{i}.wav", files[f"{i}.wav"], content_type="audio/wav")
-                    self.store.put_bytes(f"{aid}/{i}.pt", files[f"{i}.pt"])
-                    res.wav_uri, res.latent_uri = (
-                        self.store.key_uri(f"{aid}/{i}.wav"),
-                        self.store.key_uri(f"{aid}/{i}.pt"),
-                    )
+                if out is not None:
+                    out.put_bytes(f"{i}.wav", files[f"{i}.wav"], content_type="audio/wav")
+                    out.put_bytes(f"{i}.pt", files[f"{i}.pt"])
+                    res.wav_uri, res.latent_uri = out.key_uri(f"{i}.wav"), out.key_uri(f"{i}.pt")
                 if not inline:
                     yield res, None
                     continue
@@ -244,18 +253,6 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
                     yield res, None
                     res = gan_pb2.SampleResult(index=i)
             start += len(c)
-        if to_store:
-            commit_artifact(
-                self.store,
-                kind,
-                aid,
-                inputs=[model.run_id],
-                service="gan",
-                config=sounds_config(model, len(latents), config),
-            )
-            yield None, common_pb2.ArtifactRef(uri=self.store.key_uri(aid), id=aid, kind=kind)
-        else:
-            yield None, None
 
     # --- lifecycle (called by the server base) ---
     def ready(self) -> None:
@@ -298,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         confine=Confinement.from_args(args),
         max_gpus=args.max_gpus,
     )
+    start_sweeper(servicer.store)  # stale staging of renders cut by a crash (smf.common.commit)
     run_server(name="gan", servicers=servicers(servicer), service_names=SERVICE_NAMES, **server_options(args))
     return 0
 

@@ -104,9 +104,9 @@ def test_render_441_latents_in_batches_inline_and_to_the_store(gan, server):
     out = gan.render_latents("trained", z, output="inline")
     assert out.audio.shape == (441, 2048) and servicer.batcher.batches - before >= 441 // 32
     np.testing.assert_allclose(out.audio[:8], model.render(torch.from_numpy(z[:8])).numpy(), atol=1e-4)
-    stored = gan.render_latents("trained", z[:40], output="store", output_id="grids/test/cells")
-    assert stored.artifact_uri == store.key_uri("grids/test/cells") and len(stored.wav_uris) == 40
-    assert read_manifest(store, "grids/test/cells").config["model"] == "gan/trained"
+    stored = gan.render_latents("trained", z[:40], output="store", output_id="test-cells")  # a name in renders/
+    assert stored.artifact_uri == store.key_uri("renders/test-cells") and len(stored.wav_uris) == 40
+    assert read_manifest(store, "renders/test-cells").config["model"] == "gan/trained"
     by_uri = gan.render_latents("trained", stored.latent_uris[:3], output="inline")
     np.testing.assert_allclose(by_uri.audio, out.audio[:3], atol=1e-4)  # other batch size: float-level diffs
 

@@ -1,0 +1,111 @@
+"""R7 (hostile clients), the commit protocol part: findings 4 and 5 of issue 13 against a real loopback gan server.
+
+- Finding 5: SampleRandom / RenderLatents to the store, cancelled (or past the deadline) after some sounds, left
+  objects visible with no manifest, never cleaned; a later render with the same output_id took them into its
+  manifest. Now nothing of a cancelled render is visible, its staging is gone, and a later render lists only its own.
+- Finding 4: output_id `gan/fakemodel`, `gan/<run>/ckpt`, `../x` wrote into other kinds' prefixes; now a name is one
+  segment inside renders/ and anything else is INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+from smf.common.client import connect
+from smf.common.lineage import list_artifacts, read_manifest
+from smf.gan.runs import load_model
+from smf.gan.server import SERVICE_NAMES, GanServicer, servicers
+from smf.gan.v1 import gan_pb2, gan_pb2_grpc
+from support.loopback import loopback_server
+
+from .helpers import record_figures, wait_for
+
+TOKEN = "r7-commit-token"
+FIGURES: dict = {}
+
+
+@pytest.fixture(scope="module")
+def gan(gan_store):
+    servicer = GanServicer(gan_store, max_batch=8)
+    srv = loopback_server("gan", servicers(servicer), SERVICE_NAMES, TOKEN).start()
+    channel = connect(f"127.0.0.1:{srv.port}", token=TOKEN, default_timeout=None)
+    yield gan_pb2_grpc.GanServiceStub(channel), gan_store
+    channel.close()
+    srv.stop()
+
+
+def _visible(store, prefix: str) -> list[str]:
+    return store.list(prefix)
+
+
+def _cut_after(call, n: int) -> int:
+    """Read `n` messages of a server stream, then cancel it; returns how many sounds had been announced."""
+    got = 0
+    for got, _ in enumerate(call, start=1):
+        if got >= n:
+            call.cancel()
+            break
+    return got
+
+
+def _staging_empty(store) -> bool:
+    return not [k for k in store.list(".staging") if not k.startswith(".staging/claims/")] and not store.list(
+        ".staging/claims"
+    )
+
+
+def test_cancelled_sample_random_leaves_nothing_visible(gan):
+    stub, store = gan
+    before = _visible(store, "samples")
+    t0 = time.monotonic()
+    call = stub.SampleRandom(gan_pb2.SampleRandomRequest(model="trained", count=1024, seed=1))
+    _cut_after(call, 40)
+    wait_for(lambda: _staging_empty(store), 30, "the cancelled render's staging to be removed")
+    FIGURES["cancel_cleanup_s"] = round(time.monotonic() - t0, 2)
+    assert _visible(store, "samples") == before  # not a single object of the 40 sounds is visible
+
+
+def test_render_past_its_deadline_leaves_nothing_and_a_later_render_lists_only_its_own(gan):
+    stub, store = gan
+    dim = load_model(store, "trained").latent_dim
+    z = [gan_pb2.Latent(values=[0.01 * (i % 7)] * dim) for i in range(1024)]
+    call = stub.RenderLatents(gan_pb2.RenderLatentsRequest(model="trained", latents=z, output_id="take1"))
+    _cut_after(call, 40)
+    with pytest.raises(grpc.RpcError) as e:
+        for _ in stub.RenderLatents(
+            gan_pb2.RenderLatentsRequest(model="trained", latents=z, output_id="take2"), timeout=0.3
+        ):
+            pass
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    wait_for(lambda: _staging_empty(store), 30, "the cut renders' staging to be removed")
+    assert _visible(store, "renders/take1") == [] and _visible(store, "renders/take2") == []
+    last = list(stub.RenderLatents(gan_pb2.RenderLatentsRequest(model="trained", latents=z[:3], output_id="take1")))
+    assert last[-1].artifact.id == "renders/take1"
+    assert sorted(read_manifest(store, "renders/take1").files) == ["0.pt", "0.wav", "1.pt", "1.wav", "2.pt", "2.wav"]
+    assert len(_visible(store, "renders/take1")) == 7  # the six and the manifest: no stale file anywhere
+    with pytest.raises(grpc.RpcError) as again:
+        list(stub.RenderLatents(gan_pb2.RenderLatentsRequest(model="trained", latents=z[:1], output_id="take1")))
+    assert again.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+@pytest.mark.parametrize("bad", ["gan/fakemodel", "gan/trained/ckpt", "samples/x", "datasets/tones", "../x", "a/b"])
+def test_output_id_cannot_reach_another_kind(gan, bad):
+    stub, store = gan
+    dim = load_model(store, "trained").latent_dim
+    models, datasets = list_artifacts(store, "gan"), store.list("datasets")
+    with pytest.raises(grpc.RpcError) as e:
+        list(
+            stub.RenderLatents(
+                gan_pb2.RenderLatentsRequest(
+                    model="trained", latents=[gan_pb2.Latent(values=[0.0] * dim)], output_id=bad
+                )
+            )
+        )
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "output_id" in e.value.details()
+    assert list_artifacts(store, "gan") == models and store.list("datasets") == datasets
+
+
+def test_figures():
+    record_figures("R7-commit", FIGURES)
