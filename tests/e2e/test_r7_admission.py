@@ -238,7 +238,7 @@ def test_upload_bounds(tmp_path):
         assert not any(k.startswith("renders/x/") and not k.endswith("f.bin") for k in srv_store_keys(tmp_path))
         FIGURES["uploads"] = {
             "max_upload_bytes": 1 << 20,
-            "announced_10_sent_48MiB": f"INVALID_ARGUMENT after {256 << 10} bytes spooled",
+            "announced_10_sent_48MiB": f"INVALID_ARGUMENT at the first chunk ({256 << 10} bytes), none of it spooled",
             "client_messages_sent_before_refusal": len(sent),
             "idle_timeout_s": 0.5,
             "idle_stream_closed_after_s": round(idle_closed_s, 2),
