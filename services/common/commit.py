@@ -144,6 +144,8 @@ class Staging:
         self.op = new_id()
         self.root = f"{STAGING}/{self.op}"
         self.files: dict[str, str] = {}  # name -> sha256, exactly what this operation wrote
+        self._folders: set[str] = set()  # every folder those names imply (the tree rule, in O(depth))
+        self._lock = threading.Lock()  # writers may stage from several threads (grid cells)
         self.done = False
         self._check_id()
         self._claim = Claim(store, self.id, self.op).acquire()
@@ -166,24 +168,31 @@ class Staging:
             raise InvalidArgument(f"files[{name!r}]", f"{MANIFEST} is written by the commit itself")
         if self.done:
             raise FailedPrecondition(f"artifact {self.id!r}: this operation has already committed or aborted")
-        # the tree rule among this operation's own files (the store only checks its own, staged keys here)
-        for other in self.files:
-            if other.startswith(name + "/") or name.startswith(other + "/"):
+        # the tree rule among this operation's own files (the store does not check staged keys)
+        parts = name.split("/")
+        parents = ["/".join(parts[:n]) for n in range(1, len(parts))]
+        with self._lock:
+            clash = name if name in self._folders else next((p for p in parents if p in self.files), None)
+            if clash is not None:
                 raise FailedPrecondition(
-                    f"artifact {self.id!r}: file {name!r} and file {other!r} cannot both exist "
+                    f"artifact {self.id!r}: {name!r} and {clash!r} cannot both be files of it "
                     "(a name is a file or a folder, never both)"
                 )
+            self._folders.update(parents)
         return name
 
-    def put_bytes(self, name: str, data: bytes, *, content_type: str | None = None) -> str:
-        sha = self.store.put_bytes(f"{self.root}/{self._name(name)}", data, content_type=content_type)
-        self.files[name] = sha
+    def _staged(self, name: str, sha: str) -> str:
+        with self._lock:
+            self.files[name] = sha
         return sha
 
+    def put_bytes(self, name: str, data: bytes, *, content_type: str | None = None) -> str:
+        key = f"{self.root}/{self._name(name)}"
+        return self._staged(name, self.store.put_bytes(key, data, content_type=content_type))
+
     def put_file(self, name: str, path: str | os.PathLike, *, content_type: str | None = None) -> str:
-        sha = self.store.put_file(f"{self.root}/{self._name(name)}", path, content_type=content_type)
-        self.files[name] = sha
-        return sha
+        key = f"{self.root}/{self._name(name)}"
+        return self._staged(name, self.store.put_file(key, path, content_type=content_type))
 
     def key(self, name: str) -> str:
         """The key `name` will have once committed."""

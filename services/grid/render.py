@@ -24,9 +24,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 from smf.common.audio import wav_bytes
-from smf.common.errors import AlreadyExists, InvalidArgument, NotFound
+from smf.common.commit import Staging
+from smf.common.errors import InvalidArgument
 from smf.common.latents import tensor_bytes
-from smf.common.lineage import Manifest, commit_artifact, read_json_file, read_manifest
+from smf.common.lineage import Manifest, read_json_file
 from smf.common.params import grid_cell_params, params_json
 from smf.common.store import Store, validate_prefix
 from smf.grid.grid import cell_filename, validate_shape
@@ -120,7 +121,6 @@ def render_grid(
     """
     grid_id = validate_prefix(grid_id)
     z = _checked_latents(latents, sample_rate)
-    _clear_target(store, grid_id)
     d1, d0, n_var, dim = z.shape
     cells = cell_table(d0, d1, n_var, pm=pm, prefix=file_prefix)
     flat = z.reshape(-1, dim)  # same order as `cells`: i, then j, then k
@@ -131,6 +131,9 @@ def render_grid(
     # the next batch renders. Batch k's writes are awaited after batch k+1 is submitted, which bounds memory.
     pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="grid-write")
     inflight: list[Future] = []
+    # Staged, then published with the manifest (smf.common.commit): a failed or cancelled render leaves nothing
+    # visible. A committed grid_id is ALREADY_EXISTS here, before anything renders.
+    out = Staging(store, grid_id)
     try:
         for start in range(0, total, batch_size):
             batch = flat[start : start + batch_size].numpy()
@@ -140,7 +143,7 @@ def render_grid(
             if duration is None:
                 duration = audio.shape[1] / sample_rate
             batch_cells = cells[start : start + len(batch)]
-            submitted = _submit_cells(pool, store, grid_id, batch_cells, audio, sample_rate, duration, (d0, d1), pm)
+            submitted = _submit_cells(pool, out, batch_cells, audio, sample_rate, duration, (d0, d1), pm)
             for cell, a in zip(batch_cells, audio, strict=False):
                 if cell["k"] == 0:
                     tiles[cell["i"], cell["j"]] = spectrogram_tile(a)
@@ -167,23 +170,18 @@ def render_grid(
             "latents": LATENTS,
             "mosaic": {"file": MOSAIC, "tile_width": TILE_W, "tile_height": TILE_H},
         }
-        store.put_bytes(f"{grid_id}/{LATENTS}", tensor_bytes(z if n_var > 1 else z[:, :, 0]))
-        store.put_bytes(f"{grid_id}/{MOSAIC}", mosaic_png(tiles), content_type="image/png")
-        store.put_bytes(
-            f"{grid_id}/{GRID_JSON}",
-            json.dumps({**header, "cells": cells}, indent=1).encode(),
-            content_type="application/json",
+        out.put_bytes(LATENTS, tensor_bytes(z if n_var > 1 else z[:, :, 0]))
+        out.put_bytes(MOSAIC, mosaic_png(tiles), content_type="image/png")
+        out.put_bytes(
+            GRID_JSON, json.dumps({**header, "cells": cells}, indent=1).encode(), content_type="application/json"
         )
         manifest_config = {k: v for k, v in header.items() if k not in ("kind", "id", "latents", "mosaic")}
-        return commit_artifact(store, kind, grid_id, config=manifest_config, inputs=list(inputs), service=service)
+        return out.commit(kind, config=manifest_config, inputs=list(inputs), service=service)
     except BaseException:
-        # nothing half-written: without a manifest the grid never existed, and its files go too — after the
-        # writes still running have finished, or they would land after the cleanup
+        # nothing half-written becomes visible: drop the staged files — after the writes still running have
+        # finished, or they would land after the cleanup
         pool.shutdown(wait=True, cancel_futures=True)
-        try:
-            store.delete_prefix(grid_id)
-        except Exception:  # the original error matters more; a later render of this id clears the rest
-            log.exception("could not clean up %s after a failed render", grid_id)
+        out.abort()
         raise
     finally:
         pool.shutdown(wait=True)
@@ -204,21 +202,9 @@ def _checked_latents(latents, sample_rate: int) -> torch.Tensor:
     return z
 
 
-def _clear_target(store: Store, grid_id: str) -> None:
-    """ALREADY_EXISTS for a committed grid; leftovers of a crashed render (no manifest) are deleted."""
-    try:
-        read_manifest(store, grid_id)
-        raise AlreadyExists(f"{grid_id} already exists in {store.uri}")
-    except NotFound:
-        pass
-    if store.list(grid_id):  # not committed, safe to clear
-        store.delete_prefix(grid_id)
-
-
 def _submit_cells(
     pool: ThreadPoolExecutor,
-    store: Store,
-    grid_id: str,
+    out: Staging,
     cells: list[dict],
     audio: np.ndarray,
     sample_rate: int,
@@ -230,17 +216,13 @@ def _submit_cells(
     d0, d1 = shape
     futures = []
     for cell, a in zip(cells, audio, strict=False):
-        futures.append(
-            pool.submit(
-                store.put_bytes, f"{grid_id}/{cell['file']}", wav_bytes(a, sample_rate), content_type="audio/wav"
-            )
-        )
+        futures.append(pool.submit(out.put_bytes, cell["file"], wav_bytes(a, sample_rate), content_type="audio/wav"))
         if pm:
             pf = grid_cell_params(cell["file"].rsplit("/", 1)[1], cell["i"], cell["j"], d0, d1, duration)
             futures.append(
                 pool.submit(
-                    store.put_bytes,
-                    f"{grid_id}/{cell['params']}",
+                    out.put_bytes,
+                    cell["params"],
                     params_json(pf).encode(),
                     content_type="application/json",
                 )
