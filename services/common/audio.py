@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import os
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -40,6 +41,46 @@ def _reason(exc: Exception) -> str:
     return text.split(": ", 1)[1] if text.startswith("Error opening") and ": " in text else text
 
 
+def _check_file(path: str, label: str) -> None:
+    """What libsndfile would report vaguely (or not at all), said plainly with the remedy."""
+    if not os.path.isfile(path):
+        raise InvalidArgument(label, "no such file")
+    if os.path.getsize(path) == 0:
+        raise InvalidArgument(label, "empty file (0 bytes): remove it or copy it again")
+    if not os.access(path, os.R_OK):
+        # libsndfile would only say "System error": say which permission is missing
+        raise InvalidArgument(label, "cannot be read: permission denied (give yourself read access: chmod u+r)")
+
+
+class AudioInfo(NamedTuple):
+    """What a sound file's header says."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def probe_audio(path: str | os.PathLike) -> AudioInfo:
+    """The header of a sound file without decoding it; the same InvalidArgument(<file>, reason) as load_audio for a
+    file that cannot be read.
+
+    info = probe_audio("rain.flac"); info.sample_rate, info.channels, info.seconds
+    """
+    path = os.fspath(path)
+    _check_file(path, path)
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as exc:
+        raise InvalidArgument(path, f"not a readable sound file ({_reason(exc)}); {DECODABLE_HINT}") from None
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise InvalidArgument(path, "contains no audio frames: remove it")
+    return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames))
+
+
 def load_audio(
     source: str | os.PathLike | bytes, *, sample_rate: int | None = None, mono: str = "mean", name: str | None = None
 ) -> tuple[torch.Tensor, int]:
@@ -58,13 +99,7 @@ def load_audio(
     else:
         file = path = os.fspath(source)
         label = name or path
-        if not os.path.isfile(path):
-            raise InvalidArgument(label, "no such file")
-        if os.path.getsize(path) == 0:
-            raise InvalidArgument(label, "empty file (0 bytes): remove it or copy it again")
-        if not os.access(path, os.R_OK):
-            # libsndfile would only say "System error": say which permission is missing
-            raise InvalidArgument(label, "cannot be read: permission denied (give yourself read access: chmod u+r)")
+        _check_file(path, label)
     try:
         data, sr = sf.read(file, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as exc:

@@ -11,7 +11,7 @@ A dataset is the store artifact `datasets/<name>/`: `<stem>.wav` (16-bit PCM mon
 
 from smf.datasets.files import dataset_id, list_dataset_files, make_dataset
 from smf.datasets.generators import DEFAULTS, GENERATORS, Clip, generate, tone_f0
-from smf.datasets.importer import MONO_POLICIES, ON_BAD_FILE, import_dataset
+from smf.datasets.importer import MONO_POLICIES, ON_BAD_FILE, FolderSurvey, import_dataset, survey_folder
 
 __all__ = [
     "DEFAULTS",
@@ -19,10 +19,12 @@ __all__ = [
     "MONO_POLICIES",
     "ON_BAD_FILE",
     "Clip",
+    "FolderSurvey",
     "dataset_id",
     "generate",
     "import_dataset",
     "list_dataset_files",
     "make_dataset",
+    "survey_folder",
     "tone_f0",
 ]

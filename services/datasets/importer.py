@@ -21,11 +21,11 @@ import math
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-import soundfile as sf
 import torch
-from smf.common.audio import load_audio, resample, save_wav
+from smf.common.audio import load_audio, probe_audio, resample, save_wav
 from smf.common.errors import AlreadyExists, InvalidArgument, SmfError
 from smf.common.params import ParamFile, read_params, validate_params, write_params
 from smf.common.progress import progress_bar
@@ -40,24 +40,66 @@ MAX_LISTED_SKIPS = 100  # the manifest lists this many skipped files (and counts
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def find_audio(src: Path) -> list[Path]:
-    """Audio files under `src` (relative paths, sorted), by exact extension; hidden files and folders skipped."""
+def find_audio(src: Path, *, hidden: bool = False) -> list[Path]:
+    """Audio files under `src` (relative paths, sorted), by extension; hidden files and folders skipped unless
+    `hidden`."""
     found = []
     for root, dirs, files in os.walk(src):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if hidden or not d.startswith("."))
         for fname in sorted(files):
-            if not fname.startswith(".") and os.path.splitext(fname)[1].lower() in AUDIO_EXTS:
+            if (hidden or not fname.startswith(".")) and os.path.splitext(fname)[1].lower() in AUDIO_EXTS:
                 found.append(Path(root, fname).relative_to(src))
     return found
 
 
-def _header(path: Path) -> tuple[int, float]:
-    """(channels, seconds) from the header; (0, 0.0) if unreadable (load_audio then reports why)."""
-    try:
-        info = sf.info(str(path))
-        return info.channels, info.frames / info.samplerate
-    except Exception:  # noqa: BLE001 - any decoder complaint is load_audio's to report, with the file named
-        return 0, 0.0
+@dataclass
+class FolderSurvey:
+    """What the headers of a folder's audio files say (see survey_folder)."""
+
+    files: int
+    with_params: int
+    sample_rates: list[int]  # distinct, sorted
+    channels: list[int]  # distinct, sorted
+    seconds: float  # total duration
+
+    def summary(self) -> str:
+        rates = "/".join(str(r) for r in self.sample_rates)
+        chans = "mono" if self.channels == [1] else "/".join(f"{c} ch" for c in self.channels)
+        params = "no .params" if not self.with_params else f"{self.with_params} with .params"
+        return f"{self.files} audio files, {rates} Hz, {chans}, {self.seconds:.1f} s in all, {params}"
+
+
+def survey_folder(
+    src: str | os.PathLike, *, labels: list[str] | tuple[str, ...] = (), field: str = "folder"
+) -> FolderSurvey:
+    """Check every audio file under `src` from its header — readable, decodable format, not empty — without
+    decoding it, so a trainer that reads the folder itself is refused before anything is written. Hidden files are
+    checked too (a trainer given the folder reads them). `labels`: the attributes an AC-GAN reads from .params,
+    so every file needs one. InvalidArgument names the file and what to do.
+
+    survey = survey_folder("~/sounds", labels=["pitch"]); print(survey.summary())
+    """
+    root = Path(os.path.expanduser(os.fspath(src)))
+    if not root.is_dir():
+        raise InvalidArgument(field, f"{root} is not a folder")
+    rels = find_audio(root, hidden=True)
+    if not rels:
+        raise InvalidArgument(field, f"no audio files ({' '.join(AUDIO_EXTS)}) in {root} or its subfolders")
+    rates, chans, seconds, with_params = set(), set(), 0.0, 0
+    for rel in rels:
+        info = probe_audio(root / rel)
+        rates.add(info.sample_rate)
+        chans.add(info.channels)
+        seconds += info.seconds
+        has_params = (root / rel).with_suffix(".params").is_file()
+        with_params += has_params
+        if labels and not has_params:
+            raise InvalidArgument(
+                str(root / rel),
+                f"has no .params beside it, but an AC-GAN (ac_gan) labels each file by {list(labels)} from its "
+                ".params: give every file one, or set modelConfig.ac_gan false",
+            )
+    return FolderSurvey(len(rels), with_params, sorted(rates), sorted(chans), seconds)
 
 
 def stored_name(rel: Path) -> str:
@@ -148,7 +190,8 @@ def read_clip(path: Path, mono: str) -> tuple[torch.Tensor, int]:
     audio, sr = read_clip(Path("rain/01.flac"), mono="error")
     """
     label = str(path)
-    channels, seconds = _header(path)
+    info = probe_audio(path)  # a file that cannot be opened is named here, before anything is decoded
+    channels, seconds = info.channels, info.seconds
     if mono == "error" and channels > 1:
         raise InvalidArgument(
             label,

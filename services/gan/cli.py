@@ -88,6 +88,7 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config)
     for key in cfg.ignored:
         print(f"note: {key} is accepted for compatibility but not used by smf", file=sys.stderr)
+    _check_folder(cfg)
     store = open_store(args.store)
     prepare_run(store, run_id, cfg)  # the checks and config.json of StartTraining: same name, same rules
     bar = _bar(cfg.total_steps, run_id)
@@ -113,6 +114,20 @@ def cmd_train(args) -> int:
         f"plots in {store.key_uri(trainer.run_id + '/plots')}"
     )
     return 0
+
+
+def _check_folder(cfg) -> None:
+    """A local folder as data_path (as the original configs have it), checked file by file from the headers before
+    gan/NAME is written: a bad file is named with what to do, and an AC-GAN is refused without .params. A plain
+    folder (no .params) is fine otherwise: the GAN trains on the audio alone."""
+    from smf.common.refs import is_local_path
+    from smf.datasets import survey_folder
+
+    path = cfg.loader.data_path
+    if not is_local_path(path):
+        return  # a store dataset: imported (and checked) already
+    survey = survey_folder(path, labels=cfg.model.attributes, field="loaderConfig.data_path")
+    print(f"{path}: {survey.summary()}", file=sys.stderr)
 
 
 def cmd_sample_random(args) -> int:

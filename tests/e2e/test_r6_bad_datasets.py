@@ -1,6 +1,7 @@
-"""R6: bad datasets given to `smf pipeline run` (corrupt wav, stereo, wrong rate, missing / extra params, empty
-folder) fail at the dataset stage with a clear error naming the file, and leave nothing half-written: no dataset
-artifact, no stray objects, the state records the failure."""
+"""R6: bad datasets given to `smf pipeline run` (corrupt wav, zero-length, not audio, silence only, stereo, wrong
+rate, missing / extra params, empty folder) fail at the dataset stage with a clear error naming the file, and leave
+nothing half-written: no dataset artifact, no stray objects, the state records the failure. With on_bad_file skip
+the bad files are left out and reported."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 from smf.common.errors import SmfError
+from smf.common.lineage import read_manifest
 from smf.common.params import write_params
 from smf.common.store import open_store
-from smf.datasets import generate
+from smf.datasets import generate, list_dataset_files
 from smf.pipeline.config import DEMO_CONFIG, parse_config
 from smf.pipeline.pipeline import Pipeline, read_state
 from smf.pipeline.services import Services
@@ -33,6 +35,22 @@ def _good_folder(root):
 
 def _corrupt(wavs):
     wavs[1].write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage that is not audio")
+    return wavs[1].name
+
+
+def _zero_length(wavs):
+    wavs[2].write_bytes(b"")
+    return wavs[2].name
+
+
+def _not_audio(wavs):
+    wavs[3].write_text("not a sound: a text file someone named .wav\n")
+    return wavs[3].name
+
+
+def _silence(wavs):
+    a, sr = sf.read(wavs[1])
+    sf.write(wavs[1], np.zeros_like(a), sr)
     return wavs[1].name
 
 
@@ -69,6 +87,9 @@ def _empty(wavs):
 
 CASES = {
     "corrupt-wav": _corrupt,
+    "zero-length": _zero_length,
+    "not-audio": _not_audio,
+    "silence-only": _silence,
     "stereo": _stereo,
     "wrong-rate": _wrong_rate,
     "missing-params": _missing_params,
@@ -121,3 +142,21 @@ def test_good_folder_passes(tmp_path):
     p = Pipeline(cfg, store, Services(targets={}, token=None), log=lambda m: None)
     out = p._stage("dataset", p._dataset_config(), [], p._run_dataset)
     assert out["dataset"] == "datasets/mine" and len(store.list("datasets/mine")) == 9
+
+
+def test_skip_policy_imports_the_rest_and_reports_the_skipped(tmp_path):
+    """on_bad_file: skip — the bad files are left out, listed in the dataset's manifest and the stage's log."""
+    wavs = _good_folder(tmp_path / "sounds")
+    bad = [_corrupt(wavs), _silence(wavs[1:])]  # tones_001 corrupt, tones_002 silent
+    raw = json.loads(DEMO_CONFIG.read_text())
+    raw.update(name="skip", dataset={"folder": str(tmp_path / "sounds"), "name": "mine", "on_bad_file": "skip"})
+    raw["gan"] = str(DEMO_CONFIG.parent / raw["gan"])
+    store = open_store(f"file://{tmp_path}/store")
+    logs: list[str] = []
+    p = Pipeline(parse_config(raw, source="skip.json"), store, Services(targets={}, token=None), log=logs.append)
+    out = p._stage("dataset", p._dataset_config(), [], p._run_dataset)
+    cfg = read_manifest(store, out["dataset"]).config
+    assert [s["file"] for s in cfg["skipped"]] == bad and cfg["n_files"] == 2
+    assert len(list_dataset_files(store, out["dataset"])) == 2
+    assert any(f"skipped {bad[1]}: " in line and "is silent" in line for line in logs)
+    assert any("2 files imported, 2 skipped" in line for line in logs)
