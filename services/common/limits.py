@@ -63,7 +63,7 @@ def parse_json(
         return json.loads(text)
     except ValueError as exc:
         raise InvalidArgument(field, f"not valid JSON: {exc}") from None
-    except RecursionError:  # an unterminated string can hide brackets from json_depth; still the caller's input
+    except RecursionError:  # json_depth counts at least the parser's nesting; kept so no text can be INTERNAL
         raise InvalidArgument(field, f"JSON nested too deeply; at most {max_depth} levels are accepted") from None
 
 

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 from smf.common.errors import InvalidArgument, PermissionDenied
-from smf.common.refs import ANY, artifact_id, is_uri, resolve, resolve_key
+from smf.common.refs import (
+    ANY,
+    Confinement,
+    add_confinement_arguments,
+    artifact_id,
+    check_data,
+    is_uri,
+    local_folder,
+    resolve,
+    resolve_key,
+)
 from smf.common.store import open_store
 
 
@@ -161,3 +173,75 @@ def test_other_schemes_and_non_strings(store):
     with pytest.raises(InvalidArgument):  # a key is relative: '/etc/x' is not quietly 'etc/x'
         resolve_key(store, "/etc/x", field="config_uri")
     assert is_uri("s3://b/k") and not is_uri("gan/run1") and not is_uri(None)
+
+
+# --- confinement: the stores and data roots of a server ---------------------------------------------------------------
+@pytest.fixture
+def roots(tmp_path):
+    """A data root with a folder of sounds in it, a private folder beside it, and a symlink from one to the other."""
+    root, private = tmp_path / "root", tmp_path / "private"
+    (root / "sounds").mkdir(parents=True)
+    private.mkdir()
+    (root / "escape").symlink_to(private)
+    return root, private
+
+
+def test_a_folder_under_a_data_root_is_returned_resolved(roots):
+    root, _ = roots
+    confine = Confinement.of([], [root])
+    assert local_folder(str(root / "sounds"), confine.data_roots, field="f") == (root / "sounds").resolve()
+    assert local_folder(f"{root}/sounds/../sounds", confine.data_roots, field="f") == (root / "sounds").resolve()
+    assert local_folder(str(root / "not-yet"), confine.data_roots, field="f") == (root / "not-yet").resolve()
+
+
+def test_folders_outside_the_roots_are_refused_alike(roots):
+    root, private = roots
+    confine = Confinement.of([], [root])
+    msgs = []
+    for raw in (str(private), str(private / "absent"), f"{root}/../private", str(root / "escape"), "../../etc"):
+        with pytest.raises(PermissionDenied) as err:
+            local_folder(raw, confine.data_roots, field="loaderConfig.data_path")
+        assert err.value.message.startswith("loaderConfig.data_path: "), raw
+        msgs.append(err.value.message.replace(raw, "<path>"))
+    assert len(set(msgs)) == 1  # nothing in the reply depends on what is there
+    with pytest.raises(PermissionDenied, match="none: this server trains on store data only"):
+        local_folder(str(root / "sounds"), (), field="data")  # no root configured: no folder at all
+    with pytest.raises(PermissionDenied):  # a sibling whose name extends the root's is outside it
+        local_folder(f"{root}-2/sounds", confine.data_roots, field="data")
+
+
+def test_check_data_by_kind_of_name(store, tmp_path, roots):
+    root, private = roots
+    other = open_store(str(tmp_path / "other"))
+    confine = Confinement.of([other.uri], [root])
+    assert check_data(store, "datasets/tones", field="data", confine=confine) == "datasets/tones"
+    assert check_data(store, store.key_uri("datasets/tones"), field="data", confine=confine)
+    assert check_data(store, other.key_uri("datasets/tones"), field="data", confine=confine)
+    assert check_data(store, str(root / "sounds"), field="data", confine=confine) == str((root / "sounds").resolve())
+    for raw in (str(private), "./private", "~/x", open_store(str(tmp_path / "third")).key_uri("datasets/t")):
+        with pytest.raises(PermissionDenied):
+            check_data(store, raw, field="data", confine=confine)
+    for raw in ("", None, 3):
+        with pytest.raises(InvalidArgument):
+            check_data(store, raw, field="data", confine=confine)  # type: ignore[arg-type]
+    with pytest.raises(PermissionDenied):  # the default: this store only, no folder
+        check_data(store, str(root / "sounds"), field="data", confine=Confinement())
+
+
+def test_confinement_flags_and_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMF_ALLOWED_STORES", f"file://{tmp_path}/a, s3://bucket/team-a")
+    monkeypatch.setenv("SMF_DATA_ROOTS", f"{tmp_path}/r1:{tmp_path}/r2")
+    parser = argparse.ArgumentParser()
+    add_confinement_arguments(parser)
+    confine = Confinement.from_args(parser.parse_args([]))
+    assert confine.stores == (open_store(str(tmp_path / "a")).uri, "s3://bucket/team-a")
+    assert confine.data_roots == ((tmp_path / "r1").resolve(), (tmp_path / "r2").resolve())
+    confine = Confinement.from_args(parser.parse_args(["--data-root", str(tmp_path / "r3")]))
+    assert confine.data_roots[-1] == (tmp_path / "r3").resolve()
+    monkeypatch.delenv("SMF_ALLOWED_STORES")
+    monkeypatch.delenv("SMF_DATA_ROOTS")
+    parser = argparse.ArgumentParser()
+    add_confinement_arguments(parser)
+    assert Confinement.from_args(parser.parse_args([])) == Confinement()
+    with pytest.raises(InvalidArgument, match="--data-root"):
+        Confinement.of([], ["relative/root"])
