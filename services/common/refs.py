@@ -212,7 +212,8 @@ def is_local_path(raw: str) -> bool:
 
 
 def local_folder(raw: str, roots: Sequence[Path], *, field: str) -> Path:
-    """The folder `raw` names, symlinks and '..' resolved, when it lies under one of `roots`; else PermissionDenied.
+    """The folder (or file) `raw` names, symlinks and '..' resolved, when it lies under one of `roots`; else
+    PermissionDenied.
 
     The check uses the resolved path only (nothing is listed or opened), so the answer is the same whether or not
     the folder exists: a missing folder inside a root is the trainer's error to report.

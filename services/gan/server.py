@@ -91,8 +91,11 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
     def StartTraining(self, request, context):
         run_id = run_id_for(request.name)
         cfg = self._config(request)
-        # the trainer reads any URI and folder it is given: what a caller may name is decided here, before the job
-        check_data(self.store, cfg.loader.data_path, field="loaderConfig.data_path", confine=self.confine)
+        # the trainer reads any URI and local path it is given: what a caller may name is decided here, before the job
+        for key in ("data_path", "att_dict_path"):
+            raw = getattr(cfg.loader, key, None)
+            if raw is not None:
+                check_data(self.store, raw, field=f"loaderConfig.{key}", confine=self.confine)
         gpus = check_gpus(request.gpus, max_gpus=self.max_gpus, available=self._gpus_here())
         prepare_run(self.store, run_id, cfg)
         job = launch_training(self.store, run_id, gpus=gpus, backend=self.job_backend)

@@ -28,6 +28,7 @@ from smf.common.refs import Confinement
 from smf.common.store import open_store
 from smf.datasets import generate
 from smf.gan import server as gan_server
+from smf.gan.config import LoaderConfig
 from smf.gan.runs import model_summary
 from smf.gan.v1 import gan_pb2, gan_pb2_grpc
 from smf.pipeline import server as pipeline_server
@@ -193,6 +194,15 @@ def test_training_data_outside_the_data_roots_is_refused_before_a_job(stubs, pla
         answers[case] = details.replace(path, "<path>")
         record("data_roots", f"gan data_path: {case}", code, ms)
     assert answers["private folder of sounds"] == answers["folder that does not exist"]
+    if "att_dict_path" in LoaderConfig.__dataclass_fields__:  # the attribute table is read by the trainer too
+        (private / "attrs.json").write_text("{}")
+        req = _gan_training("datasets/tones")
+        cfg = json.loads(req.config_json)
+        cfg["loaderConfig"]["att_dict_path"] = str(private / "attrs.json")
+        req.config_json = json.dumps(cfg)
+        code, details, ms = refused(start, req)
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "loaderConfig.att_dict_path" in details, details
+        record("data_roots", "gan att_dict_path: private file", code, ms)
     assert not stubs["gan_servicer"].jobs  # no job was launched
     assert not gan_store.list("gan/r7-private")  # and nothing was written for the run
 
