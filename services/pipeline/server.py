@@ -9,9 +9,11 @@ progress counts stages (step = stages finished, total = stage count, message = t
 recorded in the store (pipelines/<name>/state.json), which GetPipeline and ListPipelines read, so a run started by
 the CLI shows up here too and a finished run started again skips every stage.
 
-One run per name at a time: a second StartPipeline for a name this server is running is FAILED_PRECONDITION (not
-ALREADY_EXISTS: starting a finished or crashed run again is allowed and resumes it). The check is per server
-process; two replicas sharing a store must not be given the same name at once.
+One run per name at a time: a second StartPipeline for a name that is running is FAILED_PRECONDITION (not
+ALREADY_EXISTS: starting a finished or crashed run again is allowed and resumes it). Across server processes and
+replicas the store decides: a run holds a claim on its name (`smf.common.commit.Claim`, an exclusive create —
+`If-None-Match: *` on S3), refreshed as it goes; a server that died holding one frees the name when the claim is
+swept (SMF_STAGING_MAX_AGE_S, default 6 h) or by `python -m smf.common.commit STORE --older-than 0`.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ import logging
 import os
 import posixpath
 import threading
+import time
 from pathlib import Path
 
-from smf.common.errors import Cancelled, FailedPrecondition, InvalidArgument, NotFound
+from smf.common.commit import Claim, start_sweeper
+from smf.common.errors import AlreadyExists, Cancelled, FailedPrecondition, InvalidArgument, NotFound
 from smf.common.limits import parse_json
+from smf.common.lineage import new_id
 from smf.common.operations import (
     OPERATION_SERVICE_NAME,
     OperationContext,
@@ -43,6 +48,7 @@ log = logging.getLogger("smf.pipeline")
 
 DEFAULT_PORT = 50056
 MAX_RUNNING = 2  # each run drives four services (or spawns them): more at once only queues behind the GPU/CPU
+CLAIM_REFRESH_S = 60.0  # a running pipeline re-stamps its claim at least this often (while it logs progress)
 
 _STAGE_STATES = {
     "running": pipeline_pb2.STAGE_STATE_RUNNING,
@@ -63,6 +69,13 @@ class _ReportingPipeline(Pipeline):
         super().__init__(*args, log=self._log, **kwargs)
         self.ctx = ctx
         self.current = ""
+        self.claim: Claim | None = None  # the run's hold on its name, kept fresh so the sweeper leaves it
+        self._claimed_at = time.monotonic()
+
+    def _keep_claim(self) -> None:
+        if self.claim is not None and time.monotonic() - self._claimed_at > CLAIM_REFRESH_S:
+            self._claimed_at = time.monotonic()
+            self.claim.refresh()
 
     def _where(self) -> str:
         i = STAGES.index(self.current)
@@ -70,6 +83,7 @@ class _ReportingPipeline(Pipeline):
 
     def _log(self, msg: str) -> None:
         log.info("pipeline %s: %s", self.cfg.name, msg)
+        self._keep_claim()
         if self.current:  # the services' own progress ("[gan] step 8/32 loss …") under the stage's name
             detail = msg.split("] ", 1)[1] if msg.startswith(f"[{self.current}] ") else msg
             self.ctx.report(message=f"{self._where()}: {detail}")
@@ -156,6 +170,7 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
         self.log_dir = Path(log_dir) if log_dir else None
         self._lock = threading.Lock()
         self._running: dict[str, str] = {}  # run name -> id of the operation running it
+        self._claims: dict[str, Claim] = {}  # run name -> its claim in the store (held by this process)
 
     # --- checking a request (before any work) ----------------------------------------------------------------
     def _config(self, request) -> PipelineConfig:
@@ -253,20 +268,47 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
             running = self._running.get(name)
             if running is not None and self._done(running):  # cancelled while PENDING: its work never ran
                 del self._running[name]
+                self._release(name)
                 running = None
             if running is not None:
                 raise FailedPrecondition(
                     f"pipeline {name!r} is already running (operation {running}); follow it, "
                     "or cancel it before starting it again"
                 )
-            op = self.registry.start(
-                "pipeline.run",
-                lambda ctx: self._run(ctx, cfg, targets),
-                metadata={"pipeline": name, "services": "remote" if targets else "local"},
-            )
+            self._claims[name] = self._claim(name)
+            try:
+                op = self.registry.start(
+                    "pipeline.run",
+                    lambda ctx: self._run(ctx, cfg, targets),
+                    metadata={"pipeline": name, "services": "remote" if targets else "local"},
+                )
+            except BaseException:
+                self._release(name)
+                raise
             self._running[name] = op.id
         log.info("pipeline %s: started as %s (%s services)", name, op.id, "remote" if targets else "local")
         return pipeline_pb2.StartPipelineResponse(operation=op, name=name)
+
+    def _claim(self, name: str) -> Claim:
+        """Hold `name` in the store, so another server process sharing it cannot run it at the same time."""
+        claim = Claim(self.store, f"run:pipelines/{name}", new_id(), what="pipeline")
+        try:
+            return claim.acquire()
+        except AlreadyExists:
+            holder = claim.holder()
+            raise FailedPrecondition(
+                f"pipeline {name!r} is already running on another server sharing {self.store.uri} (since "
+                f"{holder.get('at', '?')}, process {holder.get('pid', '?')}); follow it there, or cancel it before "
+                "starting it again"
+            ) from None
+
+    def _release(self, name: str) -> None:
+        claim = self._claims.pop(name, None)
+        if claim is not None:
+            try:
+                claim.release()
+            except Exception:  # the sweeper removes it later; the run's own outcome matters more
+                log.warning("could not release the claim on pipeline %s", name, exc_info=True)
 
     def _done(self, op_id: str) -> bool:
         try:
@@ -287,9 +329,11 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
             with self._lock:
                 if self._running.get(cfg.name) == ctx.operation_id:
                     del self._running[cfg.name]
+                    self._release(cfg.name)
 
     def _run_with(self, ctx: OperationContext, cfg: PipelineConfig, svc) -> list[str]:
         pipe = _ReportingPipeline(cfg, self.store, svc, ctx=ctx)
+        pipe.claim = self._claims.get(cfg.name)
         try:
             state = pipe.run()
         except Cancelled:
@@ -371,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         log_dir=args.logs,
         confine=Confinement.from_args(args),
     )
+    start_sweeper(servicer.store)  # stale staging and claims of crashed writers (smf.common.commit)
     run_server(name="pipeline", servicers=servicers(servicer), service_names=SERVICE_NAMES, **options)
     return 0
 

@@ -3,26 +3,35 @@
 - Finding 5: SampleRandom / RenderLatents to the store, cancelled (or past the deadline) after some sounds, left
   objects visible with no manifest, never cleaned; a later render with the same output_id took them into its
   manifest. Now nothing of a cancelled render is visible, its staging is gone, and a later render lists only its own.
+- PipelineService's "one run per name" held across servers sharing a store (a claim in the store).
 - Finding 4: output_id `gan/fakemodel`, `gan/<run>/ckpt`, `../x` wrote into other kinds' prefixes; now a name is one
   segment inside renders/ and anything else is INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 import grpc
 import pytest
 from smf.common.client import connect
+from smf.common.errors import FailedPrecondition, Unavailable
 from smf.common.lineage import list_artifacts, read_manifest
+from smf.common.operations import OperationRegistry
+from smf.common.store import open_store
 from smf.gan.runs import load_model
 from smf.gan.server import SERVICE_NAMES, GanServicer, servicers
 from smf.gan.v1 import gan_pb2, gan_pb2_grpc
+from smf.pipeline.config import DEMO_CONFIG
+from smf.pipeline.server import PipelineServicer
+from smf.pipeline.v1 import pipeline_pb2
 from support.loopback import loopback_server
 
 from .helpers import record_figures, wait_for
 
 TOKEN = "r7-commit-token"
+TINY = DEMO_CONFIG.parent / "tiny.json"
 FIGURES: dict = {}
 
 
@@ -109,3 +118,31 @@ def test_output_id_cannot_reach_another_kind(gan, bad):
 
 def test_figures():
     record_figures("R7-commit", FIGURES)
+
+
+def test_two_pipeline_servers_sharing_a_store_run_a_name_once(tmp_path, monkeypatch):
+    """Issue 13: PipelineService's "one run per name" was per process; two replicas could run one name at once.
+    Two servicers share nothing but the store here, as two replicas would."""
+    import smf.pipeline.server as pipeline_server
+
+    def unreachable(targets, token=None):  # what the runs meet once started, without 30 s of health polling
+        raise Unavailable(f"no services at {targets['gan']}")
+
+    monkeypatch.setattr(pipeline_server, "remote_services", unreachable)
+    store = open_store(f"file://{tmp_path}/store")
+    nowhere = {s: "127.0.0.1:9" for s in ("gan", "grid", "som", "rnn")}
+    registry = OperationRegistry(max_running=1)
+    gate = threading.Event()
+    blocker = registry.start("blocker", lambda ctx: gate.wait(60) and [])
+    first = PipelineServicer(store, targets=nowhere, registry=registry)
+    second = PipelineServicer(store, targets=nowhere)
+    request = pipeline_pb2.StartPipelineRequest(config_json=TINY.read_text(), name="shared")
+    op = first.StartPipeline(request, None).operation  # PENDING behind the blocker, holding the name
+    with pytest.raises(FailedPrecondition, match="'shared' is already running on another server"):
+        second.StartPipeline(request, None)
+    gate.set()
+    registry.wait(blocker.id, timeout=30)
+    registry.wait(op.id, timeout=120)  # fails (no services), and lets go of the name
+    again = second.StartPipeline(request, None).operation
+    second.registry.wait(again.id, timeout=120)
+    assert store.list(".staging") == []
