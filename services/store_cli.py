@@ -6,6 +6,8 @@
     smf store cp s3://smf/grids/g1/grid.json ./grid.json
     smf store cat grids/g1/grid.json
     smf store url renders/r1/0.wav --expires 600        # a link a browser or curl can fetch
+    smf store sweep --older-than 3600                   # drop staging/claims of writers that died (smf.common.commit)
+    smf store init --store s3://smf/team-a              # create the bucket (reads never do)
 
 In `cp`, an argument with a scheme (s3://, file://) is a full store URI, `store:KEY` is a key in the --store
 store, and anything else is a local path. Elsewhere a plain argument is a key in the --store store.
@@ -50,6 +52,13 @@ def register(subparsers) -> None:
     url.add_argument("--expires", type=int, default=3600, metavar="S", help="lifetime in seconds (S3 only)")
     url.set_defaults(func=cmd_url)
 
+    sweep = sub.add_parser("sweep", parents=[common], help="remove stale staging and claims of crashed writers")
+    sweep.add_argument("--older-than", type=float, default=None, metavar="S", help="default $SMF_STAGING_MAX_AGE_S")
+    sweep.set_defaults(func=cmd_sweep)
+
+    init = sub.add_parser("init", parents=[common], help="create the store (an S3 bucket) if it is missing")
+    init.set_defaults(func=cmd_init)
+
 
 def _resolve(arg: str, store_uri: str | None, field: str) -> tuple[Store, str]:
     """A key/URI argument -> (store, key). Keys may be given as `store:KEY` too; a URI may name any store (the
@@ -78,6 +87,23 @@ def cmd_ls(args) -> int:
             print(f"{info.size:>12}  {when}  {info.sha256[:12]:12}  {key}")
         else:
             print(key)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from smf.common.commit import sweep
+
+    for entry in sweep(open_store(args.store), args.older_than):
+        print(f"removed {entry}")
+    return 0
+
+
+def cmd_init(args) -> int:
+    store = open_store(args.store)
+    init = getattr(store, "init", None)
+    if init is not None:  # S3; a file store's folder exists once opened
+        init()
+    print(store.uri)
     return 0
 
 

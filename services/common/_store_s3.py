@@ -63,6 +63,7 @@ from smf.common.store import (
 )
 
 T = TypeVar("T")
+_Headers = dict[str, str | list[str] | tuple[str]]  # what minio's request methods take
 log = logging.getLogger("smf.store")
 
 PART_SIZE = 16 << 20  # multipart above this; 16 MiB parts keep a 100 MB upload to 7 requests
@@ -343,7 +344,7 @@ class S3Store(Store):
             raise tree_conflict(self.uri, key, key + "/…")
 
     def _put_if_absent(self, key: str, name: str, data: bytes, content_type: str, sha: str) -> None:
-        headers = {"Content-Type": content_type, SHA_META: sha}
+        headers: _Headers = {"Content-Type": content_type, SHA_META: sha}
         if self._conditional_supported():
             headers["If-None-Match"] = "*"
         elif self.exists(key):  # the fallback: a window between this HEAD and the PUT
@@ -357,7 +358,7 @@ class S3Store(Store):
         if self._conditional is None:
             probe = f"{STAGING}/probe-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
             name = self._name(probe)
-            headers = {"If-None-Match": "*", SHA_META: hashlib.sha256(b"").hexdigest()}
+            headers: _Headers = {"If-None-Match": "*", SHA_META: hashlib.sha256(b"").hexdigest()}
             put = lambda: self.client._put_object(self.bucket, name, b"", headers=headers)  # noqa: E731
             self._write_call("probing conditional writes at", probe, put)
             try:

@@ -122,3 +122,27 @@ def test_output_names_stay_inside_their_kind(bad):
 def test_output_names_accepted():
     assert artifact_id("renders", "take-1.v2_x") == "renders/take-1.v2_x"
     assert artifact_name("datasets") == "datasets"  # a plain name: inside renders/ it is harmless
+
+
+def test_smf_store_sweep_and_init(store, monkeypatch, capsys):
+    from smf.cli import main
+
+    monkeypatch.setattr("smf.cli.COMMAND_MODULES", ["smf.store_cli"])
+    crashed = Staging(store, "samples/crashed")
+    crashed.put_bytes("0.wav", b"x")
+    assert main(["store", "sweep", "--store", store.uri, "--older-than", "0"]) == 0
+    assert f".staging/{crashed.op}" in capsys.readouterr().out and store.list(".staging") == []
+    assert main(["store", "init", "--store", store.uri]) == 0
+
+
+def test_s3_without_conditional_writes_falls_back_to_head_then_put(s3_store):
+    s3_store._conditional = False  # as found by the probe on a server that ignores If-None-Match
+    s3_store.put_bytes("m/manifest.json", b"1", if_absent=True)
+    with pytest.raises(AlreadyExists):
+        s3_store.put_bytes("m/manifest.json", b"2", if_absent=True)
+    assert s3_store.get_bytes("m/manifest.json") == b"1"
+
+
+def test_s3_conditional_writes_are_probed_on_seaweedfs(s3_store):
+    assert s3_store._conditional_supported() is True  # SeaweedFS answers 412 to a second If-None-Match PUT
+    assert s3_store.list(".staging") == []  # the probe object is gone
