@@ -178,19 +178,23 @@ class Confinement:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Confinement:
-        """From the flags `add_confinement_arguments` adds (their defaults come from the environment)."""
-        return cls.of(args.allow_store or (), args.data_root or ())
+        """From the flags `add_confinement_arguments` adds; a flag not given falls back to its environment variable
+        ($SMF_ALLOWED_STORES comma-separated, $SMF_DATA_ROOTS os.pathsep-separated)."""
+        stores = args.allow_store
+        if stores is None:
+            stores = [u.strip() for u in os.environ.get("SMF_ALLOWED_STORES", "").split(",") if u.strip()]
+        roots = args.data_root
+        if roots is None:
+            roots = [r.strip() for r in os.environ.get("SMF_DATA_ROOTS", "").split(os.pathsep) if r.strip()]
+        return cls.of(stores, roots)
 
 
 def add_confinement_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--allow-store URI` and `--data-root DIR` (repeatable; default $SMF_ALLOWED_STORES, comma-separated, and
-    $SMF_DATA_ROOTS, os.pathsep-separated): what a server may read besides its own store."""
-    stores = [u for u in os.environ.get("SMF_ALLOWED_STORES", "").split(",") if u.strip()]
-    roots = [r for r in os.environ.get("SMF_DATA_ROOTS", "").split(os.pathsep) if r.strip()]
+    """`--allow-store URI` and `--data-root DIR` (repeatable; given, they replace $SMF_ALLOWED_STORES and
+    $SMF_DATA_ROOTS): what a server may read besides its own store. Read them with `Confinement.from_args`."""
     parser.add_argument(
         "--allow-store",
         action="append",
-        default=[u.strip() for u in stores] or None,
         metavar="URI",
         help="another store whose URIs requests may name (repeatable; default $SMF_ALLOWED_STORES; "
         "without it: this server's own --store only)",
@@ -198,7 +202,6 @@ def add_confinement_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-root",
         action="append",
-        default=[r.strip() for r in roots] or None,
         metavar="DIR",
         help="a local folder requests may train on, with everything under it (repeatable; default "
         "$SMF_DATA_ROOTS; without it: training data comes from the store only)",

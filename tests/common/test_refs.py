@@ -237,7 +237,8 @@ def test_confinement_flags_and_environment(tmp_path, monkeypatch):
     assert confine.stores == (open_store(str(tmp_path / "a")).uri, "s3://bucket/team-a")
     assert confine.data_roots == ((tmp_path / "r1").resolve(), (tmp_path / "r2").resolve())
     confine = Confinement.from_args(parser.parse_args(["--data-root", str(tmp_path / "r3")]))
-    assert confine.data_roots[-1] == (tmp_path / "r3").resolve()
+    assert confine.data_roots == ((tmp_path / "r3").resolve(),)  # a flag replaces its variable
+    assert len(confine.stores) == 2
     monkeypatch.delenv("SMF_ALLOWED_STORES")
     monkeypatch.delenv("SMF_DATA_ROOTS")
     parser = argparse.ArgumentParser()
