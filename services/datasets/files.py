@@ -6,7 +6,6 @@ for wav_key, params_key in list_dataset_files(store, aid): ...
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from collections.abc import Iterable
@@ -14,7 +13,7 @@ from collections.abc import Iterable
 import torch
 from smf.common import refs
 from smf.common.audio import READABLE_FORMATS, wav_bytes
-from smf.common.errors import AlreadyExists, InvalidArgument, NotFound, SmfError
+from smf.common.errors import AlreadyExists, InvalidArgument, NotFound
 from smf.common.lineage import Manifest, read_manifest, write_artifact
 from smf.common.params import params_json
 from smf.common.progress import progress_bar
@@ -66,14 +65,9 @@ def prepare_target(store: Store, aid: str, config: dict, *, overwrite: bool) -> 
 
 
 def commit(store: Store, aid: str, files: dict, config: dict, *, inputs: Iterable[str] = ()) -> None:
-    """Write the files then the manifest; on any failure remove what was written, so nothing half-made remains."""
-    try:
-        write_artifact(store, KIND, aid, files, config=config, inputs=inputs, service="datasets")
-    except BaseException:
-        # the original error is the one to report; if cleanup fails too, leftovers lack a manifest anyway
-        with contextlib.suppress(SmfError, OSError):
-            store.delete_prefix(aid + "/")
-        raise
+    """Write the files then the manifest. write_artifact stages them (smf.common.commit), so a failure leaves
+    nothing half-made — and no clean-up here may touch `aid/`, which another writer may have committed meanwhile."""
+    write_artifact(store, KIND, aid, files, config=config, inputs=inputs, service="datasets")
 
 
 def make_dataset(
