@@ -20,7 +20,7 @@ from smf.common import jobs
 from smf.common.commit import Staging, artifact_id, start_sweeper
 from smf.common.errors import InvalidArgument, NotFound
 from smf.common.latents import read_latent
-from smf.common.limits import MAX_GPUS, check_gpus, parse_json
+from smf.common.limits import MAX_GPUS, check_gpus, check_range, parse_json
 from smf.common.lineage import new_id
 from smf.common.operations import OPERATION_SERVICE_NAME, OperationRegistry, with_operations
 from smf.common.refs import Confinement, add_confinement_arguments, check_data, resolve_key
@@ -46,6 +46,18 @@ log = logging.getLogger("smf.gan")
 MAX_COUNT = 1024  # sounds per SampleRandom
 MAX_LATENTS = 4096  # latents per RenderLatents
 CHUNK_SAMPLES = 1 << 17  # samples per AudioChunk: 512 KiB of float32, far below the 4 MiB message limit
+# Upper bounds of a config submitted over gRPC (the SMF paper's config: 5 scales, depth <= 128, batch 12, latent 128,
+# 512-bin STFT, 300k steps per scale): room for far bigger runs, and a typo cannot fill the trainer's memory.
+MAX_SCALES = 12
+MAX_CONFIG = {
+    "modelConfig.depthScales": 2048,
+    "modelConfig.miniBatchSize": 4096,
+    "modelConfig.maxIterAtScale": 100_000_000,
+    "modelConfig.dimLatentVector": 8192,
+    "transformConfig.stft_channels": 16384,
+    "transformConfig.n_frames": 8192,
+    "trainConfig.previewCount": 1024,
+}
 
 
 # --- the servicer ----------------------------------------------------------------------------------------------------
@@ -96,6 +108,7 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
             raw = getattr(cfg.loader, key, None)
             if raw is not None:
                 check_data(self.store, raw, field=f"loaderConfig.{key}", confine=self.confine)
+        _check_sizes(cfg)
         gpus = check_gpus(request.gpus, max_gpus=self.max_gpus, available=self._gpus_here())
         prepare_run(self.store, run_id, cfg)
         job = launch_training(self.store, run_id, gpus=gpus, backend=self.job_backend)
@@ -265,6 +278,20 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
     def close(self) -> None:
         self.batcher.stop()
         self.registry.cancel_all()
+
+
+def _check_sizes(cfg: GanConfig) -> None:
+    """INVALID_ARGUMENT naming the key (e.g. `modelConfig.depthScales[2]`) for a size above MAX_CONFIG."""
+    sections = {"modelConfig": cfg.model, "transformConfig": cfg.transform, "trainConfig": cfg.train}
+    if len(cfg.model.depthScales) > MAX_SCALES:
+        raise InvalidArgument(
+            "modelConfig.depthScales", f"at most {MAX_SCALES} scales, got {len(cfg.model.depthScales)}"
+        )
+    for key, high in MAX_CONFIG.items():
+        section, name = key.split(".")
+        value = getattr(sections[section], name)
+        for i, v in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            check_range(v, field=key if i is None else f"{key}[{i}]", low=0, high=high, integer=True)
 
 
 def servicers(servicer: GanServicer) -> list:

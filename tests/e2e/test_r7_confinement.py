@@ -270,7 +270,19 @@ def test_deep_or_huge_json_is_invalid_argument_naming_the_field(stubs):
             record("json", f"{service} config_json: {case}", code, ms)
 
 
-def test_rnn_training_sizes_are_bounded(stubs):
+def test_training_sizes_are_bounded(stubs):
+    for key, change in [
+        ("modelConfig.depthScales[0]", lambda c: c["modelConfig"].update(depthScales=[10**6] * 4)),
+        ("modelConfig.miniBatchSize[1]", lambda c: c["modelConfig"].update(miniBatchSize=[4, 10**6, 4, 4])),
+    ]:
+        req = _gan_training("datasets/tones", name="r7-sizes")
+        cfg = json.loads(req.config_json)
+        change(cfg)
+        req.config_json = json.dumps(cfg)
+        code, details, ms = refused(stubs["gan"].StartTraining, req)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(f"{key}: "), details
+        record("sizes", f"gan {key} = 10^6", code, ms)
+    assert not stubs["gan_servicer"].jobs
     for name, value in [("hidden", 1_000_000), ("batch", 100_000), ("layers", 1000)]:
         options = rnn_pb2.TrainingOptions(**{name: value})
         code, details, ms = refused(
