@@ -291,3 +291,13 @@ def test_training_sizes_are_bounded(stubs):
         )
         assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(f"{name}: "), details
         record("sizes", f"rnn {name}={value}", code, ms)
+
+
+def test_rnn_store_id_that_is_also_a_local_folder_goes_to_the_store(gan_store, tmp_path, monkeypatch):
+    """The RNN trainer looks for a folder first: a store id that also names a folder under the server's working
+    directory is handed on as its store URI, so the request reads the store it meant, not the server's disk."""
+    (tmp_path / "datasets" / "tones").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    rnn = rnn_server.RnnServicer(gan_store)
+    assert rnn._data("datasets/tones") == gan_store.key_uri("datasets/tones")
+    assert rnn._data("grids/abc") == "grids/abc"  # no such folder here: the id goes on as it is
