@@ -8,7 +8,7 @@ is committed, listing exactly the files this operation wrote (ARCHITECTURE §7).
 
 Leaving the `with` by an exception (cancel, deadline, a failed write) removes the staged files and the claim: nothing
 becomes visible. A crash leaves `.staging/<op>/` and the claim behind; `sweep` removes both once they are older than
-SMF_STAGING_MAX_AGE_S (default 6 h): `start_sweeper` runs it in a server, `python -m smf.common.commit STORE` by hand.
+SMF_STAGING_MAX_AGE_S (default 6 h): `start_sweeper` runs it in a server, `smf store sweep` by hand.
 A crash in the middle of step (3) leaves moved files without a manifest under `<id>/`: invisible to readers, and
 replaced or ignored by the next commit of that id (not swept: the folder may hold other artifacts).
 
@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from smf.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from smf.common.errors import AlreadyExists, DataCorruption, FailedPrecondition, InvalidArgument, NotFound
 from smf.common.lineage import MANIFEST, Manifest, build_manifest, new_id, read_manifest
 from smf.common.store import STAGING, Store, validate_key, validate_prefix
 
@@ -146,6 +146,7 @@ class Staging:
         self.files: dict[str, str] = {}  # name -> sha256, exactly what this operation wrote
         self._folders: set[str] = set()  # every folder those names imply (the tree rule, in O(depth))
         self._lock = threading.Lock()  # writers may stage from several threads (grid cells)
+        self._moved: list[str] = []  # names published by a commit in progress
         self.done = False
         self._check_id()
         self._claim = Claim(store, self.id, self.op).acquire()
@@ -218,6 +219,7 @@ class Staging:
                 f"{self.id}/{MANIFEST}", text.encode(), content_type="application/json", if_absent=True
             )
         except BaseException:
+            self._unpublish()
             self.abort()
             raise
         self.done = True
@@ -233,14 +235,33 @@ class Staging:
 
     def _move_all(self) -> None:
         names = sorted(self.files)
-        moves = [(f"{self.root}/{n}", self.key(n)) for n in names]
-        if len(moves) <= MOVERS:
-            for src, dst in moves:
-                self.store.move(src, dst)
+        if len(names) <= MOVERS:
+            for name in names:
+                self._move(name)
             return
         with ThreadPoolExecutor(max_workers=MOVERS, thread_name_prefix="commit-move") as pool:
-            for future in [pool.submit(self.store.move, src, dst) for src, dst in moves]:
+            for future in [pool.submit(self._move, name) for name in names]:
                 future.result()
+
+    def _unpublish(self) -> None:
+        """A commit that failed before its manifest: take back the files it had moved (best effort)."""
+        for name in list(self._moved):
+            try:
+                self.store.delete(self.key(name))
+            except Exception:  # invisible without a manifest anyway
+                pass
+
+    def _move(self, name: str) -> None:
+        self.store.move(f"{self.root}/{name}", self.key(name))
+        with self._lock:
+            self._moved.append(name)
+        # What is published must be what this operation wrote: anyone with write access to the store could have
+        # replaced a staged object meanwhile, and the manifest is about to vouch for it.
+        if self.store.stat(self.key(name)).sha256 != self.files[name]:
+            raise DataCorruption(
+                f"artifact {self.id!r}: staged file {name!r} changed before the commit (not what this operation "
+                "wrote); nothing was committed"
+            )
 
     def abort(self) -> None:
         """Drop what this operation staged (nothing of it becomes visible); safe to call twice."""

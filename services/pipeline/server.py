@@ -13,7 +13,7 @@ One run per name at a time: a second StartPipeline for a name that is running is
 ALREADY_EXISTS: starting a finished or crashed run again is allowed and resumes it). Across server processes and
 replicas the store decides: a run holds a claim on its name (`smf.common.commit.Claim`, an exclusive create —
 `If-None-Match: *` on S3), refreshed as it goes; a server that died holding one frees the name when the claim is
-swept (SMF_STAGING_MAX_AGE_S, default 6 h) or by `python -m smf.common.commit STORE --older-than 0`.
+swept (SMF_STAGING_MAX_AGE_S, default 6 h) or by `smf store sweep --older-than 0`.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from smf.common.commit import CLAIMS, Staging, artifact_id, artifact_name, sweep
-from smf.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from smf.common.errors import AlreadyExists, DataCorruption, FailedPrecondition, InvalidArgument, NotFound
 from smf.common.lineage import list_artifacts, read_manifest, verify_artifact, write_artifact
 
 
@@ -146,3 +146,14 @@ def test_s3_without_conditional_writes_falls_back_to_head_then_put(s3_store):
 def test_s3_conditional_writes_are_probed_on_seaweedfs(s3_store):
     assert s3_store._conditional_supported() is True  # SeaweedFS answers 412 to a second If-None-Match PUT
     assert s3_store.list(".staging") == []  # the probe object is gone
+
+
+def test_a_staged_file_replaced_before_the_commit_is_not_published(store):
+    out = Staging(store, "renders/tampered")
+    out.put_bytes("0.wav", b"ours")
+    store.put_bytes(f"{out.root}/0.wav", b"someone else's")  # a client with write access to the store
+    with pytest.raises(DataCorruption, match="changed before the commit"):
+        out.commit("renders")
+    with pytest.raises(NotFound):
+        read_manifest(store, "renders/tampered")
+    assert store.list(".staging") == [] and store.list("renders") == []
