@@ -14,6 +14,7 @@ import argparse
 import logging
 
 from smf.common import refs
+from smf.common.commit import start_sweeper
 from smf.common.errors import InvalidArgument, NotFound
 from smf.common.lineage import list_artifacts, read_manifest
 from smf.common.operations import (
@@ -214,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         http = Auditioner(store, token=token, host=args.host, port=args.http_port, public_host=args.public_host).start()
         print(f"grid: auditioner on {http.url}/", flush=True)
     servicer = GridServicer(store, gan, batch_size=args.batch_size, auditioner=http)
+    start_sweeper(servicer.store)  # stale staging and claims of crashed writers (smf.common.commit)
     run_server(name="grid", servicers=servicers(servicer), service_names=SERVICE_NAMES, **options)
     return 0
 

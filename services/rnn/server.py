@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 from smf.common import jobs, lineage, refs
+from smf.common.commit import start_sweeper
 from smf.common.errors import InvalidArgument
 from smf.common.limits import check_range, parse_json
 from smf.common.operations import OPERATION_SERVICE_NAME, OperationRegistry, with_operations
@@ -411,5 +412,6 @@ def main(argv: list[str] | None = None) -> int:
     servicer = RnnServicer(
         open_store(args.store), device=device, precision=args.precision, confine=refs.Confinement.from_args(args)
     )
+    start_sweeper(servicer.store)  # stale staging and claims of crashed writers (smf.common.commit)
     run_server(name="rnn", servicers=servicers(servicer), service_names=SERVICE_NAMES, **server_options(args))
     return 0

@@ -15,6 +15,7 @@ import logging
 
 import numpy as np
 import torch
+from smf.common.commit import start_sweeper
 from smf.common.errors import FailedPrecondition, NotFound
 from smf.common.lineage import list_artifacts, read_manifest
 from smf.common.operations import (
@@ -266,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     token = resolve_token(None, args.insecure)  # fails before anything starts when no token and no --insecure
     gan = GanClient(args.gan, token=gan_token(token))
     servicer = SomServicer(store, gan, batch_size=args.batch_size)
+    start_sweeper(servicer.store)  # stale staging and claims of crashed writers (smf.common.commit)
     run_server(name="som", servicers=servicers(servicer), service_names=SERVICE_NAMES, **options)
     return 0
 
