@@ -39,7 +39,7 @@ def make_model(store, config: Path) -> None:
 
     cfg = load_config(config)
     specs = torch.rand(8, cfg.transform.n_bins, cfg.transform.n_frames) * 2 - 1
-    tr = Trainer(cfg, store, "gan/bench", data=TrainingData(specs=specs), log=lambda *_: None)
+    tr = Trainer(cfg, store, "gan/bench", data=TrainingData.from_specs(specs), log=lambda *_: None)
     tr.step = sum(cfg.model.maxIterAtScale[:-1])  # sample at the last (full-size) scale
     tr.run(max_steps=0)
 

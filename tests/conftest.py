@@ -33,6 +33,7 @@ from support.torch_threads import one_torch_thread
 @pytest.fixture(autouse=True)
 def _default_store_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("SMF_STORE", f"file://{tmp_path}/default-store")
+    monkeypatch.setenv("SMF_SPEC_CACHE", str(tmp_path / "spec-cache"))  # the GAN's spectrogram cache (smf.gan.data)
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,29 @@ is an `InvalidArgument` whose field is the dotted path of the key at fault:
     cfg = load_config("services/gan/configs/tiny.json")
     cfg.model.depthScales, cfg.transform.stft_channels, cfg.to_dict()
 
-Keys the original accepted but smf does not use (NSynth metadata filters, `imagefolderDataset`, ...) are accepted
-and listed in `cfg.ignored`, so an old config still loads; keys neither knows are an error naming them. smf's own
-training knobs (seed, checkpoint interval, EMA decay) live in an optional top-level `trainConfig` section so that the
-original sections keep their meaning.
+Keys the original accepted only for its own plumbing (`dataloader`, `imagefolderDataset`, ...) are accepted and
+listed in `cfg.ignored`, so an old config still loads; a key that would change what is trained is honoured or refused,
+never ignored; keys neither knows are an error naming them. smf's own training knobs (seed, checkpoint interval, EMA
+decay) live in an optional top-level `trainConfig` section so that the original sections keep their meaning.
+
+loaderConfig (what smf.gan.data does with each key; the original's keys keep their meaning):
+- `data_path`: a store dataset id ("datasets/tones"), a full store URI or a local folder of audio (wav, flac, ...).
+- `size` (files kept, after filtering; null = all), `shuffle` (shuffle the files before taking `size`).
+- `att_dict_path`: NSynth-style attributes `{file_stem: {attr: value}}` as JSON, or a CSV whose first column is the
+  file (stem or name) and whose header names the attributes. Needed by `filter_keys` and `pitch_range`; with it,
+  the AC-GAN labels (modelConfig.attribKeysOrder) come from it instead of the `.params` files.
+- `filter_keys`: `{attr: [values]}`; as in the original, a file is kept when ANY key matches, and a list of exactly
+  two integers is the range lo <= value < hi.
+- `pitch_range`: `[lo, hi]` MIDI pitches kept, inclusive, read from the `pitch` attribute; `[]` or `["all"]`: all.
+- Clips: every file is cut into clips of the transform's length (n_frames * hop_size samples), starting every
+  `clip_hop` samples (default null = the clip length: no overlap). `silence_db` (default -60): a clip whose RMS is
+  below this many dB re full scale (0 dB = RMS 1.0) is dropped and counted; null keeps every clip.
+  `max_clips_per_file` (default null = all): at most this many per file, evenly spread over the file. `pad`
+  ("zero" | "repeat" | "drop", default "zero"): a file, or the tail of a file, shorter than a clip is zero-padded,
+  looped, or dropped.
+- `num_workers` (default 0): DataLoader worker processes reading clips from the local spectrogram cache.
+- `memory_budget_mb` (default 256): when every clip's spectrogram fits in this many MiB they are held in RAM
+  (fastest); above it they are read from the cache per batch, so memory does not grow with the data.
 """
 
 from __future__ import annotations
@@ -25,22 +44,37 @@ from smf.common.errors import InvalidArgument
 _REQUIRED = object()  # marks a key without a default
 
 # --- loaderConfig ----------------------------------------------------------------------------------------------------
-# (key -> default). `data_path` names the training data: a store dataset id ("datasets/tones"), a full store URI
-# or a local folder of audio.
-_LOADER_USED = {"data_path": _REQUIRED, "size": None, "shuffle": True}
-# Accepted for compatibility with sonyGanFork configs, not used (they select rows of NSynth/att_dict metadata).
-_LOADER_IGNORED = {
-    "att_dict_path",
-    "filter_keys",
-    "filter",
-    "instrument_labels",
-    "pitch_range",
-    "load_metadata",
-    "dataloader",
-    "balance_att",
-    "attributes",
-    "attribute_list",
+# (key -> default); what each key means: the module docstring.
+_LOADER_USED: dict[str, Any] = {
+    "data_path": _REQUIRED,
+    "size": None,
+    "shuffle": True,
+    "att_dict_path": None,
+    "filter_keys": None,
+    "pitch_range": None,
+    "clip_hop": None,
+    "silence_db": -60.0,
+    "max_clips_per_file": None,
+    "pad": "zero",
+    "num_workers": 0,
+    "memory_budget_mb": 256,
 }
+PAD_POLICIES = ("zero", "repeat", "drop")
+# Accepted for compatibility with sonyGanFork configs, not used: they only steered the original's own plumbing.
+_LOADER_IGNORED = {
+    "load_metadata",  # the original read att_dict only when this was true; smf reads it whenever att_dict_path is set
+    "dataloader",  # {filename, classname}: which of the original's Python loader classes to import
+}
+# Keys of the original's NSynth loader that select or weight the data: a no-op value (null, false, [], ["all"])
+# is accepted; any other value is refused with the filter_keys spelling that does it, so nothing is silently ignored.
+_LOADER_NO_OP_ONLY = {
+    "filter": 'use "filter_keys": {"instrument_source_str": [...]}',
+    "instrument_labels": 'use "filter_keys": {"instrument_family_str": [...]}',
+    "balance_att": "balanced sampling by attribute is not supported; remove the key",
+    "attributes": "the AC-GAN's attributes are modelConfig.attribKeysOrder; remove the key",
+    "attribute_list": "the AC-GAN's attributes are modelConfig.attribKeysOrder; remove the key",
+}
+
 
 # --- transformConfig -------------------------------------------------------------------------------------------------
 _TRANSFORM_USED = {"transform": _REQUIRED, "stft_channels": 512, "n_frames": 128, "hop_size": 256, "sample_rate": 22050}
@@ -123,6 +157,15 @@ class LoaderConfig:
     data_path: str
     size: int | None = None
     shuffle: bool = True
+    att_dict_path: str | None = None
+    filter_keys: dict[str, list] | None = None
+    pitch_range: list[int] | None = None  # [lo, hi] inclusive; None = every pitch
+    clip_hop: int | None = None  # samples between clip starts; None = the clip length
+    silence_db: float | None = -60.0
+    max_clips_per_file: int | None = None
+    pad: str = "zero"
+    num_workers: int = 0
+    memory_budget_mb: int = 256
 
 
 @dataclass(frozen=True)
@@ -242,7 +285,9 @@ def parse_config(obj: dict | str | bytes, *, source: str = "config") -> GanConfi
 
     ignored: list[str] = []
     top = _section(obj, "", _TOP_USED, _TOP_IGNORED, ignored)
-    loader = _section(_obj(top["loaderConfig"], "loaderConfig"), "loaderConfig", _LOADER_USED, _LOADER_IGNORED, ignored)
+    ldict = _obj(top["loaderConfig"], "loaderConfig")
+    _check_no_ops(ldict)
+    loader = _section(ldict, "loaderConfig", _LOADER_USED, _LOADER_IGNORED | set(_LOADER_NO_OP_ONLY), ignored)
     tdict = _obj(top["transformConfig"], "transformConfig")
     if tdict.get("transform") != "pghi":  # checked first: other transforms have other keys
         if "transform" not in tdict:
@@ -322,12 +367,61 @@ def _int_list(v: Any, path: str, *, lo: int) -> list[int]:
     return [_int(x, f"{path}[{i}]", lo=lo) for i, x in enumerate(v)]
 
 
+def _check_no_ops(d: dict) -> None:
+    for key, instead in _LOADER_NO_OP_ONLY.items():
+        if key in d and d[key] not in (None, False, [], ["all"], {}):
+            raise InvalidArgument(f"loaderConfig.{key}", f"{d[key]!r} would change the training data: {instead}")
+
+
+def _opt(v: Any, check, path: str, **kw):
+    return None if v is None else check(v, path, **kw)
+
+
 def _check_loader(d: dict) -> LoaderConfig:
     p = "loaderConfig."
-    size = None if d["size"] is None else _int(d["size"], p + "size", lo=1)
+    if d["pad"] not in PAD_POLICIES:
+        raise InvalidArgument(p + "pad", f"must be one of {', '.join(PAD_POLICIES)}, got {d['pad']!r}")
+    for key in ("filter_keys", "pitch_range"):  # both select files by their attributes
+        if d[key] not in (None, {}, [], ["all"]) and d["att_dict_path"] is None:
+            raise InvalidArgument(p + key, "selects files by their attributes: set loaderConfig.att_dict_path too")
     return LoaderConfig(
-        data_path=_str(d["data_path"], p + "data_path"), size=size, shuffle=_bool(d["shuffle"], p + "shuffle")
+        data_path=_str(d["data_path"], p + "data_path"),
+        size=_opt(d["size"], _int, p + "size", lo=1),
+        shuffle=_bool(d["shuffle"], p + "shuffle"),
+        att_dict_path=_opt(d["att_dict_path"], _str, p + "att_dict_path"),
+        filter_keys=_check_filter_keys(d["filter_keys"], p + "filter_keys"),
+        pitch_range=_check_pitch_range(d["pitch_range"], p + "pitch_range"),
+        clip_hop=_opt(d["clip_hop"], _int, p + "clip_hop", lo=1),
+        silence_db=_opt(d["silence_db"], _float, p + "silence_db", lo=-200.0, hi=0.0),
+        max_clips_per_file=_opt(d["max_clips_per_file"], _int, p + "max_clips_per_file", lo=1),
+        pad=d["pad"],
+        num_workers=_int(d["num_workers"], p + "num_workers", lo=0),
+        memory_budget_mb=_int(d["memory_budget_mb"], p + "memory_budget_mb", lo=0),
     )
+
+
+def _check_filter_keys(v: Any, path: str) -> dict[str, list] | None:
+    if v is None or v == {}:
+        return None
+    if not isinstance(v, dict):
+        raise InvalidArgument(path, f"must be an object {{attribute: [values]}}, got {v!r}")
+    for k, vals in v.items():
+        if not isinstance(vals, list) or not vals:
+            raise InvalidArgument(f"{path}.{k}", f"must be a non-empty list of values, got {vals!r}")
+        if not all(isinstance(x, (str, int, float)) and not isinstance(x, bool) for x in vals):
+            raise InvalidArgument(f"{path}.{k}", f"values must be strings or numbers, got {vals!r}")
+    return {k: list(vals) for k, vals in v.items()}
+
+
+def _check_pitch_range(v: Any, path: str) -> list[int] | None:
+    if v is None or v in ([], ["all"]):  # the original's spellings of "every pitch"
+        return None
+    if not (isinstance(v, list) and len(v) == 2):
+        raise InvalidArgument(path, f'must be [lo, hi] (MIDI pitches, inclusive), [] or ["all"], got {v!r}')
+    lo, hi = _int(v[0], path + "[0]", lo=0), _int(v[1], path + "[1]", lo=0)
+    if lo > hi:
+        raise InvalidArgument(path, f"lo must be <= hi, got {v!r}")
+    return [lo, hi]
 
 
 def _check_transform(d: dict) -> TransformConfig:

@@ -13,8 +13,9 @@ the stop signal and the exit codes are smf.common.training's, shared with the RN
 
 Several GPUs (or CPU processes, gloo):
 `torchrun --standalone --nproc-per-node 4 -m smf.gan.train --config ... --out ...`.
-`miniBatchSize` stays the GLOBAL batch: every rank draws the whole batch (indices, latents, GP mixing weights) from the
-same generator and keeps its strided shard (smf.common.distributed), G and D are wrapped in DistributedDataParallel,
+`miniBatchSize` stays the GLOBAL batch: every rank draws the whole batch (latents, GP mixing weights) from the same
+generator, and the same clip indices (seeded by (seed, step), smf.gan.data), and keeps its strided shard
+(smf.common.distributed), G and D are wrapped in DistributedDataParallel,
 and rank 0 alone writes. The training is the one-process training up to float summation order (checked in
 tests/gan/test_ddp.py), so a checkpoint resumes with any number of processes. The WGAN-GP penalty differentiates
 D(x_hat) with respect to x_hat (autograd.grad, create_graph) and then backpropagates through that gradient: DDP's
@@ -26,11 +27,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import random
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from smf.common import refs
@@ -49,6 +46,7 @@ from smf.common.training import (
     run_location,
 )
 from smf.gan.config import GanConfig, load_config, parse_config
+from smf.gan.data import ClipBatches, TrainingData, load_training_data
 from smf.gan.model import (
     GanArgs,
     ProgressiveGAN,
@@ -57,101 +55,11 @@ from smf.gan.model import (
     g_loss,
     random_latents,
     resize,
+    spectrogram_ceiling,
     to_images,
 )
 
 KEEP_CHECKPOINTS = 3
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
-
-
-@dataclass
-class TrainingData:
-    """Spectrograms of the training clips and, for a conditioned model, their class indices."""
-
-    specs: torch.Tensor  # [M, F, N] normalised log-magnitude
-    labels: torch.Tensor | None = None  # [M, n_attrs] int64
-    classes: dict[str, list[float]] | None = None  # attribute -> class values, in index order
-    source: str = ""  # artifact id (or folder) the data came from, for lineage
-
-
-# --- data -------------------------------------------------------------------------------------------------------------
-def load_training_data(cfg: GanConfig, store: Store) -> TrainingData:
-    """Read the clips named by loaderConfig.data_path, resample, cut/pad to n_frames*hop_size, transform."""
-    from smf.common.audio import SpectrogramTransform, load_audio
-
-    t = cfg.transform
-    clips = _list_clips(cfg, store)  # [(name, audio source, params source | None)]
-    if cfg.loader.shuffle:  # the original shuffles before taking `size` files
-        random.Random(cfg.train.seed).shuffle(clips)
-    if cfg.loader.size:
-        clips = clips[: cfg.loader.size]
-    audio = torch.zeros(len(clips), t.audio_length)
-    for i, (_name, src, _) in enumerate(clips):
-        x, _ = load_audio(src, sample_rate=t.sample_rate)
-        n = min(len(x), t.audio_length)
-        audio[i, :n] = x[:n]
-    transform = SpectrogramTransform(t.stft_channels, t.hop_size, t.n_frames, t.sample_rate)
-    specs = torch.cat([transform.to_spectrogram(audio[i : i + 64]) for i in range(0, len(audio), 64)])
-    data = TrainingData(specs=specs.float(), source=_source_id(cfg))
-    attrs = cfg.model.attributes
-    if attrs:
-        data.labels, data.classes = _labels(clips, attrs)
-    return data
-
-
-def _source_id(cfg: GanConfig) -> str:
-    return cfg.loader.data_path
-
-
-def _list_clips(cfg: GanConfig, store: Store) -> list[tuple[str, object, object]]:
-    path = cfg.loader.data_path
-    field = "loaderConfig.data_path"
-    if refs.is_uri(path):  # a full store URI: the data may live in another store than the run
-        store, prefix = refs.resolve_key(store, path, field=field, allowed=refs.ANY)
-    elif os.path.isabs(path) or path.startswith("."):  # a local folder of audio, as in the original configs
-        folder = Path(path)
-        if not folder.is_dir():
-            raise InvalidArgument(field, f"{path} is not a folder")
-        wavs = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
-        if not wavs:
-            raise InvalidArgument(field, f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {path}")
-        return [
-            (p.name, str(p), str(p.with_suffix(".params")) if p.with_suffix(".params").exists() else None) for p in wavs
-        ]
-    else:
-        prefix = path.strip("/")
-    keys = store.list(prefix)
-    wavs = [k for k in keys if k.lower().endswith(AUDIO_EXTENSIONS)]
-    if not wavs:
-        raise InvalidArgument(field, f"no audio files under {prefix!r} in {store.uri}")
-    key_set = set(keys)
-
-    def params_of(k):
-        p = k.rsplit(".", 1)[0] + ".params"
-        return (lambda: store.get_bytes(p)) if p in key_set else None
-
-    return [(k, store.get_bytes(k), params_of(k)) for k in wavs]
-
-
-def _labels(clips, attrs: list[str]) -> tuple[torch.Tensor, dict[str, list[float]]]:
-    """Class index per clip and attribute: the attribute's mean value in the clip's .params, rounded, as a class."""
-    from smf.common.params import read_params
-
-    values = []
-    for name, _, params in clips:
-        if params is None:
-            raise InvalidArgument("modelConfig.attribKeysOrder", f"ac_gan needs a .params file next to {name}")
-        pf = read_params(params() if callable(params) else params)
-        row = []
-        for a in attrs:
-            if a not in pf.params:
-                raise InvalidArgument(f"modelConfig.attribKeysOrder.{a}", f"{name}.params has no parameter {a!r}")
-            v = pf.params[a].values
-            row.append(round(float(sum(v) / len(v)), 3))
-        values.append(row)
-    classes = {a: sorted({row[j] for row in values}) for j, a in enumerate(attrs)}
-    labels = torch.tensor([[classes[a].index(row[j]) for j, a in enumerate(attrs)] for row in values])
-    return labels, classes
 
 
 # --- metrics ----------------------------------------------------------------------------------------------------------
@@ -186,17 +94,18 @@ class Trainer:
         self.writer = RunWriter(self.store, self.run_id, kind="gan", dist=self.dist, keep=KEEP_CHECKPOINTS)
         self.stop_requested = StopSignal()  # .set() from a signal handler or a CLI; .install() for SIGTERM/SIGINT
         m = cfg.model
-        self.data = data if data is not None else load_training_data(cfg, store)
-        if self.data.specs.shape[1:] != (cfg.transform.n_bins, cfg.transform.n_frames):
-            raise InvalidArgument(
-                "transformConfig",
-                f"data spectrograms are {tuple(self.data.specs.shape[1:])}, "
-                f"config expects {(cfg.transform.n_bins, cfg.transform.n_frames)}",
-            )
-        n_classes = [len(v) for v in (self.data.classes or {}).values()]
-        self.args = GanArgs.from_config(cfg, n_classes)
         for s in range(m.startScale, m.n_scales):  # miniBatchSize is the global batch: it must split over ranks
             self.dist.local_batch(m.miniBatchSize[s], f"modelConfig.miniBatchSize[{s}]")
+        self.data = data if data is not None else load_training_data(cfg, store, dist=self.dist)
+        if self.data.shape != (cfg.transform.n_bins, cfg.transform.n_frames):
+            raise InvalidArgument(
+                "transformConfig",
+                f"data spectrograms are {self.data.shape}, "
+                f"config expects {(cfg.transform.n_bins, cfg.transform.n_frames)}",
+            )
+        self.log(f"{self.run_id}: {self.data.counts.line()}")
+        n_classes = [len(v) for v in (self.data.classes or {}).values()]
+        self.args = GanArgs.from_config(cfg, n_classes, ceiling=spectrogram_ceiling(self.data.sample()))
         want = cfg.train.device
         self.device = (
             self.dist.device
@@ -212,6 +121,14 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(cfg.train.seed)
         self.preview_z = random_latents(
             self.args, cfg.train.previewCount, torch.Generator().manual_seed(cfg.train.seed + 1)
+        )
+        # The batch of a step comes from (seed, step) alone: resumable, and the same for any number of ranks.
+        self.batches = ClipBatches(
+            self.data.clips,
+            seed=cfg.train.seed,
+            batch_size=lambda step: m.miniBatchSize[self.scale_at(step)[0]],
+            dist=self.dist,
+            num_workers=cfg.loader.num_workers,
         )
         self.step = 0
         self.metrics: dict[str, list[float]] = {
@@ -270,16 +187,17 @@ class Trainer:
         bs = m.miniBatchSize[scale]  # the global batch
         # Every draw of the step, for the whole global batch, in one place; each rank keeps its shard (identity for
         # one process). Same generator, same order on every rank: the state is independent of the world size.
-        idx = torch.randint(len(self.data.specs), (bs,), generator=self.gen)
+        idx = self.batches.indices(self.step)  # the clips: seeded by (seed, step), see smf.gan.data
+        assert len(idx) == bs
         lab_cpu = self.data.labels[idx] if self.data.labels is not None else None
         z_d = random_latents(a, bs, self.gen, labels=lab_cpu)
         t = torch.rand(bs, 1, 1, 1, generator=self.gen)  # gradient-penalty mixing weights
         z_g = random_latents(a, bs, self.gen, labels=lab_cpu)
         shard = self.dist.shard
-        idx, z_d, t, z_g = shard(idx), shard(z_d), shard(t), shard(z_g)
+        z_d, t, z_g = shard(z_d), shard(t), shard(z_g)
         labels = shard(lab_cpu).to(dev) if lab_cpu is not None else None
 
-        real = to_images(self.data.specs[idx], a, scale).to(dev)
+        real = to_images(self.batches.specs(self.step), a, scale).to(dev)  # this rank's shard of idx
         if alpha > 0:  # real images fade between scales too, so D compares like with like
             real = alpha * resize(resize(real, a.scale_shapes[scale - 1]), a.scale_shapes[scale]) + (1 - alpha) * real
         with torch.no_grad():  # D's step needs no graph through G
@@ -331,12 +249,13 @@ class Trainer:
         scale, _ = self.scale_at(max(self.step - 1, 0))
         z = random_latents(self.args, n, torch.Generator().manual_seed(1234))
         spec = self.gan.spectrogram(z.to(self.device), scale, self.alpha_at(max(self.step - 1, 0))).cpu()
-        return log_spectral_distance(spec, self.data.specs[:512])
+        return log_spectral_distance(spec, self.data.sample())  # at most data.LSD_SAMPLE clips, spread out
 
     def run(self, max_steps: int | None = None, progress=None) -> str:
         """Train until the schedule ends (or `max_steps` more steps, or a stop request). Returns the final state:
         "succeeded" or "stopped". `progress(step, total, logs)` is called after every step (CLI bar)."""
         self.writer.put_json("config.json", self.cfg.to_dict())
+        self.writer.put_json("data.json", self.data.counts.to_dict())  # N files -> M clips, for reports
         if not self.metrics["lsd"] and self.dist.is_main:
             self.metrics["lsd_step"].append(0)
             self.metrics["lsd"].append(self.lsd())
@@ -375,6 +294,7 @@ class Trainer:
             message=(f"stopped at step {self.step}; run again to resume" if stopped else None),
         )
         self._commit()
+        self.batches.close()
         self.dist.barrier()  # no rank reports done before rank 0's last write
         return state
 
@@ -452,6 +372,7 @@ class Trainer:
             eta_seconds=eta if state == "running" else 0.0,
             scale=scale,
             alpha=metrics["alpha"],
+            data=self.data.counts.to_dict(),
             **failed,
         )
 
@@ -512,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer.log(
             f"training {run_id} in {store.uri} on {trainer.device}"
             f"{f' x {dist.world_size} processes ({dist.backend})' if dist.enabled else ''}: "
-            f"{trainer.total} steps, {len(trainer.data.specs)} clips"
+            f"{trainer.total} steps, {len(trainer.data)} clips"
         )
         state = trainer.run(args.max_steps)
     except SmfError as exc:
