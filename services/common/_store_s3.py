@@ -351,7 +351,17 @@ class S3Store(Store):
             raise AlreadyExists(f"{self.key_uri(key)} already exists")
         # put_object cannot send If-None-Match (minio 7.2 turns unknown headers into user metadata), so this
         # uses the SDK's own single-request PUT underneath it.
-        self._write_call("writing", key, lambda: self.client._put_object(self.bucket, name, data, headers=headers))
+        try:
+            self._write_call("writing", key, lambda: self.client._put_object(self.bucket, name, data, headers=headers))
+        except AlreadyExists:
+            # A retry after a PUT whose answer was lost meets our own object: that is success, not a rival.
+            # (Manifests and claims carry a time and an operation id, so another writer's never hash the same.)
+            try:
+                ours = self.stat(key).sha256 == sha
+            except NotFound:  # the rival's object is already gone again (a released claim): still refused
+                ours = False
+            if not ours:
+                raise
 
     def _conditional_supported(self) -> bool:
         """Whether the server refuses a second `If-None-Match: *` PUT of one key (asked once per store)."""

@@ -137,8 +137,9 @@ class Store:
 
     # --- implemented by the backends -------------------------------------------------------------------------
     def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None, if_absent: bool = False) -> str:
-        """Write `data` at `key` atomically; returns its sha256 hex. `if_absent`: AlreadyExists if `key` exists,
-        decided by the store itself (an exclusive create), so two writers racing for one key cannot both win."""
+        """Write `data` at `key` atomically; returns its sha256 hex. `if_absent`: AlreadyExists if `key` exists
+        with other bytes, decided by the store itself (an exclusive create), so two writers racing for one key
+        cannot both win; the same bytes again succeed (a retried request whose first answer was lost)."""
         raise NotImplementedError
 
     def move(self, src: str, dst: str) -> None:

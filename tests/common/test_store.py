@@ -282,6 +282,7 @@ def test_exclusive_create_lets_one_writer_win(store):
     with pytest.raises(AlreadyExists, match="m/manifest.json"):
         store.put_bytes("m/manifest.json", b"second", if_absent=True)
     assert store.get_bytes("m/manifest.json") == b"first"
+    store.put_bytes("m/manifest.json", b"first", if_absent=True)  # the same bytes: a retry of our own create
 
 
 def test_move_keeps_bytes_and_recorded_sha(store):
