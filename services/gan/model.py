@@ -45,9 +45,12 @@ class GanArgs:
     leakyness: float = 0.2
     pixel_norm: bool = True
     minibatch_std: bool = True
+    # Per frequency bin, the loudest value of the training spectrograms (see spectrogram_ceiling); sampled
+    # spectrograms are capped there. [] (checkpoints from before): no cap.
+    ceiling: list[float] = field(default_factory=list)
 
     @classmethod
-    def from_config(cls, cfg, n_classes: list[int] | None = None) -> GanArgs:
+    def from_config(cls, cfg, n_classes: list[int] | None = None, ceiling: list[float] | None = None) -> GanArgs:
         m, t = cfg.model, cfg.transform
         return cls(
             n_bins=t.n_bins,
@@ -59,6 +62,7 @@ class GanArgs:
             leakyness=m.leakyness,
             pixel_norm=m.perChannelNormalization,
             minibatch_std=m.miniBatchStdDev,
+            ceiling=list(ceiling or []),
         )
 
     def to_dict(self) -> dict:
@@ -233,7 +237,21 @@ class ProgressiveGAN(nn.Module):
     def spectrogram(self, z: torch.Tensor, scale: int, alpha: float = 0.0, *, ema: bool = True) -> torch.Tensor:
         """Latents [B, input_dim] -> full-size normalised log-magnitude [B, F, N] (see to_full_spectrogram)."""
         g = self.G_ema if ema else self.G
-        return to_full_spectrogram(g(z, scale, alpha), self.args)
+        spec = to_full_spectrogram(g(z, scale, alpha), self.args)
+        if self.args.ceiling:
+            spec = torch.minimum(spec, torch.tensor(self.args.ceiling, device=spec.device, dtype=spec.dtype)[:, None])
+        return spec
+
+
+def spectrogram_ceiling(specs: torch.Tensor) -> list[float]:
+    """Training spectrograms [M, F, N] -> per bin F the loudest value in them: the cap of sampled spectrograms.
+
+    Why: the log-magnitude a generator makes is unbounded above, and a young one puts a few bins far above anything
+    in the data at the clip's first and last frames (time padding of the convolutions); +0.5 in normalised units is
+    +50 dB, so after PGHI those frames are a click that sets the clip's peak and leaves the rest 20-30 dB down
+    (measured on the demo GAN: body -37 dB, last 8 ms -5 dB; capped: body -16 dB, ends -12 dB). Nothing the data
+    had is lost: no training clip reaches above the cap."""
+    return specs.float().amax(dim=(0, 2)).tolist()
 
 
 def to_full_spectrogram(images: torch.Tensor, a: GanArgs) -> torch.Tensor:

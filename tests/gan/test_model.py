@@ -14,6 +14,7 @@ from smf.gan.model import (
     pixel_norm,
     random_latents,
     resize,
+    spectrogram_ceiling,
     to_full_spectrogram,
     to_images,
 )
@@ -90,3 +91,21 @@ def test_ema_moves_towards_the_generator():
     before = gan.G_ema.conv0.bias.clone()
     gan.update_ema(0.9)
     torch.testing.assert_close(gan.G_ema.conv0.bias, before + 0.1)
+
+
+def test_sampled_spectrograms_are_capped_at_the_datas_loudest_bins():
+    data = torch.full((5, 65, 32), -0.5)
+    data[2, 10, 7] = 0.9  # the loudest value of bin 10 is in one clip and one frame
+    ceiling = spectrogram_ceiling(data)
+    assert len(ceiling) == 65 and abs(ceiling[10] - 0.9) < 1e-6 and ceiling[0] == -0.5
+    args = GanArgs.from_config(parse_config(tiny_dict()), ceiling=ceiling)
+    torch.manual_seed(0)
+    gan = ProgressiveGAN(args)
+    z = random_latents(args, 8, torch.Generator().manual_seed(0))
+    capped = gan.spectrogram(z, 3)
+    assert (capped <= torch.tensor(ceiling)[:, None]).all()
+    uncapped = ProgressiveGAN(GanArgs.from_config(parse_config(tiny_dict())))
+    uncapped.load_state_dict(gan.state_dict())  # the cap is in the args, not the weights: old checkpoints load
+    raw = uncapped.spectrogram(z, 3)
+    assert (raw > torch.tensor(ceiling)[:, None]).any()  # a random generator goes above it: the cap does something
+    assert torch.equal(capped, torch.minimum(raw, torch.tensor(ceiling)[:, None]))
