@@ -27,7 +27,14 @@ import time
 from pathlib import Path
 
 from smf.common.commit import Claim, start_sweeper
-from smf.common.errors import AlreadyExists, Cancelled, FailedPrecondition, InvalidArgument, NotFound
+from smf.common.errors import (
+    AlreadyExists,
+    Cancelled,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from smf.common.limits import parse_json
 from smf.common.lineage import new_id
 from smf.common.operations import (
@@ -151,7 +158,9 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
 
     `targets` ({"gan": "h:p", ...}, all four) are the services a run uses when the request names none; without
     them each run spawns its own four services on loopback (as `smf pipeline run` does). `token` is what the
-    pipeline sends to remote services (None: $SMF_TOKEN).
+    pipeline sends to remote services (None: $SMF_TOKEN). A request's `remote` may only name services in `targets` or
+    in `allowed_remotes` (HOST:PORT, the operator's `--allow-remote`): the pipeline sends its services' token to them,
+    so a caller must not be able to point it at a host of its own.
     """
 
     def __init__(
@@ -163,8 +172,10 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
         registry: OperationRegistry | None = None,
         log_dir: str | os.PathLike | None = None,
         confine: Confinement | None = None,
+        allowed_remotes: list[str] | tuple[str, ...] = (),
     ):
         self.store, self.targets, self.token = store, dict(targets) if targets else None, token
+        self.allowed_remotes = set(allowed_remotes) | set((self.targets or {}).values())
         self.confine = confine or Confinement()  # dataset.folder must lie under its data roots (default: none)
         self.registry = registry or OperationRegistry(max_running=MAX_RUNNING)
         self.log_dir = Path(log_dir) if log_dir else None
@@ -243,8 +254,7 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
         """A store key from a key or a URI inside this server's store (PERMISSION_DENIED for another store)."""
         return resolve_key(self.store, uri_or_key, field=field)[1]
 
-    @staticmethod
-    def _remote(remote) -> dict[str, str] | None:
+    def _remote(self, remote) -> dict[str, str] | None:
         if not remote:
             return None
         targets = dict(remote)
@@ -257,6 +267,12 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
                 f"give HOST:PORT for each of {', '.join(SERVICES)} "
                 f"(unknown {unknown}, missing {missing}, not HOST:PORT {bad})",
             )
+        for svc in SERVICES:
+            if targets[svc] not in self.allowed_remotes:
+                raise PermissionDenied(
+                    f"remote.{svc}: {targets[svc]} is not a service this server may call (it would receive the "
+                    "services' token); the operator lists them with --allow-remote HOST:PORT or $SMF_ALLOWED_REMOTES"
+                )
         return targets
 
     # --- RPCs ------------------------------------------------------------------------------------------------
@@ -402,6 +418,13 @@ def main(argv: list[str] | None = None) -> int:
         "else four services spawned on loopback per run)",
     )
     parser.add_argument("--logs", help="folder for the logs of locally spawned services (default: temp folders)")
+    parser.add_argument(
+        "--allow-remote",
+        action="append",
+        metavar="HOST:PORT",
+        help="a service a request's `remote` may name, besides --remote's (repeatable; default: "
+        "$SMF_ALLOWED_REMOTES, comma-separated)",
+    )
     add_confinement_arguments(parser)
     args = parser.parse_args(argv)
     options = server_options(args)
@@ -414,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         token=os.environ.get("SMF_SERVICES_TOKEN") or token,
         log_dir=args.logs,
         confine=Confinement.from_args(args),
+        allowed_remotes=args.allow_remote or [r for r in os.environ.get("SMF_ALLOWED_REMOTES", "").split(",") if r],
     )
     start_sweeper(servicer.store)  # stale staging and claims of crashed writers (smf.common.commit)
     run_server(name="pipeline", servicers=servicers(servicer), service_names=SERVICE_NAMES, **options)

@@ -13,7 +13,7 @@ import json
 import time
 
 import pytest
-from smf.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+from smf.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from smf.common.store import open_store
 from smf.pipeline.client import PipelineClient
 from smf.pipeline.config import DEMO_CONFIG
@@ -162,6 +162,10 @@ def test_bad_request_fields(idle):
             client.start(_tiny(), remote={"gan": "h:1", "grid": "h:2"})
         with pytest.raises(InvalidArgument, match="name"):
             client.start(_tiny(), name="../x")
+        # a caller cannot point the pipeline (and the services' token it sends) at hosts of its own
+        elsewhere = {"gan": "evil:1", "grid": "evil:2", "som": "evil:3", "rnn": "evil:4"}
+        with pytest.raises(PermissionDenied, match="remote.gan: evil:1 is not a service this server may call"):
+            client.start(_tiny(), remote=elsewhere)
         with pytest.raises(NotFound, match="config_uri"):
             client.start(config_uri="configs/missing.json")
         with pytest.raises(NotFound, match="never ran"):
