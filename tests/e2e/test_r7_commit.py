@@ -4,12 +4,15 @@
   objects visible with no manifest, never cleaned; a later render with the same output_id took them into its
   manifest. Now nothing of a cancelled render is visible, its staging is gone, and a later render lists only its own.
 - PipelineService's "one run per name" held across servers sharing a store (a claim in the store).
+- Finding 7b: ArtifactService Upload of `K` then `K.json/x` or `K/x` (or the reverse) was INTERNAL and left an
+  empty folder; now `K.json/x` just works and `K/x` is FAILED_PRECONDITION naming the key, on both backends.
 - Finding 4: output_id `gan/fakemodel`, `gan/<run>/ckpt`, `../x` wrote into other kinds' prefixes; now a name is one
   segment inside renders/ and anything else is INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 
@@ -191,3 +194,35 @@ def test_two_pipeline_servers_sharing_a_store_run_a_name_once(tmp_path, monkeypa
     again = second.StartPipeline(request, None).operation
     second.registry.wait(again.id, timeout=120)
     assert store.list(".staging") == []
+
+
+@pytest.mark.parametrize("backend", ["file", "s3"])
+def test_upload_of_k_then_k_slash_x_is_failed_precondition_on_both_backends(request, backend):
+    """Finding 7b, as it was found: ArtifactService Upload of `K` then `K.json/x` (or `K/x`), raw protobuf."""
+    from smf.artifact.server import ArtifactServicer
+    from smf.common.v1 import artifact_pb2, artifact_pb2_grpc
+
+    store = request.getfixturevalue(f"{backend}_store")
+
+    def upload(stub, key: str, data: bytes):
+        sha = hashlib.sha256(data).hexdigest()
+        header = artifact_pb2.UploadHeader(key=key, sha256=sha, size=len(data))
+        msgs = [artifact_pb2.UploadArtifactRequest(header=header), artifact_pb2.UploadArtifactRequest(data=data)]
+        return stub.UploadArtifact(iter(msgs), timeout=30)
+
+    add = artifact_pb2_grpc.add_ArtifactServiceServicer_to_server
+    with loopback_server("artifact", [(add, ArtifactServicer(store))], ["smf.common.v1.ArtifactService"], TOKEN) as srv:
+        channel = connect(f"127.0.0.1:{srv.port}", token=TOKEN)
+        stub = artifact_pb2_grpc.ArtifactServiceStub(channel)
+        upload(stub, "up/K", b"1")
+        upload(stub, "up/K.json/x", b"2")  # was INTERNAL on the file store: the sidecar of K sat at that path
+        for first, second in (("up/A", "up/A/x"), ("up/B/x", "up/B")):
+            upload(stub, first, b"3")
+            with pytest.raises(grpc.RpcError) as e:
+                upload(stub, second, b"4")
+            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and repr(second) in e.value.details()
+        channel.close()
+    assert store.list("up") == ["up/A", "up/B/x", "up/K", "up/K.json/x"]
+    if backend == "file":  # and no empty folder or sidecar was left by the refused writes
+        assert (store.root / "up/A").is_file() and not (store.root / ".smf-meta/up/.smf-B.json").exists()
+        assert not [p for p in (store.root / "up").rglob("*") if p.name.startswith(".smf-tmp")]
