@@ -103,7 +103,7 @@ class ArtifactServicer(artifact_pb2_grpc.ArtifactServiceServicer):
         if first is None or first.WhichOneof("payload") != "header":
             raise InvalidArgument("header", "the first UploadArtifact message must be the header (key, sha256)")
         header = first.header
-        key = store_mod.validate_key(header.key)
+        key = store_mod.validate_client_key(header.key)
         expected = header.sha256.lower()
         if not _SHA256.fullmatch(expected):
             raise InvalidArgument("sha256", f"must be 64 hex digits, got {header.sha256!r}")

@@ -41,6 +41,7 @@ __all__ = [
     "default_store_uri",
     "open_store",
     "parse_uri",
+    "validate_client_key",
     "validate_key",
     "validate_prefix",
 ]
@@ -95,6 +96,15 @@ def validate_key(key: str) -> str:
             raise InvalidArgument("key", f"{key!r} has characters outside [A-Za-z0-9._/-]: {''.join(bad)!r}")
         if segment.startswith(RESERVED):
             raise InvalidArgument("key", f"{key!r}: segments starting with {RESERVED!r} are reserved for the store")
+    return key
+
+
+def validate_client_key(key: str) -> str:
+    """`validate_key` for a key a client names to write (ArtifactService Upload): keys under `.staging/` belong to
+    the commit protocol — a client writing there could swap an operation's staged file or hold its claim."""
+    key = validate_key(key)
+    if hidden(key):
+        raise InvalidArgument("key", f"{key!r}: keys under {STAGING}/ belong to the store's commit protocol")
     return key
 
 

@@ -221,8 +221,11 @@ def test_upload_of_k_then_k_slash_x_is_failed_precondition_on_both_backends(requ
             with pytest.raises(grpc.RpcError) as e:
                 upload(stub, second, b"4")
             assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and repr(second) in e.value.details()
+        with pytest.raises(grpc.RpcError) as e:  # the commit protocol's own keys are not a client's to write
+            upload(stub, ".staging/claims/0123", b"5")
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and ".staging" in e.value.details()
         channel.close()
-    assert store.list("up") == ["up/A", "up/B/x", "up/K", "up/K.json/x"]
+    assert store.list("up") == ["up/A", "up/B/x", "up/K", "up/K.json/x"] and store.list(".staging") == []
     if backend == "file":  # and no empty folder or sidecar was left by the refused writes
         assert (store.root / "up/A").is_file() and not (store.root / ".smf-meta/up/.smf-B.json").exists()
         assert not [p for p in (store.root / "up").rglob("*") if p.name.startswith(".smf-tmp")]
