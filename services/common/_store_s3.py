@@ -129,6 +129,8 @@ class S3Store(Store):
         self.create_bucket = create_bucket
         self._bucket_ready = False
         self._conditional: bool | None = None  # does the server honour If-None-Match? (probed on first use)
+        self._known_objects: set[str] = set()  # keys and folders check_tree has already found in their place
+        self._known_folders: set[str] = set()
         self._lock = threading.Lock()
 
     @classmethod
@@ -325,11 +327,17 @@ class S3Store(Store):
             self.check_tree(key)
 
     def check_tree(self, key: str) -> None:
+        # Folders and objects this store has seen (by its own successful writes) are remembered, so a run writing
+        # progress.json every few steps pays one PUT, not 3 HEADs and a LIST more. That is safe across processes:
+        # anyone turning a remembered folder into an object (or the reverse) is refused by their own check, which
+        # sees what is there; only a delete followed by a reuse elsewhere could slip by, and deletes forget here.
         validate_key(key)
         parts = key.split("/")
-        for n in range(1, len(parts)):
-            parent = "/".join(parts[:n])
-            if self.exists(parent):
+        parents = ["/".join(parts[:n]) for n in range(1, len(parts))]
+        if key in self._known_objects and all(p in self._known_folders for p in parents):
+            return
+        for parent in parents:
+            if parent not in self._known_folders and self.exists(parent):
                 raise tree_conflict(self.uri, key, parent)
         below = self._name(key) + "/"
 
@@ -342,6 +350,21 @@ class S3Store(Store):
             return
         if below_key:
             raise tree_conflict(self.uri, key, key + "/…")
+        self._remember(key, parents)
+
+    def _remember(self, key: str, parents: list[str]) -> None:
+        with self._lock:
+            if len(self._known_objects) > 100_000:  # bounded: a long-lived server forgets and asks again
+                self._known_objects.clear()
+                self._known_folders.clear()
+            self._known_objects.add(key)
+            self._known_folders.update(parents)
+
+    def _forget(self, keys) -> None:
+        with self._lock:
+            for key in keys:
+                self._known_objects.discard(key)
+            self._known_folders.clear()  # a delete may empty any folder above it
 
     def _put_if_absent(self, key: str, name: str, data: bytes, content_type: str, sha: str) -> None:
         headers: _Headers = {"Content-Type": content_type, SHA_META: sha}
@@ -467,13 +490,16 @@ class S3Store(Store):
     def delete(self, key: str) -> None:
         self.stat(key)  # S3 deletes of missing objects succeed silently; the contract says NotFound
         name = self._name(key)
+        self._forget([key])
         self._call("deleting", key, lambda: self.client.remove_object(self.bucket, name))
 
     def delete_prefix(self, prefix: str) -> None:
         prefix = validate_prefix(prefix)
         if not prefix:
             raise InvalidArgument("prefix", "must not be empty (refusing to delete the whole store)")
-        names = [self._name(k) for k in self.list(prefix)]
+        keys = self.list(prefix)
+        names = [self._name(k) for k in keys]
+        self._forget(keys)
 
         def remove() -> None:
             errors = list(self.client.remove_objects(self.bucket, (DeleteObject(n) for n in names)))

@@ -457,3 +457,18 @@ def test_overlong_keys_are_rejected(store, key):
         store.put_bytes(key, b"x")
     with pytest.raises(InvalidArgument, match="limit"):
         store.exists(key)
+
+
+def test_s3_tree_rule_holds_across_processes_that_remember_what_they_wrote(s3_store):
+    """check_tree remembers the folders and objects a store wrote (one PUT per progress.json, not 3 HEADs and a
+    LIST); another process (here: another store object) still sees the real tree."""
+    other = open_store(s3_store.uri)
+    s3_store.put_bytes("run/ckpt/step-1.pt", b"1")
+    s3_store.put_bytes("run/progress.json", b"{}")
+    with pytest.raises(FailedPrecondition, match="never both"):
+        other.put_bytes("run/ckpt", b"x")
+    other.put_bytes("run/ckpt/step-2.pt", b"2")
+    with pytest.raises(FailedPrecondition, match="never both"):
+        s3_store.put_bytes("run/progress.json/x", b"x")
+    s3_store.put_bytes("run/progress.json", b"{1}")  # remembered: no HEADs, still one object
+    assert s3_store.list("run") == ["run/ckpt/step-1.pt", "run/ckpt/step-2.pt", "run/progress.json"]
