@@ -354,11 +354,13 @@ def cached_entry(source: Source, opts: ClipOptions, root: Path | None = None) ->
     folder = (root or cache_dir()) / key[:2]
     blob, index = folder / f"{key}.f32", folder / f"{key}.json"
     f, n = opts.shape
-    if index.exists() and blob.exists():
+    try:
         meta = json.loads(index.read_text())
         if blob.stat().st_size == len(meta["offsets"]) * f * n * 4:
             del meta["source"]
             return Entry(blob=str(blob), **meta, hit=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # absent, or left unreadable by something outside smf: made again below
     from smf.common.audio import SpectrogramTransform, load_audio
 
     audio, _ = load_audio(source.audio(), sample_rate=opts.sample_rate, name=source.name)
@@ -451,6 +453,16 @@ class CachedClips(torch.utils.data.Dataset):
         return torch.from_numpy(out)
 
     __getitems__ = take  # DataLoader's batched fetch: one call per batch
+
+    def load_all(self) -> torch.Tensor:
+        """Every clip [M, F, N], one read per cache entry (for data under the memory budget)."""
+        out = torch.empty(len(self), *self.shape)
+        start = 0
+        for blob in self.blobs:
+            rows = torch.from_numpy(np.fromfile(blob, np.float32)).view(-1, *self.shape)
+            out[start : start + len(rows)] = rows
+            start += len(rows)
+        return out
 
 
 Clips = InMemoryClips | CachedClips
@@ -573,7 +585,7 @@ def _load(cfg: GanConfig, store: Store) -> TrainingData:
     f, n = opts.shape
     counts.in_memory = counts.clips * f * n * 4 <= lo.memory_budget_mb * 2**20
     if counts.in_memory:
-        clips = InMemoryClips(clips.take(list(range(len(clips)))))
+        clips = InMemoryClips(clips.load_all())
     data = TrainingData(clips=clips, source=lo.data_path, counts=counts, files=[s.name for s in sources])
     attrs = cfg.model.attributes
     if attrs:

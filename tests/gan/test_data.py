@@ -182,8 +182,9 @@ def test_the_cache_is_hit_on_a_second_load_and_keyed_by_the_transform(tmp_path):
     again = load(tmp_path)
     assert again.counts.cache_hits == 2 and torch.equal(again.clips.take([0, 7]), first.clips.take([0, 7]))
     cfg = config(tmp_path)
-    cfg["transformConfig"]["hop_size"] = 32  # another transform: other spectrograms, other clip length
+    cfg["transformConfig"].update(hop_size=32, n_frames=64)  # the same 2048-sample clips, another transform
     assert load(tmp_path, cfg=cfg).counts.cache_hits == 0
+    assert load(tmp_path).counts.cache_hits == 2  # both transforms' entries are kept, side by side
     save_wav(tmp_path / "a.wav", noise(1.0, seed=3), SR)  # new content: a miss for that file only
     assert load(tmp_path).counts.cache_hits == 1
 
@@ -210,3 +211,15 @@ def test_streamed_clips_hold_descriptors_not_spectrograms_and_read_the_same_batc
         assert torch.equal(ranks[0].specs(step), want[0::2]) and torch.equal(ranks[1].specs(step), want[1::2])
     workers.close()
     assert not torch.equal(one.indices(0), one.indices(1))
+
+
+def test_clips_from_a_store_dataset_file_and_s3(store, tmp_path):
+    """data_path as a store key, on both backends: the cache keys on the store's URI, key, size and sha256."""
+    for i in range(2):
+        save_wav(tmp_path / f"n{i}.wav", noise(3 * CLIP / SR, seed=i), SR)
+        store.put_file(f"datasets/mine/n{i}.wav", tmp_path / f"n{i}.wav")
+    first = load_training_data(parse_config(config("datasets/mine", memory_budget_mb=0)), store)
+    assert (first.counts.files, first.counts.clips, first.counts.cache_hits) == (2, 6, 0)
+    assert first.clips.describe(4) == ("datasets/mine/n1.wav", CLIP, CLIP)
+    again = load_training_data(parse_config(config("datasets/mine")), store)
+    assert again.counts.cache_hits == 2 and torch.equal(again.clips.take([4]), first.clips.take([4]))
