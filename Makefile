@@ -31,6 +31,9 @@ system-deps:
 	command -v prometheus >/dev/null || need="$$need prometheus"; \
 	command -v fluidsynth >/dev/null || need="$$need fluidsynth"; \
 	[ -f /usr/share/sounds/sf2/TimGM6mb.sf2 ] || need="$$need timgm6mb-soundfont"; \
+	ldconfig -p | grep -q libportaudio.so.2 || need="$$need libportaudio2"; \
+	command -v jackd >/dev/null || need="$$need jackd2"; \
+	command -v aplay >/dev/null || need="$$need alsa-utils"; \
 	if [ -n "$$need" ]; then \
 	  echo "installing:$$need"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -6,7 +6,9 @@
     smf rnn train --data datasets/tones --generate rms centroid --rate 125 --prop normPitch --name tones-ctl
     smf rnn train --data datasets/tones --prop rms centroid --name tones-audio   # audio tier on analysis controls
     smf rnn generate -m rnn/tones-audio --chain rnn/tones-ctl --cond glide.npy --duration 4   # chained tiers
-    smf rnn play -m rnn/tones --out live.wav                                    # type normPitch=0.7 [glide_ms]
+    smf rnn play -m rnn/tones                                    # sound card; type normPitch=0.7 [glide_ms]
+    smf rnn play -m rnn/tones --osc 9000 --midi nanoKONTROL --midi-map cc.json --voices 2   # /smf/voice/1/dim0 0.3
+    smf rnn play -m rnn/tones --wav live.wav                     # a file instead of the sound card
     smf rnn play -m rnn/demo-x --chain rnn/demo-x-controls                      # a two-tier synth: dim0=0.2 ...
     smf rnn ls ; smf rnn export -m rnn/tones
     smf rnn evaluate -m rnn/tones -o eval/                                      # control-following score + plot
@@ -22,9 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import sys
-import threading
 import time
 
 import numpy as np
@@ -127,16 +127,41 @@ def _add_generate(sub, common) -> None:
 
 def _add_play(sub, common) -> None:
     """`smf rnn play`."""
-    pl = sub.add_parser("play", parents=[common], help="live: type NAME=VALUE [GLIDE_MS] lines to move params")
-    pl.add_argument("-m", "--model", required=True)
+    pl = sub.add_parser(
+        "play",
+        parents=[common],
+        help="live, on the sound card: knobs from NAME=VALUE [GLIDE_MS] lines, OSC or MIDI CC",
+    )
+    pl.add_argument("-m", "--model", default="", help="the audio tier to play (required unless --list-devices)")
     pl.add_argument("--values", nargs="*", type=float, default=None, help="starting values (default 0.5 each)")
-    pl.add_argument("--out", default="live.wav", help="wav file the session is written to as it plays")
-    pl.add_argument("--seconds", type=float, default=0.0, help="stop after this long (default: until EOF)")
-    pl.add_argument("--chunk-ms", type=float, default=100.0)
+    pl.add_argument("--wav", "--out", dest="wav", default="", help="write the session to this wav file instead")
+    pl.add_argument("--seconds", type=float, default=0.0, help="stop after this long (default: until EOF or q)")
+    pl.add_argument("--chunk-ms", type=float, default=100.0, help="audio made per step; knobs apply per chunk")
     pl.add_argument("--temperature", type=float, default=1.0)
     pl.add_argument("--seed", type=int, default=None)
     pl.add_argument("--step", type=int, default=0)
     pl.add_argument("--chain", default="", help="parameter tier whose params are the knobs (a two-tier synth)")
+    pl.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "int8"],
+        default="int8",
+        help="compiled loop's number format (local; default int8: the one that keeps an SMF-size voice real time)",
+    )
+    pl.add_argument("--voices", type=int, default=1, help="voices played together (local); knobs @N or OSC voice/N")
+    pl.add_argument("--max-voices", type=int, default=0, help="voice budget (default $SMF_MAX_VOICES or 8)")
+    pl.add_argument("--glide-ms", type=float, default=30.0, help="glide of a knob move that names none")
+    dev = pl.add_argument_group("sound card (PortAudio)")
+    dev.add_argument("--list-devices", action="store_true", help="print the audio devices and exit")
+    dev.add_argument("--device", default=None, help="output device: index or name from --list-devices")
+    dev.add_argument("--blocksize", type=int, default=0, help="frames per PortAudio callback (0: its choice)")
+    dev.add_argument("--latency", default=None, help="PortAudio output latency: low, high or seconds")
+    dev.add_argument("--buffer-ms", type=float, default=300.0, help="how far the generator runs ahead of the device")
+    kn = pl.add_argument_group("knobs from other programs")
+    kn.add_argument("--osc", type=int, default=None, metavar="PORT", help="OSC on udp PORT: /smf/<param> <value>")
+    kn.add_argument("--osc-host", default="127.0.0.1", help="address the OSC server binds (0.0.0.0: the network)")
+    kn.add_argument("--midi", default="", metavar="PORT", help="MIDI input (a name part; else a virtual port)")
+    kn.add_argument("--midi-map", default="", metavar="FILE", help='{"cc": {"1": "dim0"}, "channel": null}')
+    kn.add_argument("--midi-api", default="", choices=["", "alsa", "jack"], help="MIDI system (default rtmidi's)")
     pl.set_defaults(func=cmd_play)
 
 
@@ -405,114 +430,137 @@ def _generate_chain(args) -> int:
 # --- live -----------------------------------------------------------------------------------------------------
 
 
-def _read_updates(names: list[str] | None, q: queue.Queue, stop_on_eof: bool = True) -> None:
-    """stdin lines 'name=value [glide_ms]' (several name=value pairs allowed) -> update dicts on q.
-    'q' ends the session; so does end of input unless the session has its own length (--seconds)."""
-    for line in sys.stdin:
-        parts = line.split()
-        if not parts:
-            continue
-        if parts[0] in ("q", "quit", "exit"):
-            q.put(None)
-            return
-        update = {}
-        for part in parts:
-            if "=" in part:
-                k, _, v = part.partition("=")
-                try:
-                    update[k] = float(v)
-                except ValueError:
-                    print(f"not a number: {part}", file=sys.stderr)
-            else:
-                try:
-                    update["_glide_ms"] = float(part)
-                except ValueError:
-                    print(f"ignored: {part} (expected NAME=VALUE [GLIDE_MS])", file=sys.stderr)
-        if names is not None and set(update) - set(names) - {"_glide_ms"}:
-            print(
-                f"unknown params {sorted(set(update) - set(names) - {'_glide_ms'})}; params: {names}", file=sys.stderr
-            )
-            continue
-        q.put(update)
-    if stop_on_eof:
-        q.put(None)
-
-
 def cmd_play(args) -> int:
-    import soundfile as sf
+    from smf.rnn import play
 
-    q: queue.Queue = queue.Queue()
+    if args.list_devices:
+        print(play.device_table())
+        return 0
+    if not args.model:
+        raise InvalidArgument("--model", "is required: the audio tier to play (smf rnn ls lists them)")
+    voices = play.check_voice_budget(args.voices, args.max_voices or None)
     if args.remote:
-        from smf.rnn.client import RnnClient
-
-        client = RnnClient(args.remote)
-        names, sr = None, 16000
-        for m in client.list_models():
-            if m.ref.id == args.model or m.ref.id == f"rnn/{args.model}":
-                sr = m.sample_rate or 16000
-                names = names or list(m.param_names)
-            if args.chain and (m.ref.id == args.chain or m.ref.id == f"rnn/{args.chain}"):
-                names = list(m.param_names)
-        chunks = client.play(
-            args.model,
-            args.values,
-            updates=q,
-            step=args.step,
-            chunk_samples=int(sr * args.chunk_ms / 1000),
-            temperature=args.temperature,
-            seed=args.seed,
-            max_seconds=args.seconds,
-            chain_model=args.chain,
-        )
+        names, sr, chunks = _remote_session(args, voices)
     else:
-        from smf.common.store import open_store
-        from smf.rnn.runs import ModelCache
+        names, sr, chunks = _local_session(args, voices)
+    sources = _knob_sources(args, chunks.knobs)
+    where = args.wav or f"device {args.device or '(default)'}"
+    print(
+        f"params {names}; type NAME=VALUE [GLIDE_MS] [@VOICE] and Enter, 'q' to stop; playing to {where}",
+        file=sys.stderr,
+    )
 
-        cache = ModelCache(open_store(args.store))
-        loaded = cache.load(args.model, args.step)
-        chain = cache.load(args.chain).model if args.chain else None
-        names = list((chain or loaded).config.param_names)
-        sr = loaded.config.sample_rate
-        chunks = _local_play(loaded, chain, names, args, q, sr)
-    print(f"params {names}; type NAME=VALUE [GLIDE_MS] and Enter, 'q' to stop; writing {args.out}", file=sys.stderr)
-    threading.Thread(target=_read_updates, args=(names, q, args.seconds <= 0), daemon=True).start()
-    with sf.SoundFile(args.out, "w", samplerate=sr, channels=1, subtype="PCM_16") as out:
-        for audio, values in chunks:
-            out.write(audio)
-            out.flush()
-            print(
-                "\r" + "  ".join(f"{n}={v:.3f}" for n, v in zip(names or [], values, strict=False)),
-                end="",
-                file=sys.stderr,
+    def status(values, stats, fill):
+        shown = "  ".join(f"{n}={v:.3f}" for n, v in zip(names or [], values, strict=False))
+        line = f"{shown}  buffer {1000 * fill / sr:.0f} ms  underruns {stats.underruns}" if not args.wav else shown
+        print("\r" + line, end="", file=sys.stderr)
+
+    try:
+        if args.wav:
+            stats = play.play_wav(chunks, args.wav, sr, on_status=status)
+        else:
+            stats = play.play_device(
+                chunks,
+                sr,
+                device=args.device,
+                blocksize=args.blocksize,
+                latency=args.latency,
+                buffer_ms=args.buffer_ms,
+                on_status=status,
             )
+    finally:
+        for s in sources:
+            s.close()
     print(file=sys.stderr)
+    print(f"wrote {args.wav}: {stats.frames / sr:.2f} s" if args.wav else stats.summary(), file=sys.stderr)
     return 0
 
 
-def _local_play(loaded, chain, names: list[str], args, q: queue.Queue, sr: int):
-    from smf.rnn.live import LiveVoice
+class _Session:
+    """A session's chunks with the knobs that steer them (what cmd_play hands to a sink)."""
 
+    def __init__(self, chunks, knobs):
+        self.chunks, self.knobs = chunks, knobs
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+
+def _local_session(args, voices: int):
+    from smf.common.store import open_store
+    from smf.rnn.knobs import Knobs
+    from smf.rnn.live import LiveVoice
+    from smf.rnn.play import Ensemble, local_chunks
+    from smf.rnn.runs import ModelCache
+
+    cache = ModelCache(open_store(args.store), precision=args.precision)
+    loaded = cache.load(args.model, args.step)
+    chain = cache.load(args.chain).model if args.chain else None
+    names = list((chain or loaded).config.param_names)
+    sr = loaded.config.sample_rate
     values = args.values if args.values else [0.5] * len(names)
     cond.check_array(np.asarray([values]), names, field="--values")
-    voice = LiveVoice(loaded.generator, values, temperature=args.temperature, seed=args.seed, chain=chain)
-    n = max(16, int(sr * args.chunk_ms / 1000))
-    t0, produced = time.monotonic(), 0
+    seeds = [None if args.seed is None else args.seed + i for i in range(voices)]
+    ensemble = Ensemble(
+        [LiveVoice(loaded.generator, values, temperature=args.temperature, seed=s, chain=chain) for s in seeds],
+        names,
+        sr,
+    )
+    knobs = Knobs(names, voices=voices, glide_ms=args.glide_ms)
+    chunk = max(16, int(sr * args.chunk_ms / 1000))
+    return names, sr, _Session(local_chunks(ensemble, knobs, chunk=chunk, seconds=args.seconds), knobs)
 
-    while args.seconds <= 0 or produced < args.seconds * sr:
-        try:
-            while True:
-                u = q.get_nowait()
-                if u is None:
-                    return
-                glide_ms = u.pop("_glide_ms", 0.0)
-                voice.update(u, names, sr, glide_ms=glide_ms)
-        except queue.Empty:
-            pass
-        yield voice.next_chunk(n, sr), voice.values.tolist()
-        produced += n
-        ahead = produced / sr - (time.monotonic() - t0)
-        if ahead > 0.3:
-            time.sleep(ahead - 0.3)
+
+def _remote_session(args, voices: int):
+    from smf.rnn.client import RnnClient
+    from smf.rnn.knobs import Knobs
+    from smf.rnn.play import remote_updates
+
+    if voices != 1:
+        raise InvalidArgument("--voices", "a remote Play stream is one voice; run one smf rnn play per voice")
+    client = RnnClient(args.remote)
+    names, sr = None, 16000
+    for m in client.list_models():
+        if m.ref.id == args.model or m.ref.id == f"rnn/{args.model}":
+            sr = m.sample_rate or 16000
+            names = names or list(m.param_names)
+        if args.chain and (m.ref.id == args.chain or m.ref.id == f"rnn/{args.chain}"):
+            names = list(m.param_names)
+    if names is None:
+        raise InvalidArgument("--model", f"{args.model} is not a model of the RnnService at {args.remote}")
+    knobs = Knobs(names, voices=1, glide_ms=args.glide_ms)
+    chunks = client.play(
+        args.model,
+        args.values,
+        updates=remote_updates(knobs),
+        step=args.step,
+        chunk_samples=int(sr * args.chunk_ms / 1000),
+        temperature=args.temperature,
+        seed=args.seed,
+        max_ahead_ms=int(args.buffer_ms),
+        max_seconds=args.seconds,
+        chain_model=args.chain,
+    )
+    return names, sr, _Session(chunks, knobs)
+
+
+def _knob_sources(args, knobs) -> list:
+    """stdin always (NAME=VALUE lines); OSC and MIDI when asked. Returns what must be closed at the end."""
+    from smf.rnn.knobs import MidiKnobs, OscKnobs, StdinKnobs, default_midi_map, load_midi_map
+
+    StdinKnobs(knobs, stop_on_eof=args.seconds <= 0)
+    sources: list = []
+    if args.osc is not None:
+        osc = OscKnobs(knobs, host=args.osc_host, port=args.osc)
+        print(f"OSC on udp {osc.host}:{osc.port}: /smf/<param> <value> [glide_ms]", file=sys.stderr)
+        sources.append(osc)
+    if args.midi:
+        mapping = load_midi_map(args.midi_map, knobs.names) if args.midi_map else default_midi_map(knobs.names)
+        midi = MidiKnobs(knobs, args.midi, mapping, api=args.midi_api)
+        cc = ", ".join(f"CC{k}->{v}" for k, v in sorted(mapping.cc.items()))
+        print(f"MIDI from {midi.name}: {cc}", file=sys.stderr)
+        sources.append(midi)
+    return sources
 
 
 # --- listing / export -----------------------------------------------------------------------------------------
