@@ -155,7 +155,8 @@ class StdinKnobs:
 
     def __init__(self, knobs: Knobs, stream: Iterable[str] | None = None, *, stop_on_eof: bool = True):
         self.knobs, self.stream, self.stop_on_eof = knobs, stream, stop_on_eof
-        threading.Thread(target=self.run, name="smf-knobs-stdin", daemon=True).start()
+        self.thread = threading.Thread(target=self.run, name="smf-knobs-stdin", daemon=True)
+        self.thread.start()
 
     def run(self) -> None:
         for text in self.stream if self.stream is not None else sys.stdin:
@@ -196,13 +197,13 @@ class OscKnobs:
 
     def __init__(self, knobs: Knobs, *, host: str = "127.0.0.1", port: int = 9000):
         from pythonosc.dispatcher import Dispatcher
-        from pythonosc.osc_server import ThreadingOSCUDPServer
+        from pythonosc.osc_server import BlockingOSCUDPServer
 
         self.knobs = knobs
         dispatcher = Dispatcher()
         dispatcher.set_default_handler(self.handle)
         try:
-            self.server = ThreadingOSCUDPServer((host, port), dispatcher)
+            self.server = BlockingOSCUDPServer((host, port), dispatcher)  # one thread: updates keep their order
         except OSError as exc:
             raise FailedPrecondition(f"--osc: cannot listen on udp {host}:{port}: {exc.strerror}") from None
         self.host, self.port = self.server.server_address[:2]
