@@ -64,6 +64,7 @@ from smf.common.store import (
 
 T = TypeVar("T")
 _Headers = dict[str, str | list[str] | tuple[str]]  # what minio's request methods take
+_CONDITIONAL: dict[tuple[str, str], bool] = {}  # (endpoint, bucket) -> honours If-None-Match (probed once)
 log = logging.getLogger("smf.store")
 
 PART_SIZE = 16 << 20  # multipart above this; 16 MiB parts keep a 100 MB upload to 7 requests
@@ -387,7 +388,10 @@ class S3Store(Store):
                 raise
 
     def _conditional_supported(self) -> bool:
-        """Whether the server refuses a second `If-None-Match: *` PUT of one key (asked once per store)."""
+        """Whether the server refuses a second `If-None-Match: *` PUT of one key (asked once per endpoint and
+        bucket in a process: services open a store object per request URI)."""
+        if self._conditional is None:
+            self._conditional = _CONDITIONAL.get((self.endpoint, self.bucket))
         if self._conditional is None:
             probe = f"{STAGING}/probe-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
             name = self._name(probe)
@@ -406,6 +410,7 @@ class S3Store(Store):
                 self._conditional = True
             finally:
                 self._call("deleting", probe, lambda: self.client.remove_object(self.bucket, name))
+            _CONDITIONAL[(self.endpoint, self.bucket)] = self._conditional
         return self._conditional
 
     def move(self, src: str, dst: str) -> None:
