@@ -1,7 +1,7 @@
 """The commit protocol of artifacts: an operation stages its files, and the artifact appears only when its manifest
 is committed, listing exactly the files this operation wrote (ARCHITECTURE §7).
 
-    with Staging(store, artifact_id("renders", request.output_id)) as out:   # claims the id, or AlreadyExists
+    with Staging(store, refs.artifact_id(request.output_id, "renders", field="output_id")) as out:  # claims the id
         out.put_bytes("0.wav", wav)                   # -> .staging/<op>/0.wav, invisible to readers and `ls`
         out.put_bytes("0.pt", latent)
         manifest = out.commit("renders", config=..., inputs=["gan/run1"], service="gan")
@@ -21,8 +21,8 @@ listing exactly the staged files, so a file already under `<id>/` (another artif
 never taken in; (5) the replaced version's files the new one lacks are deleted. Readers go by manifests
 (`lineage.read_manifest`, `list_artifacts`), so an id without one does not exist for them.
 
-Kinds own their prefixes: a name a request gives (`output_id`) is one path segment inside its kind's prefix,
-checked by `artifact_name`; `samples`, `gan/x` or `..` never reach another kind's artifacts.
+Kinds own their prefixes: a name a request gives (`output_id`) is a name inside its kind's prefix, turned into an id
+by `refs.artifact_id` (the one resolver); `gan/x`, `samples/y/z` or `..` never reach another kind's artifacts.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -44,11 +43,8 @@ from smf.common.store import STAGING, Store, validate_key, validate_prefix
 
 __all__ = [
     "CLAIMS",
-    "MAX_NAME",
     "Claim",
     "Staging",
-    "artifact_id",
-    "artifact_name",
     "max_age_s",
     "start_sweeper",
     "sweep",
@@ -57,31 +53,8 @@ __all__ = [
 log = logging.getLogger("smf.commit")
 
 CLAIMS = f"{STAGING}/claims"
-MAX_NAME = 100
 DEFAULT_MAX_AGE_S = 6 * 3600.0
 MOVERS = 8  # parallel moves at commit: S3 copies are one round trip each
-_NAME = re.compile(r"[A-Za-z0-9._-]+")
-
-
-# --- names ------------------------------------------------------------------------------------------------------------
-def artifact_name(name: str, *, field: str = "output_id") -> str:
-    """`name` if it is one path segment of `[A-Za-z0-9._-]` (not `.`/`..`, at most MAX_NAME), else InvalidArgument."""
-    if not isinstance(name, str) or not name:
-        raise InvalidArgument(field, "must be a non-empty name")
-    if len(name) > MAX_NAME:
-        raise InvalidArgument(field, f"{name[:40]!r}... is {len(name)} characters long, the limit is {MAX_NAME}")
-    if "/" in name:
-        raise InvalidArgument(
-            field, f"{name!r} must be a plain name (no '/'): it names an artifact inside its kind's own folder"
-        )
-    if name in (".", "..") or not _NAME.fullmatch(name) or name.startswith((".smf-", STAGING)):
-        raise InvalidArgument(field, f"{name!r} must be a name of [A-Za-z0-9._-], not '.', '..' or '.staging'")
-    return name
-
-
-def artifact_id(kind_prefix: str, name: str, *, field: str = "output_id") -> str:
-    """The id of the artifact `name` of a kind: artifact_id("renders", "take1") -> "renders/take1"."""
-    return f"{kind_prefix}/{artifact_name(name, field=field)}"
 
 
 # --- claims -----------------------------------------------------------------------------------------------------------

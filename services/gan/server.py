@@ -16,8 +16,8 @@ import logging
 import random
 
 import torch
-from smf.common import jobs
-from smf.common.commit import Staging, artifact_id, start_sweeper
+from smf.common import jobs, refs
+from smf.common.commit import Staging, start_sweeper
 from smf.common.errors import InvalidArgument, NotFound
 from smf.common.latents import read_latent
 from smf.common.limits import MAX_GPUS, check_gpus, check_range, parse_json
@@ -191,8 +191,7 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
         else:
             raise InvalidArgument("latents", "give latents inline or as latent_uris")
         # a name inside renders/ ("take1", or "renders/take1"): never a key in another kind's prefix
-        name = request.output_id.removeprefix("renders/")
-        output_id = artifact_id("renders", name) if request.output_id else ""
+        output_id = refs.artifact_id(request.output_id, "renders", field="output_id") if request.output_id else ""
         for result, artifact in self._render(
             model, latents, request.output, request.encoding, "renders", output_id, {}
         ):

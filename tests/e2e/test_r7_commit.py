@@ -131,7 +131,9 @@ def test_render_past_its_deadline_leaves_nothing_and_a_later_render_lists_only_i
     assert again.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
 
-@pytest.mark.parametrize("bad", ["gan/fakemodel", "gan/trained/ckpt", "samples/x", "datasets/tones", "../x", "a/b"])
+@pytest.mark.parametrize(
+    "bad", ["gan/fakemodel", "gan/trained/ckpt", "samples/x", "datasets/tones", "../x", "a/b", "renders/a/b", "x" * 201]
+)
 def test_output_id_cannot_reach_another_kind(gan, bad):
     stub, store = gan
     dim = load_model(store, "trained").latent_dim
