@@ -101,7 +101,10 @@ def test_it_learns_the_tones(tones_store):
     tr.run()
     lsd = dict(zip(tr.metrics["lsd_step"], tr.metrics["lsd"], strict=False))
     print(f"log-spectral distance to the data: step 0 {lsd[0]:.3f} -> step {tr.step} {lsd[tr.step]:.3f}")
-    assert lsd[tr.step] < 0.6 * lsd[0]
+    # 0.75, not less: step 0 is already capped at the data's loudest bins (GanArgs.ceiling), which takes the
+    # random generator from ~1.5 to ~0.63; a GAN that learns nothing stays there.
+    assert lsd[tr.step] < 0.75 * lsd[0]
+    assert len(tr.args.ceiling) == cfg.transform.n_bins
 
 
 def test_attribute_conditioning_from_params(tones_store):
