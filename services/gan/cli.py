@@ -126,7 +126,8 @@ def _check_folder(cfg) -> None:
     path = cfg.loader.data_path
     if not is_local_path(path):
         return  # a store dataset: imported (and checked) already
-    survey = survey_folder(path, labels=cfg.model.attributes, field="loaderConfig.data_path")
+    labels = [] if cfg.loader.att_dict_path else cfg.model.attributes  # att_dict labels need no .params
+    survey = survey_folder(path, labels=labels, field="loaderConfig.data_path")
     print(f"{path}: {survey.summary()}", file=sys.stderr)
 
 

@@ -223,3 +223,18 @@ def test_clips_from_a_store_dataset_file_and_s3(store, tmp_path):
     assert first.clips.describe(4) == ("datasets/mine/n1.wav", CLIP, CLIP)
     again = load_training_data(parse_config(config("datasets/mine")), store)
     assert again.counts.cache_hits == 2 and torch.equal(again.clips.take([4]), first.clips.take([4]))
+
+
+def test_smf_gan_train_an_ac_gan_on_a_plain_folder_with_att_dict_labels(tmp_path, file_store, capsys):
+    """`smf gan train` on a folder without .params: the AC-GAN's labels come from att_dict_path."""
+    from smf.cli import main
+
+    folder = tmp_path / "notes"
+    cfg = config(folder, att_dict_path=str(notes(folder)), filter_keys={"instrument_family_str": ["a"]})
+    cfg["modelConfig"].update(ac_gan=True, attribKeysOrder={"pitch": 0})
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    assert main(["gan", "train", "-n", "notes", str(path), "--store", file_store.uri]) == 0
+    assert "4 files → 4 clips" in capsys.readouterr().out
+    model = json.loads(file_store.get_bytes("gan/notes/model.json"))
+    assert model["classes"] == {"pitch": [48, 52, 56, 62]}
