@@ -18,7 +18,8 @@ def test_original_oreilly_config_loads_as_it_is():
     assert cfg.model.n_scales == 5 and cfg.total_steps == 1_200_000
     assert cfg.model.attributes == []  # ac_gan false: attribKeysOrder is not used
     # the original loader's metadata keys are honoured; its plumbing keys are accepted and reported
-    assert cfg.loader.filter_keys == {"sound_source": ["O'REILLY"]} and cfg.loader.att_dict_path.endswith("oreilly.json")
+    assert cfg.loader.filter_keys == {"sound_source": ["O'REILLY"]}
+    assert cfg.loader.att_dict_path.endswith("oreilly.json")
     assert "loaderConfig.dataloader" in cfg.ignored and "modelConfig.imagefolderDataset" in cfg.ignored
     # ... and the network it describes builds, at the shapes of the original (256 generated bins + Nyquist copy)
     args = GanArgs.from_config(cfg)
