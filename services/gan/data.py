@@ -78,8 +78,8 @@ def list_sources(cfg: GanConfig, store: Store) -> list[Source]:
     field_name = "loaderConfig.data_path"
     if refs.is_uri(path):  # a full store URI: the data may live in another store than the run
         store, prefix = refs.resolve_key(store, path, field=field_name, allowed=refs.ANY)
-    elif os.path.isabs(path) or path.startswith("."):  # a local folder of audio, as in the original configs
-        return _folder_sources(Path(path), field_name)
+    elif refs.is_local_path(path):  # a local folder of audio, as in the original configs
+        return _folder_sources(Path(os.path.expanduser(path)), field_name)
     else:
         prefix = path.strip("/")
     keys = store.list(prefix)
@@ -132,8 +132,8 @@ def read_attributes(raw: str, store: Store) -> dict[str, dict]:
         if refs.is_uri(raw):
             home, key = refs.resolve_key(store, raw, field=field_name, allowed=refs.ANY)
             data = home.get_bytes(key)
-        elif os.path.isabs(raw) or raw.startswith("."):
-            data = Path(raw).read_bytes()
+        elif refs.is_local_path(raw):
+            data = Path(os.path.expanduser(raw)).read_bytes()
         else:
             data = store.get_bytes(raw.strip("/"))
     except OSError as exc:
