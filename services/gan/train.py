@@ -117,7 +117,7 @@ class Trainer:
         betas = (0.0, 0.99)  # PGGAN's Adam settings
         self.opt_g = torch.optim.Adam(self.gan.G.parameters(), lr=m.baseLearningRate, betas=betas, eps=1e-8)
         self.opt_d = torch.optim.Adam(self.gan.D.parameters(), lr=m.baseLearningRate, betas=betas, eps=1e-8)
-        # All randomness of the loop (batches, noise, GP mixing) comes from this CPU generator, saved in checkpoints.
+        # The loop's noise and GP mixing come from this CPU generator, saved in checkpoints (batches: self.batches).
         self.gen = torch.Generator().manual_seed(cfg.train.seed)
         self.preview_z = random_latents(
             self.args, cfg.train.previewCount, torch.Generator().manual_seed(cfg.train.seed + 1)
