@@ -156,6 +156,7 @@ class PlayStats:
     generated: int = 0  # frames the generator made
     min_fill: int | None = None  # the buffer's lowest fill seen by a callback (frames), after the start
     latency_s: float = 0.0  # the stream's output latency as PortAudio reports it
+    niceness: int | None = None  # the generator thread's, when it could be raised
 
     @property
     def underruns(self) -> int:
@@ -225,6 +226,15 @@ def parse_latency(text: str | None) -> float | str | None:
         raise InvalidArgument("--latency", f"must be 'low', 'high' or seconds, got {text!r}") from None
 
 
+def raise_priority(niceness: int) -> int | None:
+    """Set the calling thread's niceness (Linux: per thread); the niceness it runs at, None where not permitted."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+        return niceness
+    except (OSError, AttributeError):  # not permitted (not root), or no per-thread priority on this OS
+        return None
+
+
 def play_device(
     chunks: Iterator[tuple[np.ndarray, list[float]]],
     sample_rate: int,
@@ -235,12 +245,14 @@ def play_device(
     buffer_ms: float = 300.0,
     on_status: Callable[[list[float], PlayStats, int], None] | None = None,
     stop: threading.Event | None = None,
+    niceness: int = -10,
 ) -> PlayStats:
     """Play the chunks on a PortAudio output until they end (or `stop` is set); returns what the device saw.
 
     The generator thread fills the ring ahead of the device; the stream starts once the ring is full (or the
     chunks ended first), so the first callback does not find it empty. `on_status(values, stats, fill)` is called
-    after each chunk (the live status line)."""
+    after each chunk (the live status line). The generator thread asks for `niceness` (below 0: ahead of the
+    machine's other work, as audio threads do; granted to root or with CAP_SYS_NICE, else it keeps its own)."""
     sd = import_sounddevice()
     latency_arg = parse_latency(latency)  # checked before any work starts
     stop = stop or threading.Event()
@@ -249,6 +261,7 @@ def play_device(
     done, failed = threading.Event(), []
 
     def fill() -> None:
+        stats.niceness = raise_priority(niceness)
         try:
             for audio, values in chunks:
                 ring.write(audio, stop)
