@@ -302,6 +302,8 @@ def play_device(
                 stop.wait(0.02)
             # the ring is empty: wait for what PortAudio still holds to reach the speaker
             stop.wait(stats.latency_s + 2 * (blocksize or 512) / sample_rate)
+    except KeyboardInterrupt:  # Ctrl-C is how a live session usually ends: still report what was played
+        pass
     finally:
         stop.set()
     if failed:
