@@ -159,3 +159,20 @@ def test_ring_buffer_is_bounded_and_keeps_order():
     writer.join(5)
     np.testing.assert_array_equal(np.array(got), data)  # across many wrap-arounds
     assert ring.read_into(out) == 0  # empty: the reader does not wait
+
+
+def test_remote_play_reaches_the_device(jack, trained_store, capsys, monkeypatch):
+    """--remote: RnnService.Play's chunks (over loopback gRPC) into the same buffer, to the same device."""
+    from smf.cli import main
+    from smf.common.store import open_store
+    from smf.rnn.server import SERVICE_NAME, RnnServicer, servicers
+    from support.loopback import loopback_server
+
+    monkeypatch.setenv("SMF_TOKEN", "play-token")
+    monkeypatch.setattr("sys.stdin", io.StringIO("normPitch=0.8\n"))
+    with loopback_server("rnn", servicers(RnnServicer(open_store(trained_store))), [SERVICE_NAME], "play-token") as srv:
+        args = ["rnn", "play", "-m", "rnn/live", "--remote", f"127.0.0.1:{srv.port}", "--seconds", "1"]
+        assert main([*args, "--device", str(jack.portaudio_device()), "--chunk-ms", "50"]) == 0
+    err = capsys.readouterr().err
+    assert "played 1.00 s (16000 frames" in err and "underruns 0 " in err, err
+    assert "normPitch=0.800" in err
