@@ -38,8 +38,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from smf.common.errors import AlreadyExists, DataCorruption, FailedPrecondition, InvalidArgument, NotFound
-from smf.common.lineage import MANIFEST, Manifest, build_manifest, new_id, read_manifest
-from smf.common.store import STAGING, Store, validate_key, validate_prefix
+from smf.common.lineage import MANIFEST, Manifest, build_manifest, check_file_name, new_id, read_manifest
+from smf.common.store import STAGING, Store, validate_prefix
 
 __all__ = [
     "CLAIMS",
@@ -134,12 +134,7 @@ class Staging:
 
     # --- writes -------------------------------------------------------------------------------------------------------
     def _name(self, name: str) -> str:
-        try:
-            validate_key(name)
-        except InvalidArgument as exc:
-            raise InvalidArgument(f"files[{name!r}]", exc.message.split(": ", 1)[1]) from None
-        if name == MANIFEST:
-            raise InvalidArgument(f"files[{name!r}]", f"{MANIFEST} is written by the commit itself")
+        check_file_name(name, "the commit")
         if self.done:
             raise FailedPrecondition(f"artifact {self.id!r}: this operation has already committed or aborted")
         # the tree rule among this operation's own files (the store does not check staged keys)

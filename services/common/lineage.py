@@ -126,13 +126,14 @@ def _artifact_prefix(artifact_id: str) -> str:
     return prefix
 
 
-def _file_name(name: str) -> str:
+def check_file_name(name: str, writer: str = "write_artifact") -> str:
+    """A file name inside an artifact: a valid relative key, not the manifest (`writer` writes that itself)."""
     try:
         validate_key(name)
     except InvalidArgument as exc:
         raise InvalidArgument(f"files[{name!r}]", exc.message.split(": ", 1)[1]) from None
     if name == MANIFEST:
-        raise InvalidArgument(f"files[{name!r}]", f"{MANIFEST} is written by write_artifact itself")
+        raise InvalidArgument(f"files[{name!r}]", f"{MANIFEST} is written by {writer} itself")
     return name
 
 
@@ -157,7 +158,7 @@ def write_artifact(
 
     prefix = _artifact_prefix(artifact_id)
     for name, value in files.items():
-        _file_name(name)
+        check_file_name(name)
         if isinstance(value, str):
             raise InvalidArgument(
                 f"files[{name!r}]", "got a str: pass bytes for contents or a pathlib.Path for a local file"
