@@ -10,6 +10,13 @@ Routes (GET only):
     /api/grid?id=<artifact id>                             grid.json (+ created_at, inputs)
     /api/file?id=<artifact id>&name=<file>                 a file of that artifact (wav, .params, mosaic.png)
     /healthz                                               "ok", no token
+Live panel (only when the auditioner has a LiveBridge, smf.grid.live; `smf grid open --rnn HOST:PORT --model M`):
+    GET /api/live                                          {enabled, model, params, sample_rate, ...}
+    POST /live  {values, temperature}                      a session {session, params, sample_rate}; 429 past the limit
+    GET /live/<session>/audio                              the session's blocks, one long response (see live.py)
+    POST /live/<session>/knobs  {values, temperature}      {rev}: the revision its first block will carry
+    POST /live/<session>/stop                              {stopped}
+POSTs take a JSON body (Content-Type application/json, at most 4 KiB), which a cross-site form cannot send.
 Files are proxied from the store — only names listed in the artifact's manifest, sha256-verified on read — so the
 browser never sees store credentials or presigned URLs. With a token, a request must carry it as
 `Authorization: Bearer`, the `smf_token` cookie, or `?token=` (which also sets the cookie, so links keep working).
@@ -29,15 +36,24 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from smf.common import refs
-from smf.common.errors import SmfError
+from smf.common.errors import FailedPrecondition, InvalidArgument, SmfError
+from smf.common.limits import parse_json
 from smf.common.lineage import Manifest, list_artifacts, read_manifest
 from smf.common.store import Store
+from smf.grid.live import check_temperature, check_values
 from smf.grid.render import read_grid
 
 log = logging.getLogger("smf.grid.http")
 
 WEB = Path(__file__).resolve().parent / "web"
-STATIC = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
+STATIC = {
+    "app.js": "text/javascript",
+    "live.js": "text/javascript",
+    "worklet.js": "text/javascript",
+    "style.css": "text/css",
+    "index.html": "text/html",
+}
+MAX_BODY = 4096
 COOKIE = "smf_token"
 _HTTP_CODES = {
     "INVALID_ARGUMENT": 400,
@@ -45,6 +61,8 @@ _HTTP_CODES = {
     "PERMISSION_DENIED": 403,
     "UNAUTHENTICATED": 401,
     "UNAVAILABLE": 503,
+    "RESOURCE_EXHAUSTED": 429,
+    "FAILED_PRECONDITION": 409,
     "DATA_LOSS": 500,
 }
 
@@ -101,8 +119,11 @@ class Auditioner:
         host: str = "0.0.0.0",
         port: int = 8080,
         public_host: str | None = None,
+        live=None,
     ):
+        """`live`: a smf.grid.live.LiveBridge to serve the live panel from (None: the panel says it is off)."""
         self.store, self.token = store, token or None
+        self.live = live
         self._manifests: OrderedDict[str, Manifest] = OrderedDict()  # committed artifacts never change
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"app": self})
@@ -142,6 +163,8 @@ class Auditioner:
         self.httpd.serve_forever()
 
     def stop(self) -> None:
+        if self.live is not None:
+            self.live.close()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -216,6 +239,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self):
+        self._handle(self._route)
+
+    def do_POST(self):
+        path = urllib.parse.urlsplit(self.path).path
+        if not (path == "/live" or path.startswith("/live/")):  # the rest of the API stays read-only
+            return self.send_error(HTTPStatus.NOT_IMPLEMENTED, f"Unsupported method ('POST') for {path}")
+        self._handle(lambda path, query, set_cookie: self._post(path, self._body()))
+
+    def _handle(self, route):
         url = urllib.parse.urlsplit(self.path)
         query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
         path = url.path
@@ -225,7 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not ok:
             return self._error(401, "this page needs the service token: open it with ?token=<SMF_TOKEN>")
         try:
-            self._route(path, query, set_cookie)
+            route(path, query, set_cookie)
         except SmfError as exc:
             self._error(_HTTP_CODES.get(exc.code.name, 500), exc.message)
         except (BrokenPipeError, ConnectionResetError):
@@ -244,6 +276,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, (WEB / name).read_bytes(), STATIC[name] + "; charset=utf-8", set_cookie=set_cookie)
         if path == "/api/grids":
             return self._json(200, {"grids": self.app.list_grids()})
+        if path == "/api/live":
+            live = self.app.live
+            return self._json(200, live.describe() if live else {"enabled": False})
+        if path.startswith("/live/") and path.endswith("/audio"):
+            return self._stream(self._live().get(path.split("/")[2]))
         if path == "/api/grid":
             aid = artifact_id(query.get("id", ""))
             self.app.manifest(aid)  # NotFound before reading anything else
@@ -262,3 +299,53 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return self._send(200, body, ctype, cache=True)
         self._error(HTTPStatus.NOT_FOUND, f"no such page: {path}")
+
+    # --- live panel ---
+    def _live(self):
+        if self.app.live is None:
+            raise FailedPrecondition("the live panel is off: start the auditioner with --rnn HOST:PORT --model M")
+        return self.app.live
+
+    def _body(self) -> dict:
+        if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
+            raise InvalidArgument("Content-Type", "must be application/json")
+        try:
+            n = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            raise InvalidArgument("Content-Length", "must be an integer") from None
+        if not 0 <= n <= MAX_BODY:
+            raise InvalidArgument("Content-Length", f"the body must be at most {MAX_BODY} bytes, got {n}")
+        doc = parse_json(self.rfile.read(n) or b"{}", field="body")
+        if not isinstance(doc, dict):
+            raise InvalidArgument("body", "must be a JSON object")
+        return doc
+
+    def _post(self, path: str, body: dict) -> None:
+        parts = path.strip("/").split("/")
+        if parts == ["live"]:
+            s = self._live().open(body.get("values"), body.get("temperature"))
+            return self._json(200, s.info())
+        if len(parts) == 3 and parts[0] == "live" and parts[2] in ("knobs", "stop"):
+            s = self._live().get(parts[1])
+            if parts[2] == "stop":
+                s.close("stopped by the page")
+                return self._json(200, {"stopped": s.id})
+            values = check_values(body.get("values") or {}, s.names, field="values")
+            return self._json(200, {"rev": s.knobs(values, check_temperature(body.get("temperature")))})
+        self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: POST {path}")
+
+    def _stream(self, session) -> None:
+        """The session's blocks down one response with no length: HTTP/1.0, so the end is the connection closing."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Sample-Rate", str(session.bridge.sample_rate))
+        self.end_headers()
+        self.close_connection = True
+        try:
+            for block in session.blocks():
+                self.wfile.write(block)
+                self.wfile.flush()
+        finally:
+            session.close("the page stopped reading")
