@@ -6,6 +6,7 @@
     smf grid 2d4pt … --gan gan-0:50051 gan-1:50051            # here, but rendered by GAN service replicas
     smf grid open grids/<id>                                  # serves the page here and prints its URL
     smf grid open grids/<id> --url http://grid:8080           # prints the page URL of a running grid service
+    smf grid open grids/<id> --rnn rnn:50054 --model rnn/NAME # + the live panel: pad and sliders play the RNN
     smf grid ls
 
 Corners (z0 … z3) are store URIs, store keys, sample ids (`samples/<id>/3`) or local `.pt` files (a 1-D tensor).
@@ -72,6 +73,9 @@ def register(subparsers) -> None:
     o.add_argument("--model", default="", help="with --rnn: the model the live panel plays (rnn/NAME)")
     o.add_argument("--chain", default="", help="with --rnn: a parameter tier whose params are the panel's knobs")
     o.add_argument("--live-sessions", type=int, default=4, help="live sessions at once (default 4)")
+    o.add_argument(
+        "--live-ahead-ms", type=int, default=200, help="how far the synth runs ahead of the page (default 200)"
+    )
     o.set_defaults(func=cmd_open)
 
     ls = sub.add_parser("ls", parents=[store], help="list the grids in the store")
@@ -273,7 +277,17 @@ def _live_bridge(args):
     from smf.grid.live import LiveBridge
     from smf.rnn.client import RnnClient
 
-    return LiveBridge(RnnClient(args.rnn), args.model, chain=args.chain, max_sessions=args.live_sessions)
+    if not 20 <= args.live_ahead_ms <= 2000:
+        raise InvalidArgument("--live-ahead-ms", f"must be in [20, 2000], got {args.live_ahead_ms}")
+    bridge = LiveBridge(
+        RnnClient(args.rnn),
+        args.model,
+        chain=args.chain,
+        max_sessions=args.live_sessions,
+        max_ahead_ms=args.live_ahead_ms,
+    )
+    print(f"live panel: {bridge.model} ({', '.join(bridge.params)}) on {args.rnn}", flush=True)
+    return bridge
 
 
 def cmd_ls(args) -> int:
