@@ -32,14 +32,34 @@ def rnn_service(tmp_path_factory):
     from support.loopback import loopback_server
     from support.torch_threads import one_torch_thread
 
-    store = open_store(f"file://{tmp_path_factory.mktemp('live-panel')}/store")
-    make_dataset("tones", store, n_files=2, duration=0.3)
+    root = tmp_path_factory.mktemp("live-panel")
+    store = open_store(f"file://{root}/store")
+    make_dataset("tones", store, n_files=8, duration=0.3)
     tiny = ["--hidden", "16", "--layers", "1", "--seq-len", "32", "--batch", "2", "--steps", "1"]
     with one_torch_thread():
+        grid_page_grid(store, root)
         args = ["rnn", "train", "--data", "datasets/tones", "--prop", "normPitch", "-n", "live", *tiny]
         assert main([*args, "--device", "cpu", "--store", store.uri]) == 0
         with loopback_server("rnn", servicers(RnnServicer(store)), [SERVICE_NAME], TOKEN) as srv:
             yield store, f"127.0.0.1:{srv.port}"
+
+
+def grid_page_grid(store, root: Path) -> None:
+    """grids/live, 3 x 3, rendered here by a tiny GAN trained one step per scale: the page the panel sits on."""
+    import torch
+    from smf.cli import main
+    from smf.gan.config import parse_config
+    from smf.gan.runs import load_model
+    from smf.gan.train import Trainer
+    from support.tiny_gan import tiny_dict
+
+    Trainer(parse_config(tiny_dict((1, 1, 1, 1), checkpointEvery=1000)), store, "gan/tiny", log=lambda *_: None).run()
+    dim, corners = load_model(store, "gan/tiny").latent_dim, []
+    for k in range(4):
+        torch.save(torch.randn(dim, generator=torch.Generator().manual_seed(k)), root / f"z{k}.pt")
+        corners += [f"--z{k}", str(root / f"z{k}.pt")]
+    args = ["grid", "2d4pt", "--model", "gan/tiny", *corners, "--d0", "3", "--d1", "3", "--id", "grids/live"]
+    assert main([*args, "--store", store.uri]) == 0
 
 
 def auditioner(rnn_service, **bridge_options):
@@ -205,13 +225,17 @@ def test_pad_moves_reach_the_page_through_the_worklet(rnn_service, browser):
     aud = auditioner(rnn_service, chunk_ms=50, max_ahead_ms=ahead)
     js = lambda expr: browser.execute_script(f"return {expr}")  # noqa: E731
     try:
-        browser.get(f"{aud.url}/?token={TOKEN}")
+        browser.get(f"{aud.url}/grids/live?token={TOKEN}")
         wait_for(lambda: js("window.__smf && window.__smf.live && window.__smf.live.ready"), 30, "the live panel")
         assert js("window.__smf.live.enabled") and js("window.__smf.live.params") == ["normPitch"]
+        assert js("window.__smf.panels.length") == 1  # on the grid page, over the grid's 3 x 3 cells
+        assert "over-grid" in browser.find_element(By.ID, "live-pad").get_attribute("class")
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#live-pad .live-cell")) == 9
         browser.find_element(By.ID, "live-start").click()
         wait_for(lambda: js("window.__smf.live.worklet.played || 0") > SR // 2, 20, "the worklet to play 0.5 s")
 
         pad = browser.find_element(By.ID, "live-pad")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", pad)
         chain = ActionChains(browser).move_to_element_with_offset(pad, -120, 0).click_and_hold()
         for step in range(24):  # x sweeps the pad: every move a new normPitch, about 8 moves a second
             chain.move_by_offset(10, 0 if step % 2 else 5).pause(0.12)
@@ -229,6 +253,8 @@ def test_pad_moves_reach_the_page_through_the_worklet(rnn_service, browser):
         session = aud.live.sessions[live["session"]]
         assert session.heard == sent and abs(session.current[0] - live["values"]["normPitch"]) < 1e-6
 
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "live-panel.png"))
         browser.find_element(By.ID, "live-start").click()  # stop
         wait_for(lambda: not aud.live.sessions, 10, "the session to end on the server")
         wait_for(lambda: not js("window.__smf.live.running"), 5, "the page to stop")

@@ -218,6 +218,7 @@ function padParams(params) {
 
 function buildPanel(info) {
   const root = document.getElementById("live");
+  document.getElementById("panels").append(root); // beside the grid panels, wrapping below them when narrow
   root.hidden = false;
   document.getElementById("live-model").textContent = info.chain ? `${info.chain} → ${info.model}` : info.model;
   const [xp, yp] = padParams(info.params);
@@ -257,10 +258,18 @@ function buildPanel(info) {
   pad.addEventListener("pointerup", () => { dragging = false; });
   tempInput().addEventListener("change", () => moveKnobs({}, { temperature: Number(tempInput().value) }));
   document.getElementById("live-start").addEventListener("click", () => (live.running ? stopLive() : startLive()));
-  // over a grid, the pad shows its cells: d0 columns across, d1 rows down
+  // over a grid, the pad shows its cells where their own dim0/dim1 put them (a dot in the cell's colour), so
+  // the pad's point over a dot plays that cell's coordinates; very large grids get no dots
   const grid = window.__smf.panels[0];
-  if (grid && grid.doc) {
-    pad.style.backgroundSize = `${100 / grid.doc.d0}% ${100 / grid.doc.d1}%`;
+  if (grid && grid.doc && grid.doc.cells && grid.doc.d0 * grid.doc.d1 <= 1024) {
+    const { d0, d1 } = grid.doc;
+    for (const c of grid.doc.cells) {
+      if (c.k) continue;
+      const mark = Object.assign(document.createElement("div"), { className: "live-cell", title: c.file });
+      Object.assign(mark.style, { left: `${100 * c.dim0}%`, top: `${100 * c.dim1}%` });
+      mark.style.background = cellColour(c.i, c.j, d0, d1);
+      pad.insertBefore(mark, dot);
+    }
     pad.classList.add("over-grid");
   }
 }
