@@ -260,8 +260,8 @@ class _Handler(BaseHTTPRequestHandler):
             route(path, query, set_cookie)
         except SmfError as exc:
             self._error(_HTTP_CODES.get(exc.code.name, 500), exc.message)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the browser went away (e.g. it stopped a playing clip)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass  # the browser went away (e.g. it stopped a playing clip) or stopped reading a live stream
         except Exception:
             log.exception("error serving %s", path)
             self._error(500, "internal error (see server log)")
@@ -336,6 +336,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self, session) -> None:
         """The session's blocks down one response with no length: HTTP/1.0, so the end is the connection closing."""
+        blocks = session.blocks()
+        first = next(blocks, b"")  # FailedPrecondition (a second reader) before any header is sent
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("X-Content-Type-Options", "nosniff")
@@ -343,8 +345,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("X-Sample-Rate", str(session.bridge.sample_rate))
         self.end_headers()
         self.close_connection = True
+        # a page that stops reading without closing must not hold this thread: writes give up after the idle time
+        self.connection.settimeout(session.bridge.idle_s)
         try:
-            for block in session.blocks():
+            self.wfile.write(first)
+            for block in blocks:
                 self.wfile.write(block)
                 self.wfile.flush()
         finally:

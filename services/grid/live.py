@@ -26,13 +26,14 @@ import time
 from collections.abc import Iterator
 
 import numpy as np
-from smf.common.errors import InvalidArgument, NotFound, ResourceExhausted, SmfError
+from smf.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, SmfError
 
 log = logging.getLogger("smf.grid.live")
 
 __all__ = ["LiveBridge", "LiveSession", "frame"]
 
 _END = object()
+MAX_PENDING_UPDATES = 64
 
 
 def frame(audio: np.ndarray, rev: int) -> bytes:
@@ -78,6 +79,7 @@ class LiveSession:
         self.reason = ""
         self.lock = threading.Lock()
         self.frames = 0
+        self.reading = False  # one page reads a session's audio; a second GET would split the blocks
         start = [float(v) for v in self.current]
         self.thread = threading.Thread(target=self._run, args=(start, temperature), name=f"live-{sid}", daemon=True)
         self.thread.start()
@@ -133,6 +135,8 @@ class LiveSession:
         """Send new values (some params, by name); returns the revision the page will see on its first block."""
         if self.closed.is_set():
             raise NotFound(f"live session {self.id} has ended: {self.reason}")
+        if self.updates.qsize() > MAX_PENDING_UPDATES:
+            raise ResourceExhausted(f"{MAX_PENDING_UPDATES} knob moves wait for the rnn service: send one at a time")
         with self.lock:
             for name, v in values.items():
                 self.current[self.names.index(name)] = v
@@ -147,7 +151,11 @@ class LiveSession:
         return rev
 
     def blocks(self) -> Iterator[bytes]:
-        """The framed blocks as they come, until the session ends (or `poll` s pass without one after it closed)."""
+        """The framed blocks as they come, until the session ends; one reader per session."""
+        with self.lock:
+            if self.reading:
+                raise FailedPrecondition(f"live session {self.id}'s audio is already being read by another request")
+            self.reading = True
         while True:
             try:
                 block = self.out.get(timeout=0.5)

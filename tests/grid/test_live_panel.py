@@ -83,7 +83,7 @@ def post(url: str, doc, *, token: str | None = TOKEN) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
-def raw(url: str, headers: dict, body: bytes = b"{}") -> tuple[int, bytes]:
+def raw(url: str, headers: dict, body: bytes | None = b"{}") -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=10) as r:
             return r.status, r.read()
@@ -181,6 +181,8 @@ def test_a_chained_model_streams_over_http_and_tags_the_knob_it_took(rnn_service
                 revs.append(tag)
                 if n == 3:
                     rev = post(f"{aud.url}/live/{sid}/knobs", {"values": {"normPitch": 0.9}})[1]["rev"]
+                    status, body = raw(f"{aud.url}/live/{sid}/audio", {"Authorization": f"Bearer {TOKEN}"}, None)
+                    assert status == 409 and b"already being read" in body, body  # one reader per session
                 if rev and tag == rev:
                     break
         assert revs[:4] == [0, 0, 0, 0] and revs[-1] == rev == 1, revs  # the move was heard within a few blocks
