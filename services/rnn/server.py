@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from smf.common import jobs, lineage, refs
 from smf.common.commit import start_sweeper
-from smf.common.errors import InvalidArgument
+from smf.common.errors import InvalidArgument, ResourceExhausted
 from smf.common.limits import check_range, parse_json
 from smf.common.operations import OPERATION_SERVICE_NAME, OperationRegistry, with_operations
 from smf.common.store import Store, open_store
@@ -79,8 +79,12 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
         cache_size: int = 4,
         precision: str = "fp32",
         confine: refs.Confinement | None = None,
+        max_voices: int = 8,
     ):
         self.store = store
+        # live Play streams at once: each holds a generator busy in real time (a core per SMF-size voice)
+        self.max_voices = max_voices
+        self.voices = threading.BoundedSemaphore(max_voices)
         # the stores and local data roots a request may name (default: this store only, no folder)
         self.confine = confine or refs.Confinement()
         self.registry = registry or OperationRegistry()
@@ -261,6 +265,17 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
     # -- live ----------------------------------------------------------------------------------------------
 
     def Play(self, request_iterator, context):
+        if not self.voices.acquire(blocking=False):
+            raise ResourceExhausted(
+                f"all {self.max_voices} live voices of this server are playing; try again when one ends "
+                "(the operator sets the budget with --max-voices or $SMF_MAX_VOICES)"
+            )
+        try:
+            yield from self._play(request_iterator)
+        finally:
+            self.voices.release()
+
+    def _play(self, request_iterator):
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("message") != "start":
             raise InvalidArgument("start", "the first message of a Play stream must be a PlayStart")
@@ -406,11 +421,23 @@ def main(argv: list[str] | None = None) -> int:
         help="weights/activations of the compiled CPU generation loop (default $SMF_RNN_PRECISION or "
         "fp32; int8 runs one H256/L4 voice ~2.5x faster than real time on one AVX-512 VNNI core)",
     )
+    ap.add_argument(
+        "--max-voices",
+        type=int,
+        default=int(os.environ.get("SMF_MAX_VOICES", "8")),
+        help="live Play streams at once (default $SMF_MAX_VOICES or 8); past it RESOURCE_EXHAUSTED",
+    )
     refs.add_confinement_arguments(ap)
     args = ap.parse_args(argv)
+    if args.max_voices < 1:
+        ap.error(f"--max-voices must be >= 1, got {args.max_voices}")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     servicer = RnnServicer(
-        open_store(args.store), device=device, precision=args.precision, confine=refs.Confinement.from_args(args)
+        open_store(args.store),
+        device=device,
+        precision=args.precision,
+        confine=refs.Confinement.from_args(args),
+        max_voices=args.max_voices,
     )
     start_sweeper(servicer.store)  # stale staging and claims of crashed writers (smf.common.commit)
     run_server(name="rnn", servicers=servicers(servicer), service_names=SERVICE_NAMES, **server_options(args))

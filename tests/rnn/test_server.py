@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from smf.common.errors import Cancelled, InvalidArgument, NotFound
+from smf.common.errors import Cancelled, InvalidArgument, NotFound, ResourceExhausted
 from smf.common.store import open_store
 from smf.rnn import conditioning as cond
 from smf.rnn.client import RnnClient
@@ -125,6 +125,30 @@ def test_play_live_updates_take_effect_next_chunk(env, trained):
     with pytest.raises(InvalidArgument, match="normPitch"):
         for _ in rnn.play(trained, [0.2], updates=[{"loudness": 0.5}], chunk_samples=160, max_seconds=0.5):
             pass
+
+
+def test_play_streams_past_the_voice_budget_are_refused(env, trained, monkeypatch):
+    import threading
+
+    _, rnn, servicer = env
+    monkeypatch.setattr(servicer, "max_voices", 1)
+    monkeypatch.setattr(servicer, "voices", threading.BoundedSemaphore(1))
+    q: queue.Queue = queue.Queue()
+    playing = rnn.play(trained, [0.2], updates=q, chunk_samples=160, max_ahead_ms=20)
+    next(iter(playing))  # one voice holds the budget
+    with pytest.raises(ResourceExhausted, match="all 1 live voices"):
+        next(iter(rnn.play(trained, [0.5], chunk_samples=160, max_seconds=0.05)))
+    q.put(None)  # the first stream ends: its voice is given back
+    playing.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            assert len(list(rnn.play(trained, [0.5], chunk_samples=160, max_seconds=0.02))) >= 1
+            break
+        except ResourceExhausted:
+            time.sleep(0.1)
+    else:
+        pytest.fail("the budget was not given back when the first stream ended")
 
 
 def test_export_matches_service_for_same_seed(env, trained):
