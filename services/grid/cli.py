@@ -67,15 +67,9 @@ def register(subparsers) -> None:
     o.add_argument("--port", type=int, default=8080, help="port to serve the page on here (default 8080; 0 = any)")
     o.add_argument("--host", default="127.0.0.1", help="address to serve on here (default 127.0.0.1)")
     o.add_argument("--no-browser", action="store_true", help="do not start a web browser")
-    o.add_argument(
-        "--rnn", metavar="HOST:PORT", default=None, help="rnn service for the live panel (token: $SMF_TOKEN)"
-    )
-    o.add_argument("--model", default="", help="with --rnn: the model the live panel plays (rnn/NAME)")
-    o.add_argument("--chain", default="", help="with --rnn: a parameter tier whose params are the panel's knobs")
-    o.add_argument("--live-sessions", type=int, default=4, help="live sessions at once (default 4)")
-    o.add_argument(
-        "--live-ahead-ms", type=int, default=200, help="how far the synth runs ahead of the page (default 200)"
-    )
+    from smf.grid.live import add_live_arguments
+
+    add_live_arguments(o)
     o.set_defaults(func=cmd_open)
 
     ls = sub.add_parser("ls", parents=[store], help="list the grids in the store")
@@ -244,7 +238,9 @@ def cmd_open(args) -> int:
         from smf.common.lineage import read_manifest
 
         read_manifest(store, artifact_id(grid))  # NotFound now rather than in the browser
-    live = _live_bridge(args)
+    from smf.grid.live import live_bridge
+
+    live = live_bridge(args, token=os.environ.get("SMF_TOKEN"))
     # served here for this user only (loopback by default), so no token; the store credentials stay in this process
     aud = Auditioner(store, host=args.host, port=args.port, live=live)
     url = aud.page_url(grid, compare=args.compare) if grid else f"{aud.url}/"
@@ -262,32 +258,6 @@ def cmd_open(args) -> int:
             live.close()
         aud.httpd.server_close()
     return 0
-
-
-def _live_bridge(args):
-    """The live panel's bridge to `--rnn` (None without it); the model is checked against the service now."""
-    if not args.rnn:
-        if args.model or args.chain:
-            raise InvalidArgument("--rnn", "--model/--chain need the rnn service to play them: add --rnn HOST:PORT")
-        return None
-    if not args.model:
-        raise InvalidArgument("--model", "the live panel needs a model to play: add --model rnn/NAME")
-    if not 1 <= args.live_sessions <= 64:
-        raise InvalidArgument("--live-sessions", f"must be in [1, 64], got {args.live_sessions}")
-    from smf.grid.live import LiveBridge
-    from smf.rnn.client import RnnClient
-
-    if not 20 <= args.live_ahead_ms <= 2000:
-        raise InvalidArgument("--live-ahead-ms", f"must be in [20, 2000], got {args.live_ahead_ms}")
-    bridge = LiveBridge(
-        RnnClient(args.rnn),
-        args.model,
-        chain=args.chain,
-        max_sessions=args.live_sessions,
-        max_ahead_ms=args.live_ahead_ms,
-    )
-    print(f"live panel: {bridge.model} ({', '.join(bridge.params)}) on {args.rnn}", flush=True)
-    return bridge
 
 
 def cmd_ls(args) -> int:

@@ -18,6 +18,7 @@ Bounded: at most `max_sessions` at once; a session nobody reads for `idle_s` end
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import secrets
 import struct
@@ -30,7 +31,7 @@ from smf.common.errors import FailedPrecondition, InvalidArgument, NotFound, Res
 
 log = logging.getLogger("smf.grid.live")
 
-__all__ = ["LiveBridge", "LiveSession", "frame"]
+__all__ = ["LiveBridge", "LiveSession", "add_live_arguments", "frame", "live_bridge"]
 
 _END = object()
 MAX_PENDING_UPDATES = 64
@@ -266,3 +267,51 @@ def _model_info(client, model: str, *, field: str):
             return m
     known = sorted(m.ref.id for m in models)
     raise InvalidArgument(field, f"{model} is not known to the rnn service (it has {known[:20]})")
+
+
+def add_live_arguments(parser) -> None:
+    """The live panel's flags, shared by `smf grid open` and `smf serve grid` (defaults from $SMF_LIVE_RNN,
+    $SMF_LIVE_MODEL, $SMF_LIVE_CHAIN: what the Helm chart sets)."""
+    env = os.environ.get
+    parser.add_argument(
+        "--rnn", metavar="HOST:PORT", default=env("SMF_LIVE_RNN") or None, help="rnn service for the live panel"
+    )
+    parser.add_argument(
+        "--live-model",
+        "--model",
+        dest="live_model",
+        default=env("SMF_LIVE_MODEL", ""),
+        help="with --rnn: the model the live panel plays (rnn/NAME)",
+    )
+    parser.add_argument(
+        "--chain", default=env("SMF_LIVE_CHAIN", ""), help="with --rnn: a parameter tier whose params are the knobs"
+    )
+    parser.add_argument("--live-sessions", type=int, default=4, help="live sessions at once (default 4)")
+    parser.add_argument(
+        "--live-ahead-ms", type=int, default=200, help="how far the synth runs ahead of the page (default 200)"
+    )
+
+
+def live_bridge(args, *, token: str | None) -> LiveBridge | None:
+    """The live panel's bridge to `--rnn` (None without it); the model is checked against the service now."""
+    if not args.rnn:
+        if args.live_model or args.chain:
+            raise InvalidArgument("--rnn", "--model/--chain need the rnn service to play them: add --rnn HOST:PORT")
+        return None
+    if not args.live_model:
+        raise InvalidArgument("--model", "the live panel needs a model to play: add --model rnn/NAME")
+    if not 1 <= args.live_sessions <= 64:
+        raise InvalidArgument("--live-sessions", f"must be in [1, 64], got {args.live_sessions}")
+    if not 20 <= args.live_ahead_ms <= 2000:
+        raise InvalidArgument("--live-ahead-ms", f"must be in [20, 2000], got {args.live_ahead_ms}")
+    from smf.rnn.client import RnnClient
+
+    bridge = LiveBridge(
+        RnnClient(args.rnn, token=token),
+        args.live_model,
+        chain=args.chain,
+        max_sessions=args.live_sessions,
+        max_ahead_ms=args.live_ahead_ms,
+    )
+    print(f"live panel: {bridge.model} ({', '.join(bridge.params)}) on {args.rnn}", flush=True)
+    return bridge

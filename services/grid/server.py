@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from smf.common import refs
 from smf.common.commit import start_sweeper
@@ -196,6 +197,7 @@ SERVICE_NAMES = [grid_pb2.DESCRIPTOR.services_by_name["GridService"].full_name, 
 def main(argv: list[str] | None = None) -> int:
     """`smf serve grid`."""
     from smf.gan.client import GanClient
+    from smf.grid.live import add_live_arguments, live_bridge
 
     parser = argparse.ArgumentParser(prog="smf serve grid", description=__doc__.splitlines()[0])
     add_server_arguments(parser, default_port=50052)
@@ -205,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch-size", type=int, default=None, help="latents per render request (default 32 per GAN replica)"
     )
+    add_live_arguments(parser)
     args = parser.parse_args(argv)
     options = server_options(args)
     store = open_store(args.store)
@@ -212,7 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     gan = GanClient(args.gan, token=gan_token(token))
     http = None
     if args.http_port >= 0:
-        http = Auditioner(store, token=token, host=args.host, port=args.http_port, public_host=args.public_host).start()
+        # the page's live panel plays the rnn service inside the cluster ($SMF_RNN_TOKEN where it has its own)
+        live = live_bridge(args, token=os.environ.get("SMF_RNN_TOKEN") or token)
+        http = Auditioner(
+            store, token=token, host=args.host, port=args.http_port, public_host=args.public_host, live=live
+        ).start()
         print(f"grid: auditioner on {http.url}/", flush=True)
     servicer = GridServicer(store, gan, batch_size=args.batch_size, auditioner=http)
     start_sweeper(servicer.store)  # stale staging and claims of crashed writers (smf.common.commit)

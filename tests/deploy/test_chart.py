@@ -373,6 +373,21 @@ def test_disabled_service_disappears_everywhere():
     assert "SMF_SOM_TARGETS" not in env
 
 
+def _grid_env(values: dict) -> dict:
+    rendered = render(values)
+    (grid,) = [d for d in by_kind(rendered, "Deployment") if d["metadata"]["name"] == f"{FULL}-grid"]
+    return {e["name"]: e.get("value") for e in grid["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_grid_live_panel_plays_the_rnn_service_in_the_cluster():
+    assert "SMF_LIVE_MODEL" not in _grid_env({})  # off by default
+    env = _grid_env({"services": {"grid": {"live": {"model": "rnn/demo", "chain": "rnn/demo-controls"}}}})
+    assert env["SMF_LIVE_RNN"] == f"{FULL}-rnn:50054"
+    assert env["SMF_LIVE_MODEL"] == "rnn/demo" and env["SMF_LIVE_CHAIN"] == "rnn/demo-controls"
+    off = _grid_env({"services": {"grid": {"live": {"model": "rnn/demo"}}, "rnn": {"enabled": False}}})
+    assert "SMF_LIVE_RNN" not in off  # no rnn service to play: the panel stays off
+
+
 def test_notes_render():
     with helm.Chart.load(CHART) as chart:
         notes = chart.render(values={}, name=RELEASE, namespace=NAMESPACE)["smf/templates/NOTES.txt"]
@@ -399,6 +414,7 @@ BAD_VALUES = [
     ({"minio": {"enabled": False}, "s3": {"endpoint": "s3.local:9000"}}, "/s3"),  # ... credentials
     ({"services": {"gan": {"resources": {"limits": {"memory": "lots"}}}}}, "memory"),
     ({"metrics": {"serviceMonitor": {"interval": "often"}}}, "interval"),
+    ({"services": {"grid": {"live": {"model": "../x"}}}}, "model"),
 ]
 
 

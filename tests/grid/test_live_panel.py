@@ -280,3 +280,27 @@ def test_pad_moves_reach_the_page_through_the_worklet(rnn_service, browser):
         print("live panel:", figures)
     finally:
         aud.stop()
+
+
+def test_serve_grid_takes_the_live_flags_from_the_charts_env(monkeypatch):
+    """`smf serve grid` and `smf grid open` share the flags; the chart sets them through $SMF_LIVE_*."""
+    import argparse
+
+    from smf.common.errors import InvalidArgument
+    from smf.grid.live import add_live_arguments, live_bridge
+
+    monkeypatch.setenv("SMF_LIVE_RNN", "rnn.svc:50054")
+    monkeypatch.setenv("SMF_LIVE_MODEL", "rnn/demo")
+    monkeypatch.setenv("SMF_LIVE_CHAIN", "rnn/demo-controls")
+    parser = argparse.ArgumentParser()
+    add_live_arguments(parser)
+    args = parser.parse_args([])
+    assert (args.rnn, args.live_model, args.chain) == ("rnn.svc:50054", "rnn/demo", "rnn/demo-controls")
+    assert parser.parse_args(["--model", "rnn/other"]).live_model == "rnn/other"
+    with pytest.raises(InvalidArgument, match="--live-sessions"):
+        live_bridge(parser.parse_args(["--live-sessions", "0"]), token=None)
+    monkeypatch.delenv("SMF_LIVE_MODEL")
+    parser = argparse.ArgumentParser()
+    add_live_arguments(parser)
+    with pytest.raises(InvalidArgument, match="--model"):
+        live_bridge(parser.parse_args([]), token=None)
