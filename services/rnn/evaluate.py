@@ -386,6 +386,9 @@ def format_table(report: dict) -> str:
     return head + "\n" + format_summary(report["summary"])
 
 
+FOLLOWS = 0.8  # model/oracle Spearman from which a moved param counts as following (the knobs issue's target)
+
+
 def format_summary(s: dict) -> str:
     """The rows of a summary (see `summarize`) as a text table."""
     lines = [
@@ -398,6 +401,19 @@ def format_summary(s: dict) -> str:
             f"{r['chance_p95']:6.2f} {r['ratio']:6.2f} {r['model_mae']:6.2f} {r['oracle_mae']:11.2f}"
         )
     lines.append(f"worst model/oracle ratio {s['min_ratio']:.2f}, mean {s['mean_ratio']:.2f}")
+    beats = [r for r in s["rows"] if r["model"] > r["chance_p95"]]
+    following = [r for r in s["rows"] if r["ratio"] >= FOLLOWS]
+    verdict = (
+        "the knobs follow"
+        if s["rows"] and len(following) == len(s["rows"])
+        else "the knobs do not follow yet"
+        if not beats
+        else "the knobs follow in part"
+    )
+    lines.append(
+        f"{verdict}: {len(following)} of {len(s['rows'])} moved params at >= {FOLLOWS:g} x the oracle, "
+        f"{len(beats)} above chance (p95)"
+    )
     if math.isfinite(s["constant_hit"]):
         lines.append(
             f"constant knobs on a training position: heard there {s['constant_hit'] * 100:.0f}% of windows "

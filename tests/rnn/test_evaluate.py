@@ -83,6 +83,9 @@ def test_follower_scores_near_oracle_and_ignorer_at_chance(reference):
     assert bad["summary"]["constant_hit"] < 0.5
     table = format_table(good)
     assert "ramp-dim0" in table and "oracle" in table
+    n = len(good["summary"]["rows"])
+    assert f"the knobs follow: {n} of {n} moved params" in table  # the verdict says it in words
+    assert f"the knobs do not follow yet: 0 of {n} moved params at >= 0.8 x the oracle, 0 above" in format_table(bad)
     assert plot_report(good)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
