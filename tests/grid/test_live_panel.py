@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -15,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import chromium
+from support.chromium import headless_chromium
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 TOKEN = "live-panel-token"
 SR = 16000
 
@@ -193,29 +193,10 @@ def test_a_chained_model_streams_over_http_and_tags_the_knob_it_took(rnn_service
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        pytest.skip("needs Debian chromium + chromium-driver (make setup)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--autoplay-policy=no-user-gesture-required",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--no-first-run",
-        "--window-size=1280,900",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-live')}",
-    ):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    try:
+    if not chromium.available():
+        pytest.skip(chromium.MISSING)
+    with headless_chromium(tmp_path_factory.mktemp("chromium-live")) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_pad_moves_reach_the_page_through_the_worklet(rnn_service, browser):
