@@ -29,6 +29,9 @@ from smf.common.files import atomic_write
 MONO_POLICIES = ("mean", "first", "error")
 # What soundfile's libsndfile decodes among the formats users bring (MP3 needs libsndfile >= 1.1).
 READABLE_FORMATS = tuple(f for f in ("WAV", "FLAC", "OGG", "AIFF", "MP3") if f in sf.available_formats())
+# The file extensions of those formats: what a folder of the user's sounds is searched for (import, GAN loader).
+_EXTENSIONS_OF = {"WAV": (".wav",), "FLAC": (".flac",), "OGG": (".ogg",), "AIFF": (".aiff", ".aif"), "MP3": (".mp3",)}
+AUDIO_EXTENSIONS = tuple(ext for fmt in READABLE_FORMATS for ext in _EXTENSIONS_OF[fmt])
 DECODABLE_HINT = (
     f"smf reads {', '.join(f.lower() for f in READABLE_FORMATS)} (libsndfile {sf.__libsndfile_version__}): "
     "re-export the file in one of them, or remove it"

@@ -11,7 +11,14 @@ A dataset is the store artifact `datasets/<name>/`: `<stem>.wav` (16-bit PCM mon
 
 from smf.datasets.files import dataset_id, list_dataset_files, make_dataset
 from smf.datasets.generators import DEFAULTS, GENERATORS, Clip, generate, tone_f0
-from smf.datasets.importer import MONO_POLICIES, ON_BAD_FILE, FolderSurvey, import_dataset, survey_folder
+from smf.datasets.importer import (
+    MONO_POLICIES,
+    ON_BAD_FILE,
+    FolderSurvey,
+    find_audio,
+    import_dataset,
+    survey_folder,
+)
 
 __all__ = [
     "DEFAULTS",
@@ -21,6 +28,7 @@ __all__ = [
     "Clip",
     "FolderSurvey",
     "dataset_id",
+    "find_audio",
     "generate",
     "import_dataset",
     "list_dataset_files",

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import torch
 from smf.common import refs
-from smf.common.audio import READABLE_FORMATS, wav_bytes
+from smf.common.audio import AUDIO_EXTENSIONS, wav_bytes
 from smf.common.errors import AlreadyExists, InvalidArgument, NotFound
 from smf.common.lineage import Manifest, read_manifest, write_artifact
 from smf.common.params import params_json
@@ -21,9 +21,6 @@ from smf.common.store import Store
 from smf.datasets.generators import DEFAULTS, GENERATOR_VERSION, generate
 
 KIND = "datasets"
-# The file extensions a folder import reads: those of the formats this libsndfile decodes (smf.common.audio).
-_EXTS_OF = {"WAV": (".wav",), "FLAC": (".flac",), "OGG": (".ogg",), "AIFF": (".aiff", ".aif"), "MP3": (".mp3",)}
-AUDIO_EXTS = tuple(ext for fmt in READABLE_FORMATS for ext in _EXTS_OF[fmt])
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -127,7 +124,7 @@ def audio_pairs(artifact_id: str, names: Iterable[str]) -> list[tuple[str, str |
     out = []
     for fname in sorted(names):
         stem, ext = os.path.splitext(fname)
-        if ext.lower() in AUDIO_EXTS and not os.path.basename(fname).startswith("."):
+        if ext.lower() in AUDIO_EXTENSIONS and not os.path.basename(fname).startswith("."):
             pname = stem + ".params"
             out.append((f"{artifact_id}/{fname}", f"{artifact_id}/{pname}" if pname in names else None))
     return out

@@ -2,7 +2,7 @@
 
     aid = import_dataset("~/sounds/rain", store, name="rain", sample_rate=16000)   # -> "datasets/rain"
 
-Every audio file (AUDIO_EXTS: .wav .flac .ogg .aiff .aif .mp3 as far as the installed libsndfile decodes them;
+Every audio file (AUDIO_EXTENSIONS: .wav .flac .ogg .aiff .aif .mp3 as far as the installed libsndfile decodes them;
 hidden files and folders skipped; subfolders kept as they are) is checked — readable, decodable, mono (or the `mono`
 policy), not empty, not silent, at most MAX_FILE_SECONDS long, a sample rate that matches the others unless
 `sample_rate` is given, a readable `.params` beside it whose meta filename names it — and converted into a local
@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from smf.common.audio import load_audio, probe_audio, resample, save_wav
+from smf.common.audio import AUDIO_EXTENSIONS, load_audio, probe_audio, resample, save_wav
 from smf.common.errors import AlreadyExists, InvalidArgument, SmfError
 from smf.common.params import ParamFile, read_params, validate_params, write_params
 from smf.common.progress import progress_bar
 from smf.common.store import Store
-from smf.datasets.files import AUDIO_EXTS, _existing, commit, dataset_id
+from smf.datasets.files import _existing, commit, dataset_id
 
 MONO_POLICIES = ("error", "mean", "first")
 ON_BAD_FILE = ("error", "skip")
@@ -47,7 +47,7 @@ def find_audio(src: Path, *, hidden: bool = False) -> list[Path]:
     for root, dirs, files in os.walk(src):
         dirs[:] = sorted(d for d in dirs if hidden or not d.startswith("."))
         for fname in sorted(files):
-            if (hidden or not fname.startswith(".")) and os.path.splitext(fname)[1].lower() in AUDIO_EXTS:
+            if (hidden or not fname.startswith(".")) and os.path.splitext(fname)[1].lower() in AUDIO_EXTENSIONS:
                 found.append(Path(root, fname).relative_to(src))
     return found
 
@@ -84,7 +84,7 @@ def survey_folder(
         raise InvalidArgument(field, f"{root} is not a folder")
     rels = find_audio(root, hidden=True)
     if not rels:
-        raise InvalidArgument(field, f"no audio files ({' '.join(AUDIO_EXTS)}) in {root} or its subfolders")
+        raise InvalidArgument(field, f"no audio files ({' '.join(AUDIO_EXTENSIONS)}) in {root} or its subfolders")
     rates, chans, seconds, with_params = set(), set(), 0.0, 0
     for rel in rels:
         info = probe_audio(root / rel)
@@ -146,7 +146,7 @@ def import_dataset(
     if not sources:
         raise InvalidArgument(
             str(src),
-            f"no audio files ({' '.join(AUDIO_EXTS)}) found in it or its subfolders; point at the folder "
+            f"no audio files ({' '.join(AUDIO_EXTENSIONS)}) found in it or its subfolders; point at the folder "
             "that holds your sounds",
         )
 

@@ -45,13 +45,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from smf.common import refs
+from smf.common.audio import AUDIO_EXTENSIONS
 from smf.common.distributed import Dist
 from smf.common.errors import FailedPrecondition, InvalidArgument
 from smf.common.files import atomic_write
 from smf.common.store import Store
 from smf.gan.config import GanConfig
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 CACHE_VERSION = 1  # bump when the cache entry's layout or the clip cutting changes
 LSD_SAMPLE = 512  # clips the LSD metric compares against (evenly spread over the data)
 TRANSFORM_CHUNK = 64  # clips transformed at once while filling the cache
@@ -105,7 +105,9 @@ def list_sources(cfg: GanConfig, store: Store) -> list[Source]:
 def _folder_sources(folder: Path, field_name: str) -> list[Source]:
     if not folder.is_dir():
         raise InvalidArgument(field_name, f"{folder} is not a folder")
-    wavs = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+    from smf.datasets import find_audio
+
+    wavs = [folder / rel for rel in sorted(find_audio(folder, hidden=True))]  # hidden files too, as before
     if not wavs:
         raise InvalidArgument(field_name, f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {folder}")
     sources = []
