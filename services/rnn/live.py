@@ -11,12 +11,20 @@ NAME=VALUE lines typed on stdin.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import numpy as np
 from smf.common.errors import InvalidArgument
 
-__all__ = ["LiveVoice"]
+__all__ = ["DEFAULT_VOICE_BUDGET", "LiveVoice", "voice_budget"]
+
+DEFAULT_VOICE_BUDGET = 8  # live voices at once: each is a full RNN running in real time on a CPU core
+
+
+def voice_budget(given: int | None = None) -> int:
+    """The live-voice budget of a player or a server: `given`, else $SMF_MAX_VOICES, else DEFAULT_VOICE_BUDGET."""
+    return given or int(os.environ.get("SMF_MAX_VOICES", DEFAULT_VOICE_BUDGET))
 
 
 class LiveVoice:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from smf.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from smf.rnn.knobs import Knobs, KnobUpdate
+from smf.rnn.live import voice_budget
 
 __all__ = [
     "Ensemble",
@@ -34,12 +35,10 @@ __all__ = [
     "remote_updates",
 ]
 
-DEFAULT_VOICE_BUDGET = 8  # voices one player may run: each is a full RNN on the CPU
-
 
 def check_voice_budget(voices: int, budget: int | None = None) -> int:
     """`voices` if within the budget (`budget`, else $SMF_MAX_VOICES, else 8), else RESOURCE_EXHAUSTED."""
-    budget = budget or int(os.environ.get("SMF_MAX_VOICES", DEFAULT_VOICE_BUDGET))
+    budget = voice_budget(budget)
     if voices < 1:
         raise InvalidArgument("--voices", f"must be >= 1, got {voices}")
     if voices > budget:

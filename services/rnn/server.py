@@ -28,7 +28,7 @@ from smf.common.store import Store, open_store
 from smf.common.v1 import common_pb2
 from smf.rnn import conditioning as cond
 from smf.rnn.fastgen.quant import PRECISIONS
-from smf.rnn.live import LiveVoice
+from smf.rnn.live import DEFAULT_VOICE_BUDGET, LiveVoice, voice_budget
 from smf.rnn.runs import (
     ModelCache,
     export_run,
@@ -79,7 +79,7 @@ class RnnServicer(rnn_pb2_grpc.RnnServiceServicer):
         cache_size: int = 4,
         precision: str = "fp32",
         confine: refs.Confinement | None = None,
-        max_voices: int = 8,
+        max_voices: int = DEFAULT_VOICE_BUDGET,
     ):
         self.store = store
         # live Play streams at once: each holds a generator busy in real time (a core per SMF-size voice)
@@ -424,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--max-voices",
         type=int,
-        default=int(os.environ.get("SMF_MAX_VOICES", "8")),
+        default=voice_budget(),
         help="live Play streams at once (default $SMF_MAX_VOICES or 8); past it RESOURCE_EXHAUSTED",
     )
     refs.add_confinement_arguments(ap)
