@@ -365,7 +365,9 @@ def generate_chain(
         voices=voices,
         temperature=temperature if param_temperature is None else param_temperature,
     )
-    knobs = stretch(check_array(conditioning, param_tier.config.param_names), duration, param_tier.config.step_rate)
+    knobs = None  # at the controls' rate, only when the audio tier also hears the knobs
+    if not all(made for made, _ in columns):
+        knobs = stretch(check_array(conditioning, param_tier.config.param_names), duration, param_tier.config.step_rate)
     cond = chain_conditioning(columns, controls, knobs)
     audio = gen.generate(cond, duration, temperature=temperature, seed=seed)
     return audio, controls
@@ -386,11 +388,13 @@ def chain_columns(param_config, audio_config) -> list[tuple[bool, int]]:
     return [(True, made.index(n)) if n in made else (False, knobs.index(n)) for n in wanted]
 
 
-def chain_conditioning(columns: list[tuple[bool, int]], controls: np.ndarray, knobs: np.ndarray) -> np.ndarray:
-    """The audio tier's conditioning [B, T, A] from controls [B, T, G] and knobs [B, T, C] at the same rate."""
+def chain_conditioning(columns: list[tuple[bool, int]], controls: np.ndarray, knobs: np.ndarray | None) -> np.ndarray:
+    """The audio tier's conditioning [B, T, A] from controls [B, T, G] and knobs [B, T, C] at the same rate
+    (`knobs` may be None when no column is a knob)."""
     if all(made for made, _ in columns) and [j for _, j in columns] == list(range(controls.shape[-1])):
         return controls
-    knobs = np.broadcast_to(knobs, controls.shape[:2] + knobs.shape[2:])
+    if knobs is not None:
+        knobs = np.broadcast_to(knobs, controls.shape[:2] + knobs.shape[2:])
     return np.stack([(controls if made else knobs)[..., j] for made, j in columns], axis=-1).astype(np.float32)
 
 
