@@ -6,9 +6,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
 
-.PHONY: setup test check format lint typecheck cover demo proto bench clean system-deps
+.PHONY: setup test check format lint typecheck cover demo proto bench clean system-deps k8s
 
-setup: $(VENV)/.installed node_modules/.installed system-deps
+setup: $(VENV)/.installed node_modules/.installed system-deps k8s
+
+# The Kubernetes control plane the deploy tests run (tests/support/kube.py): kube-apiserver, -controller-manager,
+# -scheduler, kwok and etcd, built from the Go modules pinned in tools/k8s/*/go.mod; rebuilt only when those change.
+K8S_BIN := build/k8s/bin
+k8s: $(K8S_BIN)/.built
+
+$(K8S_BIN)/.built: tools/k8s/build.sh $(wildcard tools/k8s/*/go.mod tools/k8s/*/go.sum tools/k8s/*/*.go)
+	tools/k8s/build.sh $(K8S_BIN)
+	touch $@
 
 $(VENV)/.installed: pyproject.toml setup.py
 	@command -v $(PY) >/dev/null || { echo "need $(PY)"; exit 1; }
