@@ -52,10 +52,10 @@ VALUE_SETS = {
 }
 
 
-def render(values: dict) -> dict[str, list[dict]]:
-    """{template path: [objects]} for a value set (NOTES.txt left out: not a manifest)."""
+def render(values: dict, namespace: str = NAMESPACE) -> dict[str, list[dict]]:
+    """{template path: [objects]} for a value set (NOTES.txt left out: not a manifest), released into `namespace`."""
     with helm.Chart.load(CHART) as chart:
-        rendered = chart.render(values=values, name=RELEASE, namespace=NAMESPACE)
+        rendered = chart.render(values=values, name=RELEASE, namespace=namespace)
     out = {}
     for path, text in rendered.items():
         if path.endswith("NOTES.txt"):
