@@ -392,7 +392,9 @@ class KubernetesJob(jobs.JobHandle):
             if self._final:
                 return self._final
         try:
-            job = self.backend.batch.read_namespaced_job_status(self.id, self.backend.namespace)
+            # GET on the Job itself carries its status; read_namespaced_job_status is the jobs/status subresource,
+            # which RBAC grants separately and the job-launcher Role does not (nor needs to).
+            job = self.backend.batch.read_namespaced_job(self.id, self.backend.namespace)
         except ApiException as exc:
             if exc.status != 404:
                 raise _api_error(exc, f"read job {self.id}") from None
