@@ -206,6 +206,14 @@ class ControlPlane:
             time.sleep(0.1)
 
     def start(self) -> Self:
+        """Start every component and wait until the controllers work; on any failure nothing is left running."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Self:
         bins = binaries()
         t0 = time.monotonic()
         self.root.mkdir(parents=True, exist_ok=True)
