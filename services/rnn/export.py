@@ -26,7 +26,7 @@ import torch
 from smf.common.files import atomic_path
 from smf.rnn.fastgen.rng import uniforms
 from smf.rnn.fastgen.torch_loop import StepLoop
-from smf.rnn.model import mulaw_decode, mulaw_encode
+from smf.rnn.model import deemphasis, mulaw_decode, mulaw_encode
 from torch import Tensor, nn
 
 
@@ -41,9 +41,11 @@ class ExportedGenerator(nn.Module):
         self.layers: int = int(cfg.layers)
         self.hidden: int = int(cfg.hidden)
         self.silence: int = int(mulaw_encode(torch.zeros(1), cfg.classes)[0])
+        self.preemphasis: float = float(cfg.preemphasis)
         # live state for reset/step
         self.h = torch.zeros(cfg.layers, 1, cfg.hidden)
         self.prev = torch.full((1,), self.silence, dtype=torch.int64)
+        self.last = torch.zeros(1)  # last audio sample, for de-emphasis across steps
         self.seed: int = 0
         self.t: int = 0
 
@@ -52,6 +54,7 @@ class ExportedGenerator(nn.Module):
         device = self.loop.w_a.device
         self.h = torch.zeros(self.layers, voices, self.hidden, device=device)
         self.prev = torch.full([voices], self.silence, dtype=torch.int64, device=device)
+        self.last = torch.zeros([voices], device=device)
         self.seed = seed
         self.t = 0
 
@@ -62,7 +65,10 @@ class ExportedGenerator(nn.Module):
         u = uniforms(self.seed, cond.shape[0], self.t, cond.shape[1], cond.device)
         classes, self.h, self.prev = self.loop(cond, self.h, self.prev, u, temperature)
         self.t += cond.shape[1]
-        return mulaw_decode(classes, self.classes)
+        audio = deemphasis(mulaw_decode(classes, self.classes), self.preemphasis, self.last)
+        if audio.shape[1] > 0:
+            self.last = audio[:, -1].clone()
+        return audio
 
     def forward(self, cond: Tensor, seed: int, temperature: float = 1.0) -> Tensor:
         """cond [B, T, C] at the sample rate -> audio [B, T] float32, from silence and a zero state."""

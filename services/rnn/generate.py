@@ -43,7 +43,7 @@ from smf.common.errors import InvalidArgument
 from smf.rnn.conditioning import POINTS, check_array, stretch
 from smf.rnn.fastgen.rng import uniforms
 from smf.rnn.fastgen.torch_loop import StepLoop
-from smf.rnn.model import mulaw_decode, mulaw_encode
+from smf.rnn.model import deemphasis, mulaw_decode, mulaw_encode
 from torch import Tensor, nn
 
 __all__ = [
@@ -183,7 +183,12 @@ class Generator:
         with self.lock:
             state = self.new_state(cond.shape[0])
             classes = self.run(cond, state, seed=seed, t0=0, temperature=temperature)
-        return mulaw_decode(classes, self.config.classes).cpu().numpy().astype(np.float32)
+        return self.audio(classes).cpu().numpy().astype(np.float32)
+
+    def audio(self, classes: Tensor, last: Tensor | None = None) -> Tensor:
+        """Generated classes [B, T] -> audio [B, T]: mu-law decoded, then de-emphasised when the model learned a
+        pre-emphasised signal (`last` [B]: the previous chunk's final sample; None = from silence)."""
+        return deemphasis(mulaw_decode(classes, self.config.classes), self.config.preemphasis, last)
 
     def stream(
         self,
@@ -228,6 +233,7 @@ class LiveSession:
         self.seed = _new_seed() if seed is None else int(seed)
         self.t = 0  # absolute step of the next sample
         self.state = gen.new_state(voices)
+        self.last = torch.zeros(voices, device=gen.device)  # the last audio sample: de-emphasis runs across chunks
         C = gen.config.cond_size
         self.values = np.full((voices, C), 0.5, dtype=np.float32)  # mid-range until told otherwise
         if values is not None:
@@ -267,7 +273,10 @@ class LiveSession:
             )
             self.t += c.shape[1]
             self.values = c[:, -1].copy()
-        return mulaw_decode(classes, self.gen.config.classes).cpu().numpy().astype(np.float32)
+            audio = self.gen.audio(classes, self.last)
+            if audio.shape[1]:
+                self.last = audio[:, -1].clone()
+        return audio.cpu().numpy().astype(np.float32)
 
     def next_chunk(self) -> np.ndarray:
         """Render `chunk` samples, gliding from the current values to the target -> float32 [B, chunk]."""

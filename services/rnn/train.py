@@ -81,6 +81,7 @@ class TrainConfig:
     tfr_end: float | None = None  # scheduled sampling: ratio at the last step (None = constant)
     temperature: float = 1.0  # sampling temperature of free-running steps
     cross: float = 0.0  # fraction of windows that run across a file's end into a random next file (knob changes)
+    preemphasis: float = 0.0  # audio tier: learn x[t] - p*x[t-1], generation undoes it (smf.rnn.model.preemphasis)
     grad_clip: float | None = 1.0
     checkpoint_every: int = 1000
     progress_every: int = 10
@@ -97,6 +98,7 @@ class TrainConfig:
             sample_rate=self.sample_rate,
             generate=list(self.generate),
             rate=self.rate,
+            preemphasis=self.preemphasis if not self.generate else 0.0,
         )
 
     @classmethod
@@ -114,6 +116,8 @@ class TrainConfig:
         for name in ("hidden", "layers", "seq_len", "batch", "steps", "checkpoint_every", "progress_every"):
             if getattr(cfg, name) < 1:
                 raise InvalidArgument(name, f"must be >= 1, got {getattr(cfg, name)}")
+        if not 0.0 <= cfg.preemphasis < 1.0:
+            raise InvalidArgument("preemphasis", f"must be in [0, 1) (0 = off; 0.9 is typical), got {cfg.preemphasis}")
         if cfg.generate and not cfg.rate:
             raise InvalidArgument("rate", "a parameter tier needs its step rate (e.g. 125)")
         if cfg.rate and not cfg.generate:

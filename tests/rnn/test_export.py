@@ -31,6 +31,19 @@ def test_export_equals_generator_for_same_seed():
     np.testing.assert_array_equal(m(cond, 5).numpy(), one)
 
 
+def test_export_of_a_preemphasis_model_deemphasises_like_the_generator():
+    torch.manual_seed(0)
+    model = AudioTier(RNNConfig(param_names=["dim0", "dim1"], hidden=16, layers=1, preemphasis=0.9)).eval()
+    arr = np.random.default_rng(1).random((2, 7, 2)).astype(np.float32)
+    expected = Generator(model, backend="torch").generate(arr, 0.02, seed=3)
+    m = load_exported(export_bytes(model))
+    np.testing.assert_array_equal(m.generate(torch.from_numpy(arr), 0.02, 3).numpy(), expected)
+    cond = m.stretch(torch.from_numpy(arr), 0.02)
+    m.reset(2, 3)
+    parts = [m.step(cond[:, i : i + 100]) for i in range(0, cond.shape[1], 100)]
+    np.testing.assert_allclose(torch.cat(parts, 1).numpy(), expected, rtol=0, atol=1e-6)
+
+
 def test_stateful_step_continues_like_one_call():
     m = export(tiny())
     cond = torch.rand(2, 300, 2)

@@ -17,9 +17,10 @@ HAS_KERNEL = cpp.load_kernel() is not None
 BACKENDS = ["torch"] + (["cpp"] if HAS_KERNEL else [])
 
 
-def tiny(hidden=16, layers=2, params=("a", "b"), seed=0):
+def tiny(hidden=16, layers=2, params=("a", "b"), seed=0, preemphasis=0.0):
     torch.manual_seed(seed)
-    model = AudioTier(RNNConfig(param_names=list(params), hidden=hidden, layers=layers)).eval()
+    config = RNNConfig(param_names=list(params), hidden=hidden, layers=layers, preemphasis=preemphasis)
+    model = AudioTier(config).eval()
     with torch.no_grad():  # larger output weights: peaked distributions, so sampling errors would show
         model.out.weight.mul_(8)
     return model
@@ -184,6 +185,22 @@ def test_stream_chunks_equal_one_shot(backend):
     live = gen.stream(voices=2, seed=4)
     parts = [live.next(cond[:, i : i + 57]) for i in range(0, cond.shape[1], 57)]
     np.testing.assert_array_equal(np.concatenate(parts, 1), full)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_preemphasis_model_is_deemphasised_in_one_shot_and_in_chunks(backend):
+    from smf.rnn.model import deemphasis, mulaw_decode
+
+    plain, emph = Generator(tiny(), backend=backend), Generator(tiny(preemphasis=0.9), backend=backend)
+    arr = np.random.default_rng(5).random((2, 6, 2))
+    raw, full = plain.generate(arr, 0.02, seed=4), emph.generate(arr, 0.02, seed=4)
+    # same weights, same draws: the classes are the same, the audio is their de-emphasised decoding
+    expected = deemphasis(mulaw_decode(mulaw_encode(torch.from_numpy(raw))).double(), 0.9).numpy()
+    np.testing.assert_allclose(full, expected, rtol=0, atol=1e-5)
+    cond = emph.prepare(arr, 0.02, None)
+    live = emph.stream(voices=2, seed=4)
+    parts = [live.next(cond[:, i : i + 57]) for i in range(0, cond.shape[1], 57)]
+    np.testing.assert_allclose(np.concatenate(parts, 1), full, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -124,6 +124,8 @@ def test_config_errors_name_the_key():
         TrainConfig.from_dict({"props": ["p"], "hiden": 3})
     with pytest.raises(InvalidArgument, match="tfr"):
         TrainConfig.from_dict({"props": ["p"], "tfr": 1.5})
+    with pytest.raises(InvalidArgument, match="preemphasis"):
+        TrainConfig.from_dict({"props": ["p"], "preemphasis": 1.0})
 
 
 def test_checkpoint_loads_weights_only(tmp_path):
