@@ -8,7 +8,7 @@ the torchrun rendezvous wired. Selected with SMF_JOB_BACKEND=kubernetes:
     from smf.common import jobs, k8s_jobs   # importing k8s_jobs registers the backend
     job = jobs.launch("gan", ["--config", uri, "--out", out], name="mygan", backend="kubernetes", gpus=1, nodes=2)
     job.status()     # pending | running | succeeded | failed   (from the Job's status conditions)
-    job.phase()      # ... or "deleted" once cancelled
+    job.phase()      # ... or "deleted" once cancelled (status() stays "running" until its pods are gone)
     job.cancel()     # delete with propagationPolicy=Foreground: pods get SIGTERM and their grace period to checkpoint
 
 Lifecycle read from the API server (never from pods directly):
@@ -411,9 +411,14 @@ class KubernetesJob(jobs.JobHandle):
         return phase
 
     def status(self) -> str:
-        """One of jobs.STATES; a deleted (cancelled) Job counts as failed, as a cancelled subprocess does."""
+        """One of jobs.STATES. A cancelled Job counts as failed once it is gone, as a cancelled subprocess does once
+        it exited; while the foreground deletion waits for its pods (SIGTERM, checkpoint) it is still running, so
+        an operation following it reports CANCELLED only when the work has stopped."""
         phase = self.phase()
-        return "failed" if phase == "deleted" else phase
+        if phase == "deleted":
+            with self._lock:
+                return "failed" if self._final == "deleted" else "running"
+        return phase
 
     def cancel(self, grace: float = jobs.DEFAULT_GRACE_S) -> None:
         """Delete the Job with foreground propagation: the Job stays (with deletionTimestamp) until its pods are

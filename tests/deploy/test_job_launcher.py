@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client, utils
 from kubernetes.client.exceptions import ApiException
 from smf.common import jobs, k8s_jobs
-from smf.common.errors import NotFound, PermissionDenied
+from smf.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from support.chart_render import RELEASE, VALUE_SETS, render
 from support.kube import finish_pod, wait_for
 
@@ -101,6 +101,16 @@ def running_pods(core, namespace, job, n: int = 1, *, besides: tuple[client.V1Po
     return wait_for(f"{n} running pod(s) of {job.id}", running, timeout=30)
 
 
+def job_gone(batch: client.BatchV1Api, namespace: str, name: str) -> bool:
+    try:
+        batch.read_namespaced_job(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return True
+        raise
+    return False
+
+
 def wait_phase(job: k8s_jobs.KubernetesJob, phase: str, timeout: float = 30) -> str:
     return wait_for(f"{job.id} {phase}", lambda: job.phase() == phase and phase, timeout=timeout)
 
@@ -128,6 +138,20 @@ def test_run_is_created_runs_and_succeeds(kube, namespace, backend, core, kind):
         template=backend.template, namespace=namespace, api_client=launcher_client(kube, namespace)
     )
     assert again.get(job.id).status() == "succeeded"
+    # ttlSecondsAfterFinished removes finished Jobs: the handle remembers the outcome it saw
+    batch = client.BatchV1Api(kube.api_client())
+    batch.delete_namespaced_job(job.id, namespace, propagation_policy="Background")
+    wait_for("the Job removed", lambda: job_gone(batch, namespace, job.id))
+    assert job.status() == "succeeded"
+
+
+def test_a_job_deleted_by_someone_else_is_failed(kube, namespace, backend, core):
+    job = launch(backend)
+    running_pods(core, namespace, job)
+    batch = client.BatchV1Api(kube.api_client())
+    batch.delete_namespaced_job(job.id, namespace, propagation_policy="Foreground")  # kubectl delete job, not cancel
+    wait_for("the Job removed", lambda: job_gone(batch, namespace, job.id))
+    assert job.status() == "failed"
 
 
 def test_exit_code_in_fail_job_on_exit_codes_fails_the_job_at_once(namespace, backend, core):
@@ -139,7 +163,10 @@ def test_exit_code_in_fail_job_on_exit_codes_fails_the_job_at_once(namespace, ba
     assert message.startswith("PodFailurePolicy:") and f"exit code {FAIL_JOB_EXIT_CODE}" in message
     # FailJob: failed after one pod although backoffLimit (3) is not spent (any other exit code is retried, after
     # the Job controller's 10 s pod-failure backoff, and would end as BackoffLimitExceeded)
-    assert job.last.status.failed == 1
+    # (the outcome is read at the FailureTarget condition, when the pod may still be an uncounted terminated one)
+    status = job.last.status
+    uncounted = status.uncounted_terminated_pods
+    assert (status.failed or 0) + len((uncounted.failed if uncounted else None) or []) == 1
     status = jobs.poll_job(job)
     assert status.state == "failed" and "PodFailurePolicy" in status.error
 
@@ -163,15 +190,10 @@ def test_cancel_deletes_the_job_and_its_pods(namespace, backend, core):
     job.cancel()
     assert job.phase() == "deleted"
     batch = client.BatchV1Api(core.api_client)
-
-    def gone():
-        try:
-            batch.read_namespaced_job(job.id, namespace)
-        except ApiException as exc:
-            return exc.status == 404 and not job_pods(core, namespace, job)
-        return False
-
-    wait_for("job and pods deleted", gone, timeout=30)
+    wait_for(
+        "the Job and its pods removed",
+        lambda: job_gone(batch, namespace, job.id) and not job_pods(core, namespace, job),
+    )
     assert job.phase() == "deleted" and job.status() == "failed"
     job.cancel()  # a second cancel (404) is not an error
 
@@ -222,14 +244,11 @@ def test_multi_node_run_is_an_indexed_job_with_its_rendezvous(kube, namespace, b
 
 # (verb, group, resource, subresource) the services use, through k8s_jobs
 NEEDED = [
-    ("create", "batch", "jobs", ""),
-    ("get", "batch", "jobs", ""),
-    ("list", "batch", "jobs", ""),
-    ("watch", "batch", "jobs", ""),
-    ("delete", "batch", "jobs", ""),
-    ("list", "", "pods", ""),
-    ("get", "", "pods", ""),
-    ("get", "", "pods", "log"),
+    ("create", "batch", "jobs", ""),  # launch
+    ("get", "batch", "jobs", ""),  # phase(), get()
+    ("delete", "batch", "jobs", ""),  # cancel()
+    ("list", "", "pods", ""),  # logs(): the Job's pods
+    ("get", "", "pods", "log"),  # logs()
 ]
 # what a stolen launcher token must not give
 REFUSED = [
@@ -241,6 +260,9 @@ REFUSED = [
     ("create", "", "pods", "attach"),
     ("create", "", "pods", "eviction"),
     ("get", "batch", "jobs", "status"),
+    ("list", "batch", "jobs", ""),
+    ("watch", "batch", "jobs", ""),
+    ("get", "", "pods", ""),
     ("update", "batch", "jobs", ""),
     ("patch", "batch", "jobs", ""),
     ("update", "batch", "jobs", "status"),
@@ -294,6 +316,19 @@ def test_refusals_are_permission_denied_through_the_launcher(kube, namespace, ch
         elsewhere.get("lab-smf-train-gan-run-000000")
     with pytest.raises(NotFound):  # in its own namespace a missing Job is a plain NotFound
         backend.get("lab-smf-train-gan-run-000000")
+
+
+def test_the_servers_refusals_map_to_smf_errors(namespace, backend):
+    run = jobs.JobSpec(name="dup", kind="gan", module="smf.gan.train", args=[])
+    fixed = k8s_jobs.build_job(backend.template, run, name="lab-smf-train-gan-dup-1", namespace=namespace)
+    backend.batch.create_namespaced_job(namespace, fixed)
+    with pytest.raises(ApiException) as raw:
+        backend.batch.create_namespaced_job(namespace, fixed)
+    mapped = k8s_jobs._api_error(raw.value, "create job")  # the way launch() maps it
+    assert isinstance(mapped, AlreadyExists) and 'jobs.batch "lab-smf-train-gan-dup-1" already exists' in mapped.message
+    # server-side validation the client models do not do: an empty image is a 422, INVALID_ARGUMENT naming the field
+    with pytest.raises(InvalidArgument, match=r"spec\.template\.spec\.containers\[0\]\.image: Required value"):
+        launch(backend, image="")
 
 
 @pytest.mark.parametrize("service_account", [TRAINING_SA, PLAIN_SA])
