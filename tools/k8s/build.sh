@@ -16,7 +16,8 @@ command -v go >/dev/null || { echo "tools/k8s/build.sh: needs the Go toolchain (
 export GOFLAGS="-mod=readonly" CGO_ENABLED=0
 
 # The release the binaries report (/version), as the official build stamps it: Helm and the client read it.
-k8s_version="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$here/controlplane/go.mod")"
+k8s_version="$(cd "$here/controlplane" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
+case "$k8s_version" in v1.*) ;; *) echo "tools/k8s/build.sh: no k8s.io/kubernetes version in controlplane/go.mod" >&2; exit 1;; esac
 major="${k8s_version#v}"; minor="${major#*.}"; major="${major%%.*}"; minor="${minor%%.*}"
 v=k8s.io/component-base/version
 ldflags="-s -w -X $v.gitVersion=$k8s_version -X $v.gitMajor=$major -X $v.gitMinor=$minor -X $v.gitTreeState=clean"
@@ -26,11 +27,12 @@ start=$SECONDS
 echo "k8s: building kube-apiserver, kube-controller-manager, kube-scheduler $k8s_version into $out"
 (cd "$here/controlplane" && go build -trimpath -ldflags "$ldflags" -o "$out/" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler)
-kwok_version="$(awk '$1 == "require" && $2 == "sigs.k8s.io/kwok" {print $3}' "$here/kwok/go.mod")"
+kwok_version="$(cd "$here/kwok" && go list -m -f '{{.Version}}' sigs.k8s.io/kwok)"
 echo "k8s: building kwok $kwok_version into $out"
 (cd "$here/kwok" && go build -trimpath -ldflags "-s -w" \
   -o "$out/" sigs.k8s.io/kwok/cmd/kwok)
-etcd_version="$(awk '$1 == "require" && $2 == "go.etcd.io/etcd/server/v3" {print $3}' "$here/etcd/go.mod")"
+etcd_version="$(cd "$here/etcd" && go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)"
 echo "k8s: building etcd $etcd_version into $out"
 (cd "$here/etcd" && go build -trimpath -ldflags "-s -w" -o "$out/etcd" .)
+"$out/kube-apiserver" --version | grep -qx "Kubernetes $k8s_version" || { echo "tools/k8s/build.sh: kube-apiserver does not report $k8s_version" >&2; exit 1; }
 echo "k8s: built in $((SECONDS - start)) s"
