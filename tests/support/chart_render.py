@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
 helm = pytest.importorskip("helm_python")
+from helm_python import _native  # noqa: E402 -- after the importorskip
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "smf"
 RELEASE, NAMESPACE = "lab", "sound"
@@ -52,10 +54,34 @@ VALUE_SETS = {
 }
 
 
-def render(values: dict, namespace: str = NAMESPACE) -> dict[str, list[dict]]:
-    """{template path: [objects]} for a value set (NOTES.txt left out: not a manifest), released into `namespace`."""
+# The API a ServiceMonitor needs; the chart renders one only where the cluster serves it (.Capabilities).
+SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
+# Offline, render as for a cluster with the Prometheus Operator, like `helm template --api-versions ...`.
+OPERATOR_CLUSTER = (SERVICE_MONITOR_API,)
+
+
+def render(
+    values: dict, namespace: str = NAMESPACE, api_versions: tuple[str, ...] = OPERATOR_CLUSTER
+) -> dict[str, list[dict]]:
+    """{template path: [objects]} for a value set (NOTES.txt left out: not a manifest), released into `namespace`,
+    for a cluster that serves `api_versions` beyond the built-in ones (() = a bare cluster)."""
+    return _documents(render_text(values, namespace, api_versions))
+
+
+def render_text(
+    values: dict, namespace: str = NAMESPACE, api_versions: tuple[str, ...] = OPERATOR_CLUSTER
+) -> dict[str, str]:
+    """{template path: rendered text}, NOTES.txt included."""
     with helm.Chart.load(CHART) as chart:
-        rendered = chart.render(values=values, name=RELEASE, namespace=namespace)
+        if not api_versions:
+            return chart.render(values=values, name=RELEASE, namespace=namespace)
+        # helm-python 0.2.2's native render takes `api_versions` (helm template --api-versions) but Chart.render
+        # does not pass it on: call the native function with the same options Chart.render builds.
+        options = {"name": RELEASE, "namespace": namespace, "api_versions": list(api_versions)}
+        return json.loads(_native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(options)))
+
+
+def _documents(rendered: dict[str, str]) -> dict[str, list[dict]]:
     out = {}
     for path, text in rendered.items():
         if path.endswith("NOTES.txt"):

@@ -54,6 +54,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- list "gan" "rnn" | toJson }}
 {{- end }}
 
+{{/* "true" when a ServiceMonitor is wanted and the cluster has the Prometheus Operator's CRD, else empty. */}}
+{{- define "smf.serviceMonitor" -}}
+{{- if and .Values.metrics.serviceMonitor.enabled (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1/ServiceMonitor") }}true{{ end }}
+{{- end }}
+
 {{- define "smf.image" -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag }}
 {{- if .Values.image.digest }}
