@@ -7,7 +7,8 @@ server accepts every object (admission, defaulting, strict field validation), th
 the chart means it to go, and that Helm's install / upgrade / test / uninstall complete. The MinIO init Job's `mc`
 pod is ended with exit 0 by the test, standing in for the process that would create the bucket.
 
-One install per value set (module fixture `installs`), each in a namespace of its own.
+One install per value set (module fixture `installs`), each in a namespace of its own, shared by the tests that
+read it: the tests that change a release (upgrade, uninstall) come after those that only read it, in file order.
 """
 
 from __future__ import annotations
