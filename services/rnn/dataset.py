@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from smf.common import refs
 from smf.common.errors import InvalidArgument
-from smf.rnn.model import RNNConfig, audio_input, mulaw_encode, preemphasis
+from smf.rnn.model import RNNConfig, audio_input, encode_audio
 from torch import Tensor
 
 
@@ -67,8 +67,8 @@ def prepare_file(name: str, audio: np.ndarray | Tensor, sample_rate: int, params
         return torch.as_tensor(np.stack(cols, axis=1) if cols else np.zeros((n, 0)), dtype=torch.float32)
 
     # classes kept as int16 (half the memory of int64; widened per window)
-    if config.is_audio:  # the audio tier learns the pre-emphasised signal when its config says so
-        series = mulaw_encode(preemphasis(audio, config.preemphasis), config.classes).to(torch.int16)
+    if config.is_audio:
+        series = encode_audio(audio, config.classes, config.preemphasis).to(torch.int16)
     else:
         series = sampled(config.generate)
     cond = sampled(config.param_names)

@@ -26,7 +26,7 @@ import torch
 from smf.common.files import atomic_path
 from smf.rnn.fastgen.rng import uniforms
 from smf.rnn.fastgen.torch_loop import StepLoop
-from smf.rnn.model import deemphasis, mulaw_decode, mulaw_encode
+from smf.rnn.model import decode_audio, mulaw_encode
 from torch import Tensor, nn
 
 
@@ -65,7 +65,7 @@ class ExportedGenerator(nn.Module):
         u = uniforms(self.seed, cond.shape[0], self.t, cond.shape[1], cond.device)
         classes, self.h, self.prev = self.loop(cond, self.h, self.prev, u, temperature)
         self.t += cond.shape[1]
-        audio = deemphasis(mulaw_decode(classes, self.classes), self.preemphasis, self.last)
+        audio = decode_audio(classes, self.classes, self.preemphasis, self.last)
         if audio.shape[1] > 0:
             self.last = audio[:, -1].clone()
         return audio

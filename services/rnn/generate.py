@@ -43,7 +43,7 @@ from smf.common.errors import InvalidArgument
 from smf.rnn.conditioning import POINTS, check_array, stretch
 from smf.rnn.fastgen.rng import uniforms
 from smf.rnn.fastgen.torch_loop import StepLoop
-from smf.rnn.model import deemphasis, mulaw_decode, mulaw_encode
+from smf.rnn.model import decode_audio, mulaw_encode
 from torch import Tensor, nn
 
 __all__ = [
@@ -188,7 +188,7 @@ class Generator:
     def audio(self, classes: Tensor, last: Tensor | None = None) -> Tensor:
         """Generated classes [B, T] -> audio [B, T]: mu-law decoded, then de-emphasised when the model learned a
         pre-emphasised signal (`last` [B]: the previous chunk's final sample; None = from silence)."""
-        return deemphasis(mulaw_decode(classes, self.config.classes), self.config.preemphasis, last)
+        return decode_audio(classes, self.config.classes, self.config.preemphasis, last)
 
     def stream(
         self,

@@ -133,6 +133,17 @@ def deemphasis(x: Tensor, coef: float, last: Tensor | None = None, block: int = 
     return torch.cat(out, dim=-1).to(x.dtype)
 
 
+def encode_audio(x: Tensor, classes: int, preemphasis_coef: float) -> Tensor:
+    """Audio in [-1, 1] -> the classes an audio tier learns: pre-emphasised (when its config says so), mu-law."""
+    return mulaw_encode(preemphasis(x, preemphasis_coef), classes)
+
+
+def decode_audio(c: Tensor, classes: int, preemphasis_coef: float, last: Tensor | None = None) -> Tensor:
+    """The inverse of `encode_audio`: classes -> audio, de-emphasised from `last` (the previous chunk's final sample
+    [...], None = silence). Every generation path and the control score's reference use it."""
+    return deemphasis(mulaw_decode(c, classes), preemphasis_coef, last)
+
+
 def audio_input(c: Tensor, classes: int = 256) -> Tensor:
     """The scalar fed back into the net for a generated class: c/(classes-1)*2 - 1, i.e. the companded value in
     [-1, 1] (zero-centred, unlike the reference's c/Q in [0, 1), which is why our checkpoints are not
