@@ -12,8 +12,9 @@ as the nearest grid cell by log-mel mean + spread, Spearman of requested vs hear
 2. recipes trained on that same grid with the same budget (steps, size): `reference` (one audio tier conditioned on
    dim0, dim1 — the MTCRNN recipe the original SMF trained), `reference+cross` (the same with windows that cross
    cell boundaries), `tiered` (a parameter tier making rms, centroid from dim0, dim1; an audio tier rendering them),
-   `preemph` (the demo's default: one pre-emphasised audio tier), each also with its conditioning zeroed at
-   generation (a model that ignores its knobs);
+   `preemph` (one pre-emphasised audio tier on dim0, dim1), `tiered+knobs` (the demo's default: the parameter
+   tier, and a pre-emphasised audio tier hearing its controls and the knobs), each also with its conditioning
+   zeroed at generation (a model that ignores its knobs);
 3. with --pitch: median and worst pitch error (cents) of an audio tier trained on `tones` with normPitch.
 """
 
@@ -60,9 +61,11 @@ def target_rows(summary: dict, factor: float = 0.8) -> list[tuple[str, str, floa
 #   reference+cross  the same with half the windows crossing cell boundaries
 #   tiered           two tiers: a parameter tier makes rms, centroid from dim0, dim1; an audio tier renders them
 #                    (the demo's default until the GAN's spectrogram cap made the grid tonal)
-#   preemph          the demo's own rnn block (one pre-emphasised audio tier, teacher forcing 1, batch 32)
+#   preemph          one audio tier on dim0, dim1 with the demo's rnn block (pre-emphasised, teacher forcing 1, b32)
+#   tiered+knobs     the demo's own recipe: its controls block (a parameter tier making rms, centroid) and an audio
+#                    tier with the demo's rnn block hearing those controls and dim0, dim1 beside them
 FAITHFUL = {"tfr": 0.9, "batch": 16, "preemphasis": 0.0, "cross": 0.0}
-RECIPES = ("reference", "reference+cross", "tiered", "preemph")
+RECIPES = ("reference", "reference+cross", "tiered", "preemph", "tiered+knobs")
 
 
 def train_recipe(store, grid: str, name: str, recipe: str, rnn: dict, controls: dict) -> tuple[str, str | None, float]:
@@ -72,14 +75,17 @@ def train_recipe(store, grid: str, name: str, recipe: str, rnn: dict, controls: 
     budget.update(data=grid, progress_every=10**6, checkpoint_every=10**6)
     t0 = time.monotonic()
     quiet = lambda *a: None  # noqa: E731
-    if recipe == "tiered":
-        from smf.pipeline.config import CONTROL_FEATURES, controls_tier
+    if recipe in ("tiered", "tiered+knobs"):
+        from smf.pipeline.config import CONTROL_FEATURES, chain_props, controls_tier
 
-        feats, tier = controls_tier(controls or {"features": CONTROL_FEATURES})  # as the pipeline trains it
+        controls = controls or {"features": CONTROL_FEATURES}
+        if recipe == "tiered":  # the controls alone, rendered by the faithful audio tier
+            controls = {**controls, "knobs": False}
+        _, tier = controls_tier(controls)  # as the pipeline trains it
         tier.update(data=grid, props=["dim0", "dim1"], progress_every=10**6, checkpoint_every=10**6)
         train(TrainConfig.from_dict(tier), store, f"rnn/{name}-controls", log=quiet)
-        audio = {**budget, **FAITHFUL, "props": feats, "cross": 0.5}
-        train(TrainConfig.from_dict(audio), store, f"rnn/{name}", log=quiet)
+        fields = {**budget, **FAITHFUL, "cross": 0.5} if recipe == "tiered" else {**rnn, **budget}
+        train(TrainConfig.from_dict({**fields, "props": chain_props(controls)}), store, f"rnn/{name}", log=quiet)
         return f"rnn/{name}", f"rnn/{name}-controls", time.monotonic() - t0
     if recipe == "preemph":
         fields = {**rnn, **budget}

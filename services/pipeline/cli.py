@@ -86,7 +86,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"render {name}: {_file_path(store, w)}")
     lin = state["stages"]["som_render"]["outputs"]["grid"]
     print(f"linearized grid (RNN training data): {_file_path(store, lin)}/")
-    print(f"RNN model: {_file_path(store, state['stages']['rnn']['outputs']['model'])}/")
+    rnn = state["stages"]["rnn"]["outputs"]
+    print(f"RNN model: {_file_path(store, rnn['model'])}/")
+    if rnn.get("chain"):
+        print(f"RNN parameter tier (the knobs): {_file_path(store, rnn['chain'])}/")
+    play = f"smf rnn play --store {store.uri} -m {rnn['model']}" + (
+        f" --chain {rnn['chain']}" if rnn.get("chain") else ""
+    )
+    print(f"play it: {play}")
     control = state["stages"].get("control", {}).get("outputs", {})
     if control:
         print(f"knobs: {_file_path(store, control['control'])}/control.png")

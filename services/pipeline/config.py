@@ -177,12 +177,24 @@ CONTROL_FEATURES = ["rms", "centroid"]  # what the parameter tier makes from dim
 CONTROL_TIER = {"cross": 1.0, "seq_len": 64, "rate": 125}  # its defaults: 125 Hz, windows chaining cells
 
 
+KNOB_PROPS = ["dim0", "dim1"]  # the grid's knobs: what a single audio tier, or a parameter tier, is conditioned on
+
+
 def controls_tier(controls: dict) -> tuple[list[str], dict]:
     """A `controls` block -> (the features it makes, the parameter tier's training fields: CONTROL_TIER, then the
     block's options, then generate = the features). The pipeline and bench/control.py train it from this."""
     ctl = dict(controls)
+    ctl.pop("knobs", None)  # not the parameter tier's: see `chain_props`
     features = list(ctl.pop("features", CONTROL_FEATURES))
     return features, {**CONTROL_TIER, **ctl, "generate": features}
+
+
+def chain_props(controls: dict) -> list[str]:
+    """The audio tier's params under a `controls` block: the features the parameter tier makes, then with
+    `knobs: true` dim0, dim1 too, passed through beside them (smf.rnn.generate.chain_columns): the controls give
+    the trajectory (loudness, brightness moving in time), the knobs say which timbre it belongs to."""
+    features = list(controls.get("features", CONTROL_FEATURES))
+    return features + KNOB_PROPS if controls.get("knobs", False) else features
 
 
 def _check_controls(cfg: PipelineConfig, bad: _Bad) -> None:
@@ -199,6 +211,10 @@ def _check_controls(cfg: PipelineConfig, bad: _Bad) -> None:
     for k in ("generate", "props"):
         if k in c:
             raise bad(f"controls.{k}", "is set by the pipeline (props dim0, dim1; generate = features)")
+    if not isinstance(c.get("knobs", False), bool):
+        raise bad(
+            "controls.knobs", f"true (the audio tier hears dim0, dim1 beside the controls) or false, got {c['knobs']!r}"
+        )
 
 
 def _check_grid(cfg: PipelineConfig, bad: _Bad) -> None:

@@ -27,7 +27,7 @@ from smf.common.errors import FailedPrecondition, InvalidArgument, NotFound, Per
 from smf.common.lineage import read_manifest, write_artifact
 from smf.common.refs import resolve_key
 from smf.common.store import Store
-from smf.pipeline.config import PipelineConfig, controls_tier
+from smf.pipeline.config import KNOB_PROPS, PipelineConfig, chain_props, controls_tier
 from smf.pipeline.services import Services
 
 __all__ = ["STAGES", "Pipeline", "describe", "read_state", "stage_key", "state_key"]
@@ -45,7 +45,6 @@ STAGES = (
     "control",
     "report",
 )
-RNN_PROPS = ["dim0", "dim1"]
 
 
 def state_key(name: str) -> str:
@@ -199,7 +198,7 @@ class Pipeline:
             )["grid"]
             som = self._stage("som", cfg.som, [grid], lambda k: self._run_som(k, grid))["som"]
             lin_grid = self._stage("som_render", {"pm": True}, [som], lambda k: self._run_som_render(k, som))["grid"]
-            rnn_cfg = {**cfg.rnn, "props": RNN_PROPS, **({"controls": cfg.controls} if cfg.controls else {})}
+            rnn_cfg = {**cfg.rnn, "props": KNOB_PROPS, **({"controls": cfg.controls} if cfg.controls else {})}
             rnn_out = self._stage("rnn", rnn_cfg, [lin_grid], lambda k: self._run_rnn(k, lin_grid))
             rnn, chain = rnn_out["model"], rnn_out.get("chain", "")
             tiers = [rnn, *([chain] if chain else [])]
@@ -397,19 +396,19 @@ class Pipeline:
         # the RNN trains on the linearized grid itself (its cells are wav + .params with dim0, dim1, envPt); the
         # run's manifest records the grid as its input. With `controls` (the default), two tiers train in turn:
         # a parameter tier turning dim0, dim1 into analysis controls at the frame rate, and an audio tier rendering
-        # those controls; without, one audio tier conditioned on dim0, dim1 (the reference MTCRNN recipe).
+        # those controls (with `knobs`, the controls and dim0, dim1); without, one audio tier on dim0, dim1.
         rnn = self._client("rnn")
         run_id = f"rnn/{self.cfg.name}-{key[:10]}"
         if not self.cfg.controls:
-            op = rnn.start_training(grid, RNN_PROPS, run_id=run_id, **self.cfg.rnn)
+            op = rnn.start_training(grid, KNOB_PROPS, run_id=run_id, **self.cfg.rnn)
             rnn.wait(op.id, on_progress=self._progress("rnn"))
             return {"model": run_id, "chain": "", "data": grid, "artifacts": [run_id]}
-        features, tier = controls_tier(self.cfg.controls)
+        _, tier = controls_tier(self.cfg.controls)
         chain_id = f"{run_id}-controls"
         # one after the other: side by side, two trainers on 2 cores took 427 s where in turn they take ~210 s
-        op = rnn.start_training(grid, RNN_PROPS, run_id=chain_id, **tier)
+        op = rnn.start_training(grid, KNOB_PROPS, run_id=chain_id, **tier)
         rnn.wait(op.id, on_progress=self._progress("rnn controls"))
-        op = rnn.start_training(grid, features, run_id=run_id, **self.cfg.rnn)
+        op = rnn.start_training(grid, chain_props(self.cfg.controls), run_id=run_id, **self.cfg.rnn)
         rnn.wait(op.id, on_progress=self._progress("rnn"))
         return {"model": run_id, "chain": chain_id, "data": grid, "artifacts": [run_id, chain_id]}
 

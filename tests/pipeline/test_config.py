@@ -67,6 +67,7 @@ def test_folder_dataset_is_resolved_relative_to_the_config(tmp_path):
         ({"features": ["loudness"]}, "controls.features"),
         ({"features": []}, "controls.features"),
         ({"generate": ["rms"]}, "controls.generate"),
+        ({"features": ["rms"], "knobs": "yes"}, "controls.knobs"),
     ],
 )
 def test_bad_controls_name_the_field(controls, field):
@@ -77,6 +78,15 @@ def test_bad_controls_name_the_field(controls, field):
     with pytest.raises(InvalidArgument) as e:
         parse_config(raw, source="x.json")
     assert field in e.value.field
+
+
+def test_chain_props_put_the_knobs_beside_the_controls_only_when_asked():
+    from smf.pipeline.config import chain_props, controls_tier
+
+    assert chain_props({"features": ["rms", "centroid"]}) == ["rms", "centroid"]
+    assert chain_props({"features": ["rms"], "knobs": True}) == ["rms", "dim0", "dim1"]
+    features, tier = controls_tier({"features": ["rms"], "knobs": True, "hidden": 32})
+    assert features == ["rms"] and "knobs" not in tier and tier["generate"] == ["rms"] and tier["hidden"] == 32
 
 
 def test_bad_control_duration():

@@ -82,8 +82,9 @@ def test_lineage_links_the_stages(run):
     assert out["dataset"]["dataset"] in read_manifest(store, out["gan"]["model"]).inputs
     assert out["grid"]["grid"] in read_manifest(store, out["som"]["som"]).inputs
     rnn_cfg = json.loads(store.get_bytes(f"{out['rnn']['model']}/config.json"))
-    # two tiers: the parameter tier makes rms, centroid from the knobs; the audio tier renders them
-    assert rnn_cfg["data"] == out["rnn"]["data"] and rnn_cfg["props"] == ["rms", "centroid"]
+    # two tiers: the parameter tier makes rms, centroid from the knobs; the audio tier renders them and, with
+    # `knobs: true`, hears the knobs beside them
+    assert rnn_cfg["data"] == out["rnn"]["data"] and rnn_cfg["props"] == ["rms", "centroid", "dim0", "dim1"]
     ctl_cfg = json.loads(store.get_bytes(f"{out['rnn']['chain']}/config.json"))
     assert ctl_cfg["props"] == ["dim0", "dim1"] and ctl_cfg["generate"] == ["rms", "centroid"]
     assert read_manifest(store, out["rnn"]["chain"]).inputs == [out["som_render"]["grid"]]

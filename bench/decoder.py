@@ -1,0 +1,94 @@
+"""Is the control score's ear right? Decode GAN sounds the grid does not hold and compare with where they are.
+
+    .venv/bin/python bench/decoder.py --store file://$HOME/.smf/store --grid grids/demo-lin-<id>
+
+The control-following score (smf.rnn.evaluate) hears a window as the nearest training cell by log-mel mean and
+std over time. That choice is tested here without any RNN: the grid's GAN renders sounds at positions *between*
+the cells (bilinear in the grid's stored latents, a 2 x finer lattice, the cells themselves left out), each is
+decoded against the grid, and Spearman / mean |error| between true and decoded position say how well each feature
+set hears a sound it was not given. Side by side: the score's features (mean + std), mean only, std only.
+A feature set that decodes held-out sounds worse would mis-hear a synth that does move between cells.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+
+import numpy as np
+import torch
+
+
+def lattice_latents(latents: torch.Tensor, fine: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Grid latents [d1, d0, Z] -> latents of the in-between points of a lattice `fine` x finer, and their (dim0,
+    dim1) positions [n, 2]; the cells' own positions are left out."""
+    d1, d0 = latents.shape[0], latents.shape[1]
+    pts, zs = [], []
+    for b in range((d1 - 1) * fine + 1):
+        for a in range((d0 - 1) * fine + 1):
+            if a % fine == 0 and b % fine == 0:
+                continue
+            x, y = a / fine, b / fine
+            j, i = min(int(x), d0 - 2), min(int(y), d1 - 2)
+            fx, fy = x - j, y - i
+            z = (1 - fy) * ((1 - fx) * latents[i, j] + fx * latents[i, j + 1]) + fy * (
+                (1 - fx) * latents[i + 1, j] + fx * latents[i + 1, j + 1]
+            )
+            zs.append(z)
+            pts.append((x / (d0 - 1), y / (d1 - 1)))
+    return torch.stack(zs), np.asarray(pts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", required=True, help="store URI holding the grid and its GAN")
+    ap.add_argument("--grid", required=True, help="a 2-D grid with stored latents, e.g. grids/demo-lin-<id>")
+    ap.add_argument("--fine", type=int, default=2, help="lattice refinement between cells (default 2)")
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args(argv)
+
+    from smf.common.store import open_store
+    from smf.gan.runs import load_model
+    from smf.rnn.dataset import load_dataset
+    from smf.rnn.evaluate import BANDS, reference_from_dataset, spearman, window_features
+    from smf.rnn.model import RNNConfig
+
+    store = open_store(args.store)
+    meta = json.loads(store.get_bytes(f"{args.grid}/grid.json"))
+    if meta.get("d1", 1) < 2 or not meta.get("latents"):
+        print(f"{args.grid}: needs a 2-D grid with stored latents", file=sys.stderr)
+        return 2
+    latents = torch.load(io.BytesIO(store.get_bytes(f"{args.grid}/{meta['latents']}")), weights_only=True)
+    gan = load_model(store, meta["model"])
+    ref = reference_from_dataset(load_dataset(args.grid, RNNConfig(param_names=["dim0", "dim1"]), 1, store))
+    zs, true = lattice_latents(latents, args.fine)
+    audio = gan.render(zs).numpy()[:, : ref.window]
+
+    raw_ref = window_features(ref.audio, ref.sample_rate)
+    raw = window_features(audio, ref.sample_rate)
+    mean, std = raw_ref.mean(0), raw_ref.std(0) + 1e-9
+    sets = {"mean + std (the score)": slice(None), "mean only": slice(0, BANDS), "std only": slice(BANDS, None)}
+    rows = {}
+    print(f"{args.grid}: {len(true)} held-out GAN sounds between {len(ref.audio)} cells (lattice x{args.fine})")
+    print(f"{'features':26s} {'rho dim0':>9s} {'rho dim1':>9s} {'|err|':>7s}")
+    for name, cols in sets.items():
+        zr, zh = ((raw_ref - mean) / std)[:, cols], ((raw - mean) / std)[:, cols]
+        d = torch.cdist(torch.from_numpy(zh), torch.from_numpy(zr)).numpy()
+        heard = ref.positions[d.argmin(1)]
+        r = {
+            "spearman_dim0": spearman(true[:, 0], heard[:, 0]),
+            "spearman_dim1": spearman(true[:, 1], heard[:, 1]),
+            "mae": float(np.abs(true - heard).mean()),
+        }
+        rows[name] = r
+        print(f"{name:26s} {r['spearman_dim0']:9.3f} {r['spearman_dim1']:9.3f} {r['mae']:7.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"grid": args.grid, "held_out": len(true), "features": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
