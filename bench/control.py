@@ -8,7 +8,8 @@
 Prints, side by side in one run, on the demo's linearized grid (smf.rnn.evaluate: render gestures, hear each window
 as the nearest grid cell by log-mel mean + spread, Spearman of requested vs heard position):
 1. the demo as `make demo` runs it (empty store, wall time): its control table and whether every moved param
-   reaches 0.8 x the oracle's Spearman (the target);
+   reaches 0.8 x the oracle's Spearman (the target); then the score's ear on that grid (bench/decoder.py: GAN
+   sounds between the cells, decoded by each feature set);
 2. recipes trained on that same grid with the same budget (steps, size): `reference` (one audio tier conditioned on
    dim0, dim1 — the MTCRNN recipe the original SMF trained), `reference+cross` (the same with windows that cross
    cell boundaries), `tiered` (a parameter tier making rms, centroid from dim0, dim1; an audio tier rendering them),
@@ -158,6 +159,12 @@ def demo_and_recipes(args, store_uri: str, config: str | None, out: dict) -> Non
         "summary": summary,
         "stage_seconds": {k: v.get("seconds") for k, v in state["stages"].items()},
     }
+    # the score's ear on this grid: GAN sounds between the cells, decoded (bench/decoder.py)
+    sys.path.insert(0, HERE)
+    from decoder import decoder_check, format_check
+
+    out["decoder"] = decoder_check(open_store(store_uri), st["rnn"]["data"])
+    print("\n== 1b. the score's ear: " + format_check(out["decoder"]))
 
     if not args.no_recipes:
         store = open_store(store_uri)

@@ -41,6 +41,50 @@ def lattice_latents(latents: torch.Tensor, fine: int) -> tuple[torch.Tensor, np.
     return torch.stack(zs), np.asarray(pts)
 
 
+def decoder_check(store, grid: str, fine: int = 2) -> dict:
+    """Decode the GAN sounds between `grid`'s cells with each feature set -> {"grid", "held_out", "cells",
+    "features": {name: {spearman_dim0, spearman_dim1, mae}}}. InvalidArgument for a grid without latents."""
+    from smf.common.errors import InvalidArgument
+    from smf.gan.runs import load_model
+    from smf.rnn.dataset import load_dataset
+    from smf.rnn.evaluate import BANDS, reference_from_dataset, spearman, window_features
+    from smf.rnn.model import RNNConfig
+
+    meta = json.loads(store.get_bytes(f"{grid}/grid.json"))
+    if meta.get("d1", 1) < 2 or not meta.get("latents"):
+        raise InvalidArgument("grid", f"{grid}: needs a 2-D grid with stored latents")
+    latents = torch.load(io.BytesIO(store.get_bytes(f"{grid}/{meta['latents']}")), weights_only=True)
+    gan = load_model(store, meta["model"])
+    ref = reference_from_dataset(load_dataset(grid, RNNConfig(param_names=["dim0", "dim1"]), 1, store))
+    zs, true = lattice_latents(latents, fine)
+    audio = gan.render(zs).numpy()[:, : ref.window]
+
+    raw_ref = window_features(ref.audio, ref.sample_rate)
+    raw = window_features(audio, ref.sample_rate)
+    mean, std = raw_ref.mean(0), raw_ref.std(0) + 1e-9
+    sets = {"mean + std (the score)": slice(None), "mean only": slice(0, BANDS), "std only": slice(BANDS, None)}
+    rows = {}
+    for name, cols in sets.items():
+        zr, zh = ((raw_ref - mean) / std)[:, cols], ((raw - mean) / std)[:, cols]
+        heard = ref.positions[torch.cdist(torch.from_numpy(zh), torch.from_numpy(zr)).numpy().argmin(1)]
+        rows[name] = {
+            "spearman_dim0": spearman(true[:, 0], heard[:, 0]),
+            "spearman_dim1": spearman(true[:, 1], heard[:, 1]),
+            "mae": float(np.abs(true - heard).mean()),
+        }
+    return {"grid": grid, "held_out": len(true), "cells": len(ref.audio), "fine": fine, "features": rows}
+
+
+def format_check(r: dict) -> str:
+    lines = [
+        f"{r['grid']}: {r['held_out']} held-out GAN sounds between {r['cells']} cells (lattice x{r['fine']})",
+        f"{'features':26s} {'rho dim0':>9s} {'rho dim1':>9s} {'|err|':>7s}",
+    ]
+    for name, x in r["features"].items():
+        lines.append(f"{name:26s} {x['spearman_dim0']:9.3f} {x['spearman_dim1']:9.3f} {x['mae']:7.3f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", required=True, help="store URI holding the grid and its GAN")
@@ -50,43 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from smf.common.store import open_store
-    from smf.gan.runs import load_model
-    from smf.rnn.dataset import load_dataset
-    from smf.rnn.evaluate import BANDS, reference_from_dataset, spearman, window_features
-    from smf.rnn.model import RNNConfig
 
-    store = open_store(args.store)
-    meta = json.loads(store.get_bytes(f"{args.grid}/grid.json"))
-    if meta.get("d1", 1) < 2 or not meta.get("latents"):
-        print(f"{args.grid}: needs a 2-D grid with stored latents", file=sys.stderr)
-        return 2
-    latents = torch.load(io.BytesIO(store.get_bytes(f"{args.grid}/{meta['latents']}")), weights_only=True)
-    gan = load_model(store, meta["model"])
-    ref = reference_from_dataset(load_dataset(args.grid, RNNConfig(param_names=["dim0", "dim1"]), 1, store))
-    zs, true = lattice_latents(latents, args.fine)
-    audio = gan.render(zs).numpy()[:, : ref.window]
-
-    raw_ref = window_features(ref.audio, ref.sample_rate)
-    raw = window_features(audio, ref.sample_rate)
-    mean, std = raw_ref.mean(0), raw_ref.std(0) + 1e-9
-    sets = {"mean + std (the score)": slice(None), "mean only": slice(0, BANDS), "std only": slice(BANDS, None)}
-    rows = {}
-    print(f"{args.grid}: {len(true)} held-out GAN sounds between {len(ref.audio)} cells (lattice x{args.fine})")
-    print(f"{'features':26s} {'rho dim0':>9s} {'rho dim1':>9s} {'|err|':>7s}")
-    for name, cols in sets.items():
-        zr, zh = ((raw_ref - mean) / std)[:, cols], ((raw - mean) / std)[:, cols]
-        d = torch.cdist(torch.from_numpy(zh), torch.from_numpy(zr)).numpy()
-        heard = ref.positions[d.argmin(1)]
-        r = {
-            "spearman_dim0": spearman(true[:, 0], heard[:, 0]),
-            "spearman_dim1": spearman(true[:, 1], heard[:, 1]),
-            "mae": float(np.abs(true - heard).mean()),
-        }
-        rows[name] = r
-        print(f"{name:26s} {r['spearman_dim0']:9.3f} {r['spearman_dim1']:9.3f} {r['mae']:7.3f}")
+    result = decoder_check(open_store(args.store), args.grid, args.fine)
+    print(format_check(result))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"grid": args.grid, "held_out": len(true), "features": rows}, f, indent=1)
+            json.dump(result, f, indent=1)
     return 0
 
 
