@@ -26,7 +26,8 @@ import torch
 from smf.common.files import atomic_path
 from smf.rnn.fastgen.rng import uniforms
 from smf.rnn.fastgen.torch_loop import StepLoop
-from smf.rnn.model import decode_audio, mulaw_encode
+from smf.rnn.generate import silence_class
+from smf.rnn.model import decode_audio
 from torch import Tensor, nn
 
 
@@ -40,7 +41,7 @@ class ExportedGenerator(nn.Module):
         self.classes: int = int(cfg.classes)
         self.layers: int = int(cfg.layers)
         self.hidden: int = int(cfg.hidden)
-        self.silence: int = int(mulaw_encode(torch.zeros(1), cfg.classes)[0])
+        self.silence: int = silence_class(cfg.classes)
         self.preemphasis: float = float(cfg.preemphasis)
         # live state for reset/step
         self.h = torch.zeros(cfg.layers, 1, cfg.hidden)
