@@ -23,22 +23,22 @@ import torch
 
 def lattice_latents(latents: torch.Tensor, fine: int) -> tuple[torch.Tensor, np.ndarray]:
     """Grid latents [d1, d0, Z] -> latents of the in-between points of a lattice `fine` x finer, and their (dim0,
-    dim1) positions [n, 2]; the cells' own positions are left out."""
+    dim1) positions [n, 2]; the cells' own positions are left out. Each cell-to-cell patch is interpolated by the
+    grid service's own `grid_latents` (linear, its four neighbouring cells as corners)."""
+    from smf.grid.grid import grid_latents
+
     d1, d0 = latents.shape[0], latents.shape[1]
-    pts, zs = [], []
-    for b in range((d1 - 1) * fine + 1):
-        for a in range((d0 - 1) * fine + 1):
-            if a % fine == 0 and b % fine == 0:
-                continue
-            x, y = a / fine, b / fine
-            j, i = min(int(x), d0 - 2), min(int(y), d1 - 2)
-            fx, fy = x - j, y - i
-            z = (1 - fy) * ((1 - fx) * latents[i, j] + fx * latents[i, j + 1]) + fy * (
-                (1 - fx) * latents[i + 1, j] + fx * latents[i + 1, j + 1]
+    mesh = torch.empty((d1 - 1) * fine + 1, (d0 - 1) * fine + 1, latents.shape[-1])
+    for i in range(d1 - 1):
+        for j in range(d0 - 1):
+            corners = latents[i, j], latents[i, j + 1], latents[i + 1, j], latents[i + 1, j + 1]
+            mesh[i * fine : (i + 1) * fine + 1, j * fine : (j + 1) * fine + 1] = grid_latents(
+                *corners, d0=fine + 1, d1=fine + 1
             )
-            zs.append(z)
-            pts.append((x / (d0 - 1), y / (d1 - 1)))
-    return torch.stack(zs), np.asarray(pts)
+    b, a = np.meshgrid(np.arange(mesh.shape[0]), np.arange(mesh.shape[1]), indexing="ij")
+    between = ~((a % fine == 0) & (b % fine == 0))
+    pts = np.stack([a[between] / (mesh.shape[1] - 1), b[between] / (mesh.shape[0] - 1)], axis=1)
+    return mesh[torch.from_numpy(between)], pts
 
 
 def decoder_check(store, grid: str, fine: int = 2) -> dict:
@@ -47,7 +47,7 @@ def decoder_check(store, grid: str, fine: int = 2) -> dict:
     from smf.common.errors import InvalidArgument
     from smf.gan.runs import load_model
     from smf.rnn.dataset import load_dataset
-    from smf.rnn.evaluate import BANDS, reference_from_dataset, spearman, window_features
+    from smf.rnn.evaluate import BANDS, distances, reference_from_dataset, spearman, window_features
     from smf.rnn.model import RNNConfig
 
     meta = json.loads(store.get_bytes(f"{grid}/grid.json"))
@@ -59,14 +59,11 @@ def decoder_check(store, grid: str, fine: int = 2) -> dict:
     zs, true = lattice_latents(latents, fine)
     audio = gan.render(zs).numpy()[:, : ref.window]
 
-    raw_ref = window_features(ref.audio, ref.sample_rate)
-    raw = window_features(audio, ref.sample_rate)
-    mean, std = raw_ref.mean(0), raw_ref.std(0) + 1e-9
+    held = (window_features(audio, ref.sample_rate) - ref.mean) / ref.std  # z-scored as the score z-scores
     sets = {"mean + std (the score)": slice(None), "mean only": slice(0, BANDS), "std only": slice(BANDS, None)}
     rows = {}
     for name, cols in sets.items():
-        zr, zh = ((raw_ref - mean) / std)[:, cols], ((raw - mean) / std)[:, cols]
-        heard = ref.positions[torch.cdist(torch.from_numpy(zh), torch.from_numpy(zr)).numpy().argmin(1)]
+        heard = ref.positions[distances(held[:, cols], ref.features[:, cols]).argmin(1)]
         rows[name] = {
             "spearman_dim0": spearman(true[:, 0], heard[:, 0]),
             "spearman_dim1": spearman(true[:, 1], heard[:, 1]),
