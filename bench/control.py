@@ -82,7 +82,7 @@ def train_recipe(store, grid: str, name: str, recipe: str, rnn: dict, controls: 
         controls = controls or {"features": CONTROL_FEATURES}
         if recipe == "tiered":  # the controls alone, rendered by the faithful audio tier
             controls = {**controls, "knobs": False}
-        _, tier = controls_tier(controls)  # as the pipeline trains it
+        tier = controls_tier(controls)  # as the pipeline trains it
         tier.update(data=grid, props=["dim0", "dim1"], progress_every=10**6, checkpoint_every=10**6)
         train(TrainConfig.from_dict(tier), store, f"rnn/{name}-controls", log=quiet)
         fields = {**budget, **FAITHFUL, "cross": 0.5} if recipe == "tiered" else {**rnn, **budget}

@@ -180,20 +180,20 @@ CONTROL_TIER = {"cross": 1.0, "seq_len": 64, "rate": 125}  # its defaults: 125 H
 KNOB_PROPS = ["dim0", "dim1"]  # the grid's knobs: what a single audio tier, or a parameter tier, is conditioned on
 
 
-def controls_tier(controls: dict) -> tuple[list[str], dict]:
-    """A `controls` block -> (the features it makes, the parameter tier's training fields: CONTROL_TIER, then the
-    block's options, then generate = the features). The pipeline and bench/control.py train it from this."""
+def controls_tier(controls: dict) -> dict:
+    """A `controls` block -> the parameter tier's training fields: CONTROL_TIER, then the block's options, then
+    generate = the features it makes. The pipeline and bench/control.py train it from this."""
     ctl = dict(controls)
     ctl.pop("knobs", None)  # not the parameter tier's: see `chain_props`
     features = list(ctl.pop("features", CONTROL_FEATURES))
-    return features, {**CONTROL_TIER, **ctl, "generate": features}
+    return {**CONTROL_TIER, **ctl, "generate": features}
 
 
 def chain_props(controls: dict) -> list[str]:
     """The audio tier's params under a `controls` block: the features the parameter tier makes, then with
     `knobs: true` dim0, dim1 too, passed through beside them (smf.rnn.generate.chain_columns): the controls give
     the trajectory (loudness, brightness moving in time), the knobs say which timbre it belongs to."""
-    features = list(controls.get("features", CONTROL_FEATURES))
+    features = controls_tier(controls)["generate"]
     return features + KNOB_PROPS if controls.get("knobs", False) else features
 
 

@@ -403,7 +403,7 @@ class Pipeline:
             op = rnn.start_training(grid, KNOB_PROPS, run_id=run_id, **self.cfg.rnn)
             rnn.wait(op.id, on_progress=self._progress("rnn"))
             return {"model": run_id, "chain": "", "data": grid, "artifacts": [run_id]}
-        _, tier = controls_tier(self.cfg.controls)
+        tier = controls_tier(self.cfg.controls)
         chain_id = f"{run_id}-controls"
         # one after the other: side by side, two trainers on 2 cores took 427 s where in turn they take ~210 s
         op = rnn.start_training(grid, KNOB_PROPS, run_id=chain_id, **tier)

@@ -85,8 +85,8 @@ def test_chain_props_put_the_knobs_beside_the_controls_only_when_asked():
 
     assert chain_props({"features": ["rms", "centroid"]}) == ["rms", "centroid"]
     assert chain_props({"features": ["rms"], "knobs": True}) == ["rms", "dim0", "dim1"]
-    features, tier = controls_tier({"features": ["rms"], "knobs": True, "hidden": 32})
-    assert features == ["rms"] and "knobs" not in tier and tier["generate"] == ["rms"] and tier["hidden"] == 32
+    tier = controls_tier({"features": ["rms"], "knobs": True, "hidden": 32})
+    assert "knobs" not in tier and tier["generate"] == ["rms"] and tier["hidden"] == 32
 
 
 def test_bad_control_duration():
