@@ -153,14 +153,15 @@ def _load_gan(cfg: PipelineConfig, bad: _Bad, base_dir: Path | None) -> None:
         raise bad("gan", "give the SMF GAN config (a path or a JSON object)")
 
 
-CONTROL_KEYS = {"duration", "seed", "precision"}
+CONTROL_KEYS = {"duration", "seed", "precision", "voices"}
 
 
 def _check_control(cfg: PipelineConfig, bad: _Bad) -> None:
-    """control: how the knob-following score renders its gestures (seconds per render 1..30, seed, precision)."""
+    """control: how the knob-following score renders its gestures (seconds per render 1..30, seed, precision, voices
+    per gesture 1..16)."""
     c = cfg.control
     if not isinstance(c, dict):
-        raise bad("control", "a JSON object {duration, seed, precision}")
+        raise bad("control", "a JSON object {duration, seed, precision, voices}")
     extra = sorted(set(c) - CONTROL_KEYS)
     if extra:
         raise bad("control", f"unknown keys {extra}; known: {sorted(CONTROL_KEYS)}")
@@ -171,6 +172,9 @@ def _check_control(cfg: PipelineConfig, bad: _Bad) -> None:
         raise bad("control.precision", f"one of fp32, bf16, int8, got {c.get('precision')!r}")
     if not isinstance(c.get("seed", 0), int):
         raise bad("control.seed", f"an integer, got {c.get('seed')!r}")
+    v = c.get("voices", 4)
+    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 16:
+        raise bad("control.voices", f"renders per gesture in 1..16, got {v!r}")
 
 
 CONTROL_FEATURES = ["rms", "centroid"]  # what the parameter tier makes from dim0, dim1 (smf.rnn.features)

@@ -435,7 +435,7 @@ class Pipeline:
     def _run_control(self, key: str, model: str, chain: str, grid: str) -> dict:
         """Control-following of the RNN on the grid it was trained on (smf.rnn.evaluate), computed here against the
         store the services share: the report's knob table and plot."""
-        from smf.rnn.evaluate import evaluate_run, format_table, plot_report
+        from smf.rnn.evaluate import DEFAULT_VOICES, evaluate_run, format_table, plot_report
 
         c = self.cfg.control
         report = evaluate_run(
@@ -446,6 +446,7 @@ class Pipeline:
             duration=float(c.get("duration", 3.0)),
             seed=int(c.get("seed", 0)),
             precision=str(c.get("precision", "fp32")),
+            voices=int(c.get("voices", DEFAULT_VOICES)),
         )
         aid = f"evals/{self.cfg.name}-{key[:10]}"
         write_artifact(

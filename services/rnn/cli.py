@@ -191,6 +191,12 @@ def _add_evaluate(sub, common) -> None:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32")
     ev.add_argument(
+        "--voices",
+        type=int,
+        default=4,
+        help="renders per gesture (distinct sampling streams, 1..16); a row is their mean Spearman (default 4)",
+    )
+    ev.add_argument(
         "--zero",
         action="store_true",
         help="render with the conditioning zeroed (what a model that ignores its knobs scores)",
@@ -627,6 +633,7 @@ def cmd_evaluate(args) -> int:
         seed=args.seed,
         precision=args.precision,
         zero_conditioning=args.zero,
+        voices=args.voices,
     )
     print(format_table(report))
     if "pitch" in report:

@@ -89,6 +89,17 @@ def test_chain_props_put_the_knobs_beside_the_controls_only_when_asked():
     assert "knobs" not in tier and tier["generate"] == ["rms"] and tier["hidden"] == 32
 
 
+@pytest.mark.parametrize("voices", [0, 17, 2.5, True, "4"])
+def test_bad_control_voices(voices):
+    from smf.pipeline.config import DEMO_CONFIG, load_config, parse_config
+
+    raw = load_config(DEMO_CONFIG).to_dict()
+    raw["control"] = {"voices": voices}
+    with pytest.raises(InvalidArgument) as e:
+        parse_config(raw, source="x.json")
+    assert e.value.field.endswith("control.voices")
+
+
 def test_bad_control_duration():
     from smf.pipeline.config import DEMO_CONFIG, load_config, parse_config
 

@@ -89,6 +89,45 @@ def test_follower_scores_near_oracle_and_ignorer_at_chance(reference):
     assert plot_report(good)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def wobbly(arr: np.ndarray, duration: float, seed: int) -> np.ndarray:
+    """The follower, but each voice (batch row) jumps to a random cell in a third of its 20 ms blocks, drawn from
+    (seed, row): a sampled synth whose renders differ from voice to voice."""
+    out = follower(arr, duration, seed)
+    block = 160
+    for b in range(out.shape[0]):
+        rng = np.random.default_rng([seed, b])
+        for s in range(0, out.shape[1], block):
+            if rng.random() < 1 / 3:
+                d0, d1 = rng.integers(0, 5, 2) / 4
+                out[b, s : s + block] = cell_sound(d0, d1, min(block, out.shape[1] - s), phase=s)
+    return out
+
+
+def test_voices_report_the_mean_and_range_and_keep_voice_zero(reference):
+    one = evaluate(wobbly, reference, duration=2.0, voices=1)
+    three = evaluate(wobbly, reference, duration=2.0, voices=3)
+    assert three["voices"] == 3 and three["summary"]["voices"] == 3
+    for name, e in three["gestures"].items():
+        assert len(e["heard_voices"]) == 3
+        assert e["heard_voices"][0] == one["gestures"][name]["heard"] == e["heard"]  # voice 0 is the same render
+    rows = three["summary"]["rows"]
+    assert all(r["model_min"] <= r["model"] <= r["model_max"] for r in rows)
+    assert any(r["model_min"] < r["model_max"] for r in rows)  # the voices differ, and the range shows it
+    assert all(r["model"] > r["chance_p95"] for r in rows)
+    # the mean over voices is what a row reads; its chance is the mean over shuffled voices (narrower than one's)
+    r3 = {(r["gesture"], r["param"]): r for r in rows}
+    g = three["gestures"]["ramp-dim0"]
+    per_voice = [spearman(np.asarray(g["requested"])[:, 0], np.asarray(h)[:, 0]) for h in g["heard_voices"]]
+    assert r3[("ramp-dim0", "dim0")]["model"] == pytest.approx(np.mean(per_voice))
+    table = format_table(three)
+    assert "range" in table and "mean over 3 voices" in table
+    assert "range" not in format_table(one)
+    for bad in (0, 17):
+        with pytest.raises(InvalidArgument) as e:
+            evaluate(wobbly, reference, duration=2.0, voices=bad)
+        assert e.value.field == "voices"
+
+
 def test_default_gestures_cover_each_param(reference):
     names = [g.name for g in default_gestures(["dim0", "dim1"], reference)]
     assert {"ramp-dim0", "ramp-dim1", "glide-dim0-dim1", "steps-dim0", "steps-dim1"} <= set(names)
