@@ -76,6 +76,7 @@ class TrainConfig:
     seq_len: int = 512  # window length T (steps)
     batch: int = 32
     lr: float = 5e-4
+    lr_end: float | None = None  # learning rate at the last step, reached by a cosine from lr (None = constant lr)
     steps: int = 10000
     tfr: float = 0.9  # teacher-forcing ratio at step 0 (SMF runs: constant 0.9)
     tfr_end: float | None = None  # scheduled sampling: ratio at the last step (None = constant)
@@ -116,6 +117,10 @@ class TrainConfig:
         for name in ("hidden", "layers", "seq_len", "batch", "steps", "checkpoint_every", "progress_every"):
             if getattr(cfg, name) < 1:
                 raise InvalidArgument(name, f"must be >= 1, got {getattr(cfg, name)}")
+        if not cfg.lr > 0:
+            raise InvalidArgument("lr", f"must be > 0, got {cfg.lr}")
+        if cfg.lr_end is not None and not 0.0 <= cfg.lr_end <= cfg.lr:
+            raise InvalidArgument("lr_end", f"must be in [0, lr = {cfg.lr}] (a decay; null = constant), got {cfg.lr_end}")
         if not 0.0 <= cfg.preemphasis < 1.0:
             raise InvalidArgument("preemphasis", f"must be in [0, 1) (0 = off; 0.9 is typical), got {cfg.preemphasis}")
         if cfg.generate and not cfg.rate:
@@ -341,6 +346,14 @@ class Trainer:
             return cfg.tfr
         return cfg.tfr + (cfg.tfr_end - cfg.tfr) * min(step / max(cfg.steps - 1, 1), 1.0)
 
+    def lr_at(self, step: int) -> float:
+        """The learning rate at a step: constant, or a cosine from lr (step 0) to lr_end (the last step)."""
+        cfg = self.cfg
+        if cfg.lr_end is None:
+            return cfg.lr
+        t = min(step / max(cfg.steps - 1, 1), 1.0)
+        return cfg.lr_end + (cfg.lr - cfg.lr_end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
     # --- one step ---
     def sample_batch(self) -> tuple[Tensor, Tensor, Tensor]:
         """The step's global batch (x [B, T, in], target) and TF coins [T]. Every rank draws the whole batch from
@@ -366,6 +379,8 @@ class Trainer:
     def train_step(self) -> float:
         """One optimizer step; returns (and records) the global batch's loss."""
         loss = self.loss(*self.sample_batch())
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip:  # after DDP's all-reduce: the global batch's gradient, clipped the same on every rank

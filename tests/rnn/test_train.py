@@ -119,6 +119,32 @@ def test_resume_continues_step_count_and_loss(tmp_path):
         train(tiny_cfg(steps=14, hidden=32), store, "rnn/resumed", data=data, log=lambda m: None)
 
 
+def test_lr_schedule_cosine_and_resume_mid_schedule(tmp_path):
+    """lr_end: a cosine from lr at step 0 to lr_end at the last step; the rate follows the step, so a run resumed
+    from a mid-schedule checkpoint (a crash) continues the same schedule and the same losses."""
+    from smf.rnn.train import Trainer
+
+    store = open_store(f"file://{tmp_path}/store")
+    cfg = tiny_cfg(steps=12, checkpoint_every=6, lr_end=5e-4)
+    mcfg = cfg.model_config()
+    data = WindowDataset(toy_files(mcfg), mcfg, cfg.seq_len)
+    t = Trainer(cfg, store, "rnn/sched", data=data, log=lambda m: None)
+    rates = [t.lr_at(s) for s in range(12)]
+    assert rates[0] == pytest.approx(5e-3) and rates[-1] == pytest.approx(5e-4)
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    assert rates[6] == pytest.approx(5e-4 + 4.5e-3 * 0.5 * (1 + math.cos(math.pi * 6 / 11)))
+    t.run()
+    assert t.optimizer.param_groups[0]["lr"] == pytest.approx(rates[-1])
+    straight = load_checkpoint(store, "rnn/sched")["metrics"]["loss"]
+    store.delete("rnn/sched/ckpt/step-12.pt")  # as if it had crashed after the step-6 checkpoint
+    logs = []
+    train(cfg, store, "rnn/sched", data=data, log=logs.append)
+    assert logs[0] == "resumed rnn/sched at step 6"
+    resumed = load_checkpoint(store, "rnn/sched")["metrics"]["loss"]
+    torch.testing.assert_close(torch.tensor(resumed), torch.tensor(straight), atol=1e-5, rtol=1e-5)
+    assert Trainer(tiny_cfg(), store, "rnn/flat", data=data, log=lambda m: None).lr_at(59) == 5e-3  # None: constant
+
+
 def test_config_errors_name_the_key():
     with pytest.raises(InvalidArgument, match="unknown keys.*'hiden'"):
         TrainConfig.from_dict({"props": ["p"], "hiden": 3})
@@ -126,6 +152,10 @@ def test_config_errors_name_the_key():
         TrainConfig.from_dict({"props": ["p"], "tfr": 1.5})
     with pytest.raises(InvalidArgument, match="preemphasis"):
         TrainConfig.from_dict({"props": ["p"], "preemphasis": 1.0})
+    for bad in ({"lr_end": 1.0}, {"lr_end": -1e-4}, {"lr": 0.0}):
+        with pytest.raises(InvalidArgument) as e:
+            TrainConfig.from_dict({"props": ["p"], **bad})
+        assert e.value.field in bad
 
 
 def test_checkpoint_loads_weights_only(tmp_path):
