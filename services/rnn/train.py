@@ -120,7 +120,9 @@ class TrainConfig:
         if not cfg.lr > 0:
             raise InvalidArgument("lr", f"must be > 0, got {cfg.lr}")
         if cfg.lr_end is not None and not 0.0 <= cfg.lr_end <= cfg.lr:
-            raise InvalidArgument("lr_end", f"must be in [0, lr = {cfg.lr}] (a decay; null = constant), got {cfg.lr_end}")
+            raise InvalidArgument(
+                "lr_end", f"must be in [0, lr = {cfg.lr}] (a decay; null = constant), got {cfg.lr_end}"
+            )
         if not 0.0 <= cfg.preemphasis < 1.0:
             raise InvalidArgument("preemphasis", f"must be in [0, 1) (0 = off; 0.9 is typical), got {cfg.preemphasis}")
         if cfg.generate and not cfg.rate:
