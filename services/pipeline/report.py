@@ -248,17 +248,26 @@ def _read_control(store: Store, aid: str | None) -> dict | None:
     return json.loads(store.get_bytes(f"{aid}/control.json")) if aid else None
 
 
+def _span(row: dict) -> str:
+    """' (lo-hi)' for a row scored over several voices, else nothing."""
+    lo, hi = row.get("model_min"), row.get("model_max")
+    return f" <small>({lo:.2f}-{hi:.2f})</small>" if lo is not None and hi is not None and hi > lo else ""
+
+
 def _control_section(store: Store, aid: str | None, control: dict | None) -> str:
     """Does the synth follow its knobs? The smf.rnn.evaluate table with its oracle and chance columns, and the plot."""
     if control is None:
         return ""
     s = control["summary"]
     rows = "".join(
-        f"<tr><td>{_esc(r['gesture'])}</td><td>{_esc(r['param'])}</td><td><b>{r['model']:.2f}</b></td>"
+        f"<tr><td>{_esc(r['gesture'])}</td><td>{_esc(r['param'])}</td><td><b>{r['model']:.2f}</b>"
+        f"{_span(r)}</td>"
         f"<td>{r['oracle']:.2f}</td><td>{r['chance']:.2f} (p95 {r['chance_p95']:.2f})</td><td>{r['ratio']:.2f}</td>"
         f"<td>{r['model_mae']:.2f}</td><td>{r['oracle_mae']:.2f}</td></tr>"
         for r in s["rows"]
     )
+    voices = int(s.get("voices", 1))
+    over = f" (the mean over {voices} renders of each gesture, their range beside it)" if voices > 1 else ""
     pitch = ""
     if "pitch" in control:
         p = control["pitch"]
@@ -266,7 +275,7 @@ def _control_section(store: Store, aid: str | None, control: dict | None) -> str
     return (
         "<h2>Knobs: control-following</h2><p>Each gesture is rendered, cut into windows of one grid cell "
         f"({control['window_s'] * 1000:.0f} ms), and every window is heard as the grid cell nearest it (log-mel mean "
-        "and spread). Spearman between the requested and the heard position: <b>model</b>; <b>oracle</b> = the "
+        f"and spread). Spearman between the requested and the heard position: <b>model</b>{over}; <b>oracle</b> = the "
         "grid cells themselves played along the path; <b>chance</b> = the model's windows shuffled.</p>"
         "<table><tr><th>gesture</th><th>param</th><th>model ρ</th><th>oracle ρ</th><th>chance ρ</th>"
         f"<th>model/oracle</th><th>model |err|</th><th>oracle |err|</th></tr>{rows}</table>"

@@ -125,6 +125,7 @@ def test_report_has_the_sections(run):
     control = state["stages"]["report"]["outputs"]["scores"]["control"]["summary"]
     assert {r["param"] for r in control["rows"]} == {"dim0", "dim1"}
     assert all(r["oracle"] > 0.5 for r in control["rows"])  # the grid's own cells along the path are heard there
+    assert control["voices"] == 4 and "the mean over 4 renders of each gesture" in page  # the default voices
 
 
 def test_rerun_of_a_finished_pipeline_does_no_work(run):
