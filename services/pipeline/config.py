@@ -158,7 +158,7 @@ CONTROL_KEYS = {"duration", "seed", "precision", "voices"}
 
 def _check_control(cfg: PipelineConfig, bad: _Bad) -> None:
     """control: how the knob-following score renders its gestures (seconds per render 1..30, seed, precision, voices
-    per gesture 1..16)."""
+    per gesture 1..MAX_VOICES of smf.rnn.evaluate)."""
     c = cfg.control
     if not isinstance(c, dict):
         raise bad("control", "a JSON object {duration, seed, precision, voices}")
@@ -172,9 +172,11 @@ def _check_control(cfg: PipelineConfig, bad: _Bad) -> None:
         raise bad("control.precision", f"one of fp32, bf16, int8, got {c.get('precision')!r}")
     if not isinstance(c.get("seed", 0), int):
         raise bad("control.seed", f"an integer, got {c.get('seed')!r}")
-    v = c.get("voices", 4)
-    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 16:
-        raise bad("control.voices", f"renders per gesture in 1..16, got {v!r}")
+    from smf.rnn.evaluate import DEFAULT_VOICES, MAX_VOICES
+
+    v = c.get("voices", DEFAULT_VOICES)
+    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_VOICES:
+        raise bad("control.voices", f"renders per gesture in 1..{MAX_VOICES}, got {v!r}")
 
 
 CONTROL_FEATURES = ["rms", "centroid"]  # what the parameter tier makes from dim0, dim1 (smf.rnn.features)

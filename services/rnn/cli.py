@@ -194,7 +194,7 @@ def _add_evaluate(sub, common) -> None:
     ev.add_argument(
         "--voices",
         type=int,
-        default=4,
+        default=None,
         help="renders per gesture (distinct sampling streams, 1..16); a row is their mean Spearman (default 4)",
     )
     ev.add_argument(
@@ -621,7 +621,7 @@ def cmd_evaluate(args) -> int:
     from smf.common.files import atomic_write_bytes
     from smf.common.refs import ANY
     from smf.common.store import open_store
-    from smf.rnn.evaluate import evaluate_run, format_table, plot_report
+    from smf.rnn.evaluate import DEFAULT_VOICES, evaluate_run, format_table, plot_report
     from smf.rnn.runs import resolve_run
 
     store, run_id = resolve_run(open_store(args.store), args.model, allowed=ANY)
@@ -635,7 +635,7 @@ def cmd_evaluate(args) -> int:
         seed=args.seed,
         precision=args.precision,
         zero_conditioning=args.zero,
-        voices=args.voices,
+        voices=DEFAULT_VOICES if args.voices is None else args.voices,
     )
     print(format_table(report))
     if "pitch" in report:

@@ -331,9 +331,9 @@ def evaluate(
             raise InvalidArgument("gestures", f"{g.name}: needs [N, {C}] columns ({reference.param_names})")
     if duration * reference.sample_rate < 3 * reference.window:
         raise InvalidArgument("duration", f"must cover at least 3 windows ({3 * reference.window} samples)")
-    if not 1 <= int(voices) <= MAX_VOICES:
-        raise InvalidArgument("voices", f"must be 1..{MAX_VOICES}, got {voices}")
     voices = int(voices)
+    if not 1 <= voices <= MAX_VOICES:
+        raise InvalidArgument("voices", f"must be 1..{MAX_VOICES}, got {voices}")
     n_points = max(len(g.columns) for g in gestures)
     batch = np.stack([stretch(g.columns[None], n_points / POINTS, POINTS)[0][:n_points] for g in gestures])
     batch = np.concatenate([batch] * voices)
