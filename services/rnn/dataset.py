@@ -66,8 +66,11 @@ def prepare_file(name: str, audio: np.ndarray | Tensor, sample_rate: int, params
         cols = [sample_param(present[p], times, clamp=True) for p in names]
         return torch.as_tensor(np.stack(cols, axis=1) if cols else np.zeros((n, 0)), dtype=torch.float32)
 
-    # classes kept as int16 (half the memory of int64; widened per window)
-    if config.is_audio:
+    # classes kept as int16 (half the memory of int64; widened per window); a source-filter tier keeps the audio
+    # itself (its targets depend on the envelope, fitted after loading: smf.rnn.source_filter.tier_batch)
+    if config.is_audio and config.lpc:
+        series = audio.clone()
+    elif config.is_audio:
         series = encode_audio(audio, config.classes, config.preemphasis).to(torch.int16)
     else:
         series = sampled(config.generate)
@@ -82,13 +85,15 @@ class WindowDataset:
         if not files:
             raise InvalidArgument("data", "dataset has no files")
         # with every window crossing file ends (cross = 1) a file may be shorter than a window: windows chain files
-        short = [f for f in files if len(f) < (seq_len + 1 if cross < 1.0 else 2)]
+        # (a source-filter tier's windows also hold the lpc samples its first prediction needs)
+        short = [f for f in files if len(f) < (seq_len + 1 + config.lpc if cross < 1.0 else 2)]
         if short:
             f = short[0]
             raise InvalidArgument(
                 f.name,
                 f"has {len(f)} steps, shorter than one training window (seq_len "
-                f"{seq_len} + 1); lower seq_len below {len(f)}, or let every window run across file ends (cross 1)",
+                f"{seq_len} + {1 + config.lpc}); lower seq_len below {len(f) - config.lpc}, or let every window run "
+                "across file ends (cross 1)",
             )
         self.files = list(files)
         self.config = config
@@ -110,13 +115,8 @@ class WindowDataset:
         """A batch of random windows -> (x [B, T, G+C] float32, target): target [B, T] int64 classes (audio tier)
         or [B, T, G] float32 (param tier). x row t = [series t, cond t]; target row t = series t+1."""
         T = seq_len or self.seq_len
-        idx = torch.multinomial(self.weights, batch, replacement=True, generator=generator)
         xs, ys = [], []
-        crossing = (
-            torch.rand(batch, generator=generator) < self.cross if self.cross > 0 else torch.zeros(batch, dtype=bool)
-        )
-        for i, across in zip(idx.tolist(), crossing.tolist(), strict=True):
-            s, c = self._across(i, T + 1, generator) if across else self._within(i, T + 1, generator)
+        for s, c in zip(*self.windows(batch, T + 1, generator), strict=True):
             c = c[:T]
             if self.config.is_audio:
                 s = s.long()
@@ -125,6 +125,29 @@ class WindowDataset:
                 xs.append(torch.cat([s[:-1], c], 1))
             ys.append(s[1:])
         return torch.stack(xs), torch.stack(ys)
+
+    def windows(self, batch: int, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """A batch of random raw windows of n steps -> (series [B, n, ...], cond [B, n, C]): what `sample` turns
+        into inputs and targets (a source-filter tier's trainer does it with its envelope instead)."""
+        idx = torch.multinomial(self.weights, batch, replacement=True, generator=generator)
+        crossing = (
+            torch.rand(batch, generator=generator) < self.cross if self.cross > 0 else torch.zeros(batch, dtype=bool)
+        )
+        ss, cs = [], []
+        for i, across in zip(idx.tolist(), crossing.tolist(), strict=True):
+            s, c = self._across(i, n, generator) if across else self._within(i, n, generator)
+            ss.append(s)
+            cs.append(c)
+        return torch.stack(ss), torch.stack(cs)
+
+    def audio(self, i: int) -> np.ndarray:
+        """File i's audio as the tier learns it, decoded back to float32 [n] (the control score's reference)."""
+        from smf.rnn.model import decode_audio
+
+        f, cfg = self.files[i], self.config
+        if cfg.lpc:
+            return f.series.numpy()
+        return decode_audio(f.series.long(), cfg.classes, cfg.preemphasis).numpy()
 
     def _within(self, i: int, n: int, generator) -> tuple[Tensor, Tensor]:
         f = self.files[i]

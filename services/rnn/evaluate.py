@@ -184,12 +184,10 @@ def reference_from_windows(
 
 def reference_from_dataset(data) -> Reference:
     """A loaded training set (smf.rnn.dataset.WindowDataset of an audio tier) -> Reference."""
-    from smf.rnn.model import decode_audio
-
     cfg = data.config
     if not cfg.is_audio:
         raise InvalidArgument("model", "control-following is measured on an audio tier")
-    files = [(decode_audio(f.series.long(), cfg.classes, cfg.preemphasis).numpy(), f.cond.numpy()) for f in data.files]
+    files = [(data.audio(i), f.cond.numpy()) for i, f in enumerate(data.files)]
     return reference_from_windows(files, cfg.param_names, cfg.sample_rate)
 
 

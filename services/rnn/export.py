@@ -27,7 +27,6 @@ from smf.common.files import atomic_path
 from smf.rnn.fastgen.rng import uniforms
 from smf.rnn.fastgen.torch_loop import StepLoop
 from smf.rnn.generate import silence_class
-from smf.rnn.model import decode_audio
 from torch import Tensor, nn
 
 
@@ -42,11 +41,11 @@ class ExportedGenerator(nn.Module):
         self.layers: int = int(cfg.layers)
         self.hidden: int = int(cfg.hidden)
         self.silence: int = silence_class(cfg.classes)
-        self.preemphasis: float = float(cfg.preemphasis)
+        self.history: int = max(int(cfg.lpc), 1)
         # live state for reset/step
         self.h = torch.zeros(cfg.layers, 1, cfg.hidden)
         self.prev = torch.full((1,), self.silence, dtype=torch.int64)
-        self.last = torch.zeros(1)  # last audio sample, for de-emphasis across steps
+        self.hist = torch.zeros(1, self.history)  # last audio samples: de-emphasis and source-filter across steps
         self.seed: int = 0
         self.t: int = 0
 
@@ -55,7 +54,7 @@ class ExportedGenerator(nn.Module):
         device = self.loop.w_a.device
         self.h = torch.zeros(self.layers, voices, self.hidden, device=device)
         self.prev = torch.full([voices], self.silence, dtype=torch.int64, device=device)
-        self.last = torch.zeros([voices], device=device)
+        self.hist = torch.zeros([voices, self.history], device=device)
         self.seed = seed
         self.t = 0
 
@@ -64,11 +63,8 @@ class ExportedGenerator(nn.Module):
         """Continue the voices set up by reset: cond [B, n, C] at the sample rate -> audio [B, n]."""
         cond = cond.to(self.loop.w_a.device, torch.float32)
         u = uniforms(self.seed, cond.shape[0], self.t, cond.shape[1], cond.device)
-        classes, self.h, self.prev = self.loop(cond, self.h, self.prev, u, temperature)
+        audio, self.h, self.prev, self.hist = self.loop(cond, self.h, self.prev, self.hist, u, temperature)
         self.t += cond.shape[1]
-        audio = decode_audio(classes, self.classes, self.preemphasis, self.last)
-        if audio.shape[1] > 0:
-            self.last = audio[:, -1].clone()
         return audio
 
     def forward(self, cond: Tensor, seed: int, temperature: float = 1.0) -> Tensor:

@@ -43,7 +43,7 @@ from smf.common.errors import InvalidArgument
 from smf.rnn.conditioning import POINTS, check_array, stretch
 from smf.rnn.fastgen.rng import uniforms
 from smf.rnn.fastgen.torch_loop import StepLoop
-from smf.rnn.model import decode_audio, mulaw_encode
+from smf.rnn.model import mulaw_encode
 from torch import Tensor, nn
 
 __all__ = [
@@ -126,26 +126,31 @@ class Generator:
 
     # -- the core: T steps for B voices from a state -------------------------------------------------------------
 
-    def new_state(self, voices: int) -> tuple[Tensor, Tensor]:
-        """(h [L, B, H] zeros, prev [B] = silence class)."""
+    def new_state(self, voices: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(h [L, B, H] zeros, prev [B] = silence class, hist [B, max(lpc, 1)] zeros: the last audio samples,
+        newest first, which a source-filter predicts from and de-emphasis starts from)."""
         cfg = self.config
         h = torch.zeros(cfg.layers, voices, cfg.hidden, device=self.device)
-        return h, torch.full((voices,), self.silence, dtype=torch.int64, device=self.device)
+        hist = torch.zeros(voices, max(cfg.lpc, 1), device=self.device)
+        return h, torch.full((voices,), self.silence, dtype=torch.int64, device=self.device), hist
 
     @torch.no_grad()
-    def run(self, cond: Tensor, state: tuple[Tensor, Tensor], *, seed: int, t0: int, temperature: float) -> Tensor:
-        """cond [B, T, C] at the sample rate -> classes [B, T] int64; `state` (h, prev) is updated in place and
-        `t0` is the absolute step of cond[:, 0] (it keys the uniforms)."""
-        h, prev = state
+    def run(
+        self, cond: Tensor, state: tuple[Tensor, Tensor, Tensor], *, seed: int, t0: int, temperature: float
+    ) -> Tensor:
+        """cond [B, T, C] at the sample rate -> audio [B, T] float32; `state` (h, prev, hist) is updated in place
+        and `t0` is the absolute step of cond[:, 0] (it keys the uniforms)."""
+        h, prev, hist = state
         B, T = cond.shape[0], cond.shape[1]
         u = uniforms(seed, B, t0, T, self.device)
         cond = cond.to(self.device, torch.float32)
         if self.engine is not None:
-            return self.engine.run(cond, u, h, prev, temperature)
-        classes, h_new, prev_new = self.loop(cond, h, prev, u, float(temperature))
+            return self.engine.run(cond, u, h, prev, hist, temperature)
+        audio, h_new, prev_new, hist_new = self.loop(cond, h, prev, hist, u, float(temperature))
         h.copy_(h_new)
         prev.copy_(prev_new)
-        return classes
+        hist.copy_(hist_new)
+        return audio
 
     # -- offline generation ----------------------------------------------------------------------------------------
 
@@ -182,13 +187,8 @@ class Generator:
         seed = _new_seed() if seed is None else int(seed)
         with self.lock:
             state = self.new_state(cond.shape[0])
-            classes = self.run(cond, state, seed=seed, t0=0, temperature=temperature)
-        return self.audio(classes).cpu().numpy().astype(np.float32)
-
-    def audio(self, classes: Tensor, last: Tensor | None = None) -> Tensor:
-        """Generated classes [B, T] -> audio [B, T]: mu-law decoded, then de-emphasised when the model learned a
-        pre-emphasised signal (`last` [B]: the previous chunk's final sample; None = from silence)."""
-        return decode_audio(classes, self.config.classes, self.config.preemphasis, last)
+            audio = self.run(cond, state, seed=seed, t0=0, temperature=temperature)
+        return audio.cpu().numpy().astype(np.float32)
 
     def stream(
         self,
@@ -232,8 +232,7 @@ class LiveSession:
         self.temperature = temperature
         self.seed = _new_seed() if seed is None else int(seed)
         self.t = 0  # absolute step of the next sample
-        self.state = gen.new_state(voices)
-        self.last = torch.zeros(voices, device=gen.device)  # the last audio sample: de-emphasis runs across chunks
+        self.state = gen.new_state(voices)  # (h, prev, past samples): de-emphasis and source-filter run on
         C = gen.config.cond_size
         self.values = np.full((voices, C), 0.5, dtype=np.float32)  # mid-range until told otherwise
         if values is not None:
@@ -268,14 +267,12 @@ class LiveSession:
                 "conditioning", f"must be [{self.voices}, n, {self.gen.config.cond_size}], got {list(c.shape)}"
             )
         with self._lock, self.gen.lock:
-            classes = self.gen.run(
+            audio = self.gen.run(
                 torch.from_numpy(c), self.state, seed=self.seed, t0=self.t, temperature=self.temperature
             )
             self.t += c.shape[1]
-            self.values = c[:, -1].copy()
-            audio = self.gen.audio(classes, self.last)
-            if audio.shape[1]:
-                self.last = audio[:, -1].clone()
+            if c.shape[1]:
+                self.values = c[:, -1].copy()
         return audio.cpu().numpy().astype(np.float32)
 
     def next_chunk(self) -> np.ndarray:

@@ -40,6 +40,10 @@ class RNNConfig:
     # Audio tier: the net models x[t] - preemphasis * x[t-1] and generation undoes it (see `preemphasis`); 0 = off,
     # the reference recipe. A checkpoint without the key is a model trained without it.
     preemphasis: float = 0.0
+    # Audio tier: source-filter (LPCNet's idea): the order of the all-pole filter an envelope net derives from the
+    # conditioning; the GRU learns the filter's excitation and hears (previous sample, LPC prediction, previous
+    # excitation). 0 = off (the net learns the samples themselves). See `Envelope` and smf.rnn.source_filter.
+    lpc: int = 0
 
     @property
     def is_audio(self) -> bool:
@@ -55,7 +59,11 @@ class RNNConfig:
 
     @property
     def gen_size(self) -> int:
-        return 1 if self.is_audio else len(self.generate)
+        """The generated part of the input: the previous sample (audio tier; with `lpc` also the LPC prediction and
+        the previous excitation) or the previous controls (parameter tier)."""
+        if self.is_audio:
+            return 3 if self.lpc else 1
+        return len(self.generate)
 
     @property
     def input_size(self) -> int:
@@ -151,11 +159,60 @@ def audio_input(c: Tensor, classes: int = 256) -> Tensor:
     return c.float() * (2.0 / (classes - 1)) - 1.0
 
 
+def compand(x: Tensor, classes: int = 256) -> Tensor:
+    """Continuous mu-law companding of audio in [-1, 1] (what `audio_input` gives for its class, unquantised): how
+    a source-filter tier hears its previous sample and the LPC prediction."""
+    mu = classes - 1
+    x = x.clamp(-1.0, 1.0)
+    return torch.sign(x) * torch.log1p(mu * x.abs()) / math.log1p(mu)
+
+
+def reflection_to_lpc(k: Tensor) -> Tensor:
+    """Reflection coefficients [..., P] (each in (-1, 1)) -> predictor coefficients a [..., P] of the all-pole
+    filter 1 / A(z), A(z) = 1 + sum_j a_j z^-j (the Levinson step-up recursion). Any |k| < 1 gives a stable filter,
+    which is why the envelope net predicts k rather than a."""
+    a = k[..., :1]
+    for i in range(1, k.shape[-1]):
+        ki = k[..., i : i + 1]
+        a = torch.cat([a + ki * a.flip(-1), ki], -1)
+    return a
+
+
+class Envelope(nn.Module):
+    """A source-filter audio tier's spectral envelope: conditioning [..., C] -> LPC predictor coefficients [..., P].
+
+    A small MLP gives reflection coefficients (tanh, |k| <= 0.995: always a stable filter) that the trainer fits, by
+    regression and before the GRU trains, to the LPC analysis of the training audio at the conditioning of each
+    frame (smf.rnn.source_filter.fit_envelope); it is frozen afterwards. Generation computes the coefficients of
+    every step from the conditioning up front, so the per-sample loop only adds a P-tap dot product."""
+
+    def __init__(self, cond_size: int, order: int, hidden: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(cond_size, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, order)
+        )
+        for p in self.parameters():  # fitted by its own regression, never by the tier's loss
+            p.requires_grad_(False)
+
+    def reflection(self, cond: Tensor) -> Tensor:
+        """cond [..., C] -> reflection coefficients [..., P] in [-0.995, 0.995]."""
+        return torch.tanh(self.net(cond)) * 0.995
+
+    def forward(self, cond: Tensor) -> Tensor:
+        """cond [..., C] -> predictor coefficients a [..., P] (prediction p[t] = -sum_j a_j x[t - j])."""
+        return reflection_to_lpc(self.reflection(cond))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 
 
 class AudioTier(nn.Module):
-    """Sample-level tier: [previous sample (1), conditioning (C)] -> logits over Q mu-law classes."""
+    """Sample-level tier: [previous sample (1), conditioning (C)] -> logits over Q mu-law classes.
+
+    With `config.lpc` = P (source-filter): [previous sample, LPC prediction of this sample, previous excitation (3),
+    conditioning (C)] -> logits over the mu-law classes of the excitation e[t] = x[t] - prediction[t]; `envelope`
+    gives the prediction's coefficients from the conditioning. Sampling noise in e is then shaped by the all-pole
+    filter, i.e. by the spectral envelope of the sound the knobs ask for, not spread white over the spectrum."""
 
     def __init__(self, config: RNNConfig):
         super().__init__()
@@ -165,6 +222,8 @@ class AudioTier(nn.Module):
         self.inp = nn.Linear(config.input_size, H)
         self.gru = nn.GRU(H, H, config.layers, batch_first=True)
         self.out = nn.Linear(H, config.classes)
+        if config.lpc:
+            self.envelope = Envelope(config.cond_size, config.lpc)
 
     def forward(self, x: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """x [B, T, 1+C], h [L, B, H] or None (zeros) -> (logits [B, T, Q], h [L, B, H])."""

@@ -62,6 +62,8 @@ from smf.common.training import (
 from smf.rnn.model import RNNConfig, audio_input, build_model
 from torch import Tensor
 
+MAX_LPC = 32
+
 
 @dataclass
 class TrainConfig:
@@ -83,6 +85,7 @@ class TrainConfig:
     temperature: float = 1.0  # sampling temperature of free-running steps
     cross: float = 0.0  # fraction of windows that run across a file's end into a random next file (knob changes)
     preemphasis: float = 0.0  # audio tier: learn x[t] - p*x[t-1], generation undoes it (smf.rnn.model.preemphasis)
+    lpc: int = 0  # audio tier: source-filter of this LPC order (smf.rnn.source_filter; 0 = off, 16 is LPCNet's)
     grad_clip: float | None = 1.0
     checkpoint_every: int = 1000
     progress_every: int = 10
@@ -100,6 +103,7 @@ class TrainConfig:
             generate=list(self.generate),
             rate=self.rate,
             preemphasis=self.preemphasis if not self.generate else 0.0,
+            lpc=self.lpc if not self.generate else 0,
         )
 
     @classmethod
@@ -125,6 +129,7 @@ class TrainConfig:
             )
         if not 0.0 <= cfg.preemphasis < 1.0:
             raise InvalidArgument("preemphasis", f"must be in [0, 1) (0 = off; 0.9 is typical), got {cfg.preemphasis}")
+        cfg._check_lpc()
         if cfg.generate and not cfg.rate:
             raise InvalidArgument("rate", "a parameter tier needs its step rate (e.g. 125)")
         if cfg.rate and not cfg.generate:
@@ -137,6 +142,23 @@ class TrainConfig:
         if overlap:
             raise InvalidArgument("generate", f"{overlap} are both generated and conditioning (props {cfg.props})")
         return cfg
+
+
+    def _check_lpc(self) -> None:
+        if not 0 <= self.lpc <= MAX_LPC:
+            raise InvalidArgument("lpc", f"must be in [0, {MAX_LPC}] (0 = off; 12-16 is typical), got {self.lpc}")
+        if not self.lpc:
+            return
+        if self.generate:
+            raise InvalidArgument("lpc", "a source-filter (lpc) is an audio-tier option; a parameter tier has none")
+        if self.preemphasis:
+            raise InvalidArgument(
+                "lpc", f"use lpc or preemphasis, not both (got lpc {self.lpc}, preemphasis {self.preemphasis})"
+            )
+        if self.tfr < 1.0 or (self.tfr_end is not None and self.tfr_end < 1.0):
+            raise InvalidArgument(
+                "tfr", f"a source-filter tier (lpc {self.lpc}) trains teacher-forced: set tfr 1 and no tfr_end"
+            )
 
 
 # --- the loss of one window -----------------------------------------------------------------------------------
@@ -316,6 +338,10 @@ class Trainer:
         self.step = 0
         self.metrics: dict[str, list] = {"steps": [], "loss": []}
         self._resume()
+        if self.mcfg.lpc and self.step == 0:  # a source-filter tier: its envelope first (seconds), then the GRU
+            from smf.rnn.source_filter import fit_envelope
+
+            self.metrics["envelope"] = fit_envelope(self.model.envelope, self.data, seed=cfg.seed, log=self.log)
         # what the loop calls: DDP averages gradients over ranks (the same parameters as self.model)
         self.net = dist.wrap(self.model)
         self.last_ckpt = self.step
@@ -361,7 +387,13 @@ class Trainer:
         """The step's global batch (x [B, T, in], target) and TF coins [T]. Every rank draws the whole batch from
         the same generator state and later keeps its shard, so the draws do not depend on the world size."""
         cfg = self.cfg
-        x, target = self.data.sample(cfg.batch, cfg.seq_len, generator=self.data_gen)
+        if self.mcfg.lpc:
+            from smf.rnn.source_filter import tier_batch
+
+            audio, cond = self.data.windows(cfg.batch, cfg.seq_len + self.mcfg.lpc + 1, generator=self.data_gen)
+            x, target = tier_batch(self.model.envelope, audio.to(self.device), cond.to(self.device), self.mcfg.classes)
+        else:
+            x, target = self.data.sample(cfg.batch, cfg.seq_len, generator=self.data_gen)
         tf = tf_mask(cfg.seq_len, self.tfr_at(self.step), generator=self.data_gen)
         return x, target, tf
 

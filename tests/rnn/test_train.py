@@ -9,7 +9,7 @@ import torch
 from smf.common.errors import InvalidArgument
 from smf.common.store import open_store
 from smf.rnn.dataset import TrainFile, WindowDataset
-from smf.rnn.model import RNNConfig, build_model, mulaw_encode
+from smf.rnn.model import RNNConfig, build_model, mulaw_decode, mulaw_encode
 from smf.rnn.train import (
     TrainConfig,
     checkpoint_steps,
@@ -167,3 +167,43 @@ def test_checkpoint_loads_weights_only(tmp_path):
     ck = torch.load(io.BytesIO(raw), weights_only=True)
     model = build_model(RNNConfig(**ck["config"]["model"]))
     model.load_state_dict(ck["model"])
+
+
+def test_source_filter_tier_fits_its_envelope_first_then_learns_and_resumes(tmp_path):
+    """lpc: the envelope is fitted once (seconds) before step 1 and frozen; the excitation net learns; a resumed
+    run keeps the checkpoint's envelope instead of fitting a new one."""
+    store = open_store(f"file://{tmp_path}/store")
+    cfg = tiny_cfg(lpc=4, tfr=1.0, steps=40, checkpoint_every=20)
+    mcfg = cfg.model_config()
+    assert mcfg.lpc == 4 and mcfg.input_size == 3 + 1
+    files = [TrainFile(f.name, mulaw_decode(f.series.long()), f.cond) for f in toy_files(mcfg)]  # raw audio
+    data = WindowDataset(files, mcfg, cfg.seq_len)
+    logs: list[str] = []
+    train(cfg, store, "rnn/sf", data=data, log=logs.append)
+    assert logs[0].startswith("envelope: LPC order 4 fitted to")
+    ck = load_checkpoint(store, "rnn/sf")
+    env = ck["metrics"]["envelope"]
+    assert env["mse"] < 0.5 * env["variance"]  # the envelope follows the param (three sines, three spectra)
+    losses = ck["metrics"]["loss"]
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.5
+    fitted = {k: v for k, v in ck["model"].items() if k.startswith("envelope.")}
+    assert fitted and all(torch.equal(v, load_checkpoint(store, "rnn/sf", 20)["model"][k]) for k, v in fitted.items())
+    logs.clear()
+    train(tiny_cfg(lpc=4, tfr=1.0, steps=50, checkpoint_every=20), store, "rnn/sf", data=data, log=logs.append)
+    assert logs[0] == "resumed rnn/sf at step 40" and not any(m.startswith("envelope") for m in logs)
+    after = load_checkpoint(store, "rnn/sf")["model"]
+    assert all(torch.equal(after[k], v) for k, v in fitted.items())
+
+
+def test_source_filter_config_errors_name_the_key():
+    for bad, field in (
+        ({"lpc": -1}, "lpc"),
+        ({"lpc": 33}, "lpc"),
+        ({"lpc": 8, "preemphasis": 0.9, "tfr": 1.0}, "lpc"),
+        ({"lpc": 8, "tfr": 0.9}, "tfr"),
+        ({"lpc": 8, "tfr": 1.0, "tfr_end": 0.5}, "tfr"),
+        ({"lpc": 8, "tfr": 1.0, "generate": ["rms"], "rate": 125}, "lpc"),
+    ):
+        with pytest.raises(InvalidArgument) as e:
+            TrainConfig.from_dict({"props": ["p"], **bad})
+        assert e.value.field == field, (bad, e.value.field)

@@ -9,7 +9,7 @@ A plain shared library rather than a torch extension: no torch headers to compil
 ABI coupling to the torch build, and ctypes releases the GIL while the loop runs (the server keeps serving).
 
     engine = CppEngine(model, precision="int8")
-    classes = engine.run(cond, u, h, prev, temperature=1.0)     # [B, T] int64; h, prev updated in place
+    audio = engine.run(cond, u, h, prev, hist, temperature=1.0)  # [B, T] float32; h, prev, hist updated in place
 
 int8 runs on AVX-512 VNNI where the CPU has it (chosen at run time by cpuid, so one build serves any x86 CPU)
 and on a portable path otherwise; both give identical samples. `SMF_FASTGEN_ISA=portable` forces the portable path.
@@ -117,8 +117,12 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         p,
         f,
         p,
+        i,
+        p,
+        p,
+        p,
     ]
-    if lib.smf_fastgen_abi() != 4:
+    if lib.smf_fastgen_abi() != 5:
         raise RuntimeError("kernel ABI mismatch")
     return lib
 
@@ -249,8 +253,12 @@ class CppEngine:
         self.H, self.L, self.C, self.Q = cfg.hidden, cfg.layers, cfg.cond_size, cfg.classes
         with torch.no_grad():
             w = model.inp.weight.detach().float().cpu()
-            self._w_a = w[:, 0].contiguous()
-            self._w_c = w[:, 1:].t().contiguous()  # [C, H]
+            G = cfg.gen_size  # 1, or 3 for a source-filter tier (w_a is then [3, H])
+            self.order = cfg.lpc
+            self.preemphasis = cfg.preemphasis
+            self.envelope = model.envelope if cfg.lpc else None
+            self._w_a = w[:, :G].t().contiguous()
+            self._w_c = w[:, G:].t().contiguous()  # [C, H]
             self._b_inp = model.inp.bias.detach().float().cpu().contiguous()
             keep = [self._w_a, self._w_c, self._b_inp]
             arrays = {k: [] for k in ("w_ih", "s_ih", "b_ih", "c_ih", "w_hh", "s_hh", "b_hh", "c_hh")}
@@ -275,14 +283,24 @@ class CppEngine:
         self._keep = keep  # the kernel holds raw pointers into these
         self._ptrs = {k: (ctypes.c_void_p * self.L)(*v) for k, v in arrays.items()}
 
-    def run(self, cond: Tensor, u: Tensor, h: Tensor, prev: Tensor, temperature: float) -> Tensor:
-        """cond [B, T, C] float32, u [B, T] float32, h [L, B, H] float32 (updated), prev [B] int64 (updated)
-        -> classes [B, T] int64. All CPU and contiguous."""
+    def run(self, cond: Tensor, u: Tensor, h: Tensor, prev: Tensor, hist: Tensor, temperature: float) -> Tensor:
+        """cond [B, T, C] float32, u [B, T] float32, h [L, B, H] float32 (updated), prev [B] int64 (updated), hist
+        [B, max(lpc, 1)] float32 (the last samples, newest first; updated) -> audio [B, T] float32. All CPU and
+        contiguous. As StepLoop: a source-filter tier's samples come out of the loop, any other's classes are
+        decoded (and de-emphasised from hist[:, 0]) after it."""
+        from smf.rnn.model import decode_audio
+
         B, T = u.shape
         cond = cond.detach().to(torch.float32).contiguous()
         u = u.contiguous()
         assert h.is_contiguous() and h.dtype == torch.float32 and prev.is_contiguous() and prev.dtype == torch.int64
+        assert hist.is_contiguous() and hist.dtype == torch.float32
         out = torch.empty(B, T, dtype=torch.int64)
+        lpc = audio = None
+        if self.order:
+            with torch.no_grad():
+                lpc = self.envelope(cond).float().contiguous()
+            audio = torch.empty(B, T, dtype=torch.float32)
         P = self._ptrs
         rc = self._lib.smf_fastgen_run(
             PRECISIONS.index(self.precision),
@@ -316,10 +334,19 @@ class CppEngine:
             prev.data_ptr(),
             float(temperature),
             out.data_ptr(),
+            self.order,
+            lpc.data_ptr() if lpc is not None else None,
+            hist.data_ptr() if self.order else None,
+            audio.data_ptr() if audio is not None else None,
         )
         if rc != 0:
             raise RuntimeError(f"fast kernel returned {rc}")
-        return out
+        if audio is not None:
+            return audio
+        audio = decode_audio(out, self.Q, self.preemphasis, hist[:, 0])
+        if T:
+            hist[:, 0] = audio[:, -1]
+        return audio
 
 
 if __name__ == "__main__":  # pre-build: python -m smf.rnn.fastgen.cpp

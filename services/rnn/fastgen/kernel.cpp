@@ -3,6 +3,8 @@
 // Built by fastgen/cpp.py into a plain shared library (C ABI, loaded with ctypes: no torch headers, so it compiles
 // in a couple of seconds, and ctypes drops the GIL while it runs). Same maths as fastgen/torch_loop.py:
 //   x = relu(b + a*w_a + sum_c cond_c*w_c);  L GRU cells;  logits = W_out h + b;  class = inverse CDF at u[b,t].
+// A source-filter tier (P > 0) feeds three scalars instead of a: the previous sample, the LPC prediction from the
+// last P samples and this step's coefficients, the previous excitation; the sample is prediction + excitation.
 //
 // Speed: batch-1 generation is a chain of matrix-vector products, bound by how fast weights stream from cache.
 // GRU weights are packed once (cpp.py) per block of 16 hidden units as [K][48] (the r, z, n rows of those units),
@@ -467,10 +469,28 @@ static int sample_class(const float* lg, int Q, float temperature, float u) {
     return Q - 1;
 }
 
+// The source-filter tier (P > 0, smf.rnn.source_filter): mu-law companding of a sample and decoding of a class,
+// the same float maths as smf.rnn.model.compand / mulaw_decode.
+static inline float compand(float x, int Q) {
+    const float mu = (float)(Q - 1);
+    x = std::min(1.f, std::max(-1.f, x));
+    const float y = std::log1p(mu * std::fabs(x)) / (float)std::log1p((double)mu);
+    return x > 0.f ? y : (x < 0.f ? -y : 0.f);
+}
+static inline float mulaw_decode(int cls, int Q) {
+    const float mu = (float)(Q - 1);
+    const float y = (float)cls / mu * 2.f - 1.f;
+    const float m = std::expm1(std::fabs(y) * (float)std::log1p((double)mu)) / mu;
+    return y > 0.f ? m : (y < 0.f ? -m : 0.f);
+}
+
 // Q8: the int8 net (int8 activations too); otherwise WT is the weight format and activations are fp32.
+// P > 0: a source-filter tier. lpc [B,T,P] holds each step's predictor coefficients, hist [B,P] the last P audio
+// samples (newest first, updated), audio [B,T] receives the samples: x = clamp(prediction + decoded excitation).
 template <typename WT, bool Q8>
 static void run_team(const Net& n, Team& team, int tid, int B, int T, const float* cond, const float* u,
-                     float* h, int64_t* prev, float temperature, int64_t* out) {
+                     float* h, int64_t* prev, float temperature, int64_t* out, int P, const float* lpc, float* hist,
+                     float* audio) {
     const int H = n.H, L = n.L, C = n.C, Q = n.Q, Hp = n.Hp, nv = team.nv, b0 = team.b0;
     const int nub = Hp / 16, ntiles = n.Qp / TILE;
     // this thread's share of unit blocks and output tiles
@@ -479,6 +499,9 @@ static void run_team(const Net& n, Team& team, int tid, int B, int T, const floa
     std::vector<float> x((size_t)nv * Hp, 0.f);
     std::vector<int64_t> last(prev + b0, prev + b0 + nv);
     const float ascale = 2.0f / (float)(Q - 1);
+    // source-filter state: every thread keeps its own copy of the voices' past samples (same data, same result)
+    std::vector<float> past(P > 0 ? hist + (size_t)b0 * P : nullptr, P > 0 ? hist + (size_t)(b0 + nv) * P : nullptr);
+    std::vector<float> pred(nv, 0.f);
     // int8: this thread's quantised copies of the layer-0 input and of every layer's hidden state (each thread
     // quantises whole vectors itself after the barrier: same data, same result, no extra synchronisation)
     QVec qx;
@@ -496,6 +519,20 @@ static void run_team(const Net& n, Team& team, int tid, int B, int T, const floa
             const float a = (float)last[j] * ascale - 1.0f;
             const float* c = cond + ((size_t)b * T + t) * C;
             float* xj = &x[(size_t)j * Hp];
+            if (P > 0) {  // [previous sample, LPC prediction, previous excitation] as smf.rnn.source_filter
+                const float* co = lpc + ((size_t)b * T + t) * P;
+                const float* pj = &past[(size_t)j * P];
+                float pr = 0.f;
+                for (int k = 0; k < P; k++) pr -= co[k] * pj[k];
+                pred[j] = pr;
+                const float g0 = compand(pj[0], Q), g1 = compand(pr, Q);
+                for (int i = 0; i < H; i++) {
+                    float v = n.b_inp[i] + g0 * n.w_a[i] + g1 * n.w_a[H + i] + a * n.w_a[2 * H + i];
+                    for (int q = 0; q < C; q++) v = v + c[q] * n.w_c[q * H + i];
+                    xj[i] = v > 0.f ? v : 0.f;
+                }
+                continue;
+            }
             for (int i = 0; i < H; i++) {
                 float v = n.b_inp[i] + a * n.w_a[i];
                 for (int q = 0; q < C; q++) v = v + c[q] * n.w_c[q * H + i];
@@ -533,11 +570,19 @@ static void run_team(const Net& n, Team& team, int tid, int B, int T, const floa
             const int cls = sample_class(&team.logits[(size_t)j * n.Qp], Q, temperature, u[(size_t)b * T + t]);
             last[j] = cls;
             if (tid == 0) out[(size_t)b * T + t] = cls;
+            if (P > 0) {
+                float* pj = &past[(size_t)j * P];
+                const float xs = std::min(1.f, std::max(-1.f, pred[j] + mulaw_decode(cls, Q)));
+                std::memmove(pj + 1, pj, (size_t)(P - 1) * sizeof(float));
+                pj[0] = xs;
+                if (tid == 0) audio[(size_t)b * T + t] = xs;
+            }
         }
     }
     team.barrier.wait();
     if (tid == 0) {
         for (int j = 0; j < nv; j++) prev[b0 + j] = last[j];
+        if (P > 0) std::memcpy(hist + (size_t)b0 * P, past.data(), (size_t)nv * P * sizeof(float));
         for (int l = 0; l < L; l++)
             for (int j = 0; j < nv; j++)
                 std::memcpy(h + ((size_t)l * B + b0 + j) * H, &team.h[team.parity[l]][((size_t)l * nv + j) * Hp], H * 4);
@@ -550,7 +595,8 @@ static void run_team(const Net& n, Team& team, int tid, int B, int T, const floa
 // team member stalls the others), hence opt-in.
 template <typename WT, bool Q8>
 static void run_all(const Net& n, int threads, int split, int B, int T, const float* cond, const float* u, float* h,
-                    int64_t* prev, float temperature, int64_t* out) {
+                    int64_t* prev, float temperature, int64_t* out, int P, const float* lpc, float* hist,
+                    float* audio) {
     threads = std::max(1, threads);
     const int nteams = std::min(B, threads);
     std::vector<Team> teams(nteams);
@@ -574,20 +620,23 @@ static void run_all(const Net& n, int threads, int split, int B, int T, const fl
     for (auto& tm : teams)
         for (int tid = 0; tid < tm.size; tid++) {
             if (&tm == &teams[0] && tid == 0) continue;  // the calling thread takes this one
-            pool.emplace_back(run_team<WT, Q8>, std::cref(n), std::ref(tm), tid, B, T, cond, u, h, prev, temperature, out);
+            pool.emplace_back(run_team<WT, Q8>, std::cref(n), std::ref(tm), tid, B, T, cond, u, h, prev, temperature, out,
+                              P, lpc, hist, audio);
         }
-    run_team<WT, Q8>(n, teams[0], 0, B, T, cond, u, h, prev, temperature, out);
+    run_team<WT, Q8>(n, teams[0], 0, B, T, cond, u, h, prev, temperature, out, P, lpc, hist, audio);
     for (auto& th : pool) th.join();
 }
 
 extern "C" {
 
-int smf_fastgen_abi() { return 4; }
+int smf_fastgen_abi() { return 5; }
 
 // The best instruction set this CPU gives the int8 net (cpp.py packs the int8 weights for it).
 int smf_fastgen_isa() { return best_isa(); }
 
 // Runs T steps for B voices; h [L,B,H] and prev [B] are updated in place; out [B,T] receives the classes.
+// P > 0 (a source-filter tier): w_a is [3][H], lpc [B,T,P] the coefficients, hist [B,P] the past samples (updated),
+// audio [B,T] receives the samples; P = 0: w_a is [H] and lpc, hist, audio are unused (may be null).
 // split: let several threads share one voice group (row split with barriers) when voices < threads.
 // isa (int8 only): the layout the int8 weights were packed in; c_* are their 128 * row sums (VNNI only).
 int smf_fastgen_run(int prec, int isa, int threads, int split, int H, int L, int C, int Q,
@@ -598,7 +647,7 @@ int smf_fastgen_run(int prec, int isa, int threads, int split, int H, int L, int
                     const int32_t* const* c_hh,
                     const void* w_out, const float* s_out, const float* b_out, const int32_t* c_out,
                     int B, int T, const float* cond, const float* u, float* h, int64_t* prev,
-                    float temperature, int64_t* out) {
+                    float temperature, int64_t* out, int P, const float* lpc, float* hist, float* audio) {
     Net n;
     n.H = H; n.L = L; n.C = C; n.Q = Q;
     n.Hp = (H + 15) / 16 * 16;
@@ -610,9 +659,12 @@ int smf_fastgen_run(int prec, int isa, int threads, int split, int H, int L, int
     n.w_ih = w_ih; n.s_ih = s_ih; n.b_ih = b_ih; n.c_ih = c_ih;
     n.w_hh = w_hh; n.s_hh = s_hh; n.b_hh = b_hh; n.c_hh = c_hh;
     n.w_out = w_out; n.s_out = s_out; n.b_out = b_out; n.c_out = c_out;
-    if (prec == P_FP32) run_all<float, false>(n, threads, split, B, T, cond, u, h, prev, temperature, out);
-    else if (prec == P_BF16) run_all<uint16_t, false>(n, threads, split, B, T, cond, u, h, prev, temperature, out);
-    else if (prec == P_INT8) run_all<int8_t, true>(n, threads, split, B, T, cond, u, h, prev, temperature, out);
+    if (P < 0) return -4;
+    if (prec == P_FP32) run_all<float, false>(n, threads, split, B, T, cond, u, h, prev, temperature, out, P, lpc, hist, audio);
+    else if (prec == P_BF16)
+        run_all<uint16_t, false>(n, threads, split, B, T, cond, u, h, prev, temperature, out, P, lpc, hist, audio);
+    else if (prec == P_INT8)
+        run_all<int8_t, true>(n, threads, split, B, T, cond, u, h, prev, temperature, out, P, lpc, hist, audio);
     else return -1;
     return 0;
 }
