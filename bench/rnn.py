@@ -44,9 +44,10 @@ def sync():
         torch.cuda.synchronize()
 
 
-def smf_model(hidden=256, layers=4, params=2, seed=0) -> AudioTier:
+def smf_model(hidden=256, layers=4, params=2, seed=0, lpc=0) -> AudioTier:
     torch.manual_seed(seed)
-    model = AudioTier(RNNConfig(param_names=[f"p{i}" for i in range(params)], hidden=hidden, layers=layers))
+    config = RNNConfig(param_names=[f"p{i}" for i in range(params)], hidden=hidden, layers=layers, lpc=lpc)
+    model = AudioTier(config)
     return model.to(DEVICE).eval()
 
 
@@ -210,6 +211,19 @@ def main(argv=None) -> int:
             f"ours {backend:5s} {precision:5s}{isa:11s} {t1 * 1e6:9.1f} us/sample   RTF {1 / (t1 * SR):6.3f}   "
             f"{t_ref / t1:7.1f}x the reference  {spread(runs, secs * SR)}"
         )
+
+    if kernel:  # the source-filter tier (lpc 16, LPCNet's order): a 16-tap prediction per sample on top
+        sf = smf_model(lpc=16)
+        for precision in ("fp32", "int8"):
+            gen = Generator(sf, backend="cpp", precision=precision)
+            gen.generate(arr, 0.01, seed=0)
+            runs = timed_runs(gen.generate, arr, args.seconds, seed=0, repeat=args.repeat)
+            t1 = float(np.median(runs)) / (args.seconds * SR)
+            plain = next(t for b, p, t in rows if (b, p) == ("cpp", precision))
+            print(
+                f"ours cpp   {precision:5s} lpc 16     {t1 * 1e6:9.1f} us/sample   RTF {1 / (t1 * SR):6.3f}   "
+                f"{t1 / plain:5.2f}x the plain tier's time  {spread(runs, args.seconds * SR)}"
+            )
 
     # 2. batched voices
     print("\n## 2. real-time factor (audio seconds per compute second)")
