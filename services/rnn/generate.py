@@ -232,7 +232,7 @@ class LiveSession:
         self.temperature = temperature
         self.seed = _new_seed() if seed is None else int(seed)
         self.t = 0  # absolute step of the next sample
-        self.state = gen.new_state(voices)  # (h, prev, past samples): de-emphasis and source-filter run on
+        self.state = gen.new_state(voices)  # (h, prev, past samples): de-emphasis and source-filter carry over
         C = gen.config.cond_size
         self.values = np.full((voices, C), 0.5, dtype=np.float32)  # mid-range until told otherwise
         if values is not None:
