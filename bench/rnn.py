@@ -158,6 +158,21 @@ def val_ce(model, batches, precision="fp32") -> float:
         return tot / len(batches)
 
 
+def source_filter_rows(rows, arr, args) -> None:
+    """The source-filter tier (lpc 16, LPCNet's order): a 16-tap prediction per sample on top of the GRU step."""
+    sf = smf_model(lpc=16)
+    for precision in ("fp32", "int8"):
+        gen = Generator(sf, backend="cpp", precision=precision)
+        gen.generate(arr, 0.01, seed=0)
+        runs = timed_runs(gen.generate, arr, args.seconds, seed=0, repeat=args.repeat)
+        t1 = float(np.median(runs)) / (args.seconds * SR)
+        plain = next(t for b, p, t in rows if (b, p) == ("cpp", precision))
+        print(
+            f"ours cpp   {precision:5s} lpc 16     {t1 * 1e6:9.1f} us/sample   RTF {1 / (t1 * SR):6.3f}   "
+            f"{t1 / plain:5.2f}x the plain tier's time  {spread(runs, args.seconds * SR)}"
+        )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter measurements, skip the quality training")
@@ -212,18 +227,8 @@ def main(argv=None) -> int:
             f"{t_ref / t1:7.1f}x the reference  {spread(runs, secs * SR)}"
         )
 
-    if kernel:  # the source-filter tier (lpc 16, LPCNet's order): a 16-tap prediction per sample on top
-        sf = smf_model(lpc=16)
-        for precision in ("fp32", "int8"):
-            gen = Generator(sf, backend="cpp", precision=precision)
-            gen.generate(arr, 0.01, seed=0)
-            runs = timed_runs(gen.generate, arr, args.seconds, seed=0, repeat=args.repeat)
-            t1 = float(np.median(runs)) / (args.seconds * SR)
-            plain = next(t for b, p, t in rows if (b, p) == ("cpp", precision))
-            print(
-                f"ours cpp   {precision:5s} lpc 16     {t1 * 1e6:9.1f} us/sample   RTF {1 / (t1 * SR):6.3f}   "
-                f"{t1 / plain:5.2f}x the plain tier's time  {spread(runs, args.seconds * SR)}"
-            )
+    if kernel:
+        source_filter_rows(rows, arr, args)
 
     # 2. batched voices
     print("\n## 2. real-time factor (audio seconds per compute second)")
