@@ -143,7 +143,6 @@ class TrainConfig:
             raise InvalidArgument("generate", f"{overlap} are both generated and conditioning (props {cfg.props})")
         return cfg
 
-
     def _check_lpc(self) -> None:
         if not 0 <= self.lpc <= MAX_LPC:
             raise InvalidArgument("lpc", f"must be in [0, {MAX_LPC}] (0 = off; 12-16 is typical), got {self.lpc}")

@@ -123,8 +123,13 @@ def teacher_inputs(model, audio, cond):
     classes = mulaw_encode(audio - pred, Q)
     prev = torch.cat([mulaw_encode(torch.zeros(B, 1), Q), classes[:, :-1]], 1)
     x = torch.cat(
-        [compand(padded[:, P - 1 : P - 1 + T], Q)[..., None], compand(pred, Q)[..., None],
-         audio_input(prev, Q)[..., None], cond], -1
+        [
+            compand(padded[:, P - 1 : P - 1 + T], Q)[..., None],
+            compand(pred, Q)[..., None],
+            audio_input(prev, Q)[..., None],
+            cond,
+        ],
+        -1,
     )
     return x, classes
 
@@ -160,8 +165,9 @@ def test_backends_agree_and_chunks_equal_one_shot():
     arr = np.random.default_rng(2).random((3, 8, 2))
     a = Generator(model, backend="torch").generate(arr, 0.02, seed=11)
     b = Generator(model, backend="cpp").generate(arr, 0.02, seed=11)
-    first = [int(np.argmax(np.abs(a[i] - b[i]) > 1e-4)) if np.abs(a[i] - b[i]).max() > 1e-4 else a.shape[1]
-             for i in range(3)]
+    first = [
+        int(np.argmax(np.abs(a[i] - b[i]) > 1e-4)) if np.abs(a[i] - b[i]).max() > 1e-4 else a.shape[1] for i in range(3)
+    ]
     assert min(first) >= 200, first
     for backend in BACKENDS:
         gen = Generator(model, backend=backend)
