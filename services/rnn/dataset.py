@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from smf.common import refs
 from smf.common.errors import InvalidArgument
-from smf.rnn.model import RNNConfig, audio_input, encode_audio
+from smf.rnn.model import RNNConfig, audio_input, decode_audio, encode_audio
 from torch import Tensor
 
 
@@ -142,8 +142,6 @@ class WindowDataset:
 
     def audio(self, i: int) -> np.ndarray:
         """File i's audio as the tier learns it, decoded back to float32 [n] (the control score's reference)."""
-        from smf.rnn.model import decode_audio
-
         f, cfg = self.files[i], self.config
         if cfg.lpc:
             return f.series.numpy()

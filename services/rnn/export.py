@@ -41,7 +41,7 @@ class ExportedGenerator(nn.Module):
         self.layers: int = int(cfg.layers)
         self.hidden: int = int(cfg.hidden)
         self.silence: int = silence_class(cfg.classes)
-        self.history: int = max(int(cfg.lpc), 1)
+        self.history: int = int(cfg.history)
         # live state for reset/step
         self.h = torch.zeros(cfg.layers, 1, cfg.hidden)
         self.prev = torch.full((1,), self.silence, dtype=torch.int64)

@@ -127,11 +127,11 @@ class Generator:
     # -- the core: T steps for B voices from a state -------------------------------------------------------------
 
     def new_state(self, voices: int) -> tuple[Tensor, Tensor, Tensor]:
-        """(h [L, B, H] zeros, prev [B] = silence class, hist [B, max(lpc, 1)] zeros: the last audio samples,
+        """(h [L, B, H] zeros, prev [B] = silence class, hist [B, config.history] zeros: the last audio samples,
         newest first, which a source-filter predicts from and de-emphasis starts from)."""
         cfg = self.config
         h = torch.zeros(cfg.layers, voices, cfg.hidden, device=self.device)
-        hist = torch.zeros(voices, max(cfg.lpc, 1), device=self.device)
+        hist = torch.zeros(voices, cfg.history, device=self.device)
         return h, torch.full((voices,), self.silence, dtype=torch.int64, device=self.device), hist
 
     @torch.no_grad()

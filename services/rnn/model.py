@@ -54,6 +54,12 @@ class RNNConfig:
         return self.rate if self.rate is not None else self.sample_rate
 
     @property
+    def history(self) -> int:
+        """Past audio samples a generation loop keeps per voice (newest first): the source-filter's order, else 1
+        (the last sample, where de-emphasis of the next chunk starts)."""
+        return max(self.lpc, 1)
+
+    @property
     def cond_size(self) -> int:
         return len(self.param_names)
 

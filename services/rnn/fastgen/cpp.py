@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from smf.common.files import atomic_path
 from smf.rnn.fastgen.quant import PRECISIONS, quantize
+from smf.rnn.model import decode_audio
 from torch import Tensor, nn
 
 TILE = 64  # rows per packed output tile; must match kernel.cpp
@@ -285,11 +286,9 @@ class CppEngine:
 
     def run(self, cond: Tensor, u: Tensor, h: Tensor, prev: Tensor, hist: Tensor, temperature: float) -> Tensor:
         """cond [B, T, C] float32, u [B, T] float32, h [L, B, H] float32 (updated), prev [B] int64 (updated), hist
-        [B, max(lpc, 1)] float32 (the last samples, newest first; updated) -> audio [B, T] float32. All CPU and
+        [B, config.history] float32 (the last samples, newest first; updated) -> audio [B, T] float32. All CPU and
         contiguous. As StepLoop: a source-filter tier's samples come out of the loop, any other's classes are
         decoded (and de-emphasised from hist[:, 0]) after it."""
-        from smf.rnn.model import decode_audio
-
         B, T = u.shape
         cond = cond.detach().to(torch.float32).contiguous()
         u = u.contiguous()

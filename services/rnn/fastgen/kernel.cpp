@@ -519,22 +519,24 @@ static void run_team(const Net& n, Team& team, int tid, int B, int T, const floa
             const float a = (float)last[j] * ascale - 1.0f;
             const float* c = cond + ((size_t)b * T + t) * C;
             float* xj = &x[(size_t)j * Hp];
-            if (P > 0) {  // [previous sample, LPC prediction, previous excitation] as smf.rnn.source_filter
+            // the generated part of the input: a, or for a source-filter tier [previous sample, LPC prediction,
+            // previous excitation] as smf.rnn.source_filter
+            float g[3] = {a, 0.f, 0.f};
+            int G = 1;
+            if (P > 0) {
                 const float* co = lpc + ((size_t)b * T + t) * P;
                 const float* pj = &past[(size_t)j * P];
                 float pr = 0.f;
                 for (int k = 0; k < P; k++) pr -= co[k] * pj[k];
                 pred[j] = pr;
-                const float g0 = compand(pj[0], Q), g1 = compand(pr, Q);
-                for (int i = 0; i < H; i++) {
-                    float v = n.b_inp[i] + g0 * n.w_a[i] + g1 * n.w_a[H + i] + a * n.w_a[2 * H + i];
-                    for (int q = 0; q < C; q++) v = v + c[q] * n.w_c[q * H + i];
-                    xj[i] = v > 0.f ? v : 0.f;
-                }
-                continue;
+                g[0] = compand(pj[0], Q);
+                g[1] = compand(pr, Q);
+                g[2] = a;
+                G = 3;
             }
             for (int i = 0; i < H; i++) {
-                float v = n.b_inp[i] + a * n.w_a[i];
+                float v = n.b_inp[i];
+                for (int k = 0; k < G; k++) v = v + g[k] * n.w_a[k * H + i];
                 for (int q = 0; q < C; q++) v = v + c[q] * n.w_c[q * H + i];
                 xj[i] = v > 0.f ? v : 0.f;
             }

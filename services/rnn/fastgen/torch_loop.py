@@ -81,7 +81,7 @@ class StepLoop(nn.Module):
     def forward(
         self, cond: Tensor, h: Tensor, prev: Tensor, hist: Tensor, u: Tensor, temperature: float
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """cond [B, T, C] float32, h [L, B, H], prev [B] int64 (last class), hist [B, max(lpc, 1)] float32 (the
+        """cond [B, T, C] float32, h [L, B, H], prev [B] int64 (last class), hist [B, config.history] float32 (the
         last audio samples, newest first), u [B, T] uniforms -> (audio [B, T] float32, h, prev, hist)."""
         B, T = cond.shape[0], cond.shape[1]
         out = torch.empty(B, T, dtype=torch.int64, device=cond.device)
