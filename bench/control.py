@@ -16,7 +16,8 @@ as the nearest grid cell by log-mel mean + spread, Spearman of requested vs hear
    `preemph` (one pre-emphasised audio tier on dim0, dim1), `tiered+knobs` (the demo's default: the parameter
    tier, and a pre-emphasised audio tier hearing its controls and the knobs), each also with its conditioning
    zeroed at generation (a model that ignores its knobs);
-3. with --pitch: median and worst pitch error (cents) of an audio tier trained on `tones` with normPitch.
+3. with --pitch: median and worst pitch error (cents) of an audio tier trained on `tones` (or the soundfont notes)
+   with normPitch, plain and with a pitch oscillator (smf.rnn.oscillator) side by side.
 """
 
 from __future__ import annotations
@@ -104,6 +105,13 @@ def main() -> int:
     ap.add_argument("--no-recipes", action="store_true")
     ap.add_argument("--no-demo", action="store_true", help="skip the demo and the recipes (with --pitch: only pitch)")
     ap.add_argument("--pitch-hidden", type=int, default=96)
+    ap.add_argument(
+        "--pitch-oscillator",
+        type=int,
+        nargs="*",
+        default=[2],
+        help="pitch-oscillator harmonics to train beside the plain tier (smf.rnn.oscillator; none: plain only)",
+    )
     ap.add_argument(
         "--pitch-data",
         choices=("tones", "soundfont"),
@@ -197,10 +205,9 @@ def demo_and_recipes(args, store_uri: str, config: str | None, out: dict) -> Non
 
 
 def pitch(args, store_uri: str, out: dict) -> None:
+    """Section 3: the same audio tier trained on the notes with and without a pitch oscillator, side by side."""
     from smf.common.store import open_store
     from smf.datasets import make_dataset
-    from smf.rnn.evaluate import evaluate_run, pitch_errors, pitch_range
-    from smf.rnn.train import TrainConfig, train
 
     store = open_store(store_uri)
     real = args.pitch_data == "soundfont"
@@ -208,7 +215,32 @@ def pitch(args, store_uri: str, out: dict) -> None:
         make_dataset("soundfont", store, duration=1.0)  # 4 GM programs x 13 pitches (C3..C5), 52 notes
     else:
         make_dataset("tones", store, n_files=50, duration=1.0)
+    variants = [("plain", 0)] + [(f"oscillator {k}", k) for k in args.pitch_oscillator if k]
+    out["pitch"] = {"data": args.pitch_data, "steps": args.pitch_steps, "variants": {}}
+    for label, harmonics in variants:
+        res = pitch_variant(args, store, real, harmonics)
+        out["pitch"]["variants"][label] = res
+        print(
+            f"\n== 3. {args.pitch_data} + {', '.join(res['props'])}, {label}: {args.pitch_steps} steps, "
+            f"H{args.pitch_hidden}, trained in {res['train_s']:.0f} s"
+        )
+        for name, p in res["results"].items():
+            if real and name == "all":
+                continue  # instID 0.5 lies between two instruments: not a note anyone asked for
+            cents = ", ".join(f"{r['cents']:+.0f}" for r in p["rows"])
+            print(
+                f"  {name:>12}: median |error| {p['median_cents']:.0f} cents, worst {p['max_cents']:.0f} "
+                f"(target <= 25, none > 100); per normPitch 0, .25, .5, .75, 1: {cents}"
+            )
+
+
+def pitch_variant(args, store, real: bool, harmonics: int) -> dict:
+    """Train one pitch model (oscillator `harmonics`, 0 = none) on the notes and measure its pitch errors."""
+    from smf.rnn.evaluate import evaluate_run, pitch_errors, pitch_range
+    from smf.rnn.train import TrainConfig, train
+
     props = ["normPitch", "instID"] if real else ["normPitch"]
+    run = f"rnn/bench-pitch-osc{harmonics}"
     t0 = time.monotonic()
     cfg = TrainConfig.from_dict(
         {
@@ -222,18 +254,19 @@ def pitch(args, store_uri: str, out: dict) -> None:
             "steps": args.pitch_steps,
             "checkpoint_every": args.pitch_steps,
             "progress_every": 10**6,
+            "oscillator": harmonics,
         }
     )
-    train(cfg, store, "rnn/bench-pitch", log=lambda *a: None)
+    train(cfg, store, run, log=lambda *a: None)
     secs = time.monotonic() - t0
-    rep = evaluate_run(store, "rnn/bench-pitch")
+    rep = evaluate_run(store, run)
     results = {"all": rep["pitch"]}
     if real:  # the same five pitches played on each instrument (instID held on the program's value)
         from smf.rnn.dataset import load_dataset
         from smf.rnn.generate import Generator
         from smf.rnn.runs import ModelCache
 
-        loaded = ModelCache(store).load("rnn/bench-pitch", 0)
+        loaded = ModelCache(store).load(run, 0)
         midi = pitch_range(load_dataset(cfg.data, loaded.config, 1, store).ranges)
         gen = Generator(loaded.model)
         programs = ("piano", "nylon guitar", "violin", "flute")
@@ -245,19 +278,7 @@ def pitch(args, store_uri: str, out: dict) -> None:
                 return gen.generate(arr, dur, seed=sd)
 
             results[name] = pitch_errors(render, props, loaded.config.sample_rate, midi)
-    print(
-        f"\n== 3. {args.pitch_data} + {', '.join(props)}: {args.pitch_steps} steps, H{args.pitch_hidden}, "
-        f"trained in {secs:.0f} s"
-    )
-    for label, p in results.items():
-        if real and label == "all":
-            continue  # instID 0.5 lies between two instruments: not a note anyone asked for
-        cents = ", ".join(f"{r['cents']:+.0f}" for r in p["rows"])
-        print(
-            f"  {label:>12}: median |error| {p['median_cents']:.0f} cents, worst {p['max_cents']:.0f} "
-            f"(target <= 25, none > 100); per normPitch 0, .25, .5, .75, 1: {cents}"
-        )
-    out["pitch"] = {"data": args.pitch_data, "train_s": secs, "steps": args.pitch_steps, **results}
+    return {"props": props, "harmonics": harmonics, "train_s": secs, "results": results}
 
 
 if __name__ == "__main__":

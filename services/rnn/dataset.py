@@ -33,11 +33,13 @@ from torch import Tensor
 @dataclass
 class TrainFile:
     """One file at the tier's rate: `series` [n] mu-law classes (audio tier) or [n, G] controls (param tier), and
-    `cond` [n, C] conditioning sampled at the same step times."""
+    `cond` [n, C] conditioning sampled at the same step times; `phase` [n] the fundamental's measured phase when
+    the tier has a pitch oscillator (smf.rnn.oscillator), else None."""
 
     name: str
     series: Tensor
     cond: Tensor
+    phase: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.cond)
@@ -105,6 +107,7 @@ class WindowDataset:
         self.cross = cross  # fraction of windows that run on across a file's end into a random next file
         self.features: dict = {}  # normalisation of analysis controls (smf.rnn.features), set by prepare_files
         self.ranges: dict[str, dict] = {}  # physical range of each conditioning param, set by prepare_files
+        self.pitch: list[float] | None = None  # normPitch's MIDI range, set by prepare_files for a pitch oscillator
 
     def __len__(self) -> int:
         return len(self.files)
@@ -114,10 +117,12 @@ class WindowDataset:
     ) -> tuple[Tensor, Tensor]:
         """A batch of random windows -> (x [B, T, G+C] float32, target): target [B, T] int64 classes (audio tier)
         or [B, T, G] float32 (param tier). x row t = [series t, cond t]; target row t = series t+1."""
+        from smf.rnn.oscillator import net_conditioning
+
         T = seq_len or self.seq_len
         xs, ys = [], []
         for s, c in zip(*self.windows(batch, T + 1, generator), strict=True):
-            c = c[:T]
+            c = net_conditioning(c, self.config)  # [T, C (+ 2K)]: row t with the oscillator of sample t + 1
             if self.config.is_audio:
                 s = s.long()
                 xs.append(torch.cat([audio_input(s[:-1], self.config.classes)[:, None], c], 1))
@@ -128,7 +133,8 @@ class WindowDataset:
 
     def windows(self, batch: int, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """A batch of random raw windows of n steps -> (series [B, n, ...], cond [B, n, C]): what `sample` turns
-        into inputs and targets (a source-filter tier's trainer does it with its envelope instead)."""
+        into inputs and targets (a source-filter tier's trainer does it with its envelope instead). With a pitch
+        oscillator, cond has one more column: the phase (smf.rnn.oscillator.split_phase takes it off)."""
         idx = torch.multinomial(self.weights, batch, replacement=True, generator=generator)
         crossing = (
             torch.rand(batch, generator=generator) < self.cross if self.cross > 0 else torch.zeros(batch, dtype=bool)
@@ -150,7 +156,7 @@ class WindowDataset:
     def _within(self, i: int, n: int, generator) -> tuple[Tensor, Tensor]:
         f = self.files[i]
         off = int(torch.randint(0, len(f) - n + 1, (1,), generator=generator))
-        return f.series[off : off + n], f.cond[off : off + n]
+        return f.series[off : off + n], _cond(f)[off : off + n]
 
     def _across(self, i: int, n: int, generator) -> tuple[Tensor, Tensor]:
         """n steps starting anywhere in file i and running on into random next files (from their start) at its end:
@@ -158,13 +164,18 @@ class WindowDataset:
         (within one grid cell the knobs are constant and the past samples alone predict the next one)."""
         f = self.files[i]
         off = int(torch.randint(0, len(f), (1,), generator=generator))
-        parts_s, parts_c, have = [f.series[off:]], [f.cond[off:]], len(f) - off
+        parts_s, parts_c, have = [f.series[off:]], [_cond(f)[off:]], len(f) - off
         while have < n:
             f = self.files[int(torch.multinomial(self.weights, 1, generator=generator))]
             parts_s.append(f.series[: n - have])
-            parts_c.append(f.cond[: n - have])
+            parts_c.append(_cond(f)[: n - have])
             have += len(parts_s[-1])
         return torch.cat(parts_s)[:n], torch.cat(parts_c)[:n]
+
+
+def _cond(f: TrainFile) -> Tensor:
+    """A file's conditioning as windows carry it: with the measured phase as a last column when it has one."""
+    return f.cond if f.phase is None else torch.cat([f.cond, f.phase[:, None].to(f.cond.dtype)], 1)
 
 
 def artifact_id(data: str) -> str:
@@ -256,7 +267,31 @@ def prepare_files(
     data = WindowDataset([prepare_file(*e, config) for e in entries], config, seq_len, cross=cross)
     data.features = stats
     data.ranges = physical_ranges(entries, config.param_names)
+    if config.oscillator:
+        _attach_oscillator(data, config)
     return data
+
+
+def _attach_oscillator(data: WindowDataset, config: RNNConfig) -> None:
+    """A pitch-oscillator tier: normPitch's MIDI range (the config's, else the data's) and every file's phase."""
+    from dataclasses import replace
+
+    from smf.rnn.oscillator import attach_phases
+    from smf.rnn.pitch import PITCH_PARAM, pitch_range
+
+    if PITCH_PARAM not in config.param_names:
+        raise InvalidArgument(
+            "oscillator", f"a pitch oscillator follows {PITCH_PARAM}; add it to the props (got {config.param_names})"
+        )
+    midi = config.pitch if config.pitch is not None else pitch_range(data.ranges)
+    if midi is None:
+        raise InvalidArgument(
+            "oscillator",
+            f"the data's .params give no MIDI range for {PITCH_PARAM} (origUnits midiPitch, origMinval, "
+            "origMaxval): the oscillator cannot tell which f0 a value names; set oscillator 0 or add them",
+        )
+    data.pitch = [float(midi[0]), float(midi[1])]
+    attach_phases(data, replace(config, pitch=data.pitch))
 
 
 def physical_ranges(entries, names: list[str]) -> dict[str, dict]:

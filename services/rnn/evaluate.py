@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from smf.common.errors import InvalidArgument
 from smf.rnn.conditioning import POINTS, stretch
+from smf.rnn.pitch import PITCH_PARAM, pitch_range
 
 __all__ = [
     "Gesture",
@@ -497,16 +498,7 @@ def plot_report(report: dict) -> bytes:
 
 # --- pitch ----------------------------------------------------------------------------------------------------------
 
-PITCH_PARAM = "normPitch"
 PITCH_VALUES = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def pitch_range(ranges: dict[str, dict]) -> tuple[float, float] | None:
-    """(low, high) MIDI notes of normPitch from a dataset's physical ranges, when its units are MIDI notes."""
-    r = ranges.get(PITCH_PARAM)
-    if r is not None and "midi" in str(r.get("units") or "").lower():
-        return float(r["min"]), float(r["max"])
-    return None
 
 
 def pitch_errors(
@@ -570,7 +562,8 @@ def evaluate_run(
     if not data:
         raise InvalidArgument("grid", f"{run_id} does not record its training data; name it with --grid")
     # the training sounds with the knobs' values (for a chain: the parameter tier's params, not the controls)
-    dataset = load_dataset(data, replace(loaded.config, param_names=knobs), 1, store)
+    # (without the oscillator's phase analysis: the reference needs the sounds and their params only)
+    dataset = load_dataset(data, replace(loaded.config, param_names=knobs, oscillator=0), 1, store)
     reference = reference_from_dataset(dataset)
     gen = Generator(loaded.model, precision=precision)
 

@@ -27,6 +27,7 @@ from smf.common.files import atomic_path
 from smf.rnn.fastgen.rng import uniforms
 from smf.rnn.fastgen.torch_loop import StepLoop
 from smf.rnn.generate import silence_class
+from smf.rnn.oscillator import oscillator_for
 from torch import Tensor, nn
 
 
@@ -35,6 +36,7 @@ class ExportedGenerator(nn.Module):
         super().__init__()
         cfg = model.config
         self.loop = StepLoop(model)
+        self.oscillator = oscillator_for(cfg)  # a pitch oscillator's inputs, as Generator.run makes them
         self.param_names: list[str] = list(cfg.param_names)
         self.sample_rate: int = int(cfg.sample_rate)
         self.classes: int = int(cfg.classes)
@@ -46,6 +48,7 @@ class ExportedGenerator(nn.Module):
         self.h = torch.zeros(cfg.layers, 1, cfg.hidden)
         self.prev = torch.full((1,), self.silence, dtype=torch.int64)
         self.hist = torch.zeros(1, self.history)  # last audio samples: de-emphasis and source-filter across steps
+        self.phase = torch.zeros(1, dtype=torch.float64)  # the pitch oscillator's (unused without one)
         self.seed: int = 0
         self.t: int = 0
 
@@ -55,6 +58,7 @@ class ExportedGenerator(nn.Module):
         self.h = torch.zeros(self.layers, voices, self.hidden, device=device)
         self.prev = torch.full([voices], self.silence, dtype=torch.int64, device=device)
         self.hist = torch.zeros([voices, self.history], device=device)
+        self.phase = torch.zeros([voices], dtype=torch.float64, device=device)
         self.seed = seed
         self.t = 0
 
@@ -63,6 +67,7 @@ class ExportedGenerator(nn.Module):
         """Continue the voices set up by reset: cond [B, n, C] at the sample rate -> audio [B, n]."""
         cond = cond.to(self.loop.w_a.device, torch.float32)
         u = uniforms(self.seed, cond.shape[0], self.t, cond.shape[1], cond.device)
+        cond, self.phase = self.oscillator(cond, self.phase)
         audio, self.h, self.prev, self.hist = self.loop(cond, self.h, self.prev, self.hist, u, temperature)
         self.t += cond.shape[1]
         return audio

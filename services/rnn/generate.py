@@ -44,6 +44,7 @@ from smf.rnn.conditioning import POINTS, check_array, stretch
 from smf.rnn.fastgen.rng import uniforms
 from smf.rnn.fastgen.torch_loop import StepLoop
 from smf.rnn.model import mulaw_encode
+from smf.rnn.oscillator import oscillator_for
 from torch import Tensor, nn
 
 __all__ = [
@@ -122,28 +123,32 @@ class Generator:
         self.backend = "cpp" if self.engine is not None else "torch"
         self.precision = precision if self.engine is not None else "fp32"
         self.loop = StepLoop(model).to(self.device).eval() if self.engine is None else None
+        self.oscillator = oscillator_for(cfg)  # a pitch oscillator's inputs are made here, for either backend
         self.silence = silence_class(cfg.classes)
 
     # -- the core: T steps for B voices from a state -------------------------------------------------------------
 
-    def new_state(self, voices: int) -> tuple[Tensor, Tensor, Tensor]:
+    def new_state(self, voices: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(h [L, B, H] zeros, prev [B] = silence class, hist [B, config.history] zeros: the last audio samples,
-        newest first, which a source-filter predicts from and de-emphasis starts from)."""
+        newest first, which a source-filter predicts from and de-emphasis starts from, phase [B] float64 zeros: the
+        pitch oscillator's, unused without one)."""
         cfg = self.config
         h = torch.zeros(cfg.layers, voices, cfg.hidden, device=self.device)
         hist = torch.zeros(voices, cfg.history, device=self.device)
-        return h, torch.full((voices,), self.silence, dtype=torch.int64, device=self.device), hist
+        phase = torch.zeros(voices, dtype=torch.float64, device=self.device)
+        return h, torch.full((voices,), self.silence, dtype=torch.int64, device=self.device), hist, phase
 
     @torch.no_grad()
     def run(
-        self, cond: Tensor, state: tuple[Tensor, Tensor, Tensor], *, seed: int, t0: int, temperature: float
+        self, cond: Tensor, state: tuple[Tensor, Tensor, Tensor, Tensor], *, seed: int, t0: int, temperature: float
     ) -> Tensor:
-        """cond [B, T, C] at the sample rate -> audio [B, T] float32; `state` (h, prev, hist) is updated in place
-        and `t0` is the absolute step of cond[:, 0] (it keys the uniforms)."""
-        h, prev, hist = state
+        """cond [B, T, C] at the sample rate -> audio [B, T] float32; `state` (h, prev, hist, phase) is updated in
+        place and `t0` is the absolute step of cond[:, 0] (it keys the uniforms)."""
+        h, prev, hist, phase = state
         B, T = cond.shape[0], cond.shape[1]
         u = uniforms(seed, B, t0, T, self.device)
-        cond = cond.to(self.device, torch.float32)
+        cond, phase_new = self.oscillator(cond.to(self.device, torch.float32), phase)  # [B, T, C (+ 2K)]
+        phase.copy_(phase_new)
         if self.engine is not None:
             return self.engine.run(cond, u, h, prev, hist, temperature)
         audio, h_new, prev_new, hist_new = self.loop(cond, h, prev, hist, u, float(temperature))
@@ -232,7 +237,7 @@ class LiveSession:
         self.temperature = temperature
         self.seed = _new_seed() if seed is None else int(seed)
         self.t = 0  # absolute step of the next sample
-        self.state = gen.new_state(voices)  # (h, prev, past samples): de-emphasis and source-filter carry over
+        self.state = gen.new_state(voices)  # (h, prev, past samples, phase): everything a chunk hands the next
         C = gen.config.cond_size
         self.values = np.full((voices, C), 0.5, dtype=np.float32)  # mid-range until told otherwise
         if values is not None:

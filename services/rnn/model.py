@@ -44,6 +44,11 @@ class RNNConfig:
     # conditioning; the GRU learns the filter's excitation and hears (previous sample, LPC prediction, previous
     # excitation). 0 = off (the net learns the samples themselves). See `Envelope` and smf.rnn.source_filter.
     lpc: int = 0
+    # Audio tier: a pitch oscillator of this many harmonics: the net also hears sin/cos(k * phase of the fundamental)
+    # of the normPitch it is asked for (smf.rnn.oscillator); 0 = off. `pitch` is normPitch's MIDI range [lo, hi],
+    # set by the trainer from the data's .params.
+    oscillator: int = 0
+    pitch: list[float] | None = None
 
     @property
     def is_audio(self) -> bool:
@@ -64,6 +69,16 @@ class RNNConfig:
         return len(self.param_names)
 
     @property
+    def net_cond_size(self) -> int:
+        """The conditioning part of the input layer: the params, then 2 x oscillator columns (sin, cos)."""
+        return self.cond_size + 2 * self.oscillator
+
+    @property
+    def pitch_column(self) -> int:
+        """The param the oscillator follows: normPitch (the paramManager name of a MIDI-pitch param)."""
+        return self.param_names.index("normPitch")
+
+    @property
     def gen_size(self) -> int:
         """The generated part of the input: the previous sample (audio tier; with `lpc` also the LPC prediction and
         the previous excitation) or the previous controls (parameter tier)."""
@@ -73,7 +88,7 @@ class RNNConfig:
 
     @property
     def input_size(self) -> int:
-        return self.gen_size + self.cond_size
+        return self.gen_size + self.net_cond_size
 
     def to_dict(self) -> dict:
         return asdict(self)

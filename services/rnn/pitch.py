@@ -15,7 +15,17 @@ import math
 
 import numpy as np
 
-__all__ = ["cents", "estimate_f0", "midi_to_hz", "requested_hz"]
+__all__ = ["PITCH_PARAM", "cents", "estimate_f0", "midi_to_hz", "pitch_range", "requested_hz"]
+
+PITCH_PARAM = "normPitch"  # paramManager's name of a pitch param; its origUnits say whether it is MIDI notes
+
+
+def pitch_range(ranges: dict[str, dict]) -> tuple[float, float] | None:
+    """(low, high) MIDI notes of normPitch from a dataset's physical ranges, when its units are MIDI notes."""
+    r = ranges.get(PITCH_PARAM)
+    if r is not None and "midi" in str(r.get("units") or "").lower():
+        return float(r["min"]), float(r["max"])
+    return None
 
 
 def estimate_f0(x: np.ndarray, sr: int, fmin: float = 50.0, fmax: float = 1000.0) -> float:

@@ -110,17 +110,22 @@ def history(x: Tensor, order: int) -> Tensor:
 
 
 @torch.no_grad()
-def tier_batch(envelope, audio: Tensor, cond: Tensor, classes: int) -> tuple[Tensor, Tensor]:
+def tier_batch(envelope, audio: Tensor, cond: Tensor, classes: int, harmonics: int = 0) -> tuple[Tensor, Tensor]:
     """The inputs and targets of a source-filter tier for windows of P + T + 1 samples -> (x [B, T, 3 + C],
     target [B, T] int64). audio [B, P+T+1] float in [-1, 1], cond [B, P+T+1, C] (row i = the params at sample i).
 
     Row r reads input sample i = P + r and predicts sample i + 1, as generation does at its step: the prediction
     p[i+1] = -sum_j a_j x[i+1-j] with a = envelope(cond[i]), the target is the class of e[i+1] = x[i+1] - p[i+1],
-    and the inputs are compand(x[i]), compand(p[i+1]), audio_input(class of e[i]) and cond[i]."""
+    and the inputs are compand(x[i]), compand(p[i+1]), audio_input(class of e[i]) and cond[i]. With a pitch
+    oscillator of `harmonics` (cond's last column is then the phase, see WindowDataset.windows) the oscillator at
+    the phase of sample i + 1 follows cond[i]."""
+    from smf.rnn.oscillator import features
+
     P = envelope.net[-1].out_features
     n = audio.shape[-1]
     T = n - P - 1
-    a = envelope(cond[:, P - 1 : n - 1])  # [B, T+1, P]: coefficients for samples P .. P+T
+    params = cond[..., :-1] if harmonics else cond
+    a = envelope(params[:, P - 1 : n - 1])  # [B, T+1, P]: coefficients for samples P .. P+T
     past = history(audio, P)  # [B, T+1, P]: the P samples before samples P .. P+T
     pred = -(a * past).sum(-1)  # [B, T+1]
     exc = mulaw_encode((audio[:, P:] - pred).clamp(-1.0, 1.0), classes)  # [B, T+1]
@@ -129,8 +134,9 @@ def tier_batch(envelope, audio: Tensor, cond: Tensor, classes: int) -> tuple[Ten
             compand(audio[:, P : P + T], classes)[..., None],
             compand(pred[:, 1:], classes)[..., None],
             audio_input(exc[:, :-1], classes)[..., None],
-            cond[:, P : P + T],
-        ],
+            params[:, P : P + T],
+        ]
+        + ([features(cond[:, P + 1 : P + T + 1, -1], harmonics)] if harmonics else []),
         -1,
     )
     return x, exc[:, 1:]

@@ -41,7 +41,7 @@ import itertools
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +86,7 @@ class TrainConfig:
     cross: float = 0.0  # fraction of windows that run across a file's end into a random next file (knob changes)
     preemphasis: float = 0.0  # audio tier: learn x[t] - p*x[t-1], generation undoes it (smf.rnn.model.preemphasis)
     lpc: int = 0  # audio tier: source-filter of this LPC order (smf.rnn.source_filter; 0 = off, 16 is LPCNet's)
+    oscillator: int = 0  # audio tier: pitch oscillator of this many harmonics on normPitch (smf.rnn.oscillator)
     grad_clip: float | None = 1.0
     checkpoint_every: int = 1000
     progress_every: int = 10
@@ -104,6 +105,7 @@ class TrainConfig:
             rate=self.rate,
             preemphasis=self.preemphasis if not self.generate else 0.0,
             lpc=self.lpc if not self.generate else 0,
+            oscillator=self.oscillator,
         )
 
     @classmethod
@@ -130,6 +132,7 @@ class TrainConfig:
         if not 0.0 <= cfg.preemphasis < 1.0:
             raise InvalidArgument("preemphasis", f"must be in [0, 1) (0 = off; 0.9 is typical), got {cfg.preemphasis}")
         cfg._check_lpc()
+        cfg._check_oscillator()
         if cfg.generate and not cfg.rate:
             raise InvalidArgument("rate", "a parameter tier needs its step rate (e.g. 125)")
         if cfg.rate and not cfg.generate:
@@ -142,6 +145,24 @@ class TrainConfig:
         if overlap:
             raise InvalidArgument("generate", f"{overlap} are both generated and conditioning (props {cfg.props})")
         return cfg
+
+    def _check_oscillator(self) -> None:
+        from smf.rnn.oscillator import MAX_HARMONICS
+        from smf.rnn.pitch import PITCH_PARAM
+
+        if not 0 <= self.oscillator <= MAX_HARMONICS:
+            raise InvalidArgument(
+                "oscillator",
+                f"must be in [0, {MAX_HARMONICS}] harmonics (0 = off; 2-4 is typical), got {self.oscillator}",
+            )
+        if not self.oscillator:
+            return
+        if self.generate:
+            raise InvalidArgument("oscillator", "a pitch oscillator is an audio-tier option; a parameter tier has none")
+        if PITCH_PARAM not in self.props:
+            raise InvalidArgument(
+                "oscillator", f"a pitch oscillator follows {PITCH_PARAM}; add it to the props (got {self.props})"
+            )
 
     def _check_lpc(self) -> None:
         if not 0 <= self.lpc <= MAX_LPC:
@@ -328,6 +349,8 @@ class Trainer:
             data if data is not None else load_dataset(cfg.data, self.mcfg, cfg.seq_len, self.store, cross=cfg.cross)
         )
         self.features = getattr(self.data, "features", {})  # analysis-control normalisation, in every checkpoint
+        if self.mcfg.oscillator and self.mcfg.pitch is None:  # normPitch's MIDI range, read from the data's .params
+            self.mcfg = replace(self.mcfg, pitch=self.data.pitch)
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(self.mcfg).to(self.device)
@@ -390,7 +413,13 @@ class Trainer:
             from smf.rnn.source_filter import tier_batch
 
             audio, cond = self.data.windows(cfg.batch, cfg.seq_len + self.mcfg.lpc + 1, generator=self.data_gen)
-            x, target = tier_batch(self.model.envelope, audio.to(self.device), cond.to(self.device), self.mcfg.classes)
+            x, target = tier_batch(
+                self.model.envelope,
+                audio.to(self.device),
+                cond.to(self.device),
+                self.mcfg.classes,
+                self.mcfg.oscillator,
+            )
         else:
             x, target = self.data.sample(cfg.batch, cfg.seq_len, generator=self.data_gen)
         tf = tf_mask(cfg.seq_len, self.tfr_at(self.step), generator=self.data_gen)

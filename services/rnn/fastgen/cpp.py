@@ -251,7 +251,8 @@ class CppEngine:
         self.precision = precision
         self.threads = threads or max(1, torch.get_num_threads())
         self.split = split  # several threads per voice when voices < threads (needs idle cores; see kernel.cpp)
-        self.H, self.L, self.C, self.Q = cfg.hidden, cfg.layers, cfg.cond_size, cfg.classes
+        self.H, self.L, self.C, self.Q = cfg.hidden, cfg.layers, cfg.net_cond_size, cfg.classes
+        self.params = cfg.cond_size  # the envelope's input: the params (without a pitch oscillator's columns)
         with torch.no_grad():
             w = model.inp.weight.detach().float().cpu()
             G = cfg.gen_size  # 1, or 3 for a source-filter tier (w_a is then [3, H])
@@ -298,7 +299,7 @@ class CppEngine:
         lpc = audio = None
         if self.order:
             with torch.no_grad():
-                lpc = self.envelope(cond).float().contiguous()
+                lpc = self.envelope(cond[:, :, : self.params]).float().contiguous()
             audio = torch.empty(B, T, dtype=torch.float32)
         P = self._ptrs
         rc = self._lib.smf_fastgen_run(

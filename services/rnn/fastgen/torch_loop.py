@@ -44,7 +44,8 @@ class StepLoop(nn.Module):
         self.hidden: int = cfg.hidden
         self.layers: int = cfg.layers
         self.classes: int = cfg.classes
-        self.cond_size: int = cfg.cond_size
+        self.cond_size: int = cfg.net_cond_size  # the params, then a pitch oscillator's columns (smf.rnn.oscillator)
+        self.params: int = cfg.cond_size
         self.order: int = cfg.lpc
         self.preemphasis: float = float(cfg.preemphasis)
         self.envelope = model.envelope if cfg.lpc else NoEnvelope()
@@ -88,7 +89,9 @@ class StepLoop(nn.Module):
         audio = torch.empty(B, T, dtype=torch.float32, device=cond.device)
         scale = 2.0 / (self.classes - 1)  # audio_input(c) = c * 2/(Q-1) - 1, as in smf.rnn.model
         hs: list[Tensor] = [h[i] for i in range(self.layers)]
-        coef = self.envelope(cond)  # [B, T, P] predictor coefficients (P = 0 without a source-filter)
+        coef = self.envelope(
+            cond[:, :, : self.params]
+        )  # [B, T, P] predictor coefficients (P = 0 without a source-filter)
         pred = torch.zeros(B, dtype=torch.float32, device=cond.device)
         for t in range(T):
             a = prev.to(torch.float32) * scale - 1.0
