@@ -273,22 +273,24 @@ def prepare_files(
 
 
 def _attach_oscillator(data: WindowDataset, config: RNNConfig) -> None:
-    """A pitch-oscillator tier: normPitch's MIDI range (the config's, else the data's) and every file's phase."""
+    """A pitch-oscillator tier: its pitch param's MIDI range (the config's, else the data's) and every file's phase."""
     from dataclasses import replace
 
     from smf.rnn.oscillator import attach_phases
-    from smf.rnn.pitch import PITCH_PARAM, pitch_range
+    from smf.rnn.pitch import pitch_param, pitch_range
 
-    if PITCH_PARAM not in config.param_names:
+    name = pitch_param(config.param_names)
+    if name is None:
         raise InvalidArgument(
-            "oscillator", f"a pitch oscillator follows {PITCH_PARAM}; add it to the props (got {config.param_names})"
+            "oscillator",
+            f"a pitch oscillator follows normPitch or an analysed f0; add one to the props (got {config.param_names})",
         )
-    midi = config.pitch if config.pitch is not None else pitch_range(data.ranges)
+    midi = config.pitch if config.pitch is not None else pitch_range(data.ranges, name)
     if midi is None:
         raise InvalidArgument(
             "oscillator",
-            f"the data's .params give no MIDI range for {PITCH_PARAM} (origUnits midiPitch, origMinval, "
-            "origMaxval): the oscillator cannot tell which f0 a value names; set oscillator 0 or add them",
+            f"the data's .params give no MIDI range for {name} (origUnits midiPitch, origMinval, origMaxval): the "
+            "oscillator cannot tell which f0 a value names; set oscillator 0 or add them",
         )
     data.pitch = [float(midi[0]), float(midi[1])]
     attach_phases(data, replace(config, pitch=data.pitch))

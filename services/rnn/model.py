@@ -45,8 +45,8 @@ class RNNConfig:
     # excitation). 0 = off (the net learns the samples themselves). See `Envelope` and smf.rnn.source_filter.
     lpc: int = 0
     # Audio tier: a pitch oscillator of this many harmonics: the net also hears sin/cos(k * phase of the fundamental)
-    # of the normPitch it is asked for (smf.rnn.oscillator); 0 = off. `pitch` is normPitch's MIDI range [lo, hi],
-    # set by the trainer from the data's .params.
+    # at the pitch it is asked for (normPitch, else an analysed f0; smf.rnn.oscillator); 0 = off. `pitch` is the
+    # MIDI range [lo, hi] that param's 0..1 spans, set by the trainer from the data.
     oscillator: int = 0
     pitch: list[float] | None = None
 
@@ -75,8 +75,9 @@ class RNNConfig:
 
     @property
     def pitch_column(self) -> int:
-        """The param the oscillator follows: normPitch (the paramManager name of a MIDI-pitch param)."""
-        return self.param_names.index("normPitch")
+        """The column the oscillator follows: normPitch, else an analysed f0 (smf.rnn.pitch.pitch_param)."""
+        name = "normPitch" if "normPitch" in self.param_names else "f0"
+        return self.param_names.index(name)
 
     @property
     def gen_size(self) -> int:

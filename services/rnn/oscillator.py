@@ -8,9 +8,10 @@ instead, so the timing is given and the net only shapes it. Those nets are train
 sine's phase does not matter; this tier is trained on the samples themselves (cross-entropy of the next mu-law
 class), so the training phase must be the note's own:
 
-- training: phi of each file is measured from its audio: heterodyne at the nominal f0 of its normPitch (the MIDI
-  range from the .params' origMinval/origMaxval), average over two periods, take the angle; phi = nominal phase +
-  that slowly moving offset (`measured_phase`).
+- training: phi of each file is measured from its audio: heterodyne at the nominal f0 of its pitch param, average
+  over two periods, take the angle; phi = nominal phase + that slowly moving offset (`measured_phase`). The pitch
+  param is normPitch (its MIDI range from the .params' origMinval/origMaxval) or, for a tier without one, an
+  analysed f0 control (smf.rnn.features, octaves above 20 Hz over the data's range; smf.rnn.pitch.pitch_range).
 - generation: phi integrates the requested f0 sample by sample from 0 (`Oscillator`, carried across chunks of a
   live session), so the net makes the fundamental where the oscillator puts it: the pitch asked for.
 
@@ -71,8 +72,9 @@ def measured_phase(audio: np.ndarray, hz: np.ndarray, sample_rate: int) -> np.nd
     nominal = np.cumsum(TWO_PI * hz / sample_rate)
     z = x * np.exp(-1j * nominal)
     w = int(min(max(round(2 * sample_rate / float(np.median(hz))), 8), len(x)))
-    kernel = np.ones(w) / w
-    zl = np.convolve(z, kernel, mode="same")
+    c = np.concatenate([[0], np.cumsum(z)])  # a centred moving sum in O(n), whatever the file's length
+    i = np.arange(len(x))
+    zl = c[np.minimum(i - w // 2 + w, len(x))] - c[np.maximum(i - w // 2, 0)]
     offset = np.unwrap(np.angle(zl))
     return np.mod(nominal + offset, TWO_PI)
 

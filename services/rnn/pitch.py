@@ -15,16 +15,38 @@ import math
 
 import numpy as np
 
-__all__ = ["PITCH_PARAM", "cents", "estimate_f0", "midi_to_hz", "pitch_range", "requested_hz"]
+__all__ = [
+    "F0_PARAM",
+    "PITCH_PARAM",
+    "cents",
+    "pitch_param",
+    "estimate_f0",
+    "midi_to_hz",
+    "pitch_range",
+    "requested_hz",
+]
 
 PITCH_PARAM = "normPitch"  # paramManager's name of a pitch param; its origUnits say whether it is MIDI notes
+F0_PARAM = "f0"  # the analysed fundamental (smf.rnn.features): octaves above F0_REF_HZ, normalised over the data
+F0_REF_HZ = 20.0
 
 
-def pitch_range(ranges: dict[str, dict]) -> tuple[float, float] | None:
-    """(low, high) MIDI notes of normPitch from a dataset's physical ranges, when its units are MIDI notes."""
-    r = ranges.get(PITCH_PARAM)
-    if r is not None and "midi" in str(r.get("units") or "").lower():
+def pitch_param(names) -> str | None:
+    """The param a pitch oscillator follows among `names`: normPitch, else an analysed f0, else None."""
+    return next((n for n in (PITCH_PARAM, F0_PARAM) if n in names), None)
+
+
+def pitch_range(ranges: dict[str, dict], name: str = PITCH_PARAM) -> tuple[float, float] | None:
+    """(low, high) MIDI notes that 0 and 1 of a pitch param name, from a dataset's physical ranges: normPitch when
+    its units are MIDI notes, an analysed f0 in octaves above 20 Hz (both are linear in MIDI notes)."""
+    r = ranges.get(name)
+    if r is None:
+        return None
+    units = str(r.get("units") or "").lower()
+    if "midi" in units:
         return float(r["min"]), float(r["max"])
+    if name == F0_PARAM and units == "octaves":
+        return tuple(69.0 + 12.0 * math.log2(F0_REF_HZ * 2.0 ** float(r[k]) / 440.0) for k in ("min", "max"))
     return None
 
 

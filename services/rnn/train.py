@@ -148,7 +148,7 @@ class TrainConfig:
 
     def _check_oscillator(self) -> None:
         from smf.rnn.oscillator import MAX_HARMONICS
-        from smf.rnn.pitch import PITCH_PARAM
+        from smf.rnn.pitch import pitch_param
 
         if not 0 <= self.oscillator <= MAX_HARMONICS:
             raise InvalidArgument(
@@ -159,9 +159,10 @@ class TrainConfig:
             return
         if self.generate:
             raise InvalidArgument("oscillator", "a pitch oscillator is an audio-tier option; a parameter tier has none")
-        if PITCH_PARAM not in self.props:
+        if pitch_param(self.props) is None:
             raise InvalidArgument(
-                "oscillator", f"a pitch oscillator follows {PITCH_PARAM}; add it to the props (got {self.props})"
+                "oscillator",
+                f"a pitch oscillator follows normPitch or an analysed f0; add one to the props (got {self.props})",
             )
 
     def _check_lpc(self) -> None:

@@ -219,3 +219,15 @@ def test_a_tiny_oscillator_tier_holds_its_pitch_and_a_plain_one_does_not(tmp_pat
 
 
 OSC_STEPS = 300
+
+
+def test_the_oscillator_follows_normpitch_or_an_analysed_f0():
+    from smf.rnn.pitch import pitch_param, pitch_range
+
+    assert pitch_param(["dim0", "f0", "normPitch"]) == "normPitch" and pitch_param(["rms", "f0"]) == "f0"
+    assert pitch_param(["dim0"]) is None
+    assert RNNConfig(param_names=["rms", "f0"], oscillator=2).pitch_column == 1
+    ranges = {"f0": {"units": "octaves", "min": 1.0, "max": math.log2(440 / 20)}, "normPitch": {"units": "norm"}}
+    lo, hi = pitch_range(ranges, "f0")  # octaves above 20 Hz: 40 Hz .. 440 Hz
+    assert abs(hi - 69.0) < 1e-9 and abs(lo - (69 + 12 * math.log2(40 / 440))) < 1e-9
+    assert pitch_range(ranges) is None  # normPitch without MIDI units names no pitch
