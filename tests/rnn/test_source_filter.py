@@ -160,7 +160,7 @@ def test_generation_follows_the_source_filter_tier(backend, precision):
 
 
 @pytest.mark.skipif(len(BACKENDS) < 2, reason="no C++ compiler")
-def test_backends_agree_and_chunks_equal_one_shot():
+def test_backends_agree_and_chunks_equal_one_shot(chunked_live):
     model = lpc_model(hidden=32)
     arr = np.random.default_rng(2).random((3, 8, 2))
     a = Generator(model, backend="torch").generate(arr, 0.02, seed=11)
@@ -170,12 +170,8 @@ def test_backends_agree_and_chunks_equal_one_shot():
     ]
     assert min(first) >= 200, first
     for backend in BACKENDS:
-        gen = Generator(model, backend=backend)
-        full = gen.generate(arr, 0.02, seed=4)
-        live = gen.stream(voices=3, seed=4)
-        cond = gen.prepare(arr, 0.02, None)
-        parts = [live.next(cond[:, i : i + 57]) for i in range(0, cond.shape[1], 57)]
-        np.testing.assert_array_equal(np.concatenate(parts, 1), full)
+        full, live = chunked_live(Generator(model, backend=backend), arr, 0.02, 4, 57)
+        np.testing.assert_array_equal(live, full)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
