@@ -36,6 +36,7 @@ __all__ = [
     "NoOscillator",
     "Oscillator",
     "attach_phases",
+    "auto_oscillator",
     "features",
     "measured_phase",
     "net_conditioning",
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 MAX_HARMONICS = 8
+AUTO_HARMONICS = 2  # what TrainConfig.oscillator None (auto) turns on: the soundfont notes' 1-13 cents took 2
 TWO_PI = 2.0 * math.pi
 
 
@@ -98,6 +100,25 @@ def attach_phases(data, config) -> None:
     for i, f in enumerate(data.files):
         hz = note_hz(f.cond[:, p].to(torch.float64), lo, hi).numpy()
         f.phase = torch.from_numpy(measured_phase(data.audio(i), hz, config.sample_rate)).to(torch.float32)
+
+
+def auto_oscillator(config, data):
+    """TrainConfig.oscillator None (the default): an audio tier whose props hold normPitch, on data whose .params
+    say which MIDI notes it spans, gets an oscillator of AUTO_HARMONICS (its phases measured here, the dataset's
+    config updated); any other tier is returned as it is. -> the RNNConfig to build."""
+    from dataclasses import replace
+
+    from smf.rnn.pitch import PITCH_PARAM, pitch_range
+
+    if not config.is_audio or config.oscillator or PITCH_PARAM not in config.param_names:
+        return config
+    midi = pitch_range(getattr(data, "ranges", {}))
+    if midi is None:
+        return config
+    config = replace(config, oscillator=AUTO_HARMONICS, pitch=[float(midi[0]), float(midi[1])])
+    data.config, data.pitch = config, config.pitch
+    attach_phases(data, config)
+    return config
 
 
 class Oscillator(nn.Module):

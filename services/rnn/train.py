@@ -86,7 +86,9 @@ class TrainConfig:
     cross: float = 0.0  # fraction of windows that run across a file's end into a random next file (knob changes)
     preemphasis: float = 0.0  # audio tier: learn x[t] - p*x[t-1], generation undoes it (smf.rnn.model.preemphasis)
     lpc: int = 0  # audio tier: source-filter of this LPC order (smf.rnn.source_filter; 0 = off, 16 is LPCNet's)
-    oscillator: int = 0  # audio tier: pitch oscillator of this many harmonics on normPitch (smf.rnn.oscillator)
+    # audio tier: pitch oscillator of this many harmonics (smf.rnn.oscillator); None = auto: on (2) when normPitch is
+    # among the props and the data's .params give its MIDI range, else off; 0 = off
+    oscillator: int | None = None
     grad_clip: float | None = 1.0
     checkpoint_every: int = 1000
     progress_every: int = 10
@@ -105,7 +107,7 @@ class TrainConfig:
             rate=self.rate,
             preemphasis=self.preemphasis if not self.generate else 0.0,
             lpc=self.lpc if not self.generate else 0,
-            oscillator=self.oscillator,
+            oscillator=self.oscillator or 0,  # auto (None) is decided once the data is loaded
         )
 
     @classmethod
@@ -150,6 +152,8 @@ class TrainConfig:
         from smf.rnn.oscillator import MAX_HARMONICS
         from smf.rnn.pitch import pitch_param
 
+        if self.oscillator is None:  # auto: decided by the data (smf.rnn.oscillator.auto_oscillator)
+            return
         if not 0 <= self.oscillator <= MAX_HARMONICS:
             raise InvalidArgument(
                 "oscillator",
@@ -352,6 +356,10 @@ class Trainer:
         self.features = getattr(self.data, "features", {})  # analysis-control normalisation, in every checkpoint
         if self.mcfg.oscillator and self.mcfg.pitch is None:  # normPitch's MIDI range, read from the data's .params
             self.mcfg = replace(self.mcfg, pitch=self.data.pitch)
+        elif cfg.oscillator is None:  # auto: an oscillator when the data says which pitch normPitch names
+            from smf.rnn.oscillator import auto_oscillator
+
+            self.mcfg = auto_oscillator(self.mcfg, self.data)
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(self.mcfg).to(self.device)

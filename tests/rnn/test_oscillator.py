@@ -166,6 +166,8 @@ def test_train_config_validates_the_oscillator():
     from smf.rnn.train import TrainConfig
 
     assert TrainConfig.from_dict({"oscillator": 3}).model_config().oscillator == 3
+    assert TrainConfig.from_dict({}).oscillator is None  # auto: decided by the data
+    assert TrainConfig.from_dict({"props": ["dim0"]}).model_config().oscillator == 0
     for bad, field in (
         ({"oscillator": 9}, "oscillator"),
         ({"oscillator": -1}, "oscillator"),
@@ -178,9 +180,10 @@ def test_train_config_validates_the_oscillator():
 
 
 def test_a_tiny_oscillator_tier_holds_its_pitch_and_a_plain_one_does_not(tmp_path):
-    """The score can tell: the same tiny tier and budget on the `tones` notes, with and without the oscillator; the
-    oscillator's renders sit on the requested pitches, the plain tier's do not. The trainer reads normPitch's MIDI
-    range from the .params into the model, and the stored run plays back with it."""
+    """The score can tell: the same tiny tier and budget on the `tones` notes, with the oscillator (the default:
+    auto, on for normPitch with a MIDI range) and with `oscillator` 0; the oscillator's renders sit on the requested
+    pitches, the plain tier's do not. The trainer reads normPitch's MIDI range from the .params into the model, and
+    the stored run plays back with it."""
     from smf.common.store import open_store
     from smf.datasets import make_dataset
     from smf.rnn.evaluate import pitch_errors
@@ -189,7 +192,7 @@ def test_a_tiny_oscillator_tier_holds_its_pitch_and_a_plain_one_does_not(tmp_pat
     store = open_store(f"file://{tmp_path}/store")
     make_dataset("tones", store, n_files=13, duration=0.5)
     medians = {}
-    for harmonics in (2, 0):
+    for harmonics in (None, 0):
         cfg = TrainConfig.from_dict(
             {
                 "data": "datasets/tones",
@@ -207,13 +210,14 @@ def test_a_tiny_oscillator_tier_holds_its_pitch_and_a_plain_one_does_not(tmp_pat
         )
         train(cfg, store, f"rnn/osc{harmonics}", log=lambda *a: None)
         model, _ = load_run(store, f"rnn/osc{harmonics}")
-        assert model.config.pitch == ([48.0, 72.0] if harmonics else None)
+        assert model.config.oscillator == (2 if harmonics is None else 0)
+        assert model.config.pitch == ([48.0, 72.0] if harmonics is None else None)
         gen = Generator(model)
         rep = pitch_errors(lambda a, d, s, g=gen: g.generate(a, d, seed=s), ["normPitch"], SR, (48.0, 72.0))
         medians[harmonics] = rep["median_cents"]
-    print("pitch medians (cents) by harmonics", medians)
-    assert medians[2] < 30, medians
-    assert medians[0] > 3 * max(medians[2], 10), medians
+    print("pitch medians (cents), auto oscillator / none", medians)
+    assert medians[None] < 30, medians
+    assert medians[0] > 3 * max(medians[None], 10), medians
 
 
 OSC_STEPS = 300
@@ -229,3 +233,22 @@ def test_the_oscillator_follows_normpitch_or_an_analysed_f0():
     lo, hi = pitch_range(ranges, "f0")  # octaves above 20 Hz: 40 Hz .. 440 Hz
     assert abs(hi - 69.0) < 1e-9 and abs(lo - (69 + 12 * math.log2(40 / 440))) < 1e-9
     assert pitch_range(ranges) is None  # normPitch without MIDI units names no pitch
+
+
+def test_auto_turns_the_oscillator_on_only_for_normpitch_with_a_midi_range():
+    from smf.rnn.oscillator import AUTO_HARMONICS, auto_oscillator
+
+    plain = RNNConfig(param_names=["normPitch"], hidden=8, layers=1)
+    data = prepare_files(note_entries(), plain, 64)
+    assert all(f.phase is None for f in data.files)
+    cfg = auto_oscillator(plain, data)
+    assert cfg.oscillator == AUTO_HARMONICS and cfg.pitch == [48.0, 72.0] and data.config is cfg
+    assert all(f.phase is not None for f in data.files)
+    x, _ = data.sample(2, 32, torch.Generator().manual_seed(0))
+    assert x.shape[-1] == cfg.input_size
+    no_midi = prepare_files(note_entries(midi=False), plain, 64)
+    assert auto_oscillator(plain, no_midi) is plain
+    tier = RNNConfig(param_names=["normPitch"], hidden=8, layers=1, generate=["rms"], rate=125)
+    assert auto_oscillator(tier, data) is tier
+    explicit = RNNConfig(param_names=["normPitch"], hidden=8, layers=1, oscillator=3, pitch=[48.0, 72.0])
+    assert auto_oscillator(explicit, data) is explicit
