@@ -384,11 +384,17 @@ class Trainer:
             return
         _, ck = found
         saved = ck["config"]
-        if saved["model"] != self.mcfg.to_dict():
+        was = RNNConfig.from_dict(saved["model"]).to_dict()  # a run from before a config key reads its default
+        if was != self.mcfg.to_dict():
+            hint = (
+                "; it has no pitch oscillator, which this config now adds by default: set oscillator 0 to resume it"
+                if self.cfg.oscillator is None and was["oscillator"] != self.mcfg.oscillator
+                else ""
+            )
             raise InvalidArgument(
                 "config",
                 f"run {self.run_id} was trained with model {saved['model']}, "
-                f"this config asks for {self.mcfg.to_dict()}; use a new --out",
+                f"this config asks for {self.mcfg.to_dict()}{hint}; use a new --out",
             )
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])

@@ -252,3 +252,23 @@ def test_auto_turns_the_oscillator_on_only_for_normpitch_with_a_midi_range():
     assert auto_oscillator(tier, data) is tier
     explicit = RNNConfig(param_names=["normPitch"], hidden=8, layers=1, oscillator=3, pitch=[48.0, 72.0])
     assert auto_oscillator(explicit, data) is explicit
+
+
+def test_a_run_without_an_oscillator_resumes_with_oscillator_0_and_the_error_says_so(tmp_path):
+    from smf.common.store import open_store
+    from smf.datasets import make_dataset
+    from smf.rnn.train import TrainConfig, train
+
+    store = open_store(f"file://{tmp_path}/store")
+    make_dataset("tones", store, n_files=3, duration=0.3)
+    base = {"data": "datasets/tones", "hidden": 8, "layers": 1, "seq_len": 64, "batch": 2, "progress_every": 10**6}
+    quiet = lambda *a: None  # noqa: E731
+    train(
+        TrainConfig.from_dict({**base, "steps": 2, "checkpoint_every": 2, "oscillator": 0}), store, "rnn/r", log=quiet
+    )
+    with pytest.raises(InvalidArgument, match="set oscillator 0 to resume"):
+        train(TrainConfig.from_dict({**base, "steps": 4, "checkpoint_every": 2}), store, "rnn/r", log=quiet)
+    progress = train(
+        TrainConfig.from_dict({**base, "steps": 4, "checkpoint_every": 2, "oscillator": 0}), store, "rnn/r", log=quiet
+    )
+    assert progress["step"] == 4
