@@ -523,6 +523,7 @@ def _local_session(args, voices: int):
         sr,
     )
     knobs = Knobs(names, voices=voices, glide_ms=args.glide_ms)
+    knobs.pitch = loaded.config.pitch if chain is None else None  # where MIDI keys put normPitch (an oscillator's)
     chunk = max(16, int(sr * args.chunk_ms / 1000))
     return names, sr, _Session(local_chunks(ensemble, knobs, chunk=chunk, seconds=args.seconds), knobs)
 
@@ -571,9 +572,14 @@ def _knob_sources(args, knobs) -> list:
         print(f"OSC on udp {osc.host}:{osc.port}: /smf/<param> <value> [glide_ms]", file=sys.stderr)
         sources.append(osc)
     if args.midi:
-        mapping = load_midi_map(args.midi_map, knobs.names) if args.midi_map else default_midi_map(knobs.names)
+        if args.midi_map:  # knobs.pitch: the model's normPitch MIDI range (a local, unchained model), else None
+            mapping = load_midi_map(args.midi_map, knobs.names, knobs.pitch)
+        else:
+            mapping = default_midi_map(knobs.names, knobs.pitch)
         midi = MidiKnobs(knobs, args.midi, mapping, api=args.midi_api)
         cc = ", ".join(f"CC{k}->{v}" for k, v in sorted(mapping.cc.items()))
+        if mapping.notes is not None:
+            cc += f"; keys {mapping.notes[0]:.0f}..{mapping.notes[1]:.0f} -> normPitch"
         print(f"MIDI from {midi.name}: {cc}", file=sys.stderr)
         sources.append(midi)
     return sources

@@ -54,6 +54,7 @@ class Knobs:
 
     def __init__(self, names: list[str], *, voices: int = 1, glide_ms: float = 0.0, report: Callable | None = None):
         self.names, self.voices, self.glide_ms = list(names), voices, glide_ms
+        self.pitch: tuple[float, float] | None = None  # normPitch's MIDI range when known: where MIDI keys land
         self.queue: queue.Queue = queue.Queue(QUEUE_SIZE)
         self.report = report or (lambda msg: print(msg, file=sys.stderr))
         self.dropped = 0
@@ -225,23 +226,36 @@ class OscKnobs:
 # --- MIDI CC --------------------------------------------------------------------------------------------------
 
 
+PITCH_KNOB = "normPitch"  # the param MIDI notes play (smf.rnn.pitch.PITCH_PARAM)
+
+
 @dataclass(frozen=True)
 class MidiMap:
-    """CC number -> param; `channel` 1..16 listens to one channel (None: all); `voice` the voice moved (None: all)."""
+    """CC number -> param; `channel` 1..16 listens to one channel (None: all); `voice` the voice moved (None: all);
+    `notes` (low, high): the MIDI notes normPitch 0 and 1 name, so a key played sets normPitch to that note (None:
+    notes do nothing)."""
 
     cc: dict[int, str]
     channel: int | None = None
     voice: int | None = None
+    notes: tuple[float, float] | None = None
 
 
-def default_midi_map(names: list[str]) -> MidiMap:
-    """Without a mapping file: CC 1, 2, ... move the params in order (CC 1 is the mod wheel)."""
-    return MidiMap({i + 1: n for i, n in enumerate(names)})
+def default_midi_map(names: list[str], pitch: tuple[float, float] | None = None) -> MidiMap:
+    """Without a mapping file: CC 1, 2, ... move the params in order (CC 1 is the mod wheel); with `pitch` (the
+    model's normPitch MIDI range) the keys play normPitch."""
+    return MidiMap({i + 1: n for i, n in enumerate(names)}, notes=_notes(names, pitch))
 
 
-def load_midi_map(path: str, names: list[str]) -> MidiMap:
-    """A mapping file `{"cc": {"1": "dim0", "2": "dim1"}, "channel": null, "voice": null}` -> MidiMap.
-    Errors name the file and the key: a typo must not be a knob that silently does nothing."""
+def _notes(names: list[str], pitch) -> tuple[float, float] | None:
+    return (float(pitch[0]), float(pitch[1])) if pitch is not None and PITCH_KNOB in names else None
+
+
+def load_midi_map(path: str, names: list[str], pitch: tuple[float, float] | None = None) -> MidiMap:
+    """A mapping file `{"cc": {"1": "dim0", "2": "dim1"}, "channel": null, "voice": null, "notes": null}` -> MidiMap.
+    `notes`: null plays normPitch from the keys over the model's MIDI range (`pitch`) when it has one, false turns
+    that off, [low, high] names the range (a remote model's). Errors name the file and the key: a typo must not be a
+    knob that silently does nothing."""
     try:
         with open(path) as f:
             raw = json.load(f)
@@ -251,9 +265,9 @@ def load_midi_map(path: str, names: list[str]) -> MidiMap:
         raise InvalidArgument("--midi-map", f"{path} is not JSON: {exc}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("cc"), dict):
         raise InvalidArgument(path, 'expected {"cc": {"<0..127>": "<param>", ...}, "channel": null}')
-    unknown = sorted(set(raw) - {"cc", "channel", "voice"})
+    unknown = sorted(set(raw) - {"cc", "channel", "voice", "notes"})
     if unknown:
-        raise InvalidArgument(path, f"unknown keys {unknown}; known: cc, channel, voice")
+        raise InvalidArgument(path, f"unknown keys {unknown}; known: cc, channel, voice, notes")
     cc = {}
     for k, param in raw["cc"].items():
         if not str(k).isdigit() or not 0 <= int(k) <= 127:
@@ -266,14 +280,35 @@ def load_midi_map(path: str, names: list[str]) -> MidiMap:
         raise InvalidArgument(f"{path}: channel", f"must be null (every channel) or 1..16, got {channel!r}")
     if voice is not None and (not isinstance(voice, int) or voice < 0):
         raise InvalidArgument(f"{path}: voice", f"must be null (every voice) or a voice number >= 0, got {voice!r}")
-    return MidiMap(cc, channel, voice)
+    return MidiMap(cc, channel, voice, _load_notes(raw.get("notes"), path, names, pitch))
+
+
+def _load_notes(notes, path: str, names: list[str], pitch) -> tuple[float, float] | None:
+    if notes is None:
+        return _notes(names, pitch)
+    if notes is False:
+        return None
+    ok = isinstance(notes, list) and len(notes) == 2 and all(isinstance(n, (int, float)) for n in notes)
+    if not ok or not 0 <= notes[0] < notes[1] <= 127:
+        raise InvalidArgument(f"{path}: notes", f"must be null, false or [low, high] MIDI notes 0..127, got {notes!r}")
+    if PITCH_KNOB not in names:
+        raise InvalidArgument(
+            f"{path}: notes", f"the keys play {PITCH_KNOB}, which is not a param of this synth {names}"
+        )
+    return float(notes[0]), float(notes[1])
 
 
 def midi_update(msg, mapping: MidiMap) -> dict[str, float] | None:
-    """A mido.Message -> {param: value in [0, 1]} when it is a mapped control change, else None."""
-    if msg.type != "control_change" or msg.control not in mapping.cc:
+    """A mido.Message -> {param: value in [0, 1]} when it is a mapped control change, or a key (note on) inside the
+    mapped note range (normPitch = where the note lies in it), else None."""
+    if mapping.channel is not None and getattr(msg, "channel", None) != mapping.channel - 1:  # mido counts from 0
         return None
-    if mapping.channel is not None and msg.channel != mapping.channel - 1:  # mido counts channels from 0
+    if msg.type == "note_on" and msg.velocity > 0 and mapping.notes is not None:
+        lo, hi = mapping.notes
+        if lo <= msg.note <= hi:
+            return {PITCH_KNOB: (msg.note - lo) / (hi - lo)}
+        return None
+    if msg.type != "control_change" or msg.control not in mapping.cc:
         return None
     return {mapping.cc[msg.control]: msg.value / 127.0}
 
@@ -313,7 +348,7 @@ class MidiKnobs:
     def handle(self, msg) -> None:
         values = midi_update(msg, self.mapping)
         if values is not None:
-            where = f"midi cc {msg.control}"
+            where = f"midi note {msg.note}" if msg.type == "note_on" else f"midi cc {msg.control}"
             self.knobs.put_safely(values, voice=self.mapping.voice, source="midi", where=where)
 
     def close(self) -> None:

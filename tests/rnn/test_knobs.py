@@ -20,6 +20,7 @@ from smf.rnn.knobs import (
     MidiMap,
     OscKnobs,
     StdinKnobs,
+    default_midi_map,
     load_midi_map,
     midi_backend,
     midi_update,
@@ -159,6 +160,36 @@ def test_midi_mapping_on_real_messages(tmp_path):
         assert says in str(exc.value)
     with pytest.raises(InvalidArgument, match="--midi-map: no such file"):
         load_midi_map(str(tmp_path / "none.json"), NAMES)
+
+
+def test_midi_keys_play_normpitch_over_the_models_range(tmp_path):
+    names = ["normPitch", "instID"]
+    m = default_midi_map(names, (48.0, 72.0))
+    assert m.notes == (48.0, 72.0) and default_midi_map(NAMES, (48.0, 72.0)).notes is None  # no normPitch: no keys
+    assert default_midi_map(names).notes is None  # a model without a known range
+    key = mido.Message("note_on", channel=0, note=60, velocity=90)
+    assert midi_update(key, m) == {"normPitch": pytest.approx(0.5)}
+    assert midi_update(key.copy(note=72), m) == {"normPitch": pytest.approx(1.0)}
+    assert midi_update(key.copy(note=47), m) is None  # outside what the synth was trained on: nothing moves
+    assert midi_update(key.copy(velocity=0), m) is None  # a note on at velocity 0 is a note off
+    assert midi_update(mido.Message("note_off", note=60), m) is None
+    assert midi_update(mido.Message("control_change", control=2, value=127), m) == {"instID": 1.0}
+    assert midi_update(key.copy(channel=3), MidiMap({}, channel=1, notes=(48.0, 72.0))) is None
+
+    def write(obj) -> str:
+        p = tmp_path / "map.json"
+        p.write_text(json.dumps(obj))
+        return str(p)
+
+    assert load_midi_map(write({"cc": {}}), names, (48.0, 72.0)).notes == (48.0, 72.0)
+    assert load_midi_map(write({"cc": {}, "notes": False}), names, (48.0, 72.0)).notes is None
+    assert load_midi_map(write({"cc": {}, "notes": [36, 84]}), names).notes == (36.0, 84.0)
+    for bad, says in [([60, 48], "notes: must be null, false or [low, high]"), ([0, 200], "0..127"), (5, "[low")]:
+        with pytest.raises(InvalidArgument, match="map.json") as exc:
+            load_midi_map(write({"cc": {}, "notes": bad}), names)
+        assert says in str(exc.value)
+    with pytest.raises(InvalidArgument, match="not a param of this synth"):
+        load_midi_map(write({"cc": {}, "notes": [48, 72]}), NAMES)
 
 
 def test_terminal_lines():
