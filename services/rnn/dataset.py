@@ -122,7 +122,7 @@ class WindowDataset:
         T = seq_len or self.seq_len
         xs, ys = [], []
         for s, c in zip(*self.windows(batch, T + 1, generator), strict=True):
-            c = net_conditioning(c, self.config)  # [T, C (+ 2K)]: row t with the oscillator of sample t + 1
+            c = net_conditioning(c, self.config.cond_size, self.config.oscillator)  # [T, C (+ 2K)]
             if self.config.is_audio:
                 s = s.long()
                 xs.append(torch.cat([audio_input(s[:-1], self.config.classes)[:, None], c], 1))
@@ -134,7 +134,7 @@ class WindowDataset:
     def windows(self, batch: int, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """A batch of random raw windows of n steps -> (series [B, n, ...], cond [B, n, C]): what `sample` turns
         into inputs and targets (a source-filter tier's trainer does it with its envelope instead). With a pitch
-        oscillator, cond has one more column: the phase (smf.rnn.oscillator.split_phase takes it off)."""
+        oscillator, cond has one more column: the phase (smf.rnn.oscillator.net_conditioning turns it into inputs)."""
         idx = torch.multinomial(self.weights, batch, replacement=True, generator=generator)
         crossing = (
             torch.rand(batch, generator=generator) < self.cross if self.cross > 0 else torch.zeros(batch, dtype=bool)
@@ -267,33 +267,11 @@ def prepare_files(
     data = WindowDataset([prepare_file(*e, config) for e in entries], config, seq_len, cross=cross)
     data.features = stats
     data.ranges = physical_ranges(entries, config.param_names)
-    if config.oscillator:
-        _attach_oscillator(data, config)
+    if config.oscillator:  # its MIDI range into data.pitch (and data.config), every file's phase measured
+        from smf.rnn.oscillator import require_oscillator
+
+        require_oscillator(config, data)
     return data
-
-
-def _attach_oscillator(data: WindowDataset, config: RNNConfig) -> None:
-    """A pitch-oscillator tier: its pitch param's MIDI range (the config's, else the data's) and every file's phase."""
-    from dataclasses import replace
-
-    from smf.rnn.oscillator import attach_phases
-    from smf.rnn.pitch import pitch_param, pitch_range
-
-    name = pitch_param(config.param_names)
-    if name is None:
-        raise InvalidArgument(
-            "oscillator",
-            f"a pitch oscillator follows normPitch or an analysed f0; add one to the props (got {config.param_names})",
-        )
-    midi = config.pitch if config.pitch is not None else pitch_range(data.ranges, name)
-    if midi is None:
-        raise InvalidArgument(
-            "oscillator",
-            f"the data's .params give no MIDI range for {name} (origUnits midiPitch, origMinval, origMaxval): the "
-            "oscillator cannot tell which f0 a value names; set oscillator 0 or add them",
-        )
-    data.pitch = [float(midi[0]), float(midi[1])]
-    attach_phases(data, replace(config, pitch=data.pitch))
 
 
 def physical_ranges(entries, names: list[str]) -> dict[str, dict]:

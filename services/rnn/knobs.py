@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from smf.common.errors import FailedPrecondition, InvalidArgument
+from smf.rnn.pitch import PITCH_PARAM
 
 __all__ = [
     "KnobUpdate",
@@ -226,9 +227,6 @@ class OscKnobs:
 # --- MIDI CC --------------------------------------------------------------------------------------------------
 
 
-PITCH_KNOB = "normPitch"  # the param MIDI notes play (smf.rnn.pitch.PITCH_PARAM)
-
-
 @dataclass(frozen=True)
 class MidiMap:
     """CC number -> param; `channel` 1..16 listens to one channel (None: all); `voice` the voice moved (None: all);
@@ -248,7 +246,7 @@ def default_midi_map(names: list[str], pitch: tuple[float, float] | None = None)
 
 
 def _notes(names: list[str], pitch) -> tuple[float, float] | None:
-    return (float(pitch[0]), float(pitch[1])) if pitch is not None and PITCH_KNOB in names else None
+    return (float(pitch[0]), float(pitch[1])) if pitch is not None and PITCH_PARAM in names else None
 
 
 def load_midi_map(path: str, names: list[str], pitch: tuple[float, float] | None = None) -> MidiMap:
@@ -291,9 +289,9 @@ def _load_notes(notes, path: str, names: list[str], pitch) -> tuple[float, float
     ok = isinstance(notes, list) and len(notes) == 2 and all(isinstance(n, (int, float)) for n in notes)
     if not ok or not 0 <= notes[0] < notes[1] <= 127:
         raise InvalidArgument(f"{path}: notes", f"must be null, false or [low, high] MIDI notes 0..127, got {notes!r}")
-    if PITCH_KNOB not in names:
+    if PITCH_PARAM not in names:
         raise InvalidArgument(
-            f"{path}: notes", f"the keys play {PITCH_KNOB}, which is not a param of this synth {names}"
+            f"{path}: notes", f"the keys play {PITCH_PARAM}, which is not a param of this synth {names}"
         )
     return float(notes[0]), float(notes[1])
 
@@ -306,7 +304,7 @@ def midi_update(msg, mapping: MidiMap) -> dict[str, float] | None:
     if msg.type == "note_on" and msg.velocity > 0 and mapping.notes is not None:
         lo, hi = mapping.notes
         if lo <= msg.note <= hi:
-            return {PITCH_KNOB: (msg.note - lo) / (hi - lo)}
+            return {PITCH_PARAM: (msg.note - lo) / (hi - lo)}
         return None
     if msg.type != "control_change" or msg.control not in mapping.cc:
         return None

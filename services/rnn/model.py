@@ -76,8 +76,9 @@ class RNNConfig:
     @property
     def pitch_column(self) -> int:
         """The column the oscillator follows: normPitch, else an analysed f0 (smf.rnn.pitch.pitch_param)."""
-        name = "normPitch" if "normPitch" in self.param_names else "f0"
-        return self.param_names.index(name)
+        from smf.rnn.oscillator import pitch_param_of
+
+        return self.param_names.index(pitch_param_of(self.param_names))
 
     @property
     def gen_size(self) -> int:

@@ -16,7 +16,7 @@ class), so the training phase must be the note's own:
   live session), so the net makes the fundamental where the oscillator puts it: the pitch asked for.
 
     phase = measured_phase(audio, hz, 16000)                     # training, per file
-    osc = Oscillator(config)                                     # generation (TorchScript-able)
+    osc = oscillator_for(config)                                 # generation (TorchScript-able)
     cond_net, phase = osc(cond, phase)                           # cond [B, T, C] -> [B, T, C + 2K]
 
 With the inputs in place a tier holds its pitch to a few cents (see docs/benchmarks.md); the timbre is still learnt.
@@ -42,6 +42,8 @@ __all__ = [
     "net_conditioning",
     "note_hz",
     "oscillator_for",
+    "pitch_param_of",
+    "require_oscillator",
 ]
 
 MAX_HARMONICS = 8
@@ -81,25 +83,62 @@ def measured_phase(audio: np.ndarray, hz: np.ndarray, sample_rate: int) -> np.nd
     return np.mod(nominal + offset, TWO_PI)
 
 
-def net_conditioning(cond: Tensor, config) -> Tensor:
-    """Training windows' conditioning [..., n, C] (+ the phase column with an oscillator, see
-    WindowDataset.windows) -> the input rows' [..., n - 1, C + 2K]: row t holds the params of step t and the
+def net_conditioning(cond: Tensor, params: int, harmonics: int) -> Tensor:
+    """Training windows' conditioning [..., n, params] (+ the phase column with an oscillator, see
+    WindowDataset.windows) -> the input rows' [..., n - 1, params + 2K]: row t holds the params of step t and the
     oscillator at the phase of step t + 1, the sample row t predicts (generation's step t hears the phase of the
     sample it makes: the same pairing)."""
-    C = config.cond_size
-    params = cond[..., :-1, :C]
-    if not config.oscillator:
-        return params
-    return torch.cat([params, features(cond[..., 1:, C], config.oscillator)], -1)
+    rows = cond[..., :-1, :params]
+    if not harmonics:
+        return rows
+    return torch.cat([rows, features(cond[..., 1:, params], harmonics)], -1)
+
+
+def pitch_param_of(names) -> str:
+    """The param an oscillator follows among `names` (smf.rnn.pitch.pitch_param), or the error naming `oscillator`."""
+    from smf.rnn.pitch import pitch_param
+
+    name = pitch_param(names)
+    if name is None:
+        raise InvalidArgument(
+            "oscillator", f"a pitch oscillator follows normPitch or an analysed f0; add one to the props (got {names})"
+        )
+    return name
 
 
 def attach_phases(data, config) -> None:
-    """Measure every training file's phase (TrainFile.phase) at the f0 its normPitch names over config.pitch."""
+    """Measure every training file's phase (TrainFile.phase) at the f0 its pitch param names over config.pitch."""
     lo, hi = config.pitch
     p = config.pitch_column
     for i, f in enumerate(data.files):
         hz = note_hz(f.cond[:, p].to(torch.float64), lo, hi).numpy()
         f.phase = torch.from_numpy(measured_phase(data.audio(i), hz, config.sample_rate)).to(torch.float32)
+
+
+def _settle(config, data, midi):
+    """The config with its pitch range, made the dataset's (config, pitch), every file's phase measured."""
+    from dataclasses import replace
+
+    config = replace(config, pitch=[float(midi[0]), float(midi[1])])
+    data.config, data.pitch = config, config.pitch
+    attach_phases(data, config)
+    return config
+
+
+def require_oscillator(config, data):
+    """A tier that asks for an oscillator (config.oscillator > 0): its pitch param's MIDI range (the config's, else
+    the data's .params) and every file's phase -> the config with `pitch` set; errors name `oscillator`."""
+    from smf.rnn.pitch import pitch_range
+
+    name = pitch_param_of(config.param_names)
+    midi = config.pitch if config.pitch is not None else pitch_range(data.ranges, name)
+    if midi is None:
+        raise InvalidArgument(
+            "oscillator",
+            f"the data's .params give no MIDI range for {name} (origUnits midiPitch, origMinval, origMaxval): the "
+            "oscillator cannot tell which f0 a value names; set oscillator 0 or add them",
+        )
+    return _settle(config, data, midi)
 
 
 def auto_oscillator(config, data):
@@ -115,10 +154,7 @@ def auto_oscillator(config, data):
     midi = pitch_range(getattr(data, "ranges", {}))
     if midi is None:
         return config
-    config = replace(config, oscillator=AUTO_HARMONICS, pitch=[float(midi[0]), float(midi[1])])
-    data.config, data.pitch = config, config.pitch
-    attach_phases(data, config)
-    return config
+    return _settle(replace(config, oscillator=AUTO_HARMONICS), data, midi)
 
 
 class Oscillator(nn.Module):

@@ -119,7 +119,7 @@ def tier_batch(envelope, audio: Tensor, cond: Tensor, classes: int, harmonics: i
     and the inputs are compand(x[i]), compand(p[i+1]), audio_input(class of e[i]) and cond[i]. With a pitch
     oscillator of `harmonics` (cond's last column is then the phase, see WindowDataset.windows) the oscillator at
     the phase of sample i + 1 follows cond[i]."""
-    from smf.rnn.oscillator import features
+    from smf.rnn.oscillator import net_conditioning
 
     P = envelope.net[-1].out_features
     n = audio.shape[-1]
@@ -134,9 +134,8 @@ def tier_batch(envelope, audio: Tensor, cond: Tensor, classes: int, harmonics: i
             compand(audio[:, P : P + T], classes)[..., None],
             compand(pred[:, 1:], classes)[..., None],
             audio_input(exc[:, :-1], classes)[..., None],
-            params[:, P : P + T],
-        ]
-        + ([features(cond[:, P + 1 : P + T + 1, -1], harmonics)] if harmonics else []),
+            net_conditioning(cond[:, P : P + T + 1], params.shape[-1], harmonics),
+        ],
         -1,
     )
     return x, exc[:, 1:]

@@ -149,8 +149,7 @@ class TrainConfig:
         return cfg
 
     def _check_oscillator(self) -> None:
-        from smf.rnn.oscillator import MAX_HARMONICS
-        from smf.rnn.pitch import pitch_param
+        from smf.rnn.oscillator import MAX_HARMONICS, pitch_param_of
 
         if self.oscillator is None:  # auto: decided by the data (smf.rnn.oscillator.auto_oscillator)
             return
@@ -163,11 +162,7 @@ class TrainConfig:
             return
         if self.generate:
             raise InvalidArgument("oscillator", "a pitch oscillator is an audio-tier option; a parameter tier has none")
-        if pitch_param(self.props) is None:
-            raise InvalidArgument(
-                "oscillator",
-                f"a pitch oscillator follows normPitch or an analysed f0; add one to the props (got {self.props})",
-            )
+        pitch_param_of(self.props)
 
     def _check_lpc(self) -> None:
         if not 0 <= self.lpc <= MAX_LPC:

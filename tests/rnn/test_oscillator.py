@@ -78,7 +78,7 @@ def test_training_rows_hear_the_phase_of_the_sample_they_predict():
     data = WindowDataset([f], cfg, 32)
     series, cond = data.windows(1, 33, torch.Generator().manual_seed(0))
     assert cond.shape == (1, 33, 2)  # the phase rides as a last column
-    rows = net_conditioning(cond[0], cfg)
+    rows = net_conditioning(cond[0], cfg.cond_size, cfg.oscillator)
     assert rows.shape == (32, 1 + 4)
     torch.testing.assert_close(rows[:, 1], torch.sin(cond[0, 1:, 1]))
     x, target = data.sample(2, 32, torch.Generator().manual_seed(1))

@@ -89,9 +89,8 @@ class StepLoop(nn.Module):
         audio = torch.empty(B, T, dtype=torch.float32, device=cond.device)
         scale = 2.0 / (self.classes - 1)  # audio_input(c) = c * 2/(Q-1) - 1, as in smf.rnn.model
         hs: list[Tensor] = [h[i] for i in range(self.layers)]
-        coef = self.envelope(
-            cond[:, :, : self.params]
-        )  # [B, T, P] predictor coefficients (P = 0 without a source-filter)
+        # [B, T, P] predictor coefficients from the params (P = 0 without a source-filter)
+        coef = self.envelope(cond[:, :, : self.params])
         pred = torch.zeros(B, dtype=torch.float32, device=cond.device)
         for t in range(T):
             a = prev.to(torch.float32) * scale - 1.0
