@@ -169,9 +169,9 @@ def demo_and_recipes(args, store_uri: str, config: str | None, out: dict) -> Non
     }
     # the score's ear on this grid: GAN sounds between the cells, decoded (bench/decoder.py)
     sys.path.insert(0, HERE)
-    from decoder import decoder_check, format_check
+    from decoder import decoder_check, format_check, load_grid
 
-    out["decoder"] = decoder_check(open_store(store_uri), st["rnn"]["data"])
+    out["decoder"] = decoder_check(load_grid(open_store(store_uri), st["rnn"]["data"]))
     print("\n== 1b. the score's ear: " + format_check(out["decoder"]))
 
     if not args.no_recipes:

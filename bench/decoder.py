@@ -24,6 +24,7 @@ import argparse
 import io
 import json
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -60,25 +61,44 @@ def quantized(x: torch.Tensor, cfg) -> np.ndarray:
     return decode_audio(classes, cfg.classes, cfg.preemphasis).numpy()
 
 
-def decoder_check(store, grid: str, fine: int = 2) -> dict:
-    """Decode the GAN sounds between `grid`'s cells with each feature set -> {"grid", "held_out", "cells",
-    "features": {name: {spearman_dim0, spearman_dim1, mae}}}. InvalidArgument for a grid without latents."""
+@dataclass
+class GridParts:
+    """What both checks need from a 2-D grid: its stored latents [d1, d0, Z], its GAN, the plain audio tier config
+    the reference is built for, and the reference (the cells as the score hears them)."""
+
+    grid: str
+    latents: torch.Tensor
+    gan: object
+    cfg: object
+    ref: object
+
+
+def load_grid(store, grid: str) -> GridParts:
+    """Read `grid` once for both checks. InvalidArgument for a grid without latents or with one row / column."""
     from smf.common.errors import InvalidArgument
     from smf.gan.runs import load_model
     from smf.rnn.dataset import load_dataset
-    from smf.rnn.evaluate import BANDS, distances, reference_from_dataset, spearman, window_features
+    from smf.rnn.evaluate import reference_from_dataset
     from smf.rnn.model import RNNConfig
 
     meta = json.loads(store.get_bytes(f"{grid}/grid.json"))
-    if meta.get("d1", 1) < 2 or not meta.get("latents"):
+    if meta.get("d1", 1) < 2 or meta.get("d0", 1) < 2 or not meta.get("latents"):
         raise InvalidArgument("grid", f"{grid}: needs a 2-D grid with stored latents")
     latents = torch.load(io.BytesIO(store.get_bytes(f"{grid}/{meta['latents']}")), weights_only=True)
-    gan = load_model(store, meta["model"])
     cfg = RNNConfig(param_names=["dim0", "dim1"])
     ref = reference_from_dataset(load_dataset(grid, cfg, 1, store))
-    zs, true = lattice_latents(latents, fine)
+    return GridParts(grid, latents, load_model(store, meta["model"]), cfg, ref)
+
+
+def decoder_check(parts: GridParts, fine: int = 2) -> dict:
+    """Decode the GAN sounds between the grid's cells with each feature set -> {"grid", "held_out", "cells",
+    "features": {name: {spearman_dim0, spearman_dim1, mae}}}."""
+    from smf.rnn.evaluate import BANDS, distances, spearman, window_features
+
+    ref = parts.ref
+    zs, true = lattice_latents(parts.latents, fine)
     with torch.no_grad():
-        audio = np.stack([quantized(x, cfg) for x in gan.render(zs)[:, : ref.window]])
+        audio = np.stack([quantized(x, parts.cfg) for x in parts.gan.render(zs)[:, : ref.window]])
 
     held = (window_features(audio, ref.sample_rate) - ref.mean) / ref.std  # z-scored as the score z-scores
     sets = {"mean + std (the score)": slice(None), "mean only": slice(0, BANDS), "std only": slice(BANDS, None)}
@@ -90,43 +110,38 @@ def decoder_check(store, grid: str, fine: int = 2) -> dict:
             "spearman_dim1": spearman(true[:, 1], heard[:, 1]),
             "mae": float(np.abs(true - heard).mean()),
         }
-    return {"grid": grid, "held_out": len(true), "cells": len(ref.audio), "fine": fine, "features": rows}
+    return {"grid": parts.grid, "held_out": len(true), "cells": len(ref.audio), "fine": fine, "features": rows}
 
 
 def latents_at(latents: torch.Tensor, positions: np.ndarray) -> torch.Tensor:
-    """Grid latents [d1, d0, Z] and positions [n, 2] (dim0, dim1 in [0, 1]) -> bilinear latents [n, Z]."""
+    """Grid latents [d1, d0, Z] (d0, d1 >= 2) and positions [n, 2] (dim0, dim1 in [0, 1]) -> latents [n, Z], each
+    the grid service's linear interpolation (`lerp`) of its four neighbouring cells."""
+    from smf.grid.grid import lerp
+
     d1, d0 = latents.shape[0], latents.shape[1]
     x = np.clip(positions[:, 0], 0, 1) * (d0 - 1)
     y = np.clip(positions[:, 1], 0, 1) * (d1 - 1)
     j, i = np.minimum(np.floor(x).astype(int), d0 - 2), np.minimum(np.floor(y).astype(int), d1 - 2)
     fx = torch.from_numpy(x - j).float()[:, None]
     fy = torch.from_numpy(y - i).float()[:, None]
-    top = latents[i, j] * (1 - fx) + latents[i, j + 1] * fx
-    bottom = latents[i + 1, j] * (1 - fx) + latents[i + 1, j + 1] * fx
-    return top * (1 - fy) + bottom * fy
+    top = lerp(latents[i, j], latents[i, j + 1], fx)
+    return lerp(top, lerp(latents[i + 1, j], latents[i + 1, j + 1], fx), fy)
 
 
-def gan_gesture_check(store, grid: str, duration: float = 3.0) -> dict:
+def gan_gesture_check(parts: GridParts, duration: float = 3.0) -> dict:
     """Score the grid's GAN, moved continuously along the score's default gestures, as if it were the synth ->
     the `evaluate` report (its "model" is the GAN)."""
-    from smf.gan.runs import load_model
-    from smf.rnn.dataset import load_dataset
-    from smf.rnn.evaluate import default_gestures, evaluate, reference_from_dataset, requested_windows
-    from smf.rnn.model import RNNConfig
+    from smf.rnn.evaluate import default_gestures, evaluate, requested_windows
 
-    meta = json.loads(store.get_bytes(f"{grid}/grid.json"))
-    latents = torch.load(io.BytesIO(store.get_bytes(f"{grid}/{meta['latents']}")), weights_only=True)
-    gan = load_model(store, meta["model"])
-    cfg = RNNConfig(param_names=["dim0", "dim1"])
-    ref = reference_from_dataset(load_dataset(grid, cfg, 1, store))
+    ref = parts.ref
 
     def render(batch: np.ndarray, seconds: float, seed: int) -> np.ndarray:
         out = []
         for cond in batch:
             req = requested_windows(cond, seconds, ref.sample_rate, ref.window)
             with torch.no_grad():
-                sound = gan.render(latents_at(latents, req[:, :2]))[:, : ref.window].reshape(-1)
-            out.append(quantized(sound, cfg))
+                sound = parts.gan.render(latents_at(parts.latents, req[:, :2]))[:, : ref.window].reshape(-1)
+            out.append(quantized(sound, parts.cfg))
         return np.stack(out)
 
     return evaluate(render, ref, default_gestures(ref.param_names, ref), duration=duration, voices=1)
@@ -153,12 +168,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from smf.common.store import open_store
 
-    result = decoder_check(open_store(args.store), args.grid, args.fine)
+    parts = load_grid(open_store(args.store), args.grid)
+    result = decoder_check(parts, args.fine)
     print(format_check(result))
     if args.gestures:
         from smf.rnn.evaluate import format_table
 
-        report = gan_gesture_check(open_store(args.store), args.grid)
+        report = gan_gesture_check(parts)
         print('\nthe GAN as the synth ("model" = the grid\'s GAN at each requested position)')
         print(format_table(report))
         result["gan_gestures"] = report["summary"]
